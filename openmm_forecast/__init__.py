@@ -1,0 +1,41 @@
+"""openmm-forecast: accelerate OpenMM sampling with learned multi-step forecast jumps.
+
+Importing this package imports torch before openmm (required by openmm-torch's plugins; see
+:mod:`openmm_forecast._runtime`).  Units: OpenMM ``unit`` quantities at public boundaries; inside, plain
+floats in nm, ps, kJ/mol, K and amu.
+"""
+
+from . import _runtime  # noqa: F401  (torch before openmm; must stay first)
+from .errors import (
+    BadForecastError,
+    CheckpointError,
+    DataFileError,
+    ForecastError,
+    ModelFileError,
+    ModelMismatchError,
+    UnitError,
+    UnknownSetupError,
+    UnsupportedSystemError,
+)
+from .integrators import velocity_verlet_integrator
+from .platforms import fastest_platform
+from .systems import SETUPS, MolecularSystem, build_system
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadForecastError",
+    "CheckpointError",
+    "DataFileError",
+    "ForecastError",
+    "ModelFileError",
+    "ModelMismatchError",
+    "MolecularSystem",
+    "SETUPS",
+    "UnitError",
+    "UnknownSetupError",
+    "UnsupportedSystemError",
+    "build_system",
+    "fastest_platform",
+    "velocity_verlet_integrator",
+]

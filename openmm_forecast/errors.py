@@ -1,0 +1,44 @@
+"""Named exceptions of openmm-forecast.
+
+Each says what is wrong and what to do; each derives from a standard exception type so that callers
+catching ``ValueError`` or ``RuntimeError`` keep working.
+"""
+
+
+class ForecastError(Exception):
+    """Base class of all openmm-forecast errors."""
+
+
+class UnitError(ForecastError, TypeError):
+    """A quantity was given without units, or with units of the wrong dimension."""
+
+
+class UnknownSetupError(ForecastError, ValueError):
+    """A named system setup does not exist."""
+
+
+class ModelMismatchError(ForecastError, ValueError):
+    """A model (forecaster or potential) does not match the system it is asked to drive.
+
+    Raised for a wrong atom count, wrong elements or order, or a setup the model was not trained for.
+    """
+
+
+class ModelFileError(ForecastError, OSError):
+    """A model file is missing, unreadable, corrupt, or lacks the metadata openmm-forecast needs."""
+
+
+class BadForecastError(ForecastError, ValueError):
+    """A forecast contains NaN/Inf or is otherwise unusable; nothing of it was written to a Context."""
+
+
+class CheckpointError(ForecastError, ValueError):
+    """A checkpoint is corrupt, or belongs to a different System or forecaster."""
+
+
+class UnsupportedSystemError(ForecastError, ValueError):
+    """A System, integrator or Simulation that openmm-forecast cannot drive."""
+
+
+class DataFileError(ForecastError, ValueError):
+    """A trajectory data file is missing, corrupt, or incompatible with the requested operation."""

@@ -1,0 +1,35 @@
+"""Forecasters: learned and baseline flow maps behind one interface (see :mod:`.base`).
+
+Baselines: :class:`ConstantForecaster`, :class:`BallisticForecaster`, :class:`VerletForecaster`.
+Learned architectures are registered by name (:func:`available_architectures`), built untrained with
+:func:`build_forecaster` / :func:`create_forecaster`, saved with :func:`save_forecaster` and loaded with
+:func:`load_forecaster`.
+"""
+
+from .base import Forecaster, ForecasterMetadata
+from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
+from .registry import (
+    available_architectures,
+    build_forecaster,
+    create_forecaster,
+    load_forecaster,
+    register_architecture,
+    shipped_models,
+)
+from .torch_forecaster import TorchForecaster, save_forecaster
+
+__all__ = [
+    "BallisticForecaster",
+    "ConstantForecaster",
+    "Forecaster",
+    "ForecasterMetadata",
+    "TorchForecaster",
+    "VerletForecaster",
+    "available_architectures",
+    "build_forecaster",
+    "create_forecaster",
+    "load_forecaster",
+    "register_architecture",
+    "save_forecaster",
+    "shipped_models",
+]

@@ -1,0 +1,316 @@
+"""OpenMM setups of alanine dipeptide (ACE-ALA-NME, 22 atoms) under named potentials.
+
+Setups
+------
+``amber14-vacuum``
+    amber14-all.xml, no cutoff, no periodic box.
+``amber14-obc2``
+    amber14-all.xml with the OBC2 implicit-solvent model (implicit/obc2.xml), no cutoff.
+``amber14-tip3p``
+    amber14-all.xml with TIP3P water (amber14/tip3p.xml), 1.0 nm padding, PME with a 1.0 nm cutoff,
+    periodic.  The molecule is atoms 0-21; waters follow.
+``ml``
+    An openmm-torch ``TorchForce`` from a TorchScript potential file (positions in nm, shape (n_atoms, 3),
+    to energy in kJ/mol).  Masses and constraints come from the amber14 topology; every other force is
+    removed.  ``potential_file="ani2x"`` uses torchani's ANI-2x when its weights exist locally (never
+    downloaded).
+
+Every builder returns a :class:`MolecularSystem`; its integrator and Simulation helpers use
+``LangevinMiddleIntegrator`` with the setup's temperature, friction and time step.
+"""
+
+import dataclasses
+import hashlib
+import importlib.resources
+import os
+
+import numpy as np
+from openmm import app, unit
+
+from ._runtime import openmm as mm
+from .errors import ModelFileError, ModelMismatchError, UnknownSetupError
+from .units import positive
+
+SETUPS = ("amber14-vacuum", "amber14-obc2", "amber14-tip3p", "ml")
+"""Names accepted by :func:`build_system`."""
+
+ALANINE_DIPEPTIDE_PDB = "alanine-dipeptide.pdb"
+PHI_ATOMS = (4, 6, 8, 14)
+"""0-based atom indices of the phi dihedral (C-N-CA-C) of alanine dipeptide."""
+PSI_ATOMS = (6, 8, 14, 16)
+"""0-based atom indices of the psi dihedral (N-CA-C-N) of alanine dipeptide."""
+
+_CONSTRAINTS = {None: None, "none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}
+
+
+def resource_path(name):
+    """Absolute path of a file shipped in ``openmm_forecast/resources``."""
+    return str(importlib.resources.files("openmm_forecast") / "resources" / name)
+
+
+def _constraints(value):
+    """Map a constraints argument (None, 'HBonds', app.HBonds, ...) to OpenMM's constant."""
+    if value in (app.HBonds, app.AllBonds, app.HAngles):
+        return value
+    key = value.lower() if isinstance(value, str) else value
+    if key not in _CONSTRAINTS:
+        raise ValueError(
+            f"constraints must be one of None, 'HBonds', 'AllBonds', 'HAngles' (or app.HBonds, ...), got {value!r}"
+        )
+    return _CONSTRAINTS[key]
+
+
+def constraints_name(value):
+    """Canonical name ('HBonds', 'AllBonds', 'HAngles' or 'none') of a constraints argument."""
+    names = {app.HBonds: "HBonds", app.AllBonds: "AllBonds", app.HAngles: "HAngles", None: "none"}
+    return names[_constraints(value)]
+
+
+@dataclasses.dataclass
+class MolecularSystem:
+    """A ready-to-simulate setup: topology, System, positions and thermodynamic parameters.
+
+    Attributes
+    ----------
+    setup : str
+        Name of the setup (one of :data:`SETUPS`).
+    topology : openmm.app.Topology
+    system : openmm.System
+    positions : openmm.unit.Quantity
+        Starting positions, shape (n_particles, 3), length units.
+    temperature, timestep, friction : openmm.unit.Quantity
+        Thermostat temperature, integration time step, Langevin friction coefficient.
+    constraints : str
+        'HBonds', 'AllBonds', 'HAngles' or 'none'.
+    potential : str
+        Description of the potential (force-field files, or the TorchScript file and its hash).
+    solute_atoms : int
+        Number of atoms of the molecule itself (the first atoms); waters, if any, follow.
+    """
+
+    setup: str
+    topology: app.Topology
+    system: mm.System
+    positions: unit.Quantity
+    temperature: unit.Quantity
+    timestep: unit.Quantity
+    friction: unit.Quantity
+    constraints: str
+    potential: str
+    solute_atoms: int
+
+    @property
+    def n_atoms(self):
+        """Number of particles in the System."""
+        return self.system.getNumParticles()
+
+    @property
+    def elements(self):
+        """Element symbols of every atom, in topology order (list of str)."""
+        return [atom.element.symbol for atom in self.topology.atoms()]
+
+    @property
+    def masses(self):
+        """Particle masses in amu (daltons), shape (n_particles,)."""
+        return particle_masses(self.system)
+
+    def integrator(self, seed=0):
+        """A ``LangevinMiddleIntegrator`` at this setup's temperature, friction and time step.
+
+        Parameters
+        ----------
+        seed : int
+            Random number seed of the thermostat (0 lets OpenMM pick one; pick a non-zero value for
+            reproducible runs).
+        """
+        integrator = mm.LangevinMiddleIntegrator(self.temperature, self.friction, self.timestep)
+        integrator.setRandomNumberSeed(int(seed))
+        return integrator
+
+    def create_simulation(self, platform=None, seed=0, integrator=None, minimize=True):
+        """Create an ``openmm.app.Simulation`` for this setup.
+
+        Parameters
+        ----------
+        platform : str or openmm.Platform, optional
+            Platform name or object; default: :func:`fastest_platform`.
+        seed : int
+            Thermostat seed (used when ``integrator`` is None); velocities are drawn with the same seed.
+        integrator : openmm.Integrator, optional
+            Integrator to use instead of :meth:`integrator`.
+        minimize : bool
+            Minimise the energy before drawing velocities.
+        """
+        from .platforms import fastest_platform, get_platform
+
+        platform = get_platform(platform) if platform is not None else fastest_platform(self)
+        integrator = integrator if integrator is not None else self.integrator(seed)
+        simulation = app.Simulation(self.topology, self.system, integrator, platform)
+        simulation.context.setPositions(self.positions)
+        if minimize:
+            simulation.minimizeEnergy()
+        simulation.context.setVelocitiesToTemperature(self.temperature, int(seed))
+        return simulation
+
+    def fingerprint(self):
+        """SHA-256 of the serialized System (forces, parameters, constraints, masses): identifies the physics."""
+        return system_fingerprint(self.system)
+
+
+def particle_masses(system):
+    """Masses of every particle of an OpenMM System, in amu, shape (n_particles,)."""
+    return np.array(
+        [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
+    )
+
+
+def system_fingerprint(system):
+    """SHA-256 hex digest of ``XmlSerializer.serialize(system)``.
+
+    Two Systems with the same fingerprint have identical forces, parameters, masses and constraints.
+    """
+    xml = mm.XmlSerializer.serialize(system)
+    return hashlib.sha256(xml.encode()).hexdigest()
+
+
+def load_alanine_dipeptide():
+    """Shipped alanine dipeptide structure (amber residue names ACE, ALA, NME).
+
+    Returns
+    -------
+    openmm.app.PDBFile
+    """
+    return app.PDBFile(resource_path(ALANINE_DIPEPTIDE_PDB))
+
+
+def build_system(
+    setup,
+    *,
+    temperature=300.0 * unit.kelvin,
+    timestep=2.0 * unit.femtosecond,
+    friction=1.0 / unit.picosecond,
+    constraints="HBonds",
+    potential_file=None,
+):
+    """Build a named alanine-dipeptide setup.
+
+    Parameters
+    ----------
+    setup : str
+        One of :data:`SETUPS`.
+    temperature : openmm.unit.Quantity
+        Thermostat temperature (temperature units).
+    timestep : openmm.unit.Quantity
+        Integration time step (time units).
+    friction : openmm.unit.Quantity
+        Langevin friction coefficient (inverse time units).
+    constraints : str or None
+        None, 'HBonds', 'AllBonds' or 'HAngles' (or OpenMM's constants).
+    potential_file : str, optional
+        For ``ml`` only: path of a TorchScript potential, or ``"ani2x"``.
+
+    Returns
+    -------
+    MolecularSystem
+
+    Raises
+    ------
+    UnknownSetupError
+        If ``setup`` is not one of :data:`SETUPS`.
+    UnitError
+        If a quantity lacks units or has the wrong dimension.
+    ModelFileError, ModelMismatchError
+        For ``ml``: a missing or unreadable potential, or one that does not fit alanine dipeptide.
+    """
+    if setup not in SETUPS:
+        raise UnknownSetupError(f"unknown setup {setup!r}; available setups: {', '.join(SETUPS)}")
+    positive(temperature, unit.kelvin, "temperature")
+    positive(timestep, unit.picosecond, "timestep")
+    positive(friction, unit.picosecond**-1, "friction", allow_zero=True)
+    constraint_type = _constraints(constraints)
+    if setup != "ml" and potential_file is not None:
+        raise ValueError(f"potential_file is only used by the 'ml' setup, not by {setup!r}")
+
+    pdb = load_alanine_dipeptide()
+    topology, positions = pdb.topology, pdb.positions
+    solute_atoms = topology.getNumAtoms()
+    if setup == "amber14-vacuum":
+        forcefield = app.ForceField("amber14-all.xml")
+        system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint_type)
+        potential = "amber14-all.xml"
+    elif setup == "amber14-obc2":
+        forcefield = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
+        system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint_type)
+        potential = "amber14-all.xml+implicit/obc2.xml"
+    elif setup == "amber14-tip3p":
+        forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+        modeller = app.Modeller(topology, positions)
+        modeller.addSolvent(forcefield, model="tip3p", padding=1.0 * unit.nanometer)
+        topology, positions = modeller.topology, modeller.positions
+        system = forcefield.createSystem(
+            topology,
+            nonbondedMethod=app.PME,
+            nonbondedCutoff=1.0 * unit.nanometer,
+            constraints=constraint_type,
+            rigidWater=True,
+        )
+        potential = "amber14-all.xml+amber14/tip3p.xml, PME 1.0 nm"
+    else:
+        if potential_file is None:
+            raise ValueError("the 'ml' setup needs potential_file: a TorchScript potential file, or 'ani2x'")
+        forcefield = app.ForceField("amber14-all.xml")
+        system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint_type)
+        while system.getNumForces():
+            system.removeForce(0)
+        elements = [atom.element.symbol for atom in topology.atoms()]
+        force, potential = _torch_force(potential_file, elements)
+        system.addForce(force)
+    return MolecularSystem(
+        setup=setup,
+        topology=topology,
+        system=system,
+        positions=positions,
+        temperature=temperature,
+        timestep=timestep,
+        friction=friction,
+        constraints=constraints_name(constraints),
+        potential=potential,
+        solute_atoms=solute_atoms,
+    )
+
+
+def _torch_force(potential_file, elements):
+    """TorchForce for the ``ml`` setup, checked against the topology's elements."""
+    import openmmtorch
+
+    if potential_file == "ani2x":
+        from .potentials import ani2x_module
+
+        module = ani2x_module(elements)
+        return openmmtorch.TorchForce(module), "torchani ANI-2x (local weights)"
+    if not os.path.isfile(potential_file):
+        raise ModelFileError(f"potential file {potential_file!r} does not exist")
+    import torch
+
+    extra = {"metadata.json": ""}
+    try:
+        torch.jit.load(potential_file, _extra_files=extra)
+    except Exception as error:
+        raise ModelFileError(
+            f"potential file {potential_file!r} is not a readable TorchScript module: {error}"
+        ) from error
+    if extra["metadata.json"]:
+        import json
+
+        metadata = json.loads(extra["metadata.json"])
+        model_elements = metadata.get("elements")
+        if model_elements is not None and list(model_elements) != list(elements):
+            raise ModelMismatchError(
+                f"potential {potential_file!r} was built for {len(model_elements)} atoms with elements "
+                f"{''.join(model_elements)}, but the topology has {len(elements)} atoms with elements "
+                f"{''.join(elements)}"
+            )
+    with open(potential_file, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()[:16]
+    force = openmmtorch.TorchForce(potential_file)
+    return force, f"TorchScript {os.path.basename(potential_file)} (sha256 {digest})"

@@ -1,0 +1,112 @@
+"""Named setups: composition, physics and argument checking."""
+
+import numpy as np
+import pytest
+from openmm import app, unit
+
+import openmm_forecast as of
+from openmm_forecast._runtime import openmm as mm
+from openmm_forecast.systems import PHI_ATOMS, PSI_ATOMS, build_system, system_fingerprint
+
+ALA2_ELEMENTS = list("HCHHCONHCHCHHHCONHCHHH")
+
+
+def _energy(molecular_system):
+    integrator = mm.VerletIntegrator(0.001)
+    context = mm.Context(molecular_system.system, integrator, mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(molecular_system.positions)
+    return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
+def test_vacuum_setup_is_capped_alanine_with_hbond_constraints(vacuum_system):
+    assert vacuum_system.elements == ALA2_ELEMENTS
+    residues = [r.name for r in vacuum_system.topology.residues()]
+    assert residues == ["ACE", "ALA", "NME"]
+    # 12 hydrogens, each bonded to a heavy atom -> 12 HBonds constraints.
+    assert vacuum_system.system.getNumConstraints() == 12
+    assert vacuum_system.system.usesPeriodicBoundaryConditions() is False
+    assert np.isclose(vacuum_system.masses.sum(), 144.17, atol=0.05)  # C6H12N2O2
+
+
+def test_dihedral_atoms_are_backbone_phi_psi(vacuum_system):
+    names = [a.name for a in vacuum_system.topology.atoms()]
+    assert [names[i] for i in PHI_ATOMS] == ["C", "N", "CA", "C"]
+    assert [names[i] for i in PSI_ATOMS] == ["N", "CA", "C", "N"]
+
+
+def test_implicit_solvent_lowers_energy_by_solvation():
+    vacuum = build_system("amber14-vacuum", constraints=None)
+    obc2 = build_system("amber14-obc2", constraints=None)
+    assert any(isinstance(f, (mm.GBSAOBCForce, mm.CustomGBForce)) for f in obc2.system.getForces())
+    # Solvation free energy of a polar dipeptide is large and negative (tens of kJ/mol).
+    assert _energy(obc2) < _energy(vacuum) - 20.0
+
+
+def test_explicit_solvent_is_periodic_with_waters_after_the_solute():
+    tip3p = build_system("amber14-tip3p")
+    assert tip3p.system.usesPeriodicBoundaryConditions()
+    assert tip3p.solute_atoms == 22 and tip3p.n_atoms > 22 and (tip3p.n_atoms - 22) % 3 == 0
+    assert [a.residue.name for a in tip3p.topology.atoms()][22:25] == ["HOH"] * 3
+    nonbonded = [f for f in tip3p.system.getForces() if isinstance(f, mm.NonbondedForce)][0]
+    assert nonbonded.getNonbondedMethod() == mm.NonbondedForce.PME
+
+
+def test_constraints_argument_changes_the_system():
+    assert build_system("amber14-vacuum", constraints=None).system.getNumConstraints() == 0
+    assert build_system("amber14-vacuum", constraints=app.AllBonds).system.getNumConstraints() == 21
+    assert build_system("amber14-vacuum", constraints="HBonds").constraints == "HBonds"
+
+
+def test_fingerprint_identifies_the_physics(vacuum_system):
+    same = build_system("amber14-vacuum")
+    other = build_system("amber14-vacuum", constraints=None)
+    assert same.fingerprint() == vacuum_system.fingerprint()
+    assert other.fingerprint() != vacuum_system.fingerprint()
+    assert system_fingerprint(vacuum_system.system) == vacuum_system.fingerprint()
+
+
+def test_simulation_runs_at_the_requested_temperature():
+    molecular_system = build_system("amber14-vacuum", temperature=400 * unit.kelvin)
+    simulation = molecular_system.create_simulation(platform="Reference", seed=3)
+    temperatures = []
+    # 22 atoms, 66 - 12 constraints - 0 = 54 DOF (OpenMM removes 3 for CMMotionRemover: 51).
+    dof = 3 * 22 - 12 - 3
+    for _ in range(200):
+        simulation.step(50)
+        ke = simulation.context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temperatures.append(2 * ke / (dof * of.units.MOLAR_GAS_CONSTANT_KJ))
+    # 20 ps of Langevin at 1/ps: mean within ~8 % of the target (std of T for 51 DOF is ~20 %; 200 samples).
+    assert abs(np.mean(temperatures[40:]) - 400.0) < 32.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"setup": "amber99-vacuum"}, of.UnknownSetupError),
+        ({"setup": "amber14-vacuum", "temperature": 300}, of.UnitError),
+        ({"setup": "amber14-vacuum", "timestep": 2 * unit.kelvin}, of.UnitError),
+        ({"setup": "amber14-vacuum", "friction": 1 * unit.picosecond}, of.UnitError),
+        ({"setup": "amber14-vacuum", "timestep": -2 * unit.femtosecond}, ValueError),
+        ({"setup": "amber14-vacuum", "constraints": "Hbond"}, ValueError),
+        ({"setup": "ml"}, ValueError),
+        ({"setup": "ml", "potential_file": "/nonexistent/model.pt"}, of.ModelFileError),
+        ({"setup": "amber14-vacuum", "potential_file": "x.pt"}, ValueError),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, error):
+    setup = kwargs.pop("setup")
+    with pytest.raises(error) as info:
+        build_system(setup, **kwargs)
+    assert str(info.value)  # a message, not a bare exception
+
+
+def test_unknown_setup_lists_the_available_ones():
+    with pytest.raises(of.UnknownSetupError, match="amber14-vacuum"):
+        build_system("charmm36")
+
+
+def test_corrupt_potential_file_is_refused(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a torchscript archive")
+    with pytest.raises(of.ModelFileError, match="TorchScript"):
+        build_system("ml", potential_file=str(path))
