@@ -17,6 +17,17 @@ from .errors import (
     UnknownSetupError,
     UnsupportedSystemError,
 )
+from .forecasters import (
+    BallisticForecaster,
+    ConstantForecaster,
+    Forecaster,
+    ForecasterMetadata,
+    TorchForecaster,
+    VerletForecaster,
+    available_architectures,
+    load_forecaster,
+    save_forecaster,
+)
 from .integrators import velocity_verlet_integrator
 from .platforms import fastest_platform
 from .systems import SETUPS, MolecularSystem, build_system
@@ -25,6 +36,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BadForecastError",
+    "BallisticForecaster",
+    "ConstantForecaster",
+    "Forecaster",
+    "ForecasterMetadata",
+    "TorchForecaster",
+    "VerletForecaster",
+    "available_architectures",
+    "load_forecaster",
+    "save_forecaster",
     "CheckpointError",
     "DataFileError",
     "ForecastError",

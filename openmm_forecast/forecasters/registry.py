@@ -1,0 +1,238 @@
+"""Forecasters by name: a registry of learned architectures, the baselines, shipped models and files.
+
+Like openmm-ml's ``MLPotential``: each learned architecture registers a *builder* under a name, so a
+user's own architecture plugs in without editing openmm-forecast, either by calling
+:func:`register_architecture` or through the entry-point group ``openmm_forecast.architectures``
+(each entry point names a builder).
+
+A builder is a callable ``builder(elements, stride_ps, history, **hyperparameters) -> torch.nn.Module``
+returning a module that satisfies the contract in :mod:`openmm_forecast.forecasters.torch_forecaster`.
+Its hyperparameters must be JSON-serialisable: they are stored in the metadata
+(``extra['hyperparameters']``) so that a trained model can be rebuilt from its metadata and weights.
+"""
+
+import dataclasses
+import importlib.metadata
+import os
+
+import torch
+
+from ..errors import ModelFileError
+from .base import ForecasterMetadata
+from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
+from .torch_forecaster import TorchForecaster, load_model_file
+
+BASELINES = {
+    "constant": ConstantForecaster,
+    "ballistic": BallisticForecaster,
+    "verlet": VerletForecaster,
+}
+"""Baseline forecasters by name (not learned; built from their constructor arguments)."""
+
+ENTRY_POINT_GROUP = "openmm_forecast.architectures"
+
+MODEL_SUFFIX = ".pt"
+
+_BUILDERS = {}
+_entry_points_loaded = False
+_METADATA_FIELDS = {field.name for field in dataclasses.fields(ForecasterMetadata)} - {"architecture"}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def register_architecture(name, builder, replace=False):
+    """Register a learned architecture.
+
+    Parameters
+    ----------
+    name : str
+        Architecture name (stored in model metadata).
+    builder : callable
+        ``builder(elements, stride_ps, history, **hyperparameters) -> torch.nn.Module``.
+    replace : bool
+        Allow replacing an architecture registered under the same name.
+
+    Raises
+    ------
+    ValueError
+        If the name is a baseline's, or already registered and ``replace`` is False.
+    """
+    if name in BASELINES:
+        raise ValueError(f"{name!r} is a baseline forecaster name; choose another architecture name")
+    if name in _BUILDERS and not replace and _BUILDERS[name] is not builder:
+        raise ValueError(f"architecture {name!r} is already registered (pass replace=True to replace it)")
+    _BUILDERS[name] = builder
+
+
+def _load_entry_points():
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name not in _BUILDERS:
+            _BUILDERS[entry_point.name] = entry_point.load()
+
+
+def available_architectures(include_baselines=False):
+    """Names of the registered learned architectures (sorted list of str).
+
+    Parameters
+    ----------
+    include_baselines : bool
+        Also list the baselines ('ballistic', 'constant', 'verlet').
+    """
+    _load_entry_points()
+    names = set(_BUILDERS)
+    if include_baselines:
+        names |= set(BASELINES)
+    return sorted(names)
+
+
+def _builder(name):
+    _load_entry_points()
+    if name not in _BUILDERS:
+        raise ValueError(
+            f"unknown forecaster architecture {name!r}; learned: {', '.join(available_architectures()) or 'none'}; "
+            f"baselines: {', '.join(BASELINES)}"
+        )
+    return _BUILDERS[name]
+
+
+def build_forecaster(architecture, metadata_kwargs, device="cpu", dtype="float32", **hyperparameters):
+    """Build an untrained (freshly initialised) learned forecaster.
+
+    Parameters
+    ----------
+    architecture : str
+        A registered learned architecture (see :func:`available_architectures`).
+    metadata_kwargs : dict
+        :class:`ForecasterMetadata` fields: at least ``elements`` and ``stride_ps`` (ps); optionally
+        ``max_frames``, ``history``, ``setup``, ``constraints``, ``temperature_K``, ...
+    device : str or torch.device
+        Where the model runs.
+    dtype : {'float32', 'float64'}
+        Precision of the model's parameters and arithmetic.
+    **hyperparameters
+        Passed to the architecture's builder (``bonds``, ``d_model``, ``layers``, ...); recorded in
+        ``metadata.extra['hyperparameters']``.
+
+    Returns
+    -------
+    TorchForecaster
+        Its ``module`` is a trainable ``torch.nn.Module``; save it with :func:`save_forecaster`.
+    """
+    builder = _builder(architecture)
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    metadata_kwargs = dict(metadata_kwargs)
+    extra = dict(metadata_kwargs.pop("extra", None) or {})
+    extra["hyperparameters"] = _jsonable(hyperparameters)
+    extra["dtype"] = dtype
+    metadata = ForecasterMetadata(architecture=architecture, extra=extra, **metadata_kwargs)
+    module = builder(metadata.elements, metadata.stride_ps, metadata.history, **hyperparameters)
+    return TorchForecaster(module.to(_DTYPES[dtype]), metadata, device=device)
+
+
+def _jsonable(value):
+    """Hyperparameters as plain JSON types (tuples and arrays become lists)."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def create_forecaster(name, **kwargs):
+    """Create a forecaster by name: a baseline, or an untrained learned architecture.
+
+    Parameters
+    ----------
+    name : str
+        'constant', 'ballistic', 'verlet', or a registered learned architecture.
+    **kwargs
+        For a baseline: its constructor arguments.  For a learned architecture: metadata fields
+        (``elements``, ``stride_ps``, ``max_frames``, ``history``, ...), ``device``, ``dtype`` and the
+        builder's hyperparameters, all as keywords (see :func:`build_forecaster`).
+
+    Returns
+    -------
+    Forecaster
+    """
+    if name in BASELINES:
+        return BASELINES[name](**kwargs)
+    metadata_kwargs = {key: kwargs.pop(key) for key in list(kwargs) if key in _METADATA_FIELDS}
+    return build_forecaster(name, metadata_kwargs, **kwargs)
+
+
+def models_directory():
+    """Directory of the models shipped with openmm-forecast (``openmm_forecast/resources/models``)."""
+    from ..systems import resource_path
+
+    return resource_path("models")
+
+
+def shipped_models():
+    """Names of the shipped trained models (sorted list of str; may be empty)."""
+    directory = models_directory()
+    if not os.path.isdir(directory):
+        return []
+    return sorted(name[: -len(MODEL_SUFFIX)] for name in os.listdir(directory) if name.endswith(MODEL_SUFFIX))
+
+
+def load_forecaster(name_or_path, molecular_system=None, device="cpu", **baseline_kwargs):
+    """Load a forecaster: a baseline by name, a shipped model by name, or a model file.
+
+    Parameters
+    ----------
+    name_or_path : str or os.PathLike
+        'constant', 'ballistic' or 'verlet'; the name of a shipped model (:func:`shipped_models`); or
+        the path of a model file written by :func:`save_forecaster`.
+    molecular_system : MolecularSystem, optional
+        The system the forecaster will drive.  Required by the baselines; when given, a learned model
+        is checked against it (atom count, elements, setup).
+    device : str or torch.device
+        Where a learned model runs.
+    **baseline_kwargs
+        Baselines only: ``stride_ps`` (required), ``max_frames``, and for 'verlet' ``timestep`` and
+        ``platform``.
+
+    Returns
+    -------
+    Forecaster
+
+    Raises
+    ------
+    ModelFileError
+        Unknown name, missing file, corrupt file, or a file without valid metadata.
+    ModelMismatchError
+        The model does not fit ``molecular_system``.
+    """
+    name_or_path = os.fspath(name_or_path)
+    if name_or_path in BASELINES:
+        if molecular_system is None:
+            raise ValueError(f"the {name_or_path!r} baseline needs molecular_system (the system it will drive)")
+        if "stride_ps" not in baseline_kwargs:
+            raise ValueError(f"the {name_or_path!r} baseline needs stride_ps (time between forecast frames)")
+        if name_or_path == "verlet":
+            return VerletForecaster(molecular_system, **baseline_kwargs)
+        kwargs = dict(setup=molecular_system.setup, constraints=molecular_system.constraints, **baseline_kwargs)
+        return BASELINES[name_or_path](molecular_system.elements, **kwargs)
+    if baseline_kwargs:
+        raise TypeError(f"{sorted(baseline_kwargs)} are only accepted for the baselines {', '.join(BASELINES)}")
+    if os.path.exists(name_or_path):
+        path = name_or_path
+    elif name_or_path in shipped_models():
+        path = os.path.join(models_directory(), name_or_path + MODEL_SUFFIX)
+    elif os.sep in name_or_path or name_or_path.endswith(MODEL_SUFFIX):
+        raise ModelFileError(f"forecaster model file {name_or_path!r} does not exist")
+    else:
+        raise ModelFileError(
+            f"{name_or_path!r} is neither a forecaster model file, a shipped model "
+            f"({', '.join(shipped_models()) or 'none shipped'}) nor a baseline ({', '.join(BASELINES)})"
+        )
+    forecaster = load_model_file(path, device=device)
+    if molecular_system is not None:
+        forecaster.check_compatible(molecular_system.elements, setup=molecular_system.setup)
+    return forecaster
