@@ -18,6 +18,9 @@ from .registry import (
 )
 from .torch_forecaster import TorchForecaster, save_forecaster
 
+# Built-in learned architectures register themselves on import.
+from . import asteroid, mdtrajnet, multiscale_ode  # noqa: E402,F401  isort: skip
+
 __all__ = [
     "BallisticForecaster",
     "ConstantForecaster",
