@@ -28,6 +28,7 @@ from .forecasters import (
     load_forecaster,
     save_forecaster,
 )
+from .data import TrajectoryData, data_fingerprint, generate_nve_segments, generate_nvt, load_trajectory
 from .integrators import velocity_verlet_integrator
 from .platforms import fastest_platform
 from .systems import SETUPS, MolecularSystem, build_system
@@ -58,4 +59,5 @@ __all__ = [
     "build_system",
     "fastest_platform",
     "velocity_verlet_integrator",
+    "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",
 ]
