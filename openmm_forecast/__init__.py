@@ -6,6 +6,7 @@ floats in nm, ps, kJ/mol, K and amu.
 """
 
 from . import _runtime  # noqa: F401  (torch before openmm; must stay first)
+from .accelerator import AcceleratorStats, ForecastAccelerator
 from .errors import (
     BadForecastError,
     CheckpointError,
@@ -36,6 +37,8 @@ from .systems import SETUPS, MolecularSystem, build_system
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcceleratorStats",
+    "ForecastAccelerator",
     "BadForecastError",
     "BallisticForecaster",
     "ConstantForecaster",

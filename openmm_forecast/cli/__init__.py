@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["simulate", "generate"]
+COMMANDS = ["simulate", "run", "generate"]
 """Modules of this package that define commands, in the order ``--help`` lists them."""
 
 

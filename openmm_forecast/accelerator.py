@@ -1,0 +1,885 @@
+"""ForecastAccelerator: replace stretches of an OpenMM simulation by guarded forecast jumps.
+
+The cycle
+---------
+:meth:`ForecastAccelerator.step` repeats one cycle until the requested number of steps is done.  The
+state of the loop is explicit: the Context (positions, velocities, box, time, step count), the current
+span ``span_frames``, the count of full-span acceptances in a row, the accumulated energy drift
+``drift_kJ``, the Metropolis random stream, and a history of recent states (rebuilt every cycle).
+
+0. Maintenance.  If the accumulated drift of accepted jumps exceeds ``drift_tolerance_kT`` or the
+   instantaneous kinetic temperature is outside ``temperature_sigmas`` standard deviations of the target,
+   the cycle is a re-equilibration: ``reequilibration_steps`` of the simulation's own (thermostatted)
+   integrator; the drift is reset.  Nothing else happens in that cycle.
+1. Segment.  ``segment_steps`` steps of the simulation's own integrator, through ``Simulation.step`` (so
+   every reporter is served exactly as without the accelerator).  It thermalises, and supplies the
+   current state and, for forecasters with ``history > 1``, the states ``stride`` apart before it.
+2. Jumps, up to ``jumps_per_cycle``, each:
+
+   a. plan: ``n_frames = min(span_frames, whole frames before the end of the call, whole frames before
+      the next report)``.  A jump may end exactly on a report step; a report step that is not on a frame
+      boundary ends the jump at the last boundary before it.  If not one frame fits, the cycle ends (the
+      next segment integrates through the report).
+   b. propose: the forecaster maps the history to ``n_frames`` frames ``stride`` apart.
+   c. sanity (:class:`~openmm_forecast.guards.SanityGuard`): every frame finite, no clash, no stretched
+      bond, no inverted stereocentre.  Nothing has been written to the Context yet.
+   d. energy: the last frame is written to the Context and projected onto the constraints (positions,
+      then velocities); ``dH = (U + K)_after - (U + K)_before`` decides
+      (:func:`~openmm_forecast.guards.energy_decision`).
+   e. accept: time and step count advance by the span; reporters due at the jump's last step report
+      from the Context (which now holds that frame); ``drift_kJ += dH``; after ``grow_after`` full-span
+      acceptances in a row the span doubles (at most ``max_frames``).  If maintenance is now due, the
+      cycle ends.
+      reject: the exact pre-jump State is restored (positions, velocities, box, time, step; velocities
+      reversed in Metropolis mode), the span is covered by the simulation's own integrator, the span
+      halves (at least 1) and the cycle ends.
+
+Rejected forecasts never reach a reporter, and nothing non-finite ever reaches the Context.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import time
+
+import numpy as np
+from openmm import unit
+from tqdm.auto import tqdm
+
+from ._runtime import openmm as mm
+from .checkpoint import forecaster_fingerprint, read_checkpoint, write_checkpoint
+from .errors import BadForecastError, CheckpointError, UnsupportedSystemError
+from .guards import (
+    REJECTION_REASONS,
+    SanityGuard,
+    degrees_of_freedom,
+    energy_decision,
+    kinetic_energy_kJ,
+    kinetic_temperature_K,
+)
+from .integrators import velocity_verlet_integrator
+from .systems import particle_masses, system_fingerprint
+from .units import kT_kJ, positive
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_INTEGRATORS = (mm.LangevinMiddleIntegrator, mm.LangevinIntegrator, mm.VerletIntegrator)
+"""Integrator classes driven as they are (exact types; subclasses such as Drude integrators are refused)."""
+
+WALL_CLOCK_KEYS = ("integration", "forecast", "guard", "transfer")
+
+
+# --------------------------------------------------------------------------------------------------
+# Options and statistics
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class AcceleratorOptions:
+    """Settings of a :class:`ForecastAccelerator` (all keyword arguments of its constructor).
+
+    Attributes
+    ----------
+    segment_steps : int, optional
+        Integration steps at the start of every cycle (default: one stride, or ``history - 1`` strides).
+    jumps_per_cycle : int
+        Most jumps after one segment (default 4).
+    max_frames : int, optional
+        Longest jump in frames (default and upper bound: the forecaster's ``max_frames``).
+    initial_frames : int, optional
+        Span of the first jump (default ``max_frames``).
+    adapt_span : bool
+        Halve the span after a rejection, double it after ``grow_after`` full-span acceptances in a row.
+    grow_after : int
+        See ``adapt_span`` (default 4).
+    energy_tolerance_kT : float
+        Accept a jump when ``|dH| <= energy_tolerance_kT * kT`` (default 1.0; unused in Metropolis mode).
+    drift_tolerance_kT : float
+        Re-equilibrate when the accumulated ``dH`` of accepted jumps exceeds this many kT (default 5).
+    temperature_sigmas : float or None
+        Re-equilibrate when the kinetic temperature is more than this many standard deviations
+        (``T sqrt(2 / dof)``) from the target (default 4; None disables).
+    reequilibration_steps : int
+        Steps of the simulation's integrator per re-equilibration (default 500; 0 disables it).
+    metropolis : bool
+        Exact mode: accept with probability ``min(1, exp(-dH / kT))``, reverse velocities on rejection.
+    seed : int, optional
+        Seed of the Metropolis random stream (default: fresh entropy; the stream is checkpointed).
+    temperature : openmm.unit.Quantity, optional
+        Target temperature (default: the integrator's, else the forecaster's training temperature).
+    clash_fraction : float
+        Clash threshold as a fraction of the smallest non-bonded distance at construction (default 0.7).
+    clash_distance : openmm.unit.Quantity, optional
+        Absolute clash threshold (length), instead of ``clash_fraction``.
+    bond_stretch : float
+        Largest factor by which a bond may differ from its length at construction (default 1.5).
+    check_chirality : bool
+        Reject inverted stereocentres (default True).
+    allow_custom_integrator : bool
+        Accept a ``CustomIntegrator`` other than openmm-forecast's velocity Verlet; you vouch that its
+        ``getStepSize()`` is its time step and that its state is positions and velocities.
+    progress : bool, optional
+        Show a tqdm progress bar (default None: only on a terminal).
+    max_dh_samples : int
+        Most recent ``dH`` values kept in the statistics (default 10000).
+    """
+
+    segment_steps: int = None
+    jumps_per_cycle: int = 4
+    max_frames: int = None
+    initial_frames: int = None
+    adapt_span: bool = True
+    grow_after: int = 4
+    energy_tolerance_kT: float = 1.0
+    drift_tolerance_kT: float = 5.0
+    temperature_sigmas: float = 4.0
+    reequilibration_steps: int = 500
+    metropolis: bool = False
+    seed: int = None
+    temperature: unit.Quantity = None
+    clash_fraction: float = 0.7
+    clash_distance: unit.Quantity = None
+    bond_stretch: float = 1.5
+    check_chirality: bool = True
+    allow_custom_integrator: bool = False
+    progress: bool = None
+    max_dh_samples: int = 10000
+
+    def __post_init__(self):
+        for name in ("jumps_per_cycle", "grow_after", "max_dh_samples"):
+            _require_int(name, getattr(self, name), minimum=1)
+        _require_int("reequilibration_steps", self.reequilibration_steps, minimum=0)
+        for name in ("segment_steps", "max_frames", "initial_frames"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name), minimum=1)
+        for name in ("energy_tolerance_kT", "drift_tolerance_kT"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0 (in kT), got {value!r}")
+        if self.temperature_sigmas is not None and not self.temperature_sigmas > 0:
+            raise ValueError(f"temperature_sigmas must be > 0 or None, got {self.temperature_sigmas!r}")
+        if self.seed is not None:
+            _require_int("seed", self.seed, minimum=0)
+
+
+def _require_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclasses.dataclass
+class AcceleratorStats:
+    """What an accelerator did: jumps, rejections and their reasons, time covered, wall clock, energy.
+
+    Attributes
+    ----------
+    jumps_attempted, jumps_accepted : int
+    rejections : dict
+        Reason (see :data:`~openmm_forecast.guards.REJECTION_REASONS`) -> count.
+    attempted_by_frames, accepted_by_frames : dict
+        Jump length in frames -> count.
+    jumped_ps, integrated_ps : float
+        Simulated time covered by accepted jumps and by the simulation's own integrator, in ps.
+    reequilibrations : int
+    wall_s : dict
+        Wall-clock seconds spent in 'integration', 'forecast', 'guard' (sanity checks, constraint
+        projection, energy evaluation) and 'transfer' (reading and restoring Context states).
+    dh_kJ : list of float
+        ``dH`` in kJ/mol of the most recent energy-checked jumps, accepted or rejected (bounded).
+    max_dh_samples : int
+    """
+
+    jumps_attempted: int = 0
+    jumps_accepted: int = 0
+    rejections: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(REJECTION_REASONS, 0))
+    attempted_by_frames: dict = dataclasses.field(default_factory=dict)
+    accepted_by_frames: dict = dataclasses.field(default_factory=dict)
+    jumped_ps: float = 0.0
+    integrated_ps: float = 0.0
+    reequilibrations: int = 0
+    wall_s: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(WALL_CLOCK_KEYS, 0.0))
+    dh_kJ: list = dataclasses.field(default_factory=list)
+    max_dh_samples: int = 10000
+
+    def record_attempt(self, n_frames):
+        self.jumps_attempted += 1
+        self.attempted_by_frames[n_frames] = self.attempted_by_frames.get(n_frames, 0) + 1
+
+    def record_dh(self, dh_kJ):
+        if np.isfinite(dh_kJ):
+            self.dh_kJ.append(float(dh_kJ))
+            del self.dh_kJ[: -self.max_dh_samples]
+
+    def record_accept(self, n_frames, span_ps):
+        self.jumps_accepted += 1
+        self.accepted_by_frames[n_frames] = self.accepted_by_frames.get(n_frames, 0) + 1
+        self.jumped_ps += span_ps
+
+    def record_reject(self, reason):
+        self.rejections[reason] += 1
+
+    @contextlib.contextmanager
+    def timing(self, key):
+        """Add the wall-clock time of the ``with`` block to ``wall_s[key]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.wall_s[key] += time.perf_counter() - start
+
+    def as_dict(self):
+        """Summary as plain JSON types: counts, rates, time split and ``dH`` percentiles."""
+        total_ps = self.jumped_ps + self.integrated_ps
+        dh = np.asarray(self.dh_kJ)
+        percentiles = (1, 5, 25, 50, 75, 95, 99)
+        return {
+            "jumps_attempted": self.jumps_attempted,
+            "jumps_accepted": self.jumps_accepted,
+            "acceptance_rate": self.jumps_accepted / self.jumps_attempted if self.jumps_attempted else None,
+            "rejections": dict(self.rejections),
+            "acceptance_by_frames": {
+                str(n): {"attempted": count, "accepted": self.accepted_by_frames.get(n, 0),
+                         "rate": self.accepted_by_frames.get(n, 0) / count}
+                for n, count in sorted(self.attempted_by_frames.items())
+            },
+            "jumped_ps": self.jumped_ps,
+            "integrated_ps": self.integrated_ps,
+            "jumped_fraction": self.jumped_ps / total_ps if total_ps else None,
+            "reequilibrations": self.reequilibrations,
+            "wall_s": dict(self.wall_s),
+            "dh_kJ": {
+                "n": int(dh.size),
+                "mean": float(dh.mean()) if dh.size else None,
+                "percentiles": {str(p): float(np.percentile(dh, p)) for p in percentiles} if dh.size else {},
+                "abs_percentiles": {str(p): float(np.percentile(abs(dh), p)) for p in percentiles} if dh.size else {},
+            },
+        }
+
+    def to_state(self):
+        """Everything, as JSON types (for checkpoints; see :meth:`from_state`)."""
+        state = dataclasses.asdict(self)
+        for key in ("attempted_by_frames", "accepted_by_frames"):
+            state[key] = {str(n): count for n, count in state[key].items()}
+        return state
+
+    @classmethod
+    def from_state(cls, state):
+        """Inverse of :meth:`to_state`."""
+        state = dict(state)
+        for key in ("attempted_by_frames", "accepted_by_frames"):
+            state[key] = {int(n): count for n, count in state[key].items()}
+        return cls(**state)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporters (the protocol of openmm.app.Simulation._simulate, for steps covered by a jump)
+# --------------------------------------------------------------------------------------------------
+
+
+def describe_reports(simulation):
+    """Every reporter's next report, as ``(reporter, description)`` in OpenMM 8's dict form.
+
+    Old-style tuples ``(steps, positions, velocities, forces, energy[, wrap])`` are converted as
+    ``Simulation._simulate`` converts them.  ``description['steps']`` counts from ``currentStep``.
+    """
+    reports = []
+    for reporter in simulation.reporters:
+        report = reporter.describeNextReport(simulation)
+        if isinstance(report, tuple):
+            names = ("positions", "velocities", "forces", "energy")
+            description = {"steps": report[0], "include": [name for name, wanted in zip(names, report[1:5]) if wanted]}
+            if len(report) > 5:
+                description["periodic"] = report[5]
+            report = description
+        reports.append((reporter, report))
+    return reports
+
+
+def generate_reports(simulation, due):
+    """Call ``report(simulation, state)`` of each reporter in ``due``, as ``Simulation`` does.
+
+    Reporters that want wrapped positions share one State, those that want unwrapped positions another;
+    reporters without positions join the larger group.
+
+    Parameters
+    ----------
+    simulation : openmm.app.Simulation
+    due : list of (reporter, description)
+        From :func:`describe_reports`, those whose report falls on the current step.
+    """
+    try:
+        uses_pbc = simulation.system.usesPeriodicBoundaryConditions()
+    except Exception:  # as in Simulation.__init__: not every force implements it
+        uses_pbc = simulation.topology.getUnitCellDimensions() is not None
+    wrapped, unwrapped, either = [], [], []
+    for reporter, report in due:
+        if "positions" not in report["include"]:
+            either.append((reporter, report))
+        elif uses_pbc if report.get("periodic") is None else report["periodic"]:
+            wrapped.append((reporter, report))
+        else:
+            unwrapped.append((reporter, report))
+    if len(wrapped) > len(unwrapped):
+        wrapped += either
+    else:
+        unwrapped += either
+    for group, periodic in ((wrapped, True), (unwrapped, False)):
+        if not group:
+            continue
+        include = set().union(*(set(report["include"]) for _, report in group))
+        state = simulation.context.getState(
+            groups=simulation.context.getIntegrator().getIntegrationForceGroups(),
+            enforcePeriodicBox=periodic,
+            parameters=True,
+            **{name: True for name in include},
+        )
+        for reporter, _ in group:
+            reporter.report(simulation, state)
+
+
+# --------------------------------------------------------------------------------------------------
+# Integrator checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _program(integrator):
+    return [integrator.getComputationStep(i) for i in range(integrator.getNumComputations())]
+
+
+def _check_integrator(integrator, allow_custom):
+    """Refuse integrators whose state or time step the accelerator cannot reason about."""
+    kind = type(integrator)
+    if kind in SUPPORTED_INTEGRATORS:
+        return
+    if kind is mm.CustomIntegrator:
+        reference = velocity_verlet_integrator(integrator.getStepSize())
+        if allow_custom or _program(integrator) == _program(reference):
+            return
+        raise UnsupportedSystemError(
+            "the simulation uses a CustomIntegrator the accelerator does not know; supported: "
+            "LangevinMiddleIntegrator, LangevinIntegrator, VerletIntegrator and "
+            "openmm_forecast.velocity_verlet_integrator (pass allow_custom_integrator=True if your "
+            "integrator advances positions and velocities by getStepSize() per step and keeps no other state)"
+        )
+    raise UnsupportedSystemError(
+        f"{kind.__name__} is not supported: the accelerator needs a fixed step size and a state made of "
+        "positions and velocities only (no multiple time steps, no variable steps, no thermostat chains "
+        "or auxiliary particles, no compound integrators); supported: LangevinMiddleIntegrator, "
+        "LangevinIntegrator, VerletIntegrator and openmm_forecast.velocity_verlet_integrator"
+    )
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """The state of one walker at one instant, as the Context holds it and as the forecaster sees it.
+
+    Attributes
+    ----------
+    state : openmm.State
+        Exactly what the Context holds (positions, velocities, box, time, step count, energy): the
+        restore point of a jump.
+    positions_nm : numpy.ndarray, shape (n_atoms, 3)
+    velocities_nm_ps : numpy.ndarray, shape (n_atoms, 3)
+        Velocities at the same time as the positions (for leapfrog-type integrators, whose Context holds
+        velocities half a step earlier, advanced by half a kick and projected onto the constraints).
+    hamiltonian_kJ : float
+        ``U + 0.5 sum(m v^2)`` with the synchronous velocities, in kJ/mol.
+    """
+
+    state: object
+    positions_nm: np.ndarray
+    velocities_nm_ps: np.ndarray
+    hamiltonian_kJ: float
+
+
+# --------------------------------------------------------------------------------------------------
+# The accelerator
+# --------------------------------------------------------------------------------------------------
+
+
+class ForecastAccelerator:
+    """Advance an ``openmm.app.Simulation`` by guarded forecast jumps and ordinary integration.
+
+    Parameters
+    ----------
+    simulation : openmm.app.Simulation
+        Any platform.  Its integrator must be a LangevinMiddleIntegrator, LangevinIntegrator,
+        VerletIntegrator or :func:`~openmm_forecast.integrators.velocity_verlet_integrator` (see
+        ``allow_custom_integrator``), and the forecaster's stride a whole number of its steps.
+    forecaster : Forecaster or str
+        A :class:`~openmm_forecast.forecasters.base.Forecaster`, or a name or path for
+        :func:`~openmm_forecast.forecasters.load_forecaster`.
+    molecular_system : MolecularSystem, optional
+        The setup the simulation was built from: needed to load a baseline by name, and its setup name is
+        checked against the forecaster's.
+    forecaster_options : dict, optional
+        Extra arguments of ``load_forecaster`` (for baselines: ``stride_ps``, ``max_frames``, ...).
+    **options
+        :class:`AcceleratorOptions` fields.
+
+    Raises
+    ------
+    ModelMismatchError
+        The forecaster was made for other atoms (count, elements, order) or another setup.
+    UnsupportedSystemError
+        An unsupported integrator, a stride that is not a whole number of steps, virtual sites, or extra
+        atoms (solvent) the forecaster does not describe: solvated systems are not supported.
+    ValueError
+        Invalid options.
+
+    Notes
+    -----
+    *Clock.*  An accepted jump advances ``simulation.currentStep`` and the Context time by its span; steps
+    covered by jumps are never integrated.  Reporters receive reports at their usual steps, from the
+    integrator or from an accepted jump that ends on the report step; a call pattern repeated with the
+    same seeds repeats the trajectory (each :meth:`step` call starts a new cycle).
+
+    *Integrators.*  OpenMM's leapfrog-type integrators (Verlet, Langevin) report velocities half a step
+    off the positions; the forecaster is given, and ``dH`` measured from, the state the Context reports,
+    and an accepted frame is written back as such.  ``velocity_verlet_integrator`` has synchronous
+    velocities.  With a thermostat-free integrator, re-equilibration only integrates.
+
+    *Exactness.*  The tolerance mode (default) biases the ensemble by at most the accepted ``|dH|`` per
+    jump, and a thermostatted integrator between jumps removes the accumulated drift.  The Metropolis mode
+    (``metropolis=True``) is generalised hybrid Monte Carlo: it leaves the Boltzmann distribution exactly
+    invariant when the forecaster is a volume-preserving, time-reversible map (the ``verlet`` baseline),
+    the span does not adapt (``adapt_span=False``; an adapting span depends on past outcomes), and jumps
+    are not truncated at report steps (choose report intervals that are multiples of the span).  A
+    learned forecaster is neither volume-preserving nor exactly reversible, so with one the Metropolis
+    mode is approximate, like the tolerance mode.  The sanity guards reject only geometries of
+    negligible Boltzmann weight.
+
+    *Constraints and boxes.*  Accepted frames are projected onto the constraints (positions, then
+    velocities) before their energy is evaluated.  The forecaster sees the Context's unwrapped positions,
+    so molecules stay whole in periodic systems; a jump keeps the box.
+    """
+
+    def __init__(self, simulation, forecaster, *, molecular_system=None, forecaster_options=None, **options):
+        self.simulation = simulation
+        self.options = AcceleratorOptions(**options)
+        self.forecaster = self._resolve_forecaster(forecaster, molecular_system, forecaster_options or {})
+        meta = self.forecaster.metadata
+        integrator = simulation.integrator
+        _check_integrator(integrator, self.options.allow_custom_integrator)
+        self._check_atoms(molecular_system)
+
+        self.timestep_ps = integrator.getStepSize().value_in_unit(unit.picosecond)
+        ratio = meta.stride_ps / self.timestep_ps
+        self.stride_steps = int(round(ratio))
+        if self.stride_steps < 1 or abs(ratio - self.stride_steps) > 1e-6 * ratio:
+            raise UnsupportedSystemError(
+                f"the forecaster's stride ({meta.stride_ps} ps) is not a whole number of the integrator's "
+                f"steps ({self.timestep_ps} ps); use a step size that divides the stride"
+            )
+        self.history = meta.history
+        opts = self.options
+        self.max_frames = meta.max_frames if opts.max_frames is None else opts.max_frames
+        if self.max_frames > meta.max_frames:
+            raise ValueError(f"max_frames ({self.max_frames}) exceeds the forecaster's max_frames ({meta.max_frames})")
+        self.span_frames = self.max_frames if opts.initial_frames is None else opts.initial_frames
+        if self.span_frames > self.max_frames:
+            raise ValueError(f"initial_frames ({self.span_frames}) exceeds max_frames ({self.max_frames})")
+        history_steps = (self.history - 1) * self.stride_steps
+        self.segment_steps = max(history_steps, self.stride_steps) if opts.segment_steps is None else opts.segment_steps
+        if self.segment_steps < history_steps:
+            raise ValueError(
+                f"segment_steps ({self.segment_steps}) must cover the forecaster's history: at least "
+                f"{history_steps} steps ({self.history - 1} strides of {self.stride_steps} steps)"
+            )
+
+        self.temperature_K = self._target_temperature(integrator)
+        self.kT_kJ = kT_kJ(self.temperature_K)
+        self.masses_amu = particle_masses(simulation.system)
+        self.dof = degrees_of_freedom(simulation.system)
+        self._groups = integrator.getIntegrationForceGroups()
+        self._constraint_tolerance = integrator.getConstraintTolerance()
+        self._has_constraints = simulation.system.getNumConstraints() > 0
+
+        reference = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+        clash_nm = None if opts.clash_distance is None else positive(opts.clash_distance, unit.nanometer, "clash_distance")
+        self.sanity_guard = SanityGuard(
+            simulation.topology,
+            reference.value_in_unit(unit.nanometer),
+            clash_fraction=opts.clash_fraction,
+            clash_distance_nm=clash_nm,
+            bond_stretch=opts.bond_stretch,
+            check_chirality=opts.check_chirality,
+        )
+        self._rng = np.random.Generator(np.random.PCG64(opts.seed))
+        self.stats = AcceleratorStats(max_dh_samples=opts.max_dh_samples)
+        self.drift_kJ = 0.0
+        self._accepted_in_row = 0
+        self._history = []  # (positions nm, velocities nm/ps) stride_steps apart, newest last
+        self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS  # velocities lag positions by dt/2
+        self._half_kick = np.where(self.masses_amu > 0, 0.5 * self.timestep_ps / np.where(self.masses_amu > 0, self.masses_amu, 1), 0.0)[:, None]
+        self._current = None  # Snapshot of the Context now
+        self._system_fingerprint = system_fingerprint(simulation.system)
+        self._forecaster_fingerprint = forecaster_fingerprint(self.forecaster)
+
+    # ---- construction helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_forecaster(forecaster, molecular_system, forecaster_options):
+        if isinstance(forecaster, str) or hasattr(forecaster, "__fspath__"):
+            from .forecasters import load_forecaster
+
+            return load_forecaster(forecaster, molecular_system=molecular_system, **forecaster_options)
+        if forecaster_options:
+            raise ValueError("forecaster_options are only used when the forecaster is given by name or path")
+        if not hasattr(forecaster, "forecast") or not hasattr(forecaster, "metadata"):
+            raise TypeError(f"forecaster must be a Forecaster or a name or path, got {type(forecaster).__name__}")
+        return forecaster
+
+    def _check_atoms(self, molecular_system):
+        topology, system, meta = self.simulation.topology, self.simulation.system, self.forecaster.metadata
+        if topology.getNumAtoms() != system.getNumParticles():
+            raise UnsupportedSystemError(
+                f"the System has {system.getNumParticles()} particles but the Topology {topology.getNumAtoms()} "
+                "atoms (virtual sites or extra particles are not supported)"
+            )
+        elements = [atom.element.symbol if atom.element is not None else "?" for atom in topology.atoms()]
+        if len(elements) > meta.n_atoms and elements[: meta.n_atoms] == meta.elements:
+            extra = {atom.residue.name for atom in list(topology.atoms())[meta.n_atoms :]}
+            raise UnsupportedSystemError(
+                f"the simulation has {len(elements)} atoms but the forecaster describes only the first "
+                f"{meta.n_atoms} (further residues: {', '.join(sorted(extra))}); solvated systems are not "
+                "supported: use an implicit-solvent or vacuum setup"
+            )
+        self.forecaster.check_compatible(elements, setup=getattr(molecular_system, "setup", None))
+
+    def _target_temperature(self, integrator):
+        if self.options.temperature is not None:
+            return positive(self.options.temperature, unit.kelvin, "temperature")
+        if hasattr(integrator, "getTemperature"):
+            return integrator.getTemperature().value_in_unit(unit.kelvin)
+        if self.forecaster.metadata.temperature_K is not None:
+            return float(self.forecaster.metadata.temperature_K)
+        raise ValueError(
+            "the accelerator needs a temperature for its energy tolerance (in kT): the integrator has none and "
+            "the forecaster's metadata neither; pass temperature=300*unit.kelvin (for example)"
+        )
+
+    # ---- public driving API ---------------------------------------------------------------------
+
+    def step(self, n_steps):
+        """Advance the simulation by ``n_steps`` of its time step (jumps and integration mixed).
+
+        Parameters
+        ----------
+        n_steps : int
+            Steps to advance; ``simulation.currentStep`` grows by exactly this much.
+        """
+        _require_int("n_steps", n_steps, minimum=0)
+        end_step = self.simulation.currentStep + int(n_steps)
+        with self.stats.timing("transfer"):
+            self._capture()
+        with tqdm(total=int(n_steps), unit="step", disable=self._progress_disabled(), desc="forecast MD") as bar:
+            while self.simulation.currentStep < end_step:
+                before = self.simulation.currentStep
+                self._cycle(end_step)
+                bar.update(self.simulation.currentStep - before)
+                bar.set_postfix(accepted=f"{self.stats.jumps_accepted}/{self.stats.jumps_attempted}", refresh=False)
+
+    def run_for(self, simulated_time):
+        """Advance the simulation by a span of simulated time (a whole number of steps).
+
+        Parameters
+        ----------
+        simulated_time : openmm.unit.Quantity
+            Time units, >= 0.
+        """
+        time_ps = positive(simulated_time, unit.picosecond, "simulated_time", allow_zero=True)
+        n_steps = time_ps / self.timestep_ps
+        if abs(n_steps - round(n_steps)) > 1e-6:
+            raise ValueError(
+                f"simulated_time ({simulated_time}) is not a whole number of time steps ({self.timestep_ps} ps)"
+            )
+        self.step(int(round(n_steps)))
+
+    def _progress_disabled(self):
+        return None if self.options.progress is None else not self.options.progress
+
+    # ---- one cycle -----------------------------------------------------------------------------------
+
+    def _cycle(self, end_step):
+        """One cycle (see the module docstring): maintenance or segment, then jumps."""
+        self._history.clear()
+        remaining = end_step - self.simulation.currentStep
+        if self._reequilibration_due():
+            self._reequilibrate(min(self.options.reequilibration_steps, remaining))
+            return
+        self._integrate(min(self.segment_steps, remaining))
+        for _ in range(self.options.jumps_per_cycle):
+            n_frames, reports = self._plan_jump(end_step)
+            if n_frames == 0 or not self._jump(n_frames, reports) or self._reequilibration_due():
+                return
+
+    def _plan_jump(self, end_step):
+        """Frames of the next jump (0: none fits) and the reporters' next reports.
+
+        Returns
+        -------
+        n_frames : int
+        reports : list of (reporter, description)
+            From :func:`describe_reports`, taken before the jump.
+        """
+        if len(self._history) < self.history:
+            return 0, []
+        reports = describe_reports(self.simulation)
+        limit = end_step - self.simulation.currentStep
+        for _, report in reports:
+            if report["steps"] > 0:
+                limit = min(limit, report["steps"])
+        return min(self.span_frames, limit // self.stride_steps), reports
+
+    def _jump(self, n_frames, reports):
+        """Propose, check, then accept or restore one jump of ``n_frames`` frames; True when accepted."""
+        self.stats.record_attempt(n_frames)
+        before = self._current
+        positions, velocities = self.propose(n_frames)
+        with self.stats.timing("guard"):
+            reason = self.sanity_guard.check(positions, velocities)
+        if reason is None:
+            try:
+                with self.stats.timing("guard"):
+                    after = self._write_candidate(positions[-1], velocities[-1], before, n_frames)
+                    dh_kJ = after.hamiltonian_kJ - before.hamiltonian_kJ
+                    reason = energy_decision(
+                        dh_kJ, self.kT_kJ, self.options.energy_tolerance_kT, self.options.metropolis, self._rng
+                    )
+            except BaseException:
+                self._restore(before)  # never leave a candidate in the Context
+                raise
+            self.stats.record_dh(dh_kJ)
+        if reason is not None:
+            self._reject(before, reason, n_frames)
+            return False
+        self._accept(after, positions, velocities, n_frames, dh_kJ, reports)
+        return True
+
+    # ---- the pieces of a jump (reusable per walker) ----------------------------------------------------
+
+    def propose(self, n_frames):
+        """Forecast ``n_frames`` frames from the current history.
+
+        Returns
+        -------
+        positions, velocities : numpy.ndarray, shape (n_frames, n_atoms, 3)
+            nm and nm/ps.
+
+        Raises
+        ------
+        BadForecastError
+            The forecaster returned arrays of the wrong shape (nothing was written to the Context).
+        """
+        x = np.stack([x for x, _ in self._history[-self.history :]])[None]
+        v = np.stack([v for _, v in self._history[-self.history :]])[None]
+        with self.stats.timing("forecast"):
+            positions, velocities = self.forecaster.forecast(x, v, n_frames)
+        expected = (1, n_frames, x.shape[2], 3)
+        if np.shape(positions) != expected or np.shape(velocities) != expected:
+            raise BadForecastError(
+                f"forecaster {self.forecaster.name!r} returned arrays of shape {np.shape(positions)} and "
+                f"{np.shape(velocities)}, expected {expected}"
+            )
+        return np.asarray(positions, dtype=np.float64)[0], np.asarray(velocities, dtype=np.float64)[0]
+
+    def _write_candidate(self, positions, velocities, before, n_frames):
+        """Write a sane frame into the Context at the jump's end time, projected; return its Snapshot."""
+        context = self.simulation.context
+        context.setPositions(positions)
+        if self._has_constraints:
+            context.applyConstraints(self._constraint_tolerance)
+        context.setTime(before.state.getTime().value_in_unit(unit.picosecond) + n_frames * self.stride_steps * self.timestep_ps)
+        context.setStepCount(before.state.getStepCount() + n_frames * self.stride_steps)
+        return self._set_velocities(velocities)
+
+    def _set_velocities(self, velocities):
+        """Write synchronous velocities (nm/ps) into the Context in the integrator's convention; return the Snapshot.
+
+        The velocities are projected onto the constraints; for a leapfrog-type integrator the Context then
+        receives them half a kick earlier, ``v - dt/2 F/m`` (projected again).
+        """
+        context = self.simulation.context
+        context.setVelocities(velocities)
+        if self._has_constraints:
+            context.applyVelocityConstraints(self._constraint_tolerance)
+        state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups)
+        synchronous = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        if self._leapfrog:
+            forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+            context.setVelocities(synchronous - self._half_kick * forces)
+            if self._has_constraints:
+                context.applyVelocityConstraints(self._constraint_tolerance)
+            state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, groups=self._groups)
+        return self._snapshot(state, synchronous)
+
+    def _snapshot(self, state, synchronous_velocities):
+        potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        kinetic = float(kinetic_energy_kJ(synchronous_velocities, self.masses_amu))
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        return Snapshot(state, positions, synchronous_velocities, potential + kinetic)
+
+    def _accept(self, after, positions, velocities, n_frames, dh_kJ, reports):
+        """Keep the candidate: clock, history, drift, span, statistics, reports due at its last step."""
+        self._current = after
+        self._history.extend(zip(positions[:-1], velocities[:-1]))
+        self._history.append((after.positions_nm, after.velocities_nm_ps))
+        del self._history[: -self.history]
+        self.drift_kJ += dh_kJ
+        span_steps = n_frames * self.stride_steps
+        self.stats.record_accept(n_frames, span_steps * self.timestep_ps)
+        if self.options.adapt_span and n_frames == self.span_frames:
+            self._accepted_in_row += 1
+            if self._accepted_in_row >= self.options.grow_after:
+                self.span_frames = min(self.max_frames, 2 * self.span_frames)
+                self._accepted_in_row = 0
+        logger.debug("step %d: jump of %d frames accepted, dH %.3f kJ/mol", after.state.getStepCount(), n_frames, dh_kJ)
+        generate_reports(self.simulation, [(r, d) for r, d in reports if d["steps"] == span_steps])
+
+    def _reject(self, before, reason, n_frames):
+        """Restore the pre-jump state and cover the span with the simulation's own integrator."""
+        self.stats.record_reject(reason)
+        with self.stats.timing("transfer"):
+            self._restore(before)
+            if self.options.metropolis:  # generalised HMC: reverse the synchronous velocities
+                self._current = self._set_velocities(-before.velocities_nm_ps)
+        if self.options.adapt_span:
+            self.span_frames = max(1, self.span_frames // 2)
+            self._accepted_in_row = 0
+        logger.debug("step %d: jump of %d frames rejected (%s)", before.state.getStepCount(), n_frames, reason)
+        self._history.clear()
+        self._integrate(n_frames * self.stride_steps)
+
+    def _restore(self, before):
+        self.simulation.context.setState(before.state)
+        self._current = before
+
+    # ---- integration, state capture, maintenance ----------------------------------------------------
+
+    def _integrate(self, n_steps):
+        """``n_steps`` of the simulation's own integrator (reporters as usual); keep the history.
+
+        The last ``history - 1`` strides run one stride at a time so that their states can be read; if
+        every step runs in such strides, the history continues, otherwise it restarts.
+        """
+        if n_steps <= 0:
+            return
+        s = self.stride_steps
+        chunks = min(n_steps // s, self.history - 1)
+        lead = n_steps - chunks * s
+        with self.stats.timing("integration"):
+            if lead:
+                self.simulation.step(lead)
+        if lead or not self._history:
+            self._history = [self._timed_capture()]
+        for _ in range(chunks):
+            with self.stats.timing("integration"):
+                self.simulation.step(s)
+            self._history.append(self._timed_capture())
+        del self._history[: -self.history]
+        self.stats.integrated_ps += n_steps * self.timestep_ps
+
+    def _timed_capture(self):
+        with self.stats.timing("transfer"):
+            return self._capture()
+
+    def _capture(self):
+        """Read the Context's state into ``_current``; return its synchronous (positions, velocities).
+
+        For a leapfrog-type integrator the synchronous velocities ``v + dt/2 F/m`` are projected onto the
+        constraints in the Context, whose velocities are then put back as they were.
+        """
+        context = self.simulation.context
+        state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups)
+        velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        if self._leapfrog:
+            forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+            velocities = velocities + self._half_kick * forces
+            if self._has_constraints:
+                context.setVelocities(velocities)
+                context.applyVelocityConstraints(self._constraint_tolerance)
+                velocities = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+                context.setState(state)
+        self._current = self._snapshot(state, velocities)
+        return self._current.positions_nm, self._current.velocities_nm_ps
+
+    def kinetic_temperature_K(self):
+        """Instantaneous kinetic temperature of the current state, in K."""
+        kinetic = float(kinetic_energy_kJ(self._current.velocities_nm_ps, self.masses_amu))
+        return kinetic_temperature_K(kinetic, self.dof)
+
+    def _reequilibration_due(self):
+        if self.options.reequilibration_steps == 0:
+            return False
+        if abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ:
+            return True
+        if self.options.temperature_sigmas is None or self.dof <= 0:
+            return False
+        width = self.options.temperature_sigmas * self.temperature_K * np.sqrt(2.0 / self.dof)
+        return abs(self.kinetic_temperature_K() - self.temperature_K) > width
+
+    def _reequilibrate(self, n_steps):
+        logger.info(
+            "step %d: re-equilibrating for %d steps (accumulated drift %.2f kJ/mol, kinetic temperature %.1f K)",
+            self.simulation.currentStep, n_steps, self.drift_kJ, self.kinetic_temperature_K(),
+        )
+        self._integrate(n_steps)
+        self.drift_kJ = 0.0
+        self.stats.reequilibrations += 1
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+
+    def save_checkpoint(self, path):
+        """Write a checkpoint (atomically) from which :meth:`load_checkpoint` continues this run exactly.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        """
+        record = {
+            "system_fingerprint": self._system_fingerprint,
+            "forecaster_fingerprint": self._forecaster_fingerprint,
+            "step": self.simulation.currentStep,
+            "accelerator": {
+                "span_frames": self.span_frames,
+                "accepted_in_row": self._accepted_in_row,
+                "drift_kJ": self.drift_kJ,
+            },
+            "stats": self.stats.to_state(),
+            "rng": self._rng.bit_generator.state,
+        }
+        write_checkpoint(path, self.simulation.context.createCheckpoint(), record)
+
+    def load_checkpoint(self, path):
+        """Continue from a checkpoint of :meth:`save_checkpoint`.
+
+        Raises
+        ------
+        CheckpointError
+            Missing or corrupt file, or one written for a different System or forecaster, or on another
+            platform or OpenMM version.
+        """
+        context_bytes, record = read_checkpoint(path, self._system_fingerprint, self._forecaster_fingerprint)
+        try:
+            self.simulation.context.loadCheckpoint(context_bytes)
+        except Exception as error:
+            raise CheckpointError(
+                f"OpenMM could not load the Context of checkpoint {str(path)!r} (written on another platform "
+                f"or OpenMM version?): {error}"
+            ) from error
+        try:
+            state = record["accelerator"]
+            span_frames, accepted_in_row, drift_kJ = state["span_frames"], state["accepted_in_row"], state["drift_kJ"]
+            stats = AcceleratorStats.from_state(record["stats"])
+            self._rng.bit_generator.state = record["rng"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {str(path)!r} lacks accelerator state: {error}") from error
+        if self.simulation.currentStep != record.get("step"):
+            raise CheckpointError(f"checkpoint {str(path)!r} is inconsistent: step {record.get('step')} recorded, "
+                                  f"{self.simulation.currentStep} in its Context")
+        if not 1 <= span_frames <= self.max_frames:
+            raise CheckpointError(f"checkpoint {str(path)!r} has span {span_frames}, outside [1, {self.max_frames}]")
+        self.span_frames, self._accepted_in_row, self.drift_kJ, self.stats = span_frames, accepted_in_row, drift_kJ, stats
+        self._history.clear()
+        self._capture()

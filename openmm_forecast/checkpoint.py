@@ -1,0 +1,112 @@
+"""Checkpoint files of an accelerated run.
+
+A checkpoint is a zip archive with two members:
+
+``context.chk``
+    ``Context.createCheckpoint()`` bytes: positions, velocities, box, time, step count and the
+    integrator's random state (specific to the platform and OpenMM version that wrote it).
+``record.json``
+    Everything else needed to continue without losing or repeating a frame: the format version, the
+    fingerprints of the System (:func:`openmm_forecast.systems.system_fingerprint`) and of the forecaster
+    (:func:`forecaster_fingerprint`), the step count, the accelerator's own state (current span, drift,
+    counters), its statistics and the state of its random stream.
+
+OpenMM loads a checkpoint into any Context of the right size without complaint; :func:`read_checkpoint`
+refuses one written for a different System or forecaster (:class:`~openmm_forecast.errors.CheckpointError`).
+:func:`write_checkpoint` is atomic: it writes a temporary file next to the target and renames it over the
+target, so a process killed while saving leaves the previous checkpoint intact.
+"""
+
+import hashlib
+import json
+import os
+import zipfile
+
+from .errors import CheckpointError
+
+FORMAT = "openmm-forecast-checkpoint"
+FORMAT_VERSION = 1
+
+_CONTEXT_MEMBER = "context.chk"
+_RECORD_MEMBER = "record.json"
+
+
+def forecaster_fingerprint(forecaster):
+    """SHA-256 hex digest of a forecaster's metadata JSON (architecture, elements, stride, training data...)."""
+    return hashlib.sha256(forecaster.metadata.to_json().encode()).hexdigest()
+
+
+def write_checkpoint(path, context_bytes, record):
+    """Write a checkpoint atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target file; its directory must exist.
+    context_bytes : bytes
+        ``Context.createCheckpoint()``.
+    record : dict
+        JSON-serialisable accelerator record (format fields are added here).
+    """
+    path = os.fspath(path)
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, **record}
+    temporary = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(temporary, "wb") as handle:
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr(_RECORD_MEMBER, json.dumps(record, indent=1, sort_keys=True))
+                archive.writestr(_CONTEXT_MEMBER, context_bytes)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def read_checkpoint(path, system_fingerprint, forecaster_fingerprint):
+    """Read a checkpoint and check that it belongs to this System and forecaster.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    system_fingerprint, forecaster_fingerprint : str
+        Fingerprints of the System and forecaster that will continue the run.
+
+    Returns
+    -------
+    context_bytes : bytes
+    record : dict
+
+    Raises
+    ------
+    CheckpointError
+        Missing, unreadable or corrupt file, an unknown format, or fingerprints that differ.
+    """
+    path = os.fspath(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            record = json.loads(archive.read(_RECORD_MEMBER))
+            context_bytes = archive.read(_CONTEXT_MEMBER)
+    except FileNotFoundError as error:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from error
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise CheckpointError(f"checkpoint {path!r} is corrupt or not an openmm-forecast checkpoint: {error}") from error
+    if record.get("format") != FORMAT or record.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path!r} has format {record.get('format')!r} version {record.get('format_version')!r}; "
+            f"this openmm-forecast reads {FORMAT!r} version {FORMAT_VERSION}"
+        )
+    if record.get("system_fingerprint") != system_fingerprint:
+        raise CheckpointError(
+            f"checkpoint {path!r} was written for a different System (fingerprint "
+            f"{str(record.get('system_fingerprint'))[:12]}..., this one {system_fingerprint[:12]}...); "
+            "load it into a simulation of the same System"
+        )
+    if record.get("forecaster_fingerprint") != forecaster_fingerprint:
+        raise CheckpointError(
+            f"checkpoint {path!r} was written with a different forecaster (fingerprint "
+            f"{str(record.get('forecaster_fingerprint'))[:12]}..., this one {forecaster_fingerprint[:12]}...); "
+            "continue the run with the forecaster that started it"
+        )
+    return context_bytes, record

@@ -1,0 +1,178 @@
+"""``openmm-forecast run``: accelerated MD of a named setup with a forecaster, checkpointed and resumable.
+
+Writes into OUT: ``trajectory.dcd`` (DCDReporter), ``log.csv`` (StateDataReporter), ``topology.pdb``,
+``checkpoint.chk`` (every ``--checkpoint-interval`` ps and at the end) and ``stats.json`` (the
+accelerator's statistics, rewritten at every checkpoint).  ``--resume`` continues from
+``checkpoint.chk`` up to the same total ``--time``: frames and log lines written after the checkpoint by
+the interrupted run are removed first, so nothing is lost or duplicated.
+"""
+
+import json
+import logging
+import os
+import struct
+import time
+
+from openmm import app, unit
+
+from ._common import add_setup_arguments, setup_from_args
+
+logger = logging.getLogger(__name__)
+
+TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS = "trajectory.dcd", "log.csv", "topology.pdb", "checkpoint.chk", "stats.json"
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "run",
+        help="accelerated MD: forecast jumps guarded by energy checks, checkpointed and resumable",
+        description="Accelerated MD of a named setup with a forecaster (a baseline name, a shipped model or a "
+        "model file). Writes OUT/trajectory.dcd, OUT/log.csv, OUT/topology.pdb, OUT/checkpoint.chk and "
+        "OUT/stats.json.",
+    )
+    add_setup_arguments(parser)
+    parser.add_argument("--model", required=True, help="forecaster: 'verlet', 'ballistic', 'constant', a shipped model or a file")
+    parser.add_argument("--time", type=float, required=True, help="total simulated time in ps (a resumed run continues up to it)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the thermostat, the velocities and the Metropolis stream")
+    parser.add_argument("--report-interval", type=float, default=1.0, help="ps between trajectory frames and log lines (default 1)")
+    parser.add_argument("--checkpoint-interval", type=float, default=10.0, help="ps between checkpoints (default 10)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.chk when it exists")
+    parser.add_argument("--stride", type=float, default=10.0, help="baselines only: fs between forecast frames (default 10)")
+    parser.add_argument("--max-frames", type=int, default=8, help="baselines only: frames per forecast (default 8)")
+    parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
+    parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _steps(time_ps, timestep_ps, name):
+    steps = time_ps / timestep_ps
+    if steps <= 0 or abs(steps - round(steps)) > 1e-6:
+        raise ValueError(f"{name} ({time_ps} ps) must be a positive multiple of the time step ({timestep_ps} ps)")
+    return int(round(steps))
+
+
+def truncate_dcd(path, last_step):
+    """Drop the frames of an OpenMM DCD file recorded after ``last_step`` (and any partly written frame).
+
+    Returns
+    -------
+    int
+        Frames kept.
+    """
+    with open(path, "r+b") as handle:
+        header = handle.read(100)
+        first_step, interval = struct.unpack("<2i", header[12:20])
+        has_box = struct.unpack("<i", header[48:52])[0]
+        handle.seek(92)
+        comments = struct.unpack("<i", handle.read(4))[0]
+        handle.seek(104 + comments)
+        n_atoms = struct.unpack("<i", handle.read(4))[0]
+        header_bytes = 104 + comments + 8
+        frame_bytes = 3 * (8 + 4 * n_atoms) + (56 if has_box else 0)
+        complete = (os.path.getsize(path) - header_bytes) // frame_bytes
+        keep = 0 if last_step < first_step else min(complete, (last_step - first_step) // interval + 1)
+        handle.truncate(header_bytes + keep * frame_bytes)
+        handle.seek(8)
+        handle.write(struct.pack("<i", keep))
+        handle.seek(20)
+        handle.write(struct.pack("<i", first_step + max(keep - 1, 0) * interval))
+    return keep
+
+
+def truncate_log(path, last_step):
+    """Drop the lines of a StateDataReporter CSV (step in the first column) after ``last_step``."""
+    with open(path) as handle:
+        lines = handle.readlines()
+    kept = [
+        line for line in lines
+        if line.startswith("#") or (line.endswith("\n") and int(float(line.split(",")[0])) <= last_step)
+    ]
+    with open(path, "w") as handle:
+        handle.writelines(kept)
+
+
+def _write_json(path, data):
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(temporary, path)
+
+
+def run(args):
+    from ..accelerator import ForecastAccelerator
+    from ..forecasters import load_forecaster
+    from ..forecasters.registry import BASELINES
+
+    paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS)}
+    resuming = args.resume and os.path.exists(paths[CHECKPOINT])
+    if not resuming and any(os.path.exists(paths[name]) for name in (TRAJECTORY, CHECKPOINT)):
+        raise ValueError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    molecular_system = setup_from_args(args)
+    timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
+    total_steps = _steps(args.time, timestep_ps, "--time")
+    interval = _steps(args.report_interval, timestep_ps, "--report-interval")
+    checkpoint_steps = _steps(args.checkpoint_interval, timestep_ps, "--checkpoint-interval")
+    os.makedirs(args.out, exist_ok=True)
+
+    forecaster_options = {}
+    if args.model in BASELINES:
+        forecaster_options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames}
+    forecaster = load_forecaster(args.model, molecular_system=molecular_system, **forecaster_options)
+    simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed, minimize=not resuming)
+    accelerator = ForecastAccelerator(
+        simulation, forecaster, molecular_system=molecular_system, seed=args.seed,
+        energy_tolerance_kT=args.energy_tolerance, metropolis=args.metropolis,
+        progress=False if args.no_progress else None,
+    )
+    if resuming:
+        accelerator.load_checkpoint(paths[CHECKPOINT])
+        step = simulation.currentStep
+        if os.path.exists(paths[TRAJECTORY]):
+            kept = truncate_dcd(paths[TRAJECTORY], step)
+            logger.info("resuming at step %d; %d trajectory frames kept", step, kept)
+        if os.path.exists(paths[LOG]):
+            truncate_log(paths[LOG], step)
+    else:
+        state = simulation.context.getState(getPositions=True)
+        with open(paths[TOPOLOGY], "w") as handle:
+            app.PDBFile.writeFile(molecular_system.topology, state.getPositions(), handle)
+    simulation.reporters.append(
+        app.DCDReporter(paths[TRAJECTORY], interval, append=resuming and os.path.exists(paths[TRAJECTORY]))
+    )
+    simulation.reporters.append(
+        app.StateDataReporter(
+            paths[LOG], interval, step=True, time=True, potentialEnergy=True, kineticEnergy=True,
+            totalEnergy=True, temperature=True, append=resuming and os.path.exists(paths[LOG]),
+        )
+    )
+
+    start = time.perf_counter()
+    while simulation.currentStep < total_steps:
+        accelerator.step(min(checkpoint_steps, total_steps - simulation.currentStep))
+        accelerator.save_checkpoint(paths[CHECKPOINT])
+        _write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start))
+    summary = _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start)
+    _write_json(paths[STATS], summary)
+    stats = summary["stats"]
+    print(
+        f"{simulation.currentStep} steps ({simulation.currentStep * timestep_ps:g} ps); jumps accepted "
+        f"{stats['jumps_accepted']}/{stats['jumps_attempted']}; {stats['jumped_ps']:.3f} ps jumped, "
+        f"{stats['integrated_ps']:.3f} ps integrated; outputs in {args.out}"
+    )
+    return 0
+
+
+def _summary(args, molecular_system, simulation, accelerator, wall_s):
+    return {
+        "setup": molecular_system.setup,
+        "model": args.model,
+        "forecaster": accelerator.forecaster.metadata.architecture,
+        "platform": simulation.context.getPlatform().getName(),
+        "step": simulation.currentStep,
+        "time_ps": simulation.context.getTime().value_in_unit(unit.picosecond),
+        "seed": args.seed,
+        "wall_s_this_session": wall_s,
+        "stats": accelerator.stats.as_dict(),
+    }
