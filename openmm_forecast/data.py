@@ -1,10 +1,11 @@
 """Trajectory data: generation with OpenMM, resumable HDF5 storage, reading.
 
-Two kinds of data file are written, both with synchronous positions and velocities:
+Two kinds of data file are written, both with positions, velocities and energies:
 
 ``nvt`` (:func:`generate_nvt`)
     One Langevin (``LangevinMiddleIntegrator``) chain at the setup's temperature, a frame every
-    ``interval``: equilibrium samples.
+    ``interval``: equilibrium samples.  The velocities are those the integrator reports, half a time step
+    away from the positions (fine for sampling; use ``nve`` data for synchronous pairs).
 ``nve`` (:func:`generate_nve_segments`)
     Short constant-energy segments integrated with velocity Verlet
     (:func:`~openmm_forecast.integrators.velocity_verlet_integrator`) from thermalised states taken from a
@@ -32,7 +33,7 @@ Root attributes:
     JSON object ``{"n_committed": int, "checkpoint": name or null, "checkpoint_sha256": str or null}``:
     the number of complete frames (nvt) or segments (nve) and the dataset holding the OpenMM checkpoint
     of the Langevin chain at that point.  Anything in the datasets beyond ``n_committed`` is an
-    unfinished write and is ignored (and dropped on resume).
+    unfinished write: readers ignore it and the next commit drops it.
 
 Datasets (float64, chunked, resizable along the first axis), ``n`` = frames (nvt) or segments (nve),
 ``F`` = frames per segment, ``N`` = atoms:
@@ -57,10 +58,16 @@ Resuming
 Frames are kept in memory and committed in chunks (every ``commit_seconds`` of wall time, and at the
 end): the new frames are written, then the Langevin chain's checkpoint (which includes its random number
 state) into the checkpoint slot not in use, and only then the ``commit`` attribute, so an interruption at
-any point leaves the committed frames and their checkpoint intact.  The file is open only while a chunk
-is written.  Calling the generator again on an existing file with the same settings resumes: the chain is
-restored from the checkpoint and the result equals an uninterrupted run frame for frame (same seed, same
-platform).  Asking for more frames or segments than a file holds extends it.
+any point leaves the committed frames and their checkpoint intact (checked by killing a generation
+with SIGKILL at random moments, repeatedly: every resumed file equalled the uninterrupted one).  The file
+is open only while a chunk is written; when another process holds it open (HDF5 file locking), the
+commit is postponed and the frames stay in memory, except for the last commit, which waits for the file.
+
+Calling the generator again on an existing file with the same settings resumes it (or extends it, when
+asked for more frames or segments than it holds); different settings are refused with a
+:class:`~openmm_forecast.errors.DataFileError` naming them.  The chain is restored from the checkpoint,
+and the result equals an uninterrupted run frame for frame, bit for bit, on the same platform
+(deterministic forces are requested on CPU and CUDA).
 """
 
 import dataclasses
@@ -90,6 +97,9 @@ _RECORD_DATASETS = {
     "nve": ("positions", "velocities", "potential_energy", "kinetic_energy", "segment_start_times"),
 }
 """Datasets that grow by one record (frame or segment) per step of the generation, per mode."""
+
+_LOCK_WAIT_SECONDS = 600.0
+"""How long a necessary write waits for another process (a reader with the file open) to let go of it."""
 
 _UNMATCHED_KEYS = ("openmm_forecast_version",)
 """Metadata that may differ between a file and a resumed generation."""
@@ -236,7 +246,7 @@ def generate_nvt(
         equilibration_ps, timestep_ps, "equilibration", "the time step of the setup", allow_zero=True
     )
     existing = _existing_metadata(path, resume)
-    platform = _resolve_platform(molecular_system, platform, existing)
+    platform = _resolve_platform(molecular_system, platform, path, existing)
     metadata = _base_metadata(molecular_system, "nvt", seed, equilibration_ps, platform)
     metadata.update(interval_ps=interval_ps, interval_steps=interval_steps)
     n_atoms = molecular_system.n_atoms
@@ -351,7 +361,7 @@ def generate_nve_segments(
     remove_com = any(isinstance(force, mm.CMMotionRemover) for force in molecular_system.system.getForces())
 
     existing = _existing_metadata(path, resume)
-    platform = _resolve_platform(molecular_system, platform, existing)
+    platform = _resolve_platform(molecular_system, platform, path, existing)
     metadata = _base_metadata(molecular_system, "nve", seed, equilibration_ps, platform)
     metadata.update(
         nve_timestep_ps=nve_timestep_ps,
@@ -529,17 +539,17 @@ class _Store:
 
     @classmethod
     def open(cls, path, metadata, shapes, static, existing):
-        """Create ``path``, or check an existing one against ``metadata`` and drop uncommitted records."""
+        """Create ``path``, or check an existing one against ``metadata`` and read its checkpoint.
+
+        Uncommitted leftovers of an existing file are dropped by the next :meth:`commit`.
+        """
         if existing is None:
             cls._create(path, metadata, shapes, static)
             return cls(path, metadata["mode"], 0, None, None)
         _check_metadata(path, existing, metadata)
-        with _open(path, "r+") as handle:
+        with _open(path, "r") as handle:
             _, commit = _header(handle, path)
             n = commit["n_committed"]
-            for name in _RECORD_DATASETS[metadata["mode"]]:
-                if handle[name].shape[0] != n:
-                    handle[name].resize(n, axis=0)
             checkpoint = None
             if commit["checkpoint"] is not None:
                 checkpoint = handle[commit["checkpoint"]][:].tobytes()
@@ -574,15 +584,26 @@ class _Store:
             if os.path.exists(temporary):
                 os.remove(temporary)
 
-    def commit(self, records, checkpoint):
-        """Append ``records`` (list of dicts of arrays), store ``checkpoint``, then advance the commit count."""
+    def commit(self, records, checkpoint, wait=True):
+        """Append ``records`` (list of dicts of arrays), store ``checkpoint``, then advance the commit count.
+
+        Returns False, having written nothing, if another process holds the file open and ``wait`` is
+        False; with ``wait`` True it waits up to :data:`_LOCK_WAIT_SECONDS` and then raises DataFileError.
+        """
         slot = "checkpoint_1" if self.checkpoint_name == "checkpoint_0" else "checkpoint_0"
         n = self.n_committed + len(records)
-        with _open(self.path, "r+") as handle:
-            if records:
-                for name in _RECORD_DATASETS[self.mode]:
-                    dataset = handle[name]
-                    dataset.resize(n, axis=0)
+        try:
+            handle = _open(self.path, "r+", wait_seconds=_LOCK_WAIT_SECONDS if wait else 0.0)
+        except _FileLockedError as error:
+            if wait:
+                raise
+            logger.warning("%s; keeping the new records in memory until the next commit", error)
+            return False
+        with handle:
+            for name in _RECORD_DATASETS[self.mode]:
+                dataset = handle[name]
+                dataset.resize(n, axis=0)  # also drops leftovers of an interrupted write
+                if records:
                     dataset[self.n_committed : n] = np.stack([record[name] for record in records])
             payload = np.frombuffer(checkpoint, dtype=np.uint8)
             handle[slot].resize(len(payload), axis=0)
@@ -593,6 +614,7 @@ class _Store:
                 {"n_committed": n, "checkpoint": slot, "checkpoint_sha256": hashlib.sha256(checkpoint).hexdigest()}
             )
         self.n_committed, self.checkpoint_name, self.checkpoint = n, slot, checkpoint
+        return True
 
 
 class _LangevinChain:
@@ -622,7 +644,9 @@ def _run(store, chain, record, n_total, description, progress, commit_seconds, c
     """Call ``record()`` until the store holds ``n_total`` records, committing every ``commit_seconds``.
 
     On an exception raised after a record was completed (from ``callback``, or a KeyboardInterrupt
-    between records) the records computed so far are committed before the exception propagates.
+    between records) the records computed so far are committed before the exception propagates.  A
+    commit that finds the file held open by another process is postponed (the records stay in memory),
+    except the last one, which waits for the file.
     """
     from tqdm.auto import tqdm
 
@@ -634,9 +658,11 @@ def _run(store, chain, record, n_total, description, progress, commit_seconds, c
         for index in range(store.n_committed, n_total):
             busy = True
             pending.append(record())
-            if index == n_total - 1 or time.monotonic() - last_commit >= commit_seconds:
-                store.commit(pending, chain.context.createCheckpoint())
-                pending, last_commit = [], time.monotonic()
+            final = index == n_total - 1
+            if final or time.monotonic() - last_commit >= commit_seconds:
+                if store.commit(pending, chain.context.createCheckpoint(), wait=final):
+                    pending = []
+                last_commit = time.monotonic()
             busy = False
             bar.update(1)
             if callback is not None:
@@ -651,14 +677,30 @@ def _run(store, chain, record, n_total, description, progress, commit_seconds, c
         bar.close()
 
 
-def _open(path, mode):
-    """Open an HDF5 file with a DataFileError for missing or unreadable files."""
+class _FileLockedError(DataFileError):
+    """Another process holds the file open (HDF5 file locking)."""
+
+
+def _open(path, mode, wait_seconds=0.0):
+    """Open an HDF5 file with a DataFileError for missing or unreadable files.
+
+    A file locked by another process is retried every half second for ``wait_seconds``.
+    """
     if not os.path.isfile(path):
         raise DataFileError(f"trajectory data file {path} does not exist")
-    try:
-        return h5py.File(path, mode)
-    except OSError as error:
-        raise DataFileError(f"cannot open {path} as an HDF5 trajectory data file: {error}") from error
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return h5py.File(path, mode)
+        except BlockingIOError as error:
+            if time.monotonic() >= deadline:
+                raise _FileLockedError(
+                    f"{path} is held open by another process (close any h5py.File or viewer that has it "
+                    "open; load_trajectory closes it after reading)"
+                ) from error
+            time.sleep(0.5)
+        except OSError as error:
+            raise DataFileError(f"cannot open {path} as an HDF5 trajectory data file: {error}") from error
 
 
 def _header(handle, path):
@@ -675,13 +717,15 @@ def _header(handle, path):
             f"{path} has format version {metadata.get('format_version')}; this openmm-forecast reads "
             f"version {FORMAT_VERSION}"
         )
-    n = commit.get("n_committed")
     names = _RECORD_DATASETS[metadata["mode"]] + (("times",) if metadata["mode"] == "nve" else ())
     missing = [name for name in names if name not in handle]
     if missing:
         raise DataFileError(f"{path} lacks the datasets {', '.join(missing)}")
+    n = commit.get("n_committed")
+    if not isinstance(n, int) or n < 0:
+        raise DataFileError(f"{path} has an invalid commit record {commit!r}")
     short = [name for name in _RECORD_DATASETS[metadata["mode"]] if handle[name].shape[0] < n]
-    if not isinstance(n, int) or n < 0 or short:
+    if short:
         raise DataFileError(f"{path} is inconsistent: {n} records committed, datasets {short} hold fewer")
     return metadata, commit
 
@@ -743,13 +787,19 @@ def _base_metadata(molecular_system, mode, seed, equilibration_ps, platform):
     }
 
 
-def _resolve_platform(molecular_system, platform, existing):
+def _resolve_platform(molecular_system, platform, path, existing):
     """The platform object: the argument, else the one an existing file was written on, else the fastest."""
-    from .platforms import fastest_platform, get_platform
+    from .platforms import available_platforms, fastest_platform, get_platform
 
     if platform is not None:
         return get_platform(platform)
     if existing is not None:
+        if existing["platform"] not in available_platforms():
+            raise DataFileError(
+                f"{path} was generated on the OpenMM platform {existing['platform']}, which is not available "
+                f"here; a generation continues only on the platform that started it (OpenMM checkpoints are "
+                f"platform-specific)"
+            )
         return get_platform(existing["platform"])
     return fastest_platform(molecular_system)
 
@@ -784,9 +834,9 @@ def _steps(span_ps, step_ps, name, step_name, allow_zero=False):
 
 
 def _chunks(shape):
-    """Chunk shape for a dataset growing along its first axis: about 1 MiB per chunk, at least one record."""
+    """Chunk shape for a dataset growing along its first axis: about 128 KiB, 1 to 4096 records."""
     record_bytes = 8 * int(np.prod(shape))
-    return (max(1, (1 << 20) // max(1, record_bytes)), *shape)
+    return (min(4096, max(1, (1 << 17) // record_bytes)), *shape)
 
 
 def _canonical_json(value):

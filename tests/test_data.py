@@ -1,5 +1,8 @@
 """Trajectory data: NVE physics, NVT/NVE consistency, round trips, resuming, and refusals."""
 
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -163,11 +166,11 @@ def test_to_mdtraj_dihedrals(vacuum_system, tmp_path):
     trajectory = to_mdtraj(data, vacuum_system.topology)
     assert trajectory.n_frames == 4
     phi = mdtraj.compute_dihedrals(trajectory, [PHI_ATOMS])[:, 0]
+    # IUPAC dihedral from the stored positions: atan2(|b1| b0 . (b1 x b2), (b0 x b1) . (b1 x b2)).
     b0, b1, b2 = (data.positions[:, PHI_ATOMS[k + 1]] - data.positions[:, PHI_ATOMS[k]] for k in range(3))
     n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
-    m1 = np.cross(n1, b1 / np.linalg.norm(b1, axis=-1, keepdims=True))
-    expected = np.arctan2(np.sum(m1 * n2, -1), np.sum(n1 * n2, -1))
-    np.testing.assert_allclose(phi, -expected, atol=1e-5)
+    expected = np.arctan2(np.linalg.norm(b1, axis=-1) * np.sum(b0 * n2, -1), np.sum(n1 * n2, -1))
+    np.testing.assert_allclose(phi, expected, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------- #
@@ -218,6 +221,27 @@ def test_uncommitted_leftovers_are_ignored_and_dropped(vacuum_system, tmp_path):
         handle[unused][:] = 255
     assert len(load_trajectory(path)) == 4
     _nvt(vacuum_system, path)
+    _assert_same_records(load_trajectory(path), load_trajectory(tmp_path / "full.h5"))
+
+
+def test_file_held_open_by_a_reader_delays_commits_without_losing_frames(vacuum_system, tmp_path, caplog):
+    """HDF5 file locking stops writes while another process reads the file: intermediate commits are
+    postponed (frames kept in memory), the final one waits for the reader, and nothing is lost."""
+    _nvt(vacuum_system, tmp_path / "full.h5")
+    path = tmp_path / "held.h5"
+    _nvt(vacuum_system, path, n_frames=2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, h5py; f = h5py.File(sys.argv[1], 'r'); print('open', flush=True);"
+         " time.sleep(2)", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with caplog.at_level("WARNING", logger="openmm_forecast.data"):
+            _nvt(vacuum_system, path, commit_seconds=0.0)
+    finally:
+        holder.wait(timeout=30)
+    assert "held open by another process" in caplog.text
     _assert_same_records(load_trajectory(path), load_trajectory(tmp_path / "full.h5"))
 
 
