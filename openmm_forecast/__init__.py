@@ -30,9 +30,11 @@ from .forecasters import (
     save_forecaster,
 )
 from .data import TrajectoryData, data_fingerprint, generate_nve_segments, generate_nvt, load_trajectory
+from .evaluation import evaluate
 from .integrators import velocity_verlet_integrator
 from .platforms import fastest_platform
 from .systems import SETUPS, MolecularSystem, build_system
+from .training import TrainingConfig, train
 
 __version__ = "0.1.0"
 
@@ -62,5 +64,6 @@ __all__ = [
     "build_system",
     "fastest_platform",
     "velocity_verlet_integrator",
+    "TrainingConfig", "evaluate", "train",
     "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",
 ]

@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["simulate", "run", "generate"]
+COMMANDS = ["simulate", "run", "generate", "train", "evaluate"]
 """Modules of this package that define commands, in the order ``--help`` lists them."""
 
 

@@ -1,0 +1,482 @@
+"""Evaluation of forecasters on held-out NVE segments, against the baselines.
+
+For every forecaster (learned models and the baselines ``constant``, ``ballistic`` and ``verlet``) and
+every span ``k * stride`` it supports, from start states of held-out segments:
+
+- position RMSD in A (no alignment: forecasts and data share the lab frame) and velocity RMSE in nm/ps,
+  both ``sqrt(mean over atoms of |error|^2)`` per forecast;
+- potential-energy error ``|U(x') - U(x_true)|`` and total-energy change ``|H' - H|`` in kJ/mol, with
+  ``H = U + K`` of the start state; ``U`` from the data's OpenMM System rebuilt with
+  :func:`openmm_forecast.systems.build_system` from the data file's metadata;
+- the fraction of forecasts with ``|H' - H|`` within 1 kT and 2 kT;
+- with constraints, the same after projecting the forecast onto them (``applyConstraints``, then
+  ``applyVelocityConstraints``), as the accelerator would;
+- wall-clock time per call at batch sizes 1 and 256.
+
+Held-out segments: when the data file is one a model was trained on, only the validation segments
+recorded in the model's metadata are used; a separate file (generated with another seed) is used whole.
+"""
+
+import copy
+import json
+import logging
+import os
+import time
+
+import numpy as np
+from openmm import unit
+
+from ._runtime import openmm as mm
+from .errors import DataFileError, ModelMismatchError
+from .units import kT_kJ
+
+logger = logging.getLogger(__name__)
+
+BASELINE_NAMES = ("constant", "ballistic", "verlet")
+
+
+def rms_error(a, b):
+    """Per-forecast root-mean-square error over atoms: ``sqrt(mean_i |a_i - b_i|^2)``.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray, shape (..., N, 3)
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+    """
+    return np.sqrt(((np.asarray(a) - np.asarray(b)) ** 2).sum(-1).mean(-1))
+
+
+def kinetic_energy(velocities, masses):
+    """Kinetic energy in kJ/mol of velocities (nm/ps, shape (..., N, 3)) for masses in amu (N,)."""
+    return 0.5 * np.einsum("...ij,i->...", np.asarray(velocities) ** 2, np.asarray(masses))
+
+
+def _summary(values):
+    values = np.asarray(values, dtype=float)
+    return {
+        "mean": float(np.mean(values)),
+        "median": float(np.median(values)),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(np.max(values)),
+    }
+
+
+class EnergyEvaluator:
+    """Potential energies and constraint projections with a private OpenMM Context.
+
+    Parameters
+    ----------
+    system : openmm.System
+        Copied; the caller's System is not touched.
+    platform : str
+        OpenMM platform name (default 'Reference').
+    tolerance : float
+        Constraint tolerance of the projections.
+    """
+
+    def __init__(self, system, platform="Reference", tolerance=1e-8):
+        from .platforms import get_platform
+
+        self.integrator = mm.VerletIntegrator(0.001)
+        self.integrator.setConstraintTolerance(tolerance)
+        self.context = mm.Context(copy.deepcopy(system), self.integrator, get_platform(platform))
+        self.has_constraints = system.getNumConstraints() > 0
+        self.tolerance = tolerance
+
+    def potential(self, positions):
+        """Potential energies in kJ/mol of positions (nm, shape (..., N, 3)); shape (...)."""
+        positions = np.asarray(positions)
+        flat = positions.reshape(-1, *positions.shape[-2:])
+        out = np.empty(len(flat))
+        for i, x in enumerate(flat):
+            self.context.setPositions(x)
+            out[i] = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        return out.reshape(positions.shape[:-2])
+
+    def project(self, positions, velocities):
+        """Project states onto the constraints (positions, then velocities); returns copies."""
+        positions, velocities = np.asarray(positions), np.asarray(velocities)
+        shape = positions.shape
+        flat_x, flat_v = positions.reshape(-1, *shape[-2:]), velocities.reshape(-1, *shape[-2:])
+        out_x, out_v = np.empty_like(flat_x), np.empty_like(flat_v)
+        for i in range(len(flat_x)):
+            self.context.setPositions(flat_x[i])
+            self.context.setVelocities(flat_v[i])
+            self.context.applyConstraints(self.tolerance)
+            self.context.applyVelocityConstraints(self.tolerance)
+            state = self.context.getState(getPositions=True, getVelocities=True)
+            out_x[i] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            out_v[i] = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        return out_x.reshape(shape), out_v.reshape(shape)
+
+
+def molecular_system_from_metadata(metadata, potential_file=None):
+    """Rebuild the data's setup (:func:`~openmm_forecast.systems.build_system`) from a data file's metadata.
+
+    Raises
+    ------
+    DataFileError
+        The rebuilt System differs from the one that generated the data (fingerprints differ), so its
+        energies would not be the data's.
+    """
+    from .systems import build_system
+
+    molecular_system = build_system(
+        metadata["setup"],
+        temperature=float(metadata["temperature_K"]) * unit.kelvin,
+        timestep=float(metadata["timestep_ps"]) * unit.picosecond,
+        friction=float(metadata["friction_per_ps"]) / unit.picosecond,
+        constraints=metadata["constraints"],
+        potential_file=potential_file,
+    )
+    recorded = metadata.get("system_fingerprint")
+    if recorded is not None and molecular_system.fingerprint() != recorded:
+        raise DataFileError(
+            f"the {metadata['setup']!r} System rebuilt here differs from the one that generated the data "
+            "(system fingerprints differ: another OpenMM or force-field version?); energies would not be comparable"
+        )
+    return molecular_system
+
+
+def held_out_segments(forecasters, fingerprint, n_segments):
+    """Segments of a data file that no learned forecaster was trained on.
+
+    A file a model was trained on contributes only the validation segments recorded in its metadata
+    (``extra['split']``); for several such models, the segments held out from all of them.
+
+    Returns
+    -------
+    segments : numpy.ndarray of int
+    how : str
+        'separate file' or 'validation split of the training file'.
+    """
+    segments = set(range(n_segments))
+    how = "separate file"
+    for forecaster in forecasters:
+        meta = forecaster.metadata
+        trained_on = (meta.data_fingerprint or "").split("+")
+        if fingerprint not in trained_on:
+            continue
+        split = meta.extra.get("split", {}).get(fingerprint)
+        if split is None:
+            raise ModelMismatchError(
+                f"forecaster {meta.architecture!r} was trained on this data file and records no validation "
+                "split for it; evaluate on a held-out file (generated with another seed)"
+            )
+        segments &= set(split["validation_segments"])
+        how = "validation split of the training file"
+    if not segments:
+        raise DataFileError("no segment of this data file is held out from every forecaster given")
+    return np.array(sorted(segments)), how
+
+
+def _time_calls(forecaster, positions, velocities, n_frames, batch, min_seconds=0.5, max_calls=50):
+    """Median wall-clock seconds of one ``forecast`` call with ``batch`` walkers."""
+    reps = int(np.ceil(batch / len(positions)))
+    x = np.concatenate([positions] * reps)[:batch]
+    v = np.concatenate([velocities] * reps)[:batch]
+    forecaster.forecast(x, v, n_frames)  # warm-up (TorchScript optimisation, caches)
+    times, started = [], time.perf_counter()
+    while len(times) < max_calls and (len(times) < 3 or time.perf_counter() - started < min_seconds):
+        start = time.perf_counter()
+        forecaster.forecast(x, v, n_frames)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def evaluate(
+    models,
+    data,
+    out=None,
+    *,
+    baselines=BASELINE_NAMES,
+    max_samples=500,
+    seed=1,
+    timing=True,
+    timing_batch_sizes=(1, 256),
+    platform="Reference",
+    device="cpu",
+    potential_file=None,
+    progress=True,
+):
+    """Evaluate forecasters and baselines on held-out NVE segments.
+
+    Parameters
+    ----------
+    models : str, os.PathLike, Forecaster, or a list of them
+        Learned forecasters (model files, shipped model names, or Forecaster objects).  May be empty when
+        only baselines are evaluated (``stride_ps``/``max_frames`` then come from the data, see below).
+    data : str or os.PathLike
+        An NVE data file (:func:`~openmm_forecast.data.generate_nve_segments`).
+    out : str or os.PathLike, optional
+        Directory for ``report.json``, ``rmsd_vs_span.png`` and ``energy_change_hist.png``.
+    baselines : sequence of str
+        Baselines to evaluate at the stride and spans of the first model.
+    max_samples : int
+        Most start states (drawn at random, with ``seed``, from all valid starts of held-out segments).
+    seed : int
+    timing : bool
+        Measure the wall-clock time per call.
+    timing_batch_sizes : sequence of int
+    platform : str
+        OpenMM platform for energies and the ``verlet`` baseline.
+    device : str
+        Where learned models run.
+    potential_file : str, optional
+        For data of the 'ml' setup: the potential to rebuild its System.
+    progress : bool
+        Show a tqdm progress bar over forecasters.
+
+    Returns
+    -------
+    dict
+        The report (also written to ``out/report.json``): ``data``, ``spans_ps``, ``reference`` (the
+        data's own total-energy change) and ``forecasters`` ``{name: {metadata, spans: [...], timing}}``.
+    """
+    from tqdm.auto import tqdm
+
+    from .data import data_fingerprint, load_trajectory
+    from .forecasters import Forecaster, load_forecaster
+    from .training import frame_step, package_versions
+
+    if isinstance(models, (str, os.PathLike, Forecaster)):
+        models = [models]
+    learned = {}
+    for model in models:
+        forecaster = model if isinstance(model, Forecaster) else load_forecaster(model, device=device)
+        # label: the architecture name, made unique with the model's file or position when needed
+        label = forecaster.metadata.architecture
+        if label in learned or label in baselines:
+            label = f"{label} ({os.fspath(model) if not isinstance(model, Forecaster) else len(learned)})"
+        learned[label] = forecaster
+
+    trajectory = load_trajectory(data)
+    if trajectory.mode != "nve":
+        raise DataFileError(f"{data} holds {trajectory.mode} data; evaluation needs NVE segments")
+    meta = trajectory.metadata
+    fingerprint = data_fingerprint(data)
+    for label, forecaster in learned.items():
+        forecaster.check_compatible(trajectory.elements, setup=meta["setup"])
+    molecular_system = molecular_system_from_metadata(meta, potential_file=potential_file)
+
+    if learned:
+        first = next(iter(learned.values())).metadata
+        stride_ps, max_frames = first.stride_ps, first.max_frames
+    else:
+        stride_ps = float(meta["frame_interval_ps"])
+        max_frames = int(meta["n_frames_per_segment"]) - 1
+    forecasters = dict(learned)
+    for name in baselines:
+        kwargs = {"stride_ps": stride_ps, "max_frames": max_frames}
+        if name == "verlet":
+            kwargs.update(timestep=float(meta["nve_timestep_ps"]) * unit.picosecond, platform=platform)
+        forecasters[name] = load_forecaster(name, molecular_system, **kwargs)
+
+    frame_interval = float(meta["frame_interval_ps"])
+    n_frames = int(meta["n_frames_per_segment"])
+    layout = {}
+    before, after = 0, 0
+    for label, forecaster in forecasters.items():
+        fm = forecaster.metadata
+        step = frame_step(fm.stride_ps, frame_interval)
+        layout[label] = step
+        before = max(before, (fm.history - 1) * step)
+        after = max(after, fm.max_frames * step)
+    if before + after > n_frames - 1:
+        raise DataFileError(
+            f"segments of {n_frames} frames ({(n_frames - 1) * frame_interval * 1000:g} fs) are too short for "
+            f"forecasts spanning {(before + after) * frame_interval * 1000:g} fs (history included)"
+        )
+    segments, how = held_out_segments(learned.values(), fingerprint, len(trajectory))
+    frames = np.arange(before, n_frames - after)
+    starts = np.stack(np.broadcast_arrays(segments[:, None], frames[None, :]), -1).reshape(-1, 2)
+    if len(starts) > max_samples:
+        pick = np.random.default_rng(seed).choice(len(starts), max_samples, replace=False)
+        starts = starts[np.sort(pick)]
+    seg, frame = starts[:, 0], starts[:, 1]
+    positions, velocities = trajectory.positions, trajectory.velocities
+    masses = trajectory.masses
+    kT = kT_kJ(float(meta["temperature_K"]))
+
+    energy = EnergyEvaluator(molecular_system.system, platform=platform)
+    x0, v0 = positions[seg, frame], velocities[seg, frame]
+    h0 = energy.potential(x0) + kinetic_energy(v0, masses)
+    cache = {}
+
+    def truth(offset):
+        """True states ``offset`` data frames after the starts, with their potential energies."""
+        if offset not in cache:
+            x, v = positions[seg, frame + offset], velocities[seg, frame + offset]
+            cache[offset] = (x, v, energy.potential(x))
+        return cache[offset]
+
+    report = {
+        "data": {
+            "path": os.path.abspath(os.fspath(data)),
+            "fingerprint": fingerprint,
+            "setup": meta["setup"],
+            "potential": meta.get("potential"),
+            "constraints": meta.get("constraints"),
+            "temperature_K": float(meta["temperature_K"]),
+            "nve_timestep_ps": float(meta["nve_timestep_ps"]),
+            "frame_interval_ps": frame_interval,
+            "held_out": how,
+            "n_segments_used": int(len(segments)),
+            "n_samples": int(len(starts)),
+            "seed": seed,
+        },
+        "kT_kJ_per_mol": kT,
+        "platform": platform,
+        "versions": package_versions(),
+        "reference": {},
+        "forecasters": {},
+    }
+    for label, forecaster in tqdm(list(forecasters.items()), desc="evaluate", disable=not progress):
+        fm = forecaster.metadata
+        step = layout[label]
+        history_offsets = np.arange(-(fm.history - 1), 1) * step
+        x_in = positions[seg[:, None], frame[:, None] + history_offsets[None, :]]
+        v_in = velocities[seg[:, None], frame[:, None] + history_offsets[None, :]]
+        start = time.perf_counter()
+        pred_x, pred_v = forecaster.forecast(x_in, v_in, fm.max_frames)
+        seconds = time.perf_counter() - start
+        finite = np.isfinite(pred_x).all(axis=(2, 3)) & np.isfinite(pred_v).all(axis=(2, 3))
+        spans = []
+        for k in range(1, fm.max_frames + 1):
+            true_x, true_v, true_u = truth(k * step)
+            px, pv = pred_x[:, k - 1], pred_v[:, k - 1]
+            ok = finite[:, k - 1]
+            entry = {
+                "span_ps": k * fm.stride_ps,
+                "n_finite": int(ok.sum()),
+                **_state_metrics(px[ok], pv[ok], true_x[ok], true_v[ok], true_u[ok], h0[ok], masses, kT, energy),
+            }
+            if energy.has_constraints:
+                qx, qv = energy.project(px[ok], pv[ok])
+                entry["projected"] = _state_metrics(qx, qv, true_x[ok], true_v[ok], true_u[ok], h0[ok], masses, kT, energy)
+            spans.append(entry)
+        result = {
+            "metadata": json.loads(fm.to_json()),
+            "spans": spans,
+            "forecast_seconds_all_samples": seconds,
+        }
+        if timing:
+            result["timing"] = {
+                f"batch_{b}_seconds_per_call": _time_calls(forecaster, x_in, v_in, fm.max_frames, b)
+                for b in timing_batch_sizes
+            }
+        if label in learned and "validation" in fm.extra:
+            result["training_validation"] = fm.extra["validation"]
+        report["forecasters"][label] = result
+        # Metadata of a learned model holds the whole training config: keep the report readable.
+        result["metadata"]["extra"] = {
+            key: value for key, value in result["metadata"]["extra"].items() if key in ("hyperparameters", "dtype", "timestep_ps", "steps_per_stride")
+        }
+
+    for offset in sorted(cache):
+        true_x, true_v, true_u = cache[offset]
+        dh = np.abs(true_u + kinetic_energy(true_v, masses) - h0)
+        report["reference"][f"{offset * frame_interval:.6g}"] = {
+            "span_ps": offset * frame_interval,
+            "data_total_energy_change_kJ": _summary(dh),
+            "within_1kT": float(np.mean(dh <= kT)),
+        }
+    report["spans_ps"] = sorted({round(s["span_ps"], 12) for r in report["forecasters"].values() for s in r["spans"]})
+    if out is not None:
+        write_report(report, out)
+    return report
+
+
+def _state_metrics(px, pv, true_x, true_v, true_u, h0, masses, kT, energy):
+    """Error metrics of forecast states against the true states (see the module docstring)."""
+    if len(px) == 0:
+        return {"position_rmsd_A": None}
+    u = energy.potential(px)
+    dh = np.abs(u + kinetic_energy(pv, masses) - h0)
+    return {
+        "position_rmsd_A": _summary(10.0 * rms_error(px, true_x)),
+        "velocity_rmse_nm_per_ps": _summary(rms_error(pv, true_v)),
+        "potential_energy_error_kJ": _summary(np.abs(u - true_u)),
+        "total_energy_change_kJ": _summary(dh),
+        "within_1kT": float(np.mean(dh <= kT)),
+        "within_2kT": float(np.mean(dh <= 2 * kT)),
+        "_abs_dH": dh.tolist(),
+    }
+
+
+def write_report(report, out):
+    """Write ``report.json`` and the plots into directory ``out``; returns the report path."""
+    os.makedirs(out, exist_ok=True)
+    plot_rmsd_vs_span(report, os.path.join(out, "rmsd_vs_span.png"))
+    plot_energy_change(report, os.path.join(out, "energy_change_hist.png"))
+    path = os.path.join(out, "report.json")
+    with open(path, "w") as handle:
+        json.dump(_without_raw(report), handle, indent=1)
+    return path
+
+
+def _without_raw(value):
+    """The report without the per-sample arrays (keys starting with '_')."""
+    if isinstance(value, dict):
+        return {k: _without_raw(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, list):
+        return [_without_raw(v) for v in value]
+    return value
+
+
+def plot_rmsd_vs_span(report, path):
+    """Mean position RMSD (A, log scale) against span (fs) for every forecaster of a report."""
+    from .plotting import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, result in report["forecasters"].items():
+        spans = [s for s in result["spans"] if s.get("position_rmsd_A")]
+        ax.plot(
+            [1000 * s["span_ps"] for s in spans], [s["position_rmsd_A"]["mean"] for s in spans],
+            marker="o", label=label, linestyle="--" if label in BASELINE_NAMES else "-",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("span (fs)")
+    ax.set_ylabel("position RMSD (A), mean over forecasts")
+    ax.set_title(f"{report['data']['setup']}, {report['data']['n_samples']} held-out starts")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_energy_change(report, path):
+    """Histograms of |H' - H| (kJ/mol, log bins) at the shortest and longest span, per forecaster."""
+    from .plotting import _pyplot
+
+    plt = _pyplot()
+    kT = report["kT_kJ_per_mol"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    bins = np.logspace(-4, 4, 65)
+    for ax, which in zip(axes, (0, -1)):
+        span_ps = None
+        for label, result in report["forecasters"].items():
+            spans = result["spans"]
+            entry = spans[which]
+            raw = entry.get("projected", entry).get("_abs_dH")
+            if not raw:
+                continue
+            span_ps = entry["span_ps"]
+            ax.hist(np.clip(raw, 1e-4, 1e4), bins=bins, histtype="step", label=f"{label} ({1000 * span_ps:g} fs)")
+        for n, style in ((1, ":"), (2, "--")):
+            ax.axvline(n * kT, color="k", linestyle=style, linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("|H' - H| (kJ/mol; projected onto constraints when there are some)")
+        ax.set_title("shortest span" if which == 0 else "longest span")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("forecasts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,938 @@
+"""Training learned forecasters on NVE trajectory segments.
+
+A training run reads one or more NVE data files (:func:`openmm_forecast.data.generate_nve_segments`),
+splits them **by segment** into training and validation sets (a segment is never in both), and fits a
+registered architecture (:func:`openmm_forecast.forecasters.available_architectures`) to map the state
+at a frame of a segment (and ``history - 1`` earlier states) to the states ``k * stride`` later,
+``k = 1 .. max_frames``.
+
+Loss (dimensionless, in units of kT per degree of freedom)
+-----------------------------------------------------------
+With masses ``m_i`` (amu), position errors ``dx`` (nm), velocity errors ``dv`` (nm/ps) and a time scale
+``tau`` (ps, default: the stride),
+
+``L = w_x <m dx^2> / (kT tau^2) + w_v <m dv^2> / kT + w_K <(K' - K)^2> / kT^2``
+
+where ``<.>`` averages over samples, frames, atoms and components and ``K`` is the kinetic energy of a
+frame (kJ/mol).  Mass weighting makes a heavy atom's error count as much as the energy it carries; the
+``tau`` scaling makes a position error ``dx`` cost as much as a velocity error ``dx / tau``.  The last,
+optional term is a cheap energy-aware penalty (kinetic energies need no force field).
+
+Augmentation: random rotations of a whole window about its current centroid (for architectures that are
+not rotation-equivariant), and time reversal (a window played backwards with negated velocities is
+again a valid NVE trajectory: velocity Verlet/RATTLE is time-reversible).
+
+A run directory holds ``config.yaml`` (the effective configuration, with data fingerprints and package
+versions), ``metrics.json`` (one entry per epoch), ``checkpoint.pt`` (resumable: model, optimizer,
+scheduler, epoch, random states, best metric) and ``model.pt`` (the best model so far, written by
+:func:`openmm_forecast.forecasters.save_forecaster` with its metadata).
+"""
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, DataFileError
+from .units import kT_kJ
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Settings of a training run (see ``configs/forecaster_*.yaml``).
+
+    Attributes
+    ----------
+    data : list of str
+        NVE data files (all with the same atoms, setup, frame interval and frames per segment).
+    out : str
+        Run directory (created; an existing checkpoint there is resumed when ``resume`` is True).
+    architecture : str
+        Registered learned architecture.
+    hyperparameters : dict
+        Passed to the architecture's builder.
+    stride_ps : float
+        Time between forecast frames in ps: a whole multiple of the data's frame interval.
+    max_frames : int
+        Frames per forecast (the longest jump is ``max_frames * stride_ps``).
+    history : int
+        States the model reads (1: the current state only).
+    validation_fraction : float
+        Fraction of the segments held out for validation, in (0, 1).
+    split_seed : int
+        Seed of the segment split (independent of ``seed``).
+    seed : int
+        Seed of initialisation, shuffling and augmentation.
+    epochs : int
+        Maximum number of epochs (also the length of the cosine schedule).
+    samples_per_epoch : int or None
+        Training samples drawn (without replacement) per epoch; None: all.
+    batch_size : int
+    learning_rate : float
+        Peak learning rate of AdamW.
+    weight_decay : float
+    lr_schedule : {'cosine', 'constant', 'plateau'}
+        Cosine decay to ``min_lr_fraction * learning_rate`` after linear warm-up; constant after warm-up;
+        or halving when the validation loss stalls for ``plateau_patience`` epochs.
+    warmup_steps : int
+    min_lr_fraction : float
+    plateau_patience : int
+    gradient_clip : float or None
+        Maximum gradient norm (None: no clipping).
+    position_weight, velocity_weight, kinetic_energy_weight : float
+        ``w_x``, ``w_v``, ``w_K`` of the loss (see the module docstring).
+    loss_time_ps : float or None
+        ``tau`` of the loss in ps (None: ``stride_ps``).
+    augment_rotations : bool
+        Random rotation of each window (pointless for rotation-equivariant architectures).
+    augment_time_reversal : bool
+        Play half of the windows backwards with negated velocities.
+    early_stopping_patience : int or None
+        Stop after this many epochs without a better validation loss (None: never).
+    max_minutes : float or None
+        Stop after the first epoch that ends later than this (wall-clock minutes of this call).
+    validation_max_samples : int
+        Most validation samples (a fixed subset, drawn with ``split_seed``).
+    device : str
+        'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:1', ...
+    dtype : {'float32', 'float64'}
+    num_threads : int or None
+        ``torch.set_num_threads`` (None: leave torch's default).
+    resume : bool
+        Continue from ``out/checkpoint.pt`` when it exists.
+    export : str or None
+        Also write the best model to this path (for example a shipped model file).
+    progress : bool
+        Show a tqdm progress bar.
+    """
+
+    data: list
+    out: str
+    architecture: str
+    hyperparameters: dict = dataclasses.field(default_factory=dict)
+    stride_ps: float = 0.01
+    max_frames: int = 5
+    history: int = 1
+    validation_fraction: float = 0.1
+    split_seed: int = 1
+    seed: int = 1
+    epochs: int = 100
+    samples_per_epoch: int = None
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 100
+    min_lr_fraction: float = 0.01
+    plateau_patience: int = 5
+    gradient_clip: float = 1.0
+    position_weight: float = 1.0
+    velocity_weight: float = 1.0
+    kinetic_energy_weight: float = 0.0
+    loss_time_ps: float = None
+    augment_rotations: bool = False
+    augment_time_reversal: bool = True
+    early_stopping_patience: int = None
+    max_minutes: float = None
+    validation_max_samples: int = 2000
+    device: str = "auto"
+    dtype: str = "float32"
+    num_threads: int = None
+    resume: bool = True
+    export: str = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.data, (str, os.PathLike)):
+            self.data = [self.data]
+        if not isinstance(self.data, (list, tuple)) or not self.data:
+            raise ValueError(f"data must be a data file or a non-empty list of them, got {self.data!r}")
+        self.data = [os.fspath(path) for path in self.data]
+        self.out = os.fspath(self.out)
+        if not isinstance(self.hyperparameters, dict):
+            raise ValueError(f"hyperparameters must be a mapping, got {self.hyperparameters!r}")
+        _check(self, "stride_ps", float, lambda v: v > 0 and math.isfinite(v), "finite and > 0 (ps)")
+        for name in ("max_frames", "history", "epochs", "batch_size", "validation_max_samples"):
+            _check(self, name, int, lambda v: v >= 1, "an integer >= 1")
+        for name in ("split_seed", "seed", "warmup_steps"):
+            _check(self, name, int, lambda v: v >= 0, "an integer >= 0")
+        _check(self, "plateau_patience", int, lambda v: v >= 1, "an integer >= 1")
+        _check(self, "validation_fraction", float, lambda v: 0 < v < 1, "in (0, 1)")
+        _check(self, "learning_rate", float, lambda v: 0 < v < 1, "in (0, 1)")
+        _check(self, "weight_decay", float, lambda v: v >= 0, ">= 0")
+        _check(self, "min_lr_fraction", float, lambda v: 0 <= v <= 1, "in [0, 1]")
+        for name in ("position_weight", "velocity_weight", "kinetic_energy_weight"):
+            _check(self, name, float, lambda v: v >= 0 and math.isfinite(v), "finite and >= 0")
+        if self.position_weight + self.velocity_weight == 0:
+            raise ValueError("position_weight and velocity_weight cannot both be 0")
+        _check(self, "samples_per_epoch", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
+        _check(self, "gradient_clip", float, lambda v: v > 0, "> 0 or null", optional=True)
+        _check(self, "loss_time_ps", float, lambda v: v > 0 and math.isfinite(v), "> 0 (ps) or null", optional=True)
+        _check(self, "early_stopping_patience", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
+        _check(self, "max_minutes", float, lambda v: v > 0, "> 0 or null", optional=True)
+        _check(self, "num_threads", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
+        for name in ("augment_rotations", "augment_time_reversal", "resume", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.lr_schedule not in ("cosine", "constant", "plateau"):
+            raise ValueError(f"lr_schedule must be 'cosine', 'constant' or 'plateau', got {self.lr_schedule!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {self.device!r}")
+        if self.export is not None:
+            self.export = os.fspath(self.export)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from a mapping, refusing unknown keys (with the list of known ones)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a training config must be a mapping, got {type(values).__name__}")
+        known = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; known keys: {', '.join(known)}")
+        missing = [name for name in ("data", "out", "architecture") if name not in values]
+        if missing:
+            raise ValueError(f"the training config lacks the required keys {missing}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path, **overrides):
+        """Read a YAML config file; ``overrides`` replace its keys (unknown keys are refused)."""
+        import yaml
+
+        with open(path) as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a YAML mapping of training settings")
+        values.update(overrides)
+        return cls.from_dict(values)
+
+    def to_dict(self):
+        """Plain-Python copy (JSON/YAML serialisable)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _check(config, name, kind, ok, requirement, optional=False):
+    """Validate (and coerce int -> float) one config field, raising ValueError with the requirement."""
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+        setattr(config, name, value)
+    if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
+        raise ValueError(f"{name} must be {requirement}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------------- #
+# Data
+# --------------------------------------------------------------------------------------------------- #
+
+
+def split_segments(n_segments, validation_fraction, seed):
+    """Split segment indices into training and validation sets.
+
+    Parameters
+    ----------
+    n_segments : int
+        Number of segments (>= 2).
+    validation_fraction : float
+        Fraction for validation; at least one segment goes to each set.
+    seed : int
+        Seed of the permutation.
+
+    Returns
+    -------
+    train, validation : numpy.ndarray of int
+        Sorted, disjoint, together ``0 .. n_segments - 1``.
+    """
+    if n_segments < 2:
+        raise DataFileError(f"a training/validation split needs at least 2 segments, got {n_segments}")
+    n_val = min(n_segments - 1, max(1, int(round(validation_fraction * n_segments))))
+    order = np.random.default_rng(seed).permutation(n_segments)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+@dataclasses.dataclass
+class SegmentData:
+    """NVE segments of one or more files, stacked along the segment axis.
+
+    Attributes
+    ----------
+    positions, velocities : numpy.ndarray, shape (n_segments, n_frames, N, 3)
+        nm and nm/ps.
+    frame_interval_ps : float
+    masses : numpy.ndarray, shape (N,)
+        amu.
+    metadata : dict
+        Metadata of the first file.
+    fingerprints : list of str
+        :func:`~openmm_forecast.data.data_fingerprint` of each file.
+    file_of_segment : numpy.ndarray of int, shape (n_segments,)
+        Index of the file (in ``paths``) each segment comes from.
+    paths : list of str
+    """
+
+    positions: np.ndarray
+    velocities: np.ndarray
+    frame_interval_ps: float
+    masses: np.ndarray
+    metadata: dict
+    fingerprints: list
+    file_of_segment: np.ndarray
+    paths: list
+
+    @property
+    def n_segments(self):
+        return self.positions.shape[0]
+
+    @property
+    def n_frames(self):
+        return self.positions.shape[1]
+
+    def frame_step(self, stride_ps):
+        """Frames per stride; refuses a stride that is not a whole multiple of the frame interval."""
+        return frame_step(stride_ps, self.frame_interval_ps)
+
+
+def frame_step(stride_ps, frame_interval_ps):
+    """Number of data frames in a forecast stride (a whole multiple, else DataFileError)."""
+    step = int(round(stride_ps / frame_interval_ps))
+    if step < 1 or abs(step * frame_interval_ps - stride_ps) > 1e-6 * frame_interval_ps:
+        raise DataFileError(
+            f"the stride ({stride_ps * 1000:g} fs) must be a whole multiple of the data's frame interval "
+            f"({frame_interval_ps * 1000:g} fs)"
+        )
+    return step
+
+
+_MATCHING_KEYS = ("elements", "setup", "potential", "constraints", "temperature_K", "system_fingerprint")
+
+
+def load_segments(paths):
+    """Read NVE data files into one :class:`SegmentData`.
+
+    Raises
+    ------
+    DataFileError
+        A file that is not NVE data, or files that differ in atoms, setup, potential, constraints,
+        temperature, System, frame interval or frames per segment.
+    """
+    from .data import data_fingerprint, load_trajectory
+
+    positions, velocities, fingerprints, owners = [], [], [], []
+    first = None
+    for index, path in enumerate(paths):
+        trajectory = load_trajectory(path)
+        if trajectory.mode != "nve":
+            raise DataFileError(
+                f"{path} holds {trajectory.mode} data; forecasters are trained on NVE segments "
+                "(openmm-forecast generate --mode nve)"
+            )
+        if len(trajectory) == 0:
+            raise DataFileError(f"{path} holds no committed segments")
+        meta = trajectory.metadata
+        if first is None:
+            first = meta
+        else:
+            for key in _MATCHING_KEYS + ("frame_interval_ps", "n_frames_per_segment"):
+                if meta.get(key) != first.get(key):
+                    raise DataFileError(
+                        f"{path} differs from {paths[0]} in {key} ({meta.get(key)!r} vs {first.get(key)!r}); "
+                        "train on files of one system and one frame layout"
+                    )
+        positions.append(trajectory.positions)
+        velocities.append(trajectory.velocities)
+        fingerprints.append(data_fingerprint(path))
+        owners.append(np.full(len(trajectory), index))
+    return SegmentData(
+        positions=np.concatenate(positions),
+        velocities=np.concatenate(velocities),
+        frame_interval_ps=float(first["frame_interval_ps"]),
+        masses=np.asarray(first["masses_amu"], dtype=float),
+        metadata=first,
+        fingerprints=fingerprints,
+        file_of_segment=np.concatenate(owners),
+        paths=list(paths),
+    )
+
+
+def sample_starts(segments, n_frames, step, history, max_frames):
+    """All (segment, frame) pairs with ``history - 1`` strides before and ``max_frames`` strides after.
+
+    Parameters
+    ----------
+    segments : array of int
+        Segment indices to draw from.
+    n_frames : int
+        Frames per segment.
+    step : int
+        Data frames per stride.
+    history, max_frames : int
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n_samples, 2)
+        Columns: segment index, index of the current frame.
+    """
+    first = (history - 1) * step
+    last = n_frames - 1 - max_frames * step
+    if last < first:
+        raise DataFileError(
+            f"segments of {n_frames} frames are too short for history {history} and {max_frames} frames of "
+            f"{step} data frames each (need {(history - 1 + max_frames) * step + 1} frames)"
+        )
+    frames = np.arange(first, last + 1)
+    segments = np.asarray(segments)
+    return np.stack(np.broadcast_arrays(segments[:, None], frames[None, :]), axis=-1).reshape(-1, 2)
+
+
+def gather_windows(positions, velocities, starts, step, history, max_frames):
+    """Windows of ``history + max_frames`` states, ``step`` data frames apart.
+
+    Parameters
+    ----------
+    positions, velocities : torch.Tensor, shape (n_segments, n_frames, N, 3)
+    starts : torch.Tensor of int64, shape (B, 2)
+        (segment, current frame) pairs (see :func:`sample_starts`).
+
+    Returns
+    -------
+    positions, velocities : torch.Tensor, shape (B, history + max_frames, N, 3)
+        The first ``history`` states are the input (oldest first), the rest the targets.
+    """
+    offsets = torch.arange(-(history - 1), max_frames + 1, device=starts.device) * step
+    frames = starts[:, 1:2] + offsets[None, :]
+    segments = starts[:, 0:1].expand_as(frames)
+    return positions[segments, frames], velocities[segments, frames]
+
+
+def random_rotations(n, generator, dtype=torch.float64):
+    """``n`` uniformly distributed rotation matrices (from random unit quaternions), shape (n, 3, 3)."""
+    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    q = q / q.norm(dim=1, keepdim=True)
+    w, x, y, z = q.unbind(1)
+    rotation = torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+            2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+            2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+        ],
+        dim=1,
+    ).reshape(n, 3, 3)
+    return rotation.to(dtype)
+
+
+def augment(positions, velocities, history, generator, rotations=False, time_reversal=False):
+    """Randomly rotate and/or time-reverse windows (see :func:`gather_windows`).
+
+    A reversed window is the same trajectory played backwards with negated velocities; the input is
+    then the last ``history`` states of the reversed sequence.  Rotations turn a window about the
+    centroid of its current state (``history - 1``).  Random numbers come from ``generator`` (CPU).
+    """
+    batch = positions.shape[0]
+    if time_reversal:
+        flip = (torch.rand(batch, generator=generator) < 0.5).to(positions.device)
+        positions = torch.where(flip[:, None, None, None], positions.flip(1), positions)
+        velocities = torch.where(flip[:, None, None, None], -velocities.flip(1), velocities)
+    if rotations:
+        rotation = random_rotations(batch, generator, positions.dtype).to(positions.device)
+        centre = positions[:, history - 1 : history].mean(dim=2, keepdim=True)
+        positions = torch.einsum("btnj,bij->btni", positions - centre, rotation) + centre
+        velocities = torch.einsum("btnj,bij->btni", velocities, rotation)
+    return positions, velocities
+
+
+def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights):
+    """The training loss (see the module docstring) and its parts.
+
+    Parameters
+    ----------
+    pred_x, pred_v, true_x, true_v : torch.Tensor, shape (B, K, N, 3)
+        nm and nm/ps.
+    masses : torch.Tensor, shape (N,)
+        amu.
+    kT : float
+        kJ/mol.
+    tau_ps : float
+    weights : tuple of float
+        (w_x, w_v, w_K).
+
+    Returns
+    -------
+    loss : torch.Tensor (scalar)
+    parts : dict of float
+        'position', 'velocity', 'kinetic_energy' (unweighted terms).
+    """
+    m = masses[None, None, :, None]
+    position = (m * (pred_x - true_x) ** 2).mean() / (kT * tau_ps**2)
+    velocity = (m * (pred_v - true_v) ** 2).mean() / kT
+    w_x, w_v, w_k = weights
+    loss = w_x * position + w_v * velocity
+    parts = {"position": float(position.detach()), "velocity": float(velocity.detach())}
+    if w_k > 0:
+        kinetic = 0.5 * ((m * pred_v**2).sum(dim=(2, 3)) - (m * true_v**2).sum(dim=(2, 3)))
+        kinetic = (kinetic**2).mean() / kT**2
+        loss = loss + w_k * kinetic
+        parts["kinetic_energy"] = float(kinetic.detach())
+    return loss, parts
+
+
+# --------------------------------------------------------------------------------------------------- #
+# Training
+# --------------------------------------------------------------------------------------------------- #
+
+
+def resolve_device(name):
+    """'auto' -> cuda when available, else cpu; other names as given (torch.device)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for, but torch sees no CUDA device here")
+    return device
+
+
+def package_versions():
+    """Versions of the packages a trained model depends on."""
+    import platform
+
+    from . import __version__
+    from ._runtime import openmm as mm
+
+    return {
+        "openmm_forecast": __version__,
+        "torch": str(torch.__version__),
+        "openmm": mm.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class _Schedule:
+    """Learning-rate factor per optimizer step: linear warm-up, then cosine or constant."""
+
+    def __init__(self, kind, warmup_steps, total_steps, min_fraction):
+        self.kind, self.warmup, self.total, self.min_fraction = kind, warmup_steps, total_steps, min_fraction
+
+    def __call__(self, step):
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind != "cosine":
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_fraction + (1 - self.min_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """One training run (see :func:`train`).
+
+    Parameters
+    ----------
+    config : TrainingConfig
+    """
+
+    def __init__(self, config):
+        from .forecasters import build_forecaster
+
+        self.config = config
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        self.device = resolve_device(config.device)
+        self.data = load_segments(config.data)
+        meta = self.data.metadata
+        self.step = self.data.frame_step(config.stride_ps)
+        self.kT = kT_kJ(float(meta["temperature_K"]))
+        self.tau_ps = config.loss_time_ps or config.stride_ps
+        self.train_segments, self.val_segments = split_segments(
+            self.data.n_segments, config.validation_fraction, config.split_seed
+        )
+        shape = (self.data.n_frames, self.step, config.history, config.max_frames)
+        self.train_starts = torch.as_tensor(sample_starts(self.train_segments, *shape))
+        val_starts = sample_starts(self.val_segments, *shape)
+        if len(val_starts) > config.validation_max_samples:
+            keep = np.random.default_rng(config.split_seed).choice(
+                len(val_starts), config.validation_max_samples, replace=False
+            )
+            val_starts = val_starts[np.sort(keep)]
+        self.val_starts = torch.as_tensor(val_starts)
+
+        torch.manual_seed(config.seed)
+        try:
+            metadata_kwargs = dict(
+                elements=list(meta["elements"]),
+                stride_ps=config.stride_ps,
+                max_frames=config.max_frames,
+                history=config.history,
+                setup=meta.get("setup"),
+                potential=meta.get("potential"),
+                constraints=meta.get("constraints", "none"),
+                temperature_K=float(meta["temperature_K"]),
+                data_fingerprint="+".join(self.data.fingerprints),
+                system_fingerprint=meta.get("system_fingerprint"),
+            )
+            self.forecaster = build_forecaster(
+                config.architecture, metadata_kwargs, device=self.device, dtype=config.dtype, **config.hyperparameters
+            )
+        except TypeError as error:
+            raise ValueError(f"bad hyperparameters for architecture {config.architecture!r}: {error}") from error
+        self.model = self.forecaster.module
+        self.dtype = next(self.model.parameters()).dtype
+        self.positions = torch.as_tensor(self.data.positions, dtype=self.dtype, device=self.device)
+        self.velocities = torch.as_tensor(self.data.velocities, dtype=self.dtype, device=self.device)
+        self.masses = torch.as_tensor(self.data.masses, dtype=self.dtype, device=self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        n_train = len(self.train_starts) if config.samples_per_epoch is None else min(
+            config.samples_per_epoch, len(self.train_starts)
+        )
+        self.samples_per_epoch = n_train
+        self.steps_per_epoch = math.ceil(n_train / config.batch_size)
+        schedule = _Schedule(
+            "constant" if config.lr_schedule == "plateau" else config.lr_schedule,
+            config.warmup_steps, config.epochs * self.steps_per_epoch, config.min_lr_fraction,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch = 0
+        self.global_step = 0
+        self.best_loss = math.inf
+        self.best_epoch = None
+        self.best_state = None
+        self.best_metrics = None
+        self.bad_epochs = 0
+        self.lr_scale = 1.0
+        self.history = []
+        self.checkpoint_path = os.path.join(config.out, "checkpoint.pt")
+        self.model_path = os.path.join(config.out, "model.pt")
+
+    # ------------------------------------------------------------------------------------------- #
+
+    def _batch(self, starts):
+        c = self.config
+        return gather_windows(self.positions, self.velocities, starts.to(self.device), self.step, c.history, c.max_frames)
+
+    def _loss(self, x, v):
+        c = self.config
+        pred_x, pred_v = self.model(x[:, : c.history], v[:, : c.history], c.max_frames)
+        weights = (c.position_weight, c.velocity_weight, c.kinetic_energy_weight)
+        return flow_map_loss(pred_x, pred_v, x[:, c.history :], v[:, c.history :], self.masses, self.kT, self.tau_ps, weights)
+
+    def train_epoch(self, bar=None):
+        """One pass over (a random subset of) the training samples; returns mean loss parts."""
+        c = self.config
+        self.model.train()
+        order = torch.randperm(len(self.train_starts), generator=self.generator)[: self.samples_per_epoch]
+        totals, count = {}, 0
+        for first in range(0, len(order), c.batch_size):
+            starts = self.train_starts[order[first : first + c.batch_size]]
+            x, v = self._batch(starts)
+            x, v = augment(x, v, c.history, self.generator, c.augment_rotations, c.augment_time_reversal)
+            loss, parts = self._loss(x, v)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the training loss became {float(loss)} at epoch {self.epoch + 1}, step {self.global_step}; "
+                    "lower learning_rate or set gradient_clip"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.gradient_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.gradient_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.global_step += 1
+            n = len(starts)
+            count += n
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                totals[key] = totals.get(key, 0.0) + value * n
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3g}", refresh=False)
+                bar.update(1)
+        return {key: value / count for key, value in totals.items()}
+
+    @torch.no_grad()
+    def validate(self):
+        """Validation loss and per-span position RMSD (A) and velocity RMSE (nm/ps), with ballistic."""
+        c = self.config
+        self.model.eval()
+        totals, count = {}, 0
+        sq_x = torch.zeros(c.max_frames, dtype=torch.float64)
+        sq_v = torch.zeros(c.max_frames, dtype=torch.float64)
+        sq_ballistic = torch.zeros(c.max_frames, dtype=torch.float64)
+        spans = torch.arange(1, c.max_frames + 1, device=self.device, dtype=self.dtype) * c.stride_ps
+        for first in range(0, len(self.val_starts), 256):
+            starts = self.val_starts[first : first + 256]
+            x, v = self._batch(starts)
+            pred_x, pred_v = self.model(x[:, : c.history], v[:, : c.history], c.max_frames)
+            true_x, true_v = x[:, c.history :], v[:, c.history :]
+            weights = (c.position_weight, c.velocity_weight, c.kinetic_energy_weight)
+            loss, parts = flow_map_loss(pred_x, pred_v, true_x, true_v, self.masses, self.kT, self.tau_ps, weights)
+            n = len(starts)
+            count += n
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                totals[key] = totals.get(key, 0.0) + value * n
+            ballistic = x[:, c.history - 1 : c.history] + v[:, c.history - 1 : c.history] * spans[None, :, None, None]
+            sq_x += ((pred_x - true_x) ** 2).sum(-1).mean(-1).sum(0).double().cpu()
+            sq_v += ((pred_v - true_v) ** 2).sum(-1).mean(-1).sum(0).double().cpu()
+            sq_ballistic += ((ballistic - true_x) ** 2).sum(-1).mean(-1).sum(0).double().cpu()
+        metrics = {key: value / count for key, value in totals.items()}
+        metrics["spans_ps"] = [float(s) for s in spans.cpu()]
+        metrics["position_rmsd_A"] = [10.0 * math.sqrt(s / count) for s in sq_x.tolist()]
+        metrics["velocity_rmse_nm_per_ps"] = [math.sqrt(s / count) for s in sq_v.tolist()]
+        metrics["ballistic_position_rmsd_A"] = [10.0 * math.sqrt(s / count) for s in sq_ballistic.tolist()]
+        metrics["n_samples"] = count
+        return metrics
+
+    # ------------------------------------------------------------------------------------------- #
+
+    def effective_config(self):
+        """The config as run, with the data fingerprints, sizes and package versions (for config.yaml)."""
+        return {
+            **self.config.to_dict(),
+            "_provenance": {
+                "data_fingerprints": self.data.fingerprints,
+                "n_segments": int(self.data.n_segments),
+                "n_train_segments": int(len(self.train_segments)),
+                "n_validation_segments": int(len(self.val_segments)),
+                "n_train_samples": int(len(self.train_starts)),
+                "n_validation_samples": int(len(self.val_starts)),
+                "frame_interval_ps": self.data.frame_interval_ps,
+                "frames_per_stride": self.step,
+                "device": str(self.device),
+                "versions": package_versions(),
+            },
+        }
+
+    def split_record(self):
+        """The validation segments of each data file: ``{fingerprint: {'file', 'validation_segments'}}``.
+
+        Segment indices are those of the file itself (0-based), so that an evaluation on the same file
+        can use exactly the held-out segments.
+        """
+        record = {}
+        for index, (path, fingerprint) in enumerate(zip(self.data.paths, self.data.fingerprints)):
+            first = int(np.flatnonzero(self.data.file_of_segment == index)[0])
+            local = [int(s) - first for s in self.val_segments if self.data.file_of_segment[s] == index]
+            record[fingerprint] = {"file": os.path.basename(path), "validation_segments": local}
+        return record
+
+    def _rng_state(self):
+        state = {
+            "generator": self.generator.get_state(),
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save_checkpoint(self):
+        """Write ``checkpoint.pt`` atomically (temporary file, then rename)."""
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "data_fingerprints": self.data.fingerprints,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "best_metrics": self.best_metrics,
+            "bad_epochs": self.bad_epochs,
+            "lr_scale": self.lr_scale,
+            "history": self.history,
+            "rng": self._rng_state(),
+        }
+        temporary = self.checkpoint_path + ".partial"
+        torch.save(payload, temporary)
+        os.replace(temporary, self.checkpoint_path)
+
+    _RESUMABLE_CHANGES = ("epochs", "max_minutes", "early_stopping_patience", "progress", "resume", "num_threads", "export", "device")
+
+    def load_checkpoint(self):
+        """Restore everything from ``checkpoint.pt`` (refusing one from another config or data)."""
+        try:
+            payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        except Exception as error:
+            raise CheckpointError(f"cannot read the training checkpoint {self.checkpoint_path}: {error}") from error
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{self.checkpoint_path} is not a training checkpoint of this openmm-forecast")
+        old, new = payload["config"], self.config.to_dict()
+        changed = [k for k in new if k not in self._RESUMABLE_CHANGES and old.get(k) != new[k]]
+        if changed:
+            raise CheckpointError(
+                f"{self.checkpoint_path} was written with different settings ({', '.join(changed)}); "
+                "use another run directory (out) or set resume: false to start over"
+            )
+        if payload["data_fingerprints"] != self.data.fingerprints:
+            raise CheckpointError(
+                f"{self.checkpoint_path} was trained on different data (fingerprints differ); use another run "
+                "directory or the original data files"
+            )
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        for key in ("epoch", "global_step", "best_loss", "best_epoch", "best_state", "best_metrics", "bad_epochs", "lr_scale", "history"):
+            setattr(self, key, payload[key])
+        rng = payload["rng"]
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.config.epochs != old["epochs"] and self.config.lr_schedule == "cosine":
+            self.scheduler.lr_lambdas[0].total = self.config.epochs * self.steps_per_epoch
+            logger.warning("epochs changed from %s to %s on resume: the cosine schedule is stretched", old["epochs"], self.config.epochs)
+        logger.info("resumed %s at epoch %d (best validation loss %.4g)", self.checkpoint_path, self.epoch, self.best_loss)
+
+    def export(self):
+        """Write the best model (with metadata) to ``model.pt`` (and ``config.export``); returns the path."""
+        from .forecasters import TorchForecaster, save_forecaster
+
+        if self.best_state is None:
+            return None
+        module = copy.deepcopy(self.model)
+        module.load_state_dict(self.best_state)
+        module.eval()
+        metadata = copy.deepcopy(self.forecaster.metadata)
+        metadata.extra.update(
+            training=self.effective_config(),
+            validation={"epoch": self.best_epoch, **self.best_metrics},
+            split=self.split_record(),
+        )
+        forecaster = TorchForecaster(module.cpu(), metadata)
+        save_forecaster(forecaster, self.model_path)
+        if self.config.export:
+            save_forecaster(forecaster, self.config.export)
+        return self.model_path
+
+    def _write_metrics(self):
+        path = os.path.join(self.config.out, "metrics.json")
+        with open(path + ".partial", "w") as handle:
+            json.dump({"epochs": self.history, "best_epoch": self.best_epoch, "best_validation_loss": self.best_loss}, handle, indent=1)
+        os.replace(path + ".partial", path)
+
+    def run(self, callback=None):
+        """Train until ``epochs``, early stopping, ``max_minutes`` or ``callback`` returning True.
+
+        Parameters
+        ----------
+        callback : callable, optional
+            ``callback(trainer, metrics)`` after every epoch (after the checkpoint is written); a True
+            return value stops the run (it can be resumed).
+
+        Returns
+        -------
+        dict
+            'model' (path of the best model), 'best_epoch', 'best_validation', 'epochs_run', 'stopped'.
+        """
+        import yaml
+        from tqdm.auto import tqdm
+
+        c = self.config
+        os.makedirs(c.out, exist_ok=True)
+        if c.resume and os.path.exists(self.checkpoint_path):
+            self.load_checkpoint()
+        with open(os.path.join(c.out, "config.yaml"), "w") as handle:
+            yaml.safe_dump(self.effective_config(), handle, sort_keys=False)
+        started = time.monotonic()
+        stopped = "epochs"
+        bar = tqdm(total=(c.epochs - self.epoch) * self.steps_per_epoch, desc=f"train {c.architecture}", disable=not c.progress, unit="batch")
+        try:
+            while self.epoch < c.epochs:
+                epoch_start = time.monotonic()
+                train_metrics = self.train_epoch(bar)
+                val_metrics = self.validate()
+                self.epoch += 1
+                improved = val_metrics["loss"] < self.best_loss
+                if improved:
+                    self.best_loss, self.best_epoch, self.bad_epochs = val_metrics["loss"], self.epoch, 0
+                    self.best_state = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
+                    self.best_metrics = val_metrics
+                else:
+                    self.bad_epochs += 1
+                if c.lr_schedule == "plateau" and self.bad_epochs and self.bad_epochs % c.plateau_patience == 0:
+                    self.lr_scale *= 0.5
+                    self.scheduler.base_lrs = [c.learning_rate * self.lr_scale for _ in self.scheduler.base_lrs]
+                entry = {
+                    "epoch": self.epoch,
+                    "step": self.global_step,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds": time.monotonic() - epoch_start,
+                    "train": train_metrics,
+                    "validation": val_metrics,
+                }
+                self.history.append(entry)
+                self.save_checkpoint()
+                self._write_metrics()
+                if improved:
+                    self.export()
+                bar.set_postfix(
+                    val=f"{val_metrics['loss']:.3g}",
+                    rmsd_A=f"{val_metrics['position_rmsd_A'][-1]:.3g}",
+                    refresh=True,
+                )
+                logger.info(
+                    "epoch %d: train loss %.4g, validation loss %.4g, RMSD at %g fs %.4f A (ballistic %.4f A)",
+                    self.epoch, train_metrics["loss"], val_metrics["loss"], 1000 * val_metrics["spans_ps"][-1],
+                    val_metrics["position_rmsd_A"][-1], val_metrics["ballistic_position_rmsd_A"][-1],
+                )
+                if callback is not None and callback(self, entry):
+                    stopped = "callback"
+                    break
+                if c.early_stopping_patience is not None and self.bad_epochs >= c.early_stopping_patience:
+                    stopped = "early_stopping"
+                    break
+                if c.max_minutes is not None and time.monotonic() - started > 60.0 * c.max_minutes:
+                    stopped = "max_minutes"
+                    break
+        finally:
+            bar.close()
+        return {
+            "model": self.model_path if self.best_state is not None else None,
+            "best_epoch": self.best_epoch,
+            "best_validation": self.best_metrics,
+            "epochs_run": self.epoch,
+            "stopped": stopped,
+        }
+
+
+def train(config, callback=None):
+    """Train a forecaster.
+
+    Parameters
+    ----------
+    config : TrainingConfig, dict or str
+        The settings, a mapping of them, or a YAML file.
+    callback : callable, optional
+        See :meth:`Trainer.run`.
+
+    Returns
+    -------
+    dict
+        See :meth:`Trainer.run`; 'model' is the path of the best model file in the run directory.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        config = TrainingConfig.from_yaml(config)
+    elif isinstance(config, dict):
+        config = TrainingConfig.from_dict(config)
+    return Trainer(config).run(callback=callback)

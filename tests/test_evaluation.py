@@ -1,0 +1,130 @@
+"""Tests of openmm_forecast.evaluation: baseline ordering from physics, energies of the rebuilt System,
+constraint projection, held-out segments, report schema and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from forecast_helpers import make_nve_file, tiny_config
+from openmm import unit
+
+from openmm_forecast import build_system, load_forecaster
+from openmm_forecast.data import generate_nve_segments, load_trajectory
+from openmm_forecast.evaluation import EnergyEvaluator, evaluate, kinetic_energy, molecular_system_from_metadata
+from openmm_forecast.training import train
+
+SPAN_KEYS = {
+    "span_ps", "n_finite", "position_rmsd_A", "velocity_rmse_nm_per_ps", "potential_energy_error_kJ",
+    "total_energy_change_kJ", "within_1kT", "within_2kT",
+}
+
+
+@pytest.fixture(scope="module")
+def short_file(tmp_path_factory):
+    """Frames every 2 fs over 6 fs: short enough that free flight beats standing still."""
+    path = tmp_path_factory.mktemp("short") / "short.h5"
+    return generate_nve_segments(
+        build_system("amber14-vacuum"), str(path), n_segments=12, segment_length=6 * unit.femtosecond,
+        frame_interval=2 * unit.femtosecond, nve_timestep=0.5 * unit.femtosecond, spacing=0.1 * unit.picosecond,
+        equilibration=1.0 * unit.picosecond, seed=5, platform="Reference", progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def baseline_report(short_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return evaluate([], short_file, out, timing_batch_sizes=(1, 4), progress=False), out
+
+
+def test_verlet_reproduces_data_and_free_flight_beats_standing_still(baseline_report):
+    report, _ = baseline_report
+    forecasters = report["forecasters"]
+    longest = {name: forecasters[name]["spans"][-1] for name in ("constant", "ballistic", "verlet")}
+    assert longest["verlet"]["span_ps"] == pytest.approx(0.006)
+    rmsd = {name: entry["position_rmsd_A"]["mean"] for name, entry in longest.items()}
+    # the data's own integrator (velocity Verlet + RATTLE, 0.5 fs) from the same start: round-off only
+    assert rmsd["verlet"] < 1e-6 and longest["verlet"]["velocity_rmse_nm_per_ps"]["max"] < 1e-6
+    # a few fs: x + v t is off by a t^2 / 2, standing still by v t
+    assert rmsd["verlet"] < 1e-3 * rmsd["ballistic"] < 1e-3 * rmsd["constant"]
+    # its energy change is the data's own (same trajectories, same energies)
+    reference = report["reference"][f"{0.006:.6g}"]["data_total_energy_change_kJ"]["median"]
+    assert longest["verlet"]["total_energy_change_kJ"]["median"] == pytest.approx(reference, rel=1e-6, abs=1e-9)
+    assert longest["verlet"]["within_1kT"] == 1.0
+    # states that did not move have exactly the start energy
+    assert longest["constant"]["total_energy_change_kJ"]["max"] < 1e-9
+
+
+def test_report_schema_and_files(baseline_report):
+    report, out = baseline_report
+    assert {"data", "kT_kJ_per_mol", "spans_ps", "reference", "forecasters", "versions"} <= set(report)
+    assert report["kT_kJ_per_mol"] == pytest.approx(2.494, abs=1e-3)
+    assert report["data"]["held_out"] == "separate file" and report["data"]["n_segments_used"] == 12
+    assert report["spans_ps"] == pytest.approx([0.002, 0.004, 0.006])
+    for name in ("constant", "ballistic", "verlet"):
+        result = report["forecasters"][name]
+        assert set(result["timing"]) == {"batch_1_seconds_per_call", "batch_4_seconds_per_call"}
+        assert all(t > 0 for t in result["timing"].values())
+        for span in result["spans"]:
+            assert SPAN_KEYS <= set(span)
+            assert SPAN_KEYS - {"span_ps", "n_finite"} <= set(span["projected"])  # HBonds: projected too
+            assert 0 <= span["within_1kT"] <= span["within_2kT"] <= 1
+    written = json.loads((out / "report.json").read_text())
+    assert set(written["forecasters"]) == {"constant", "ballistic", "verlet"}
+    assert "_abs_dH" not in json.dumps(written)
+    for png in ("rmsd_vs_span.png", "energy_change_hist.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rebuilt_system_gives_the_data_energies(short_file):
+    data = load_trajectory(short_file)
+    system = molecular_system_from_metadata(data.metadata).system
+    energy = EnergyEvaluator(system)
+    u = energy.potential(data.positions[:3])
+    assert np.allclose(u, data.potential_energy[:3], atol=1e-6)
+    assert np.allclose(kinetic_energy(data.velocities[:3], data.masses), data.kinetic_energy[:3], rtol=1e-6)
+
+
+def test_projection_restores_constraints(short_file, rng):
+    data = load_trajectory(short_file)
+    system = molecular_system_from_metadata(data.metadata).system
+    energy = EnergyEvaluator(system)
+    x = data.positions[:4, 1] + 0.002 * rng.standard_normal((4, 22, 3))
+    v = data.velocities[:4, 1] + 0.5 * rng.standard_normal((4, 22, 3))
+    px, pv = energy.project(x, v)
+    for index in range(system.getNumConstraints()):
+        i, j, length = system.getConstraintParameters(index)
+        length = length.value_in_unit(unit.nanometer)
+        assert abs(np.linalg.norm(x[:, i] - x[:, j], axis=-1) - length).max() > 1e-4  # perturbed
+        assert np.allclose(np.linalg.norm(px[:, i] - px[:, j], axis=-1), length, rtol=1e-7)
+        relative = pv[:, i] - pv[:, j]
+        bond = px[:, i] - px[:, j]
+        assert np.abs((relative * bond).sum(-1)).max() < 1e-6  # no velocity along a constrained bond
+
+
+def test_held_out_segments_of_the_training_file(tmp_path):
+    train_file = make_nve_file(tmp_path / "train.h5", seed=3)
+    other_file = make_nve_file(tmp_path / "other.h5", seed=4)
+    result = train(tiny_config(train_file, tmp_path / "run", epochs=1))
+    forecaster = load_forecaster(result["model"])
+    report = evaluate(result["model"], train_file, None, timing=False, progress=False, baselines=("ballistic",))
+    assert report["data"]["held_out"] == "validation split of the training file"
+    assert report["data"]["n_segments_used"] == 3  # 25 % of 12
+    assert report["data"]["n_samples"] == 3 * 4  # starts 0..3 of 7 frames for 3 strides of 10 fs
+    name = forecaster.metadata.architecture
+    assert [s["span_ps"] for s in report["forecasters"][name]["spans"]] == pytest.approx([0.01, 0.02, 0.03])
+    again = evaluate([forecaster], other_file, None, timing=False, progress=False, baselines=())
+    assert again["data"]["held_out"] == "separate file" and again["data"]["n_segments_used"] == 12
+    # a forecaster for another molecule is refused
+    forecaster.metadata.elements = ["C"] * 22
+    with pytest.raises(Exception, match="elements"):
+        evaluate([forecaster], other_file, None, timing=False, progress=False, baselines=())
+
+
+def test_cli_evaluate(short_file, tmp_path, capsys):
+    from openmm_forecast.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["evaluate", "--data", short_file, "--out", str(out), "--no-timing", "--baselines", "constant,verlet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["forecasters"]) == {"constant", "verlet"}
+    assert "verlet" in capsys.readouterr().out
