@@ -1,5 +1,6 @@
 """Trajectory data: NVE physics, NVT/NVE consistency, round trips, resuming, and refusals."""
 
+import os
 import subprocess
 import sys
 
@@ -227,6 +228,8 @@ def test_uncommitted_leftovers_are_ignored_and_dropped(vacuum_system, tmp_path):
 def test_file_held_open_by_a_reader_delays_commits_without_losing_frames(vacuum_system, tmp_path, caplog):
     """HDF5 file locking stops writes while another process reads the file: intermediate commits are
     postponed (frames kept in memory), the final one waits for the reader, and nothing is lost."""
+    if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":
+        pytest.skip("HDF5 file locking is switched off in this environment")
     _nvt(vacuum_system, tmp_path / "full.h5")
     path = tmp_path / "held.h5"
     _nvt(vacuum_system, path, n_frames=2)
