@@ -66,6 +66,9 @@ logger = logging.getLogger(__name__)
 SUPPORTED_INTEGRATORS = (mm.LangevinMiddleIntegrator, mm.LangevinIntegrator, mm.VerletIntegrator)
 """Integrator classes driven as they are (exact types; subclasses such as Drude integrators are refused)."""
 
+SOLVENT_RESIDUES = {"HOH", "WAT", "SOL", "TIP3", "TIP4", "TIP5", "SPC", "NA", "CL", "K", "MG", "CA", "Na+", "Cl-", "K+"}
+"""Residue names of water and ions: atoms in such residues beyond the forecaster's atoms mean a solvated system."""
+
 WALL_CLOCK_KEYS = ("integration", "forecast", "guard", "transfer")
 
 
@@ -496,15 +499,7 @@ class ForecastAccelerator:
         self._has_constraints = simulation.system.getNumConstraints() > 0
 
         reference = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
-        clash_nm = None if opts.clash_distance is None else positive(opts.clash_distance, unit.nanometer, "clash_distance")
-        self.sanity_guard = SanityGuard(
-            simulation.topology,
-            reference.value_in_unit(unit.nanometer),
-            clash_fraction=opts.clash_fraction,
-            clash_distance_nm=clash_nm,
-            bond_stretch=opts.bond_stretch,
-            check_chirality=opts.check_chirality,
-        )
+        self.sanity_guard = self._sanity_guard(reference.value_in_unit(unit.nanometer))
         self._rng = np.random.Generator(np.random.PCG64(opts.seed))
         self.stats = AcceleratorStats(max_dh_samples=opts.max_dh_samples)
         self.drift_kJ = 0.0
@@ -537,15 +532,29 @@ class ForecastAccelerator:
                 f"the System has {system.getNumParticles()} particles but the Topology {topology.getNumAtoms()} "
                 "atoms (virtual sites or extra particles are not supported)"
             )
-        elements = [atom.element.symbol if atom.element is not None else "?" for atom in topology.atoms()]
-        if len(elements) > meta.n_atoms and elements[: meta.n_atoms] == meta.elements:
-            extra = {atom.residue.name for atom in list(topology.atoms())[meta.n_atoms :]}
+        atoms = list(topology.atoms())
+        elements = [atom.element.symbol if atom.element is not None else "?" for atom in atoms]
+        extra = {atom.residue.name for atom in atoms[meta.n_atoms :]}
+        if extra and extra <= SOLVENT_RESIDUES and elements[: meta.n_atoms] == meta.elements:
             raise UnsupportedSystemError(
                 f"the simulation has {len(elements)} atoms but the forecaster describes only the first "
                 f"{meta.n_atoms} (further residues: {', '.join(sorted(extra))}); solvated systems are not "
                 "supported: use an implicit-solvent or vacuum setup"
             )
         self.forecaster.check_compatible(elements, setup=getattr(molecular_system, "setup", None))
+
+    def _sanity_guard(self, reference_nm):
+        """The SanityGuard of this simulation with ``reference_nm`` (n_atoms, 3) as its sane structure."""
+        opts = self.options
+        clash_nm = None if opts.clash_distance is None else positive(opts.clash_distance, unit.nanometer, "clash_distance")
+        return SanityGuard(
+            self.simulation.topology,
+            reference_nm,
+            clash_fraction=opts.clash_fraction,
+            clash_distance_nm=clash_nm,
+            bond_stretch=opts.bond_stretch,
+            check_chirality=opts.check_chirality,
+        )
 
     def _target_temperature(self, integrator):
         if self.options.temperature is not None:
@@ -848,6 +857,7 @@ class ForecastAccelerator:
             },
             "stats": self.stats.to_state(),
             "rng": self._rng.bit_generator.state,
+            "sanity_reference_nm": self.sanity_guard.reference_positions_nm.tolist(),
         }
         write_checkpoint(path, self.simulation.context.createCheckpoint(), record)
 
@@ -873,6 +883,7 @@ class ForecastAccelerator:
             span_frames, accepted_in_row, drift_kJ = state["span_frames"], state["accepted_in_row"], state["drift_kJ"]
             stats = AcceleratorStats.from_state(record["stats"])
             self._rng.bit_generator.state = record["rng"]
+            sanity_guard = self._sanity_guard(np.array(record["sanity_reference_nm"], dtype=np.float64))
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {str(path)!r} lacks accelerator state: {error}") from error
         if self.simulation.currentStep != record.get("step"):
@@ -881,5 +892,6 @@ class ForecastAccelerator:
         if not 1 <= span_frames <= self.max_frames:
             raise CheckpointError(f"checkpoint {str(path)!r} has span {span_frames}, outside [1, {self.max_frames}]")
         self.span_frames, self._accepted_in_row, self.drift_kJ, self.stats = span_frames, accepted_in_row, drift_kJ, stats
+        self.sanity_guard = sanity_guard
         self._history.clear()
         self._capture()

@@ -254,6 +254,7 @@ class SanityGuard:
 
     Attributes
     ----------
+    reference_positions_nm : numpy.ndarray, shape (n_atoms, 3)
     bonds : numpy.ndarray of int, shape (n_bonds, 2)
     nonbonded_pairs : numpy.ndarray of int, shape (n_pairs, 2)
         Pairs checked for clashes (see :func:`nonbonded_pairs`).
@@ -292,6 +293,7 @@ class SanityGuard:
         self.bonds = self.bonds.reshape(-1, 2)
         self.reference_bond_lengths_nm = self._bond_lengths(reference)
         self.bond_stretch = float(bond_stretch)
+        self.reference_positions_nm = reference
         self.nonbonded_pairs = nonbonded_pairs(neighbours)
         self.reference_min_distance_nm = float(min_pair_distance_nm(reference, self.nonbonded_pairs))
         if clash_distance_nm is not None:

@@ -1,0 +1,548 @@
+"""ForecastAccelerator: exactness against plain MD, guards in the loop, clock and reporters, checkpoints, errors.
+
+Systems: amber14-vacuum alanine dipeptide (HBonds) on the Reference platform.  Two simulations:
+velocity Verlet NVE at 0.5 fs (the ``verlet`` baseline at the same step then reproduces plain
+integration exactly), and the setup's LangevinMiddleIntegrator at 2 fs.
+"""
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import mdtraj
+import numpy as np
+import pytest
+from openmm import app, unit
+
+import openmm_forecast
+from openmm_forecast import (
+    BadForecastError,
+    CheckpointError,
+    ForecastAccelerator,
+    ModelMismatchError,
+    UnitError,
+    UnsupportedSystemError,
+    build_system,
+)
+from openmm_forecast._runtime import openmm as mm
+from openmm_forecast.checkpoint import write_checkpoint
+from openmm_forecast.forecasters import ConstantForecaster, Forecaster, VerletForecaster
+from openmm_forecast.integrators import velocity_verlet_integrator
+from openmm_forecast.units import kT_kJ
+
+VV_STEP = 0.5 * unit.femtosecond
+VV_STRIDE_PS = 0.0025  # 5 steps of 0.5 fs
+
+
+# ---- test doubles ---------------------------------------------------------------------------------
+
+
+class Transformed(Forecaster):
+    """An inner forecaster whose output passes through ``transform(call, positions, velocities)``."""
+
+    def __init__(self, inner, transform):
+        self.inner, self.transform, self.metadata, self.calls = inner, transform, inner.metadata, 0
+
+    def _forecast(self, positions, velocities, n_frames):
+        x, v = self.inner._forecast(positions, velocities, n_frames)
+        self.calls += 1
+        return self.transform(self.calls, x, v)
+
+
+def nan_output(call, x, v):
+    return x * np.nan, v
+
+
+def random_output(call, x, v):
+    rng = np.random.default_rng(call)
+    return rng.uniform(-1.0, 1.0, size=x.shape), rng.normal(size=v.shape)
+
+
+def flaky_output(call, x, v):
+    """Every third forecast is NaN, the others are exact."""
+    return (x * np.nan, v) if call % 3 == 0 else (x, v)
+
+
+class RecordingReporter:
+    """Records step, time, positions and velocities at every report; ``tuple_style`` uses the old protocol."""
+
+    def __init__(self, interval, tuple_style=False):
+        self.interval, self.tuple_style = interval, tuple_style
+        self.steps, self.times_ps, self.positions, self.velocities = [], [], [], []
+
+    def describeNextReport(self, simulation):
+        steps = self.interval - simulation.currentStep % self.interval
+        if self.tuple_style:
+            return (steps, True, True, False, False)
+        return {"steps": steps, "periodic": None, "include": ["positions", "velocities"]}
+
+    def report(self, simulation, state):
+        self.steps.append(simulation.currentStep)
+        self.times_ps.append(state.getTime().value_in_unit(unit.picosecond))
+        self.positions.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        self.velocities.append(state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+
+
+# ---- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def system(vacuum_system):
+    return vacuum_system
+
+
+def vv_simulation(system, seed=1):
+    return system.create_simulation(platform="Reference", seed=seed, integrator=velocity_verlet_integrator(VV_STEP))
+
+
+def langevin_simulation(system, seed=1, equilibrate=0):
+    simulation = system.create_simulation(platform="Reference", seed=seed)
+    simulation.step(equilibrate)
+    return simulation
+
+
+@pytest.fixture(scope="module")
+def vv_verlet(system):
+    """The verlet baseline at the velocity Verlet simulation's own step: 4 frames of 2.5 fs."""
+    return VerletForecaster(system, stride_ps=VV_STRIDE_PS, max_frames=4, timestep=VV_STEP)
+
+
+@pytest.fixture(scope="module")
+def langevin_verlet(system):
+    """The verlet baseline (0.25 fs inside) for the 2 fs Langevin simulation: 8 frames of 10 fs."""
+    return VerletForecaster(system, stride_ps=0.01, max_frames=8)
+
+
+def positions_nm(simulation):
+    return simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+
+
+def velocities_nm_ps(simulation):
+    state = simulation.context.getState(getVelocities=True)
+    return state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+
+
+# ---- exactness and the energy guard ---------------------------------------------------------------
+
+
+def test_verlet_forecaster_reproduces_plain_velocity_verlet(system, vv_verlet):
+    plain = vv_simulation(system)
+    plain.step(400)
+    simulation = vv_simulation(system)
+    accelerator = ForecastAccelerator(simulation, vv_verlet, molecular_system=system, progress=False)
+    accelerator.step(400)
+    stats = accelerator.stats
+    assert simulation.currentStep == 400
+    assert stats.jumps_attempted >= 10 and stats.jumps_accepted == stats.jumps_attempted
+    assert stats.jumped_ps > 0.8 * 400 * 0.0005  # most of the 0.2 ps was covered by jumps
+    assert stats.jumped_ps + stats.integrated_ps == pytest.approx(0.2)
+    # Same dynamics, same step: the accelerated trajectory is the plain one up to round-off.
+    assert np.abs(positions_nm(simulation) - positions_nm(plain)).max() < 1e-9
+    assert np.abs(velocities_nm_ps(simulation) - velocities_nm_ps(plain)).max() < 1e-6
+    assert simulation.context.getTime().value_in_unit(unit.picosecond) == pytest.approx(0.2, abs=1e-12)
+
+
+def test_leapfrog_velocities_are_synchronised_for_the_forecaster(system, vv_verlet):
+    """OpenMM's VerletIntegrator (leapfrog) and velocity Verlet give the same positions: so must the accelerator.
+
+    Leapfrog velocities lag the positions by half a step; the accelerator advances them by half a kick
+    before forecasting and puts them back half a kick after.  Without that the trajectories part by ~1e-3 nm.
+    """
+    plain = system.create_simulation(platform="Reference", seed=1, integrator=mm.VerletIntegrator(VV_STEP))
+    plain.step(400)
+    simulation = system.create_simulation(platform="Reference", seed=1, integrator=mm.VerletIntegrator(VV_STEP))
+    accelerator = ForecastAccelerator(simulation, vv_verlet, molecular_system=system, progress=False)
+    accelerator.step(400)
+    assert accelerator.stats.jumps_accepted == accelerator.stats.jumps_attempted >= 10
+    assert np.abs(positions_nm(simulation) - positions_nm(plain)).max() < 1e-5  # constraint tolerance
+
+
+def test_verlet_forecaster_with_langevin_accepts_every_jump_and_keeps_temperature(system, langevin_verlet):
+    simulation = langevin_simulation(system, seed=2, equilibrate=2500)  # 5 ps at 300 K
+    temperature = RecordingReporter(20)
+    simulation.reporters.append(temperature)
+    accelerator = ForecastAccelerator(simulation, langevin_verlet, molecular_system=system, progress=False)
+    accelerator.step(1500)
+    stats = accelerator.stats
+    assert stats.jumps_attempted >= 20 and stats.jumps_accepted == stats.jumps_attempted
+    # The verlet map conserves H: |dH| far below the 1 kT tolerance once velocities are synchronised.
+    assert np.abs(stats.dh_kJ).max() < 0.3 * kT_kJ(300.0)
+    kinetic = [0.5 * np.sum(system.masses[:, None] * v**2) for v in temperature.velocities]
+    mean_temperature = 2 * np.mean(kinetic) / (accelerator.dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
+        unit.kilojoule_per_mole / unit.kelvin))
+    assert 200 < mean_temperature < 400
+    assert stats.reequilibrations == 0
+
+
+def test_garbage_forecasts_are_all_rejected_and_the_run_is_plain_md(system):
+    # Garbage from NumPy alone: on the Reference platform every Context shares one random stream, so a
+    # forecaster that steps its own Context (the verlet baseline) would change the thermostat's noise.
+    plain = langevin_simulation(system, seed=4)
+    plain.step(300)
+    constant = ConstantForecaster(system.elements, 0.01, max_frames=8)
+    for transform, reasons in ((nan_output, {"nonfinite"}), (random_output, {"clash", "bond", "chirality", "energy"})):
+        simulation = langevin_simulation(system, seed=4)
+        reporter = RecordingReporter(10)
+        simulation.reporters.append(reporter)
+        forecaster = Transformed(constant, transform)
+        accelerator = ForecastAccelerator(simulation, forecaster, molecular_system=system, progress=False)
+        accelerator.step(300)
+        stats = accelerator.stats
+        assert forecaster.calls == stats.jumps_attempted >= 5
+        assert stats.jumps_accepted == 0
+        assert sum(stats.rejections.values()) == stats.jumps_attempted
+        assert {reason for reason, count in stats.rejections.items() if count} <= reasons
+        assert stats.jumped_ps == 0 and stats.integrated_ps == pytest.approx(0.6)
+        # Rejections restore the exact state, and the thermostat's random stream is untouched.
+        assert np.array_equal(positions_nm(simulation), positions_nm(plain))
+        assert reporter.steps == list(range(10, 301, 10))
+        assert all(np.isfinite(x).all() for x in reporter.positions)
+
+
+@pytest.mark.parametrize(
+    "transform, reason",
+    [
+        (lambda call, x, v: (-x, -v), "chirality"),  # the mirror image: same energy, inverted CA
+        (lambda call, x, v: (x, 1.3 * v), "energy"),  # 69 % more kinetic energy
+    ],
+    ids=["mirror", "heated"],
+)
+def test_guard_reasons_in_the_loop(system, langevin_verlet, transform, reason):
+    simulation = langevin_simulation(system, seed=5)
+    accelerator = ForecastAccelerator(
+        simulation, Transformed(langevin_verlet, transform), molecular_system=system, progress=False
+    )
+    accelerator.step(200)
+    assert accelerator.stats.jumps_attempted > 0
+    assert accelerator.stats.rejections[reason] == accelerator.stats.jumps_attempted
+
+
+def test_span_adapts_down_after_rejections_and_up_after_acceptances(system, langevin_verlet):
+    simulation = langevin_simulation(system, seed=6)
+    forecaster = Transformed(langevin_verlet, lambda call, x, v: (x * np.nan, v) if call <= 3 else (x, v))
+    accelerator = ForecastAccelerator(simulation, forecaster, molecular_system=system, progress=False, grow_after=2)
+    accelerator.step(85)  # 3 cycles: 5 steps, a rejected jump of 8, 4, then 2 frames (40, 20, 10 steps)
+    assert accelerator.stats.rejections["nonfinite"] == 3
+    assert accelerator.span_frames == 1
+    accelerator.step(400)
+    assert accelerator.span_frames == 8
+    attempted = accelerator.stats.attempted_by_frames
+    assert {1, 2, 4, 8} <= set(attempted)
+
+
+# ---- clock and reporters ------------------------------------------------------------------------------
+
+
+def test_reporters_and_clock_exact_after_mixed_jumps(system, vv_verlet, tmp_path):
+    """Plain and accelerated velocity Verlet give the same trajectory; reporters must see the same frames."""
+    runs = {}
+    for name in ("plain", "accelerated"):
+        simulation = vv_simulation(system)
+        every_10, every_7 = RecordingReporter(10), RecordingReporter(7, tuple_style=True)
+        dcd_path = str(tmp_path / f"{name}.dcd")
+        simulation.reporters += [every_10, every_7, app.DCDReporter(dcd_path, 20)]
+        if name == "plain":
+            simulation.step(400)
+        else:
+            accelerator = ForecastAccelerator(
+                simulation, Transformed(vv_verlet, flaky_output), molecular_system=system, progress=False
+            )
+            accelerator.step(150)
+            accelerator.step(250)
+            stats = accelerator.stats
+            assert stats.jumps_accepted >= 5 and stats.rejections["nonfinite"] >= 3
+        assert simulation.currentStep == 400
+        runs[name] = (every_10, every_7, dcd_path)
+        del simulation  # closes the DCD file
+
+    plain, accelerated = runs["plain"], runs["accelerated"]
+    for k, interval in enumerate((10, 7)):
+        expected_steps = list(range(interval, 401, interval))
+        assert accelerated[k].steps == expected_steps == plain[k].steps
+        assert np.allclose(accelerated[k].times_ps, np.array(expected_steps) * 0.0005, atol=1e-12, rtol=0)
+        assert np.abs(np.array(accelerated[k].positions) - np.array(plain[k].positions)).max() < 1e-9
+
+    topology = mdtraj.Topology.from_openmm(system.topology)
+    traj = mdtraj.load(accelerated[2], top=topology)
+    assert traj.n_frames == 20
+    assert np.allclose(traj.xyz, np.array(plain[0].positions)[1::2], atol=1e-5)  # steps 20, 40, ..., 400
+    assert np.array_equal(traj.xyz, mdtraj.load(plain[2], top=topology).xyz)
+    with open(accelerated[2], "rb") as handle:
+        n_frames, first_step, interval = struct.unpack("<3i", handle.read(20)[8:20])
+    assert (n_frames, first_step, interval) == (20, 20, 20)
+
+
+def test_run_for_and_step_arguments(system, langevin_verlet):
+    simulation = langevin_simulation(system)
+    accelerator = ForecastAccelerator(simulation, langevin_verlet, molecular_system=system, progress=False)
+    accelerator.run_for(0.1 * unit.picosecond)
+    assert simulation.currentStep == 50
+    accelerator.step(0)
+    assert simulation.currentStep == 50
+    with pytest.raises(ValueError, match="whole number of time steps"):
+        accelerator.run_for(0.0033 * unit.picosecond)
+    with pytest.raises(UnitError):
+        accelerator.run_for(0.1)
+    with pytest.raises(ValueError, match="n_steps"):
+        accelerator.step(-5)
+
+
+# ---- maintenance and the Metropolis mode ---------------------------------------------------------------
+
+
+def test_accumulated_drift_triggers_reequilibration(system, langevin_verlet):
+    simulation = langevin_simulation(system, seed=7, equilibrate=500)
+    # 1.5 % faster velocities: about +0.4 kT per jump, accepted, but it accumulates.
+    heated = Transformed(langevin_verlet, lambda call, x, v: (x, 1.015 * v))
+    accelerator = ForecastAccelerator(
+        simulation, heated, molecular_system=system, progress=False, reequilibration_steps=100, drift_tolerance_kT=3.0
+    )
+    accelerator.step(1500)
+    stats = accelerator.stats
+    assert stats.jumps_accepted > 10
+    assert np.mean(stats.dh_kJ) > 0
+    assert stats.reequilibrations >= 2
+    assert accelerator.drift_kJ <= 3.0 * accelerator.kT_kJ + max(stats.dh_kJ)
+
+
+def test_cold_start_is_reequilibrated_before_any_jump(system, langevin_verlet):
+    simulation = langevin_simulation(system)
+    simulation.context.setVelocities(np.zeros((system.n_atoms, 3)))
+    accelerator = ForecastAccelerator(
+        simulation, langevin_verlet, molecular_system=system, progress=False, reequilibration_steps=20
+    )
+    accelerator.step(20)
+    assert accelerator.stats.reequilibrations == 1 and accelerator.stats.jumps_attempted == 0
+    assert accelerator.stats.integrated_ps == pytest.approx(0.04)
+
+
+def test_metropolis_rejection_reverses_velocities(system, vv_verlet):
+    """NVE velocity Verlet is time-reversible: after a rejected jump the span is integrated backwards."""
+    simulation = vv_simulation(system)
+    x0, v0 = positions_nm(simulation), velocities_nm_ps(simulation)
+    hopeless = Transformed(vv_verlet, lambda call, x, v: (x, 3.0 * v))
+    accelerator = ForecastAccelerator(
+        simulation, hopeless, molecular_system=system, progress=False, metropolis=True, seed=1,
+        adapt_span=False, initial_frames=1, segment_steps=5, jumps_per_cycle=1,
+    )
+    accelerator.step(10)  # 5 steps forward, a rejected 1-frame (5-step) jump: 5 steps back
+    assert accelerator.stats.rejections["metropolis"] == 1
+    assert np.abs(positions_nm(simulation) - x0).max() < 1e-6
+    # The centre-of-mass motion remover took out the initial centre-of-mass velocity (not reversible).
+    v1 = velocities_nm_ps(simulation)
+    masses = system.masses[:, None]
+    assert np.abs(v1 + v0 - np.sum(masses * (v1 + v0), axis=0) / masses.sum()).max() < 1e-4
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_continues_identically(system, langevin_verlet, tmp_path):
+    # Metropolis with slightly heated forecasts: acceptance depends on the random stream.
+    heated = Transformed(langevin_verlet, lambda call, x, v: (x, 1.02 * v))
+    simulation = langevin_simulation(system, seed=8)
+    accelerator = ForecastAccelerator(simulation, heated, molecular_system=system, progress=False, metropolis=True, seed=3)
+    accelerator.step(100)
+    path = tmp_path / "run.chk"
+    accelerator.save_checkpoint(path)
+    accelerator.step(300)
+    first = positions_nm(simulation), accelerator.stats.as_dict()
+    accelerator.load_checkpoint(path)
+    assert simulation.currentStep == 100
+    accelerator.step(300)
+    second = positions_nm(simulation), accelerator.stats.as_dict()
+    assert np.array_equal(first[0], second[0])
+    assert first[1]["rejections"]["metropolis"] > 0 and first[1]["jumps_accepted"] > 0
+    for key in ("jumps_attempted", "jumps_accepted", "rejections", "jumped_ps", "integrated_ps", "dh_kJ"):
+        assert first[1][key] == second[1][key]
+
+
+def test_checkpoint_refuses_other_system_forecaster_and_corrupt_files(system, langevin_verlet, tmp_path):
+    simulation = langevin_simulation(system)
+    accelerator = ForecastAccelerator(simulation, langevin_verlet, molecular_system=system, progress=False)
+    path = tmp_path / "run.chk"
+    accelerator.save_checkpoint(path)
+
+    unconstrained = build_system("amber14-vacuum", constraints=None)
+    other_system = ForecastAccelerator(
+        langevin_simulation(unconstrained), "verlet", molecular_system=unconstrained,
+        forecaster_options={"stride_ps": 0.01, "max_frames": 8}, progress=False,
+    )
+    with pytest.raises(CheckpointError, match="different System"):
+        other_system.load_checkpoint(path)
+    other_forecaster = ForecastAccelerator(
+        langevin_simulation(system), VerletForecaster(system, stride_ps=0.02, max_frames=4), molecular_system=system,
+        progress=False,
+    )
+    with pytest.raises(CheckpointError, match="different forecaster"):
+        other_forecaster.load_checkpoint(path)
+
+    corrupt = tmp_path / "corrupt.chk"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        accelerator.load_checkpoint(corrupt)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        accelerator.load_checkpoint(tmp_path / "missing.chk")
+
+    # A save that fails half-way leaves the previous checkpoint intact and no temporary file behind.
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        write_checkpoint(path, b"context", {"unserialisable": object()})
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["corrupt.chk", "run.chk"]
+
+
+_KILLABLE_RUN = """
+import sys, time
+from openmm_forecast.accelerator import ForecastAccelerator
+
+marker, argv = sys.argv[1], sys.argv[2:]
+saves = []
+save = ForecastAccelerator.save_checkpoint
+
+def save_or_stall(self, path):
+    saves.append(path)
+    if len(saves) == 2:  # past the first checkpoint, with frames written after it: wait to be killed
+        open(marker, "w").close()
+        time.sleep(300)
+    save(self, path)
+
+ForecastAccelerator.save_checkpoint = save_or_stall
+from openmm_forecast.cli import main
+sys.exit(main(argv))
+"""
+
+
+def test_run_killed_after_a_checkpoint_resumes_without_losing_or_repeating_frames(tmp_path):
+    from openmm_forecast.cli import main
+
+    def arguments(out):
+        return ["run", "--model", "verlet", "--time", "2", "--report-interval", "0.1", "--checkpoint-interval", "0.5",
+                "--platform", "Reference", "--seed", "3", "--no-progress", "--out", str(out)]
+
+    killed, marker = tmp_path / "killed", tmp_path / "stalled"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_RUN, str(marker), *arguments(killed)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read().decode()
+            assert time.monotonic() < deadline, "the killable run did not reach its second checkpoint"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process.stderr.close()
+    topology = mdtraj.Topology.from_openmm(build_system("amber14-vacuum").topology)
+    assert mdtraj.load(str(killed / "trajectory.dcd"), top=topology).n_frames == 10  # up to step 500
+    assert main([*arguments(killed), "--resume"]) == 0  # from the checkpoint at step 250
+
+    uninterrupted = tmp_path / "uninterrupted"
+    assert main(arguments(uninterrupted)) == 0
+    resumed = mdtraj.load(str(killed / "trajectory.dcd"), top=topology)
+    reference = mdtraj.load(str(uninterrupted / "trajectory.dcd"), top=topology)
+    assert resumed.n_frames == reference.n_frames == 20
+    assert np.array_equal(resumed.xyz, reference.xyz)
+    resumed_log = np.genfromtxt(killed / "log.csv", delimiter=",")
+    assert list(resumed_log[:, 0]) == list(range(50, 1001, 50))
+    assert np.array_equal(resumed_log[:, 2], np.genfromtxt(uninterrupted / "log.csv", delimiter=",")[:, 2])
+
+
+# ---- errors ------------------------------------------------------------------------------------------
+
+
+def test_forecaster_system_mismatch(system):
+    simulation = langevin_simulation(system)
+    elements = system.elements
+    with pytest.raises(ModelMismatchError, match="21 atoms"):
+        ForecastAccelerator(simulation, ConstantForecaster(elements[:21], 0.01))
+    swapped = [elements[1], elements[0], *elements[2:]]
+    with pytest.raises(ModelMismatchError, match="first difference at atom 0"):
+        ForecastAccelerator(simulation, ConstantForecaster(swapped, 0.01))
+    with pytest.raises(ModelMismatchError, match="amber14-obc2"):
+        ForecastAccelerator(simulation, ConstantForecaster(elements, 0.01, setup="amber14-obc2"), molecular_system=system)
+
+
+def test_solvated_system_is_refused(system):
+    solvated = build_system("amber14-tip3p")
+    simulation = solvated.create_simulation(platform="Reference", minimize=False)
+    with pytest.raises(UnsupportedSystemError, match="solvated systems are not supported"):
+        ForecastAccelerator(simulation, ConstantForecaster(system.elements, 0.01))
+
+
+@pytest.mark.parametrize(
+    "make_integrator, message",
+    [
+        (lambda: mm.BrownianIntegrator(300, 1, 0.002), "BrownianIntegrator is not supported"),
+        (lambda: mm.VariableLangevinIntegrator(300, 1, 1e-4), "VariableLangevinIntegrator is not supported"),
+        (lambda: mm.MTSLangevinIntegrator(300, 1, 0.002, [(0, 1)]), "MTSLangevinIntegrator is not supported"),
+        (lambda: mm.CustomIntegrator(0.002), "CustomIntegrator the accelerator does not know"),
+        (lambda: mm.LangevinMiddleIntegrator(300, 1, 0.003), "not a whole number"),
+    ],
+    ids=["brownian", "variable", "mts", "custom", "step-does-not-divide-stride"],
+)
+def test_unsupported_integrators(system, make_integrator, message):
+    simulation = app.Simulation(system.topology, system.system, make_integrator(), mm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(system.positions)
+    with pytest.raises(UnsupportedSystemError, match=message):
+        ForecastAccelerator(simulation, ConstantForecaster(system.elements, 0.01, temperature_K=300.0))
+
+
+def test_custom_integrator_accepted_when_vouched_for(system):
+    integrator = mm.CustomIntegrator(0.002)
+    integrator.addComputePerDof("v", "v+dt*f/m")
+    integrator.addComputePerDof("x", "x+dt*v")
+    simulation = app.Simulation(system.topology, system.system, integrator, mm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(system.positions)
+    forecaster = ConstantForecaster(system.elements, 0.01)
+    accelerator = ForecastAccelerator(simulation, forecaster, allow_custom_integrator=True, temperature=300 * unit.kelvin)
+    assert accelerator.stride_steps == 5
+    with pytest.raises(ValueError, match="needs a temperature"):
+        ForecastAccelerator(simulation, forecaster, allow_custom_integrator=True)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"initial_frames": 0}, "initial_frames"),
+        ({"max_frames": -1}, "max_frames"),
+        ({"max_frames": 9}, "exceeds the forecaster's max_frames"),
+        ({"initial_frames": 5, "max_frames": 4}, "exceeds max_frames"),
+        ({"energy_tolerance_kT": -1.0}, "energy_tolerance_kT"),
+        ({"drift_tolerance_kT": 0}, "drift_tolerance_kT"),
+        ({"segment_steps": 0}, "segment_steps"),
+        ({"jumps_per_cycle": 1.5}, "jumps_per_cycle"),
+        ({"temperature_sigmas": -2}, "temperature_sigmas"),
+    ],
+)
+def test_invalid_options(system, langevin_verlet, options, message):
+    with pytest.raises(ValueError, match=message):
+        ForecastAccelerator(langevin_simulation(system), langevin_verlet, **options)
+
+
+def test_unknown_option_and_bad_forecaster_type(system, langevin_verlet):
+    simulation = langevin_simulation(system)
+    with pytest.raises(TypeError, match="energy_tolerance"):
+        ForecastAccelerator(simulation, langevin_verlet, energy_tolerance=1.0)
+    with pytest.raises(TypeError, match="Forecaster or a name"):
+        ForecastAccelerator(simulation, 42)
+
+
+def test_forecast_of_wrong_shape_raises_and_leaves_the_context_untouched(system, langevin_verlet):
+    simulation = langevin_simulation(system)
+    wrong = Transformed(langevin_verlet, lambda call, x, v: (x[:, :, :-1], v[:, :, :-1]))
+    accelerator = ForecastAccelerator(simulation, wrong, progress=False, segment_steps=5)
+    with pytest.raises(BadForecastError, match="shape"):
+        accelerator.step(100)
+    assert simulation.currentStep == 5
+    assert np.isfinite(positions_nm(simulation)).all()
+
+
+def test_public_api():
+    assert openmm_forecast.ForecastAccelerator is ForecastAccelerator
+    assert "AcceleratorStats" in openmm_forecast.__all__

@@ -1,0 +1,47 @@
+"""``openmm-forecast run``: outputs, statistics, resume to a longer time, refusals.
+
+The kill-and-resume test of this command lives in tests/test_accelerator.py.
+"""
+
+import json
+
+import mdtraj
+import numpy as np
+
+from openmm_forecast.cli import main
+
+
+def _arguments(out, time_ps, *extra):
+    return ["run", "--model", "verlet", "--time", str(time_ps), "--report-interval", "0.1", "--checkpoint-interval",
+            "0.5", "--platform", "Reference", "--seed", "2", "--no-progress", "--out", str(out), *extra]
+
+
+def test_run_writes_outputs_and_extends_on_resume(tmp_path):
+    short, long = tmp_path / "short", tmp_path / "long"
+    assert main(_arguments(short, 1)) == 0
+    for name in ("trajectory.dcd", "log.csv", "topology.pdb", "checkpoint.chk", "stats.json"):
+        assert (short / name).exists(), name
+    summary = json.loads((short / "stats.json").read_text())
+    stats = summary["stats"]
+    assert summary["step"] == 500 and abs(summary["time_ps"] - 1.0) < 1e-9
+    assert stats["jumps_accepted"] == stats["jumps_attempted"] > 0
+    assert abs(stats["jumped_ps"] + stats["integrated_ps"] - 1.0) < 1e-9
+
+    # Resuming with a longer --time continues the same run: identical to running 2 ps at once.
+    assert main(_arguments(short, 2, "--resume")) == 0
+    assert main(_arguments(long, 2)) == 0
+    resumed = mdtraj.load(str(short / "trajectory.dcd"), top=str(short / "topology.pdb"))
+    reference = mdtraj.load(str(long / "trajectory.dcd"), top=str(long / "topology.pdb"))
+    assert resumed.n_frames == reference.n_frames == 20
+    assert np.array_equal(resumed.xyz, reference.xyz)
+    assert json.loads((short / "stats.json").read_text())["stats"]["jumps_attempted"] == json.loads(
+        (long / "stats.json").read_text())["stats"]["jumps_attempted"]
+
+
+def test_run_refuses_to_overwrite_and_bad_times(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_arguments(out, 0.2)) == 0
+    assert main(_arguments(out, 0.4)) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(_arguments(tmp_path / "odd", 0.0031)) == 1
+    assert "multiple of the time step" in capsys.readouterr().err
