@@ -1,0 +1,361 @@
+"""Many independent replicas of one system: plain MD walkers and forecast-accelerated walkers.
+
+:class:`ForecastWalkers` runs ``n_walkers`` independent copies of one molecule, each in its own OpenMM
+Context with its own thermostat seed, and drives them in lockstep cycles so that the forecaster is called
+**once per round of jumps for all walkers together**: a batch of alanine dipeptides costs a network little
+more than one, which is where batching pays (most of all on a GPU).
+
+Each walker is a :class:`~openmm_forecast.accelerator.ForecastAccelerator` around its own Simulation: the
+segment, re-equilibration, guards, accept/restore, span adaptation, drift and statistics are the
+accelerator's own code, applied per walker.  Only the proposal differs: it is the walker's slice of the
+batched forecast.  A walker's rejection restores and integrates that walker alone; the others are never
+touched, so every walker follows exactly the trajectory it would follow alone (same seeds, same
+forecaster, same call pattern).
+
+A lockstep cycle (compare :meth:`ForecastAccelerator._cycle`):
+
+1. every walker not yet at the end does its maintenance (re-equilibration) or its segment;
+2. up to ``jumps_per_cycle`` rounds: each walker still jumping plans its jump (``n_frames`` from its own
+   span); ONE forecaster call with the largest ``n_frames`` of the round maps the stacked histories
+   ``(n_walkers_jumping, history, n_atoms, 3)`` to frames, each walker takes its first ``n_frames`` (frame
+   ``k`` of a forecast is the state at ``t + k * stride`` whatever the number of frames asked for), and
+   judges them with its own guards.  A walker that rejects, or needs maintenance, leaves the round.
+
+:class:`PlainWalkers` is the baseline: the same replicas with the same seeds, integrated by OpenMM alone.
+Both share :meth:`sample`, which records positions of every walker at a fixed simulated-time interval
+(and the wall clock at each sample) until a number of samples or a wall-clock budget is reached.
+
+Random numbers.  Each walker's thermostat gets its own seed, but OpenMM's Reference platform draws the
+Langevin noise of every Context in a process from one shared generator: walkers are then statistically
+independent but not individually reproducible (a walker's noise depends on how many numbers the others
+drew; a whole run with the same seeds and call pattern is reproducible).  The CPU and GPU platforms keep
+one stream per Context.
+
+Units: nm, ps, kJ/mol, K, amu.
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+from openmm import unit
+from tqdm.auto import tqdm
+
+from .accelerator import AcceleratorStats, ForecastAccelerator
+from .errors import BadForecastError
+from .units import positive
+
+
+@dataclasses.dataclass
+class WalkerSamples:
+    """States of every walker at a fixed simulated-time interval.
+
+    Attributes
+    ----------
+    positions_nm : numpy.ndarray, shape (n_samples, n_walkers, n_atoms, 3), float32
+        Positions in nm of every walker at every sample.
+    time_ps : numpy.ndarray, shape (n_samples,)
+        Simulated time of each sample since the start of :meth:`_Walkers.sample`, ps (the same for every
+        walker).
+    wall_s : numpy.ndarray, shape (n_samples,)
+        Wall-clock seconds from the start of :meth:`_Walkers.sample` to each sample.
+    interval_ps : float
+        Simulated time between samples, ps.
+    """
+
+    positions_nm: np.ndarray
+    time_ps: np.ndarray
+    wall_s: np.ndarray
+    interval_ps: float
+
+    @property
+    def n_walkers(self):
+        return self.positions_nm.shape[1]
+
+    @property
+    def simulated_ps(self):
+        """Total simulated time over all walkers, ps."""
+        return float(len(self.time_ps) * self.interval_ps * self.n_walkers)
+
+    def phi_psi(self, topology=None):
+        """phi/psi in degrees of every sample, shape (n_walkers, n_samples, 2).
+
+        Parameters
+        ----------
+        topology : openmm.app.Topology, optional
+            Topology of the positions (default: the package's alanine dipeptide).
+        """
+        from .analysis import phi_psi_from_positions
+
+        n_samples, n_walkers = self.positions_nm.shape[:2]
+        if n_samples == 0:
+            return np.zeros((n_walkers, 0, 2))
+        flat = np.swapaxes(self.positions_nm, 0, 1).reshape((n_walkers * n_samples,) + self.positions_nm.shape[2:])
+        return phi_psi_from_positions(flat, topology).reshape(n_walkers, n_samples, 2)
+
+
+class _Walkers:
+    """What plain and accelerated walkers share: replicas of one system, stepping, sampling."""
+
+    def _create_simulations(self, molecular_system, n_walkers, seeds, seed, platform, minimize):
+        if seeds is None:
+            if isinstance(n_walkers, bool) or not isinstance(n_walkers, (int, np.integer)) or n_walkers < 1:
+                raise ValueError(f"n_walkers must be an integer >= 1, got {n_walkers!r}")
+            seeds = [seed + i for i in range(int(n_walkers))]
+        elif n_walkers is not None and n_walkers != len(seeds):
+            raise ValueError(f"n_walkers ({n_walkers}) differs from the number of seeds ({len(seeds)})")
+        if len(seeds) == 0 or any(int(s) < 1 for s in seeds):
+            raise ValueError(f"seeds must be integers >= 1 (0 lets OpenMM pick a random seed), got {list(seeds)}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must differ between walkers, got {list(seeds)}")
+        if platform is None:
+            from .platforms import fastest_platform
+
+            platform = fastest_platform(molecular_system)
+        self.molecular_system = molecular_system
+        self.seeds = [int(s) for s in seeds]
+        self.timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
+        return [molecular_system.create_simulation(platform=platform, seed=s, minimize=minimize) for s in self.seeds]
+
+    @property
+    def n_walkers(self):
+        return len(self.simulations)
+
+    @property
+    def platform_name(self):
+        """Name of the OpenMM platform of the walkers' Contexts."""
+        return self.simulations[0].context.getPlatform().getName()
+
+    def positions_nm(self):
+        """Current positions of every walker, shape (n_walkers, n_atoms, 3), nm."""
+        return np.stack([
+            sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            for sim in self.simulations
+        ])
+
+    def step(self, n_steps):
+        """Advance every walker by ``n_steps`` time steps."""
+        raise NotImplementedError
+
+    def sample(self, interval=1.0 * unit.picosecond, n_samples=None, wall_seconds=None, progress=None, label=None):
+        """Advance all walkers, recording their positions every ``interval`` of simulated time.
+
+        Stops after ``n_samples`` samples or, when ``wall_seconds`` is given, at the first sample at or
+        after that wall-clock budget (whichever comes first; at least one must be given).
+
+        Parameters
+        ----------
+        interval : openmm.unit.Quantity
+            Simulated time between samples (a whole number of time steps), for example 1 ps.
+        n_samples : int, optional
+            Most samples.
+        wall_seconds : float, optional
+            Wall-clock budget in seconds.
+        progress : bool, optional
+            Show a tqdm progress bar (default: only on a terminal).
+        label : str, optional
+            Description of the progress bar.
+
+        Returns
+        -------
+        WalkerSamples
+        """
+        if n_samples is None and wall_seconds is None:
+            raise ValueError("give n_samples, wall_seconds or both")
+        interval_ps = positive(interval, unit.picosecond, "interval")
+        steps = int(round(interval_ps / self.timestep_ps))
+        if steps < 1 or abs(steps * self.timestep_ps - interval_ps) > 1e-6 * interval_ps:
+            raise ValueError(f"interval ({interval_ps} ps) must be a whole number of time steps ({self.timestep_ps} ps)")
+        positions, walls = [], []
+        disable = None if progress is None else not progress
+        total = n_samples if wall_seconds is None else float(wall_seconds)
+        with tqdm(total=total, disable=disable, desc=label, unit="sample" if wall_seconds is None else "s") as bar:
+            start = time.perf_counter()
+            while True:
+                self.step(steps)
+                positions.append(self.positions_nm().astype(np.float32))
+                walls.append(time.perf_counter() - start)
+                bar.update(1 if wall_seconds is None else walls[-1] - bar.n)
+                if (n_samples is not None and len(positions) >= n_samples) or (
+                    wall_seconds is not None and walls[-1] >= wall_seconds
+                ):
+                    break
+        n = len(positions)
+        return WalkerSamples(np.stack(positions), interval_ps * np.arange(1, n + 1), np.array(walls), interval_ps)
+
+
+class PlainWalkers(_Walkers):
+    """``n_walkers`` independent replicas of one system integrated by OpenMM alone (the baseline).
+
+    Parameters
+    ----------
+    molecular_system : MolecularSystem
+    n_walkers : int, optional
+        Number of replicas (seeds ``seed, seed + 1, ...``); or give ``seeds``.
+    seeds : list of int, optional
+        Thermostat and velocity seed of each walker (>= 1, distinct).
+    seed : int
+        First seed when ``seeds`` is not given (default 1).
+    platform : str or openmm.Platform, optional
+        Default: :func:`~openmm_forecast.platforms.fastest_platform`.
+    minimize : bool
+        Minimise each replica before drawing its velocities (default True).
+    """
+
+    def __init__(self, molecular_system, n_walkers=None, *, seeds=None, seed=1, platform=None, minimize=True):
+        self.simulations = self._create_simulations(molecular_system, n_walkers, seeds, seed, platform, minimize)
+
+    def step(self, n_steps):
+        for simulation in self.simulations:
+            simulation.step(int(n_steps))
+
+
+class _Walker(ForecastAccelerator):
+    """One accelerated walker: a ForecastAccelerator whose proposals come from the batched forecast."""
+
+    proposal = None
+
+    def propose(self, n_frames):
+        """The first ``n_frames`` frames of this walker's slice of the batched forecast (set by the driver)."""
+        positions, velocities = self.proposal
+        self.proposal = None
+        return positions[:n_frames], velocities[:n_frames]
+
+
+class ForecastWalkers(_Walkers):
+    """``n_walkers`` independent replicas of one system advanced by guarded forecast jumps, batched.
+
+    Parameters
+    ----------
+    molecular_system : MolecularSystem
+        The system; every walker gets ``molecular_system.create_simulation(seed=...)``.
+    forecaster : Forecaster or str
+        A forecaster, or a name or path for :func:`~openmm_forecast.forecasters.load_forecaster`.
+    n_walkers : int, optional
+        Number of replicas (seeds ``seed, seed + 1, ...``); or give ``seeds``.
+    seeds : list of int, optional
+        Seed of each walker (>= 1, distinct): thermostat, initial velocities and Metropolis stream.
+    seed : int
+        First seed when ``seeds`` is not given (default 1).
+    platform : str or openmm.Platform, optional
+        Platform of the walkers' Contexts (default: :func:`~openmm_forecast.platforms.fastest_platform`).
+    minimize : bool
+        Minimise each replica before drawing its velocities (default True).
+    forecaster_options : dict, optional
+        Extra arguments of ``load_forecaster`` (baselines: ``stride_ps``, ``max_frames``, ...).
+    **options
+        :class:`~openmm_forecast.accelerator.AcceleratorOptions` fields, the same for every walker
+        (``seed`` and ``progress`` excepted: each walker's Metropolis seed is its own seed).
+
+    Attributes
+    ----------
+    walkers : list of ForecastAccelerator
+        One per replica (``walkers[i].simulation``, ``walkers[i].stats``, ...).
+    forecast_wall_s : float
+        Wall-clock seconds spent in batched forecaster calls.
+    forecast_calls : int
+        Number of batched forecaster calls.
+    """
+
+    def __init__(self, molecular_system, forecaster, n_walkers=None, *, seeds=None, seed=1, platform=None,
+                 minimize=True, forecaster_options=None, **options):
+        for name in ("seed", "progress"):
+            if name in options:
+                raise ValueError(f"{name!r} is set per walker by ForecastWalkers; do not pass it as an option")
+        self.simulations = self._create_simulations(molecular_system, n_walkers, seeds, seed, platform, minimize)
+        first = _Walker(self.simulations[0], forecaster, molecular_system=molecular_system,
+                        forecaster_options=forecaster_options, seed=self.seeds[0], progress=False, **options)
+        self.forecaster = first.forecaster
+        self.walkers = [first] + [
+            _Walker(sim, self.forecaster, molecular_system=molecular_system, seed=s, progress=False, **options)
+            for sim, s in zip(self.simulations[1:], self.seeds[1:])
+        ]
+        self.jumps_per_cycle = first.options.jumps_per_cycle
+        self.forecast_wall_s = 0.0
+        self.forecast_calls = 0
+
+    def step(self, n_steps):
+        """Advance every walker by exactly ``n_steps`` time steps (jumps and integration mixed).
+
+        Parameters
+        ----------
+        n_steps : int
+        """
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}")
+        ends = [w.simulation.currentStep + int(n_steps) for w in self.walkers]
+        for walker in self.walkers:
+            with walker.stats.timing("transfer"):
+                walker._capture()
+        while any(w.simulation.currentStep < end for w, end in zip(self.walkers, ends)):
+            self._cycle(ends)
+
+    def _cycle(self, ends):
+        """One lockstep cycle (see the module docstring)."""
+        jumping = []
+        for walker, end in zip(self.walkers, ends):
+            remaining = end - walker.simulation.currentStep
+            if remaining <= 0:
+                continue
+            walker._history.clear()
+            if walker._reequilibration_due():
+                walker._reequilibrate(min(walker.options.reequilibration_steps, remaining))
+                continue
+            walker._integrate(min(walker.segment_steps, remaining))
+            jumping.append((walker, end))
+        for _ in range(self.jumps_per_cycle):
+            plans = [(walker, end) + walker._plan_jump(end) for walker, end in jumping]
+            plans = [plan for plan in plans if plan[2] > 0]
+            if not plans:
+                return
+            self._propose([walker for walker, *_ in plans], max(plan[2] for plan in plans))
+            jumping = [
+                (walker, end) for walker, end, n_frames, reports in plans
+                if walker._jump(n_frames, reports) and not walker._reequilibration_due()
+            ]
+
+    def _propose(self, walkers, n_frames):
+        """One batched forecast of ``n_frames`` frames for ``walkers``; hand each walker its slice."""
+        history = walkers[0].history
+        x = np.stack([np.stack([x for x, _ in w._history[-history:]]) for w in walkers])
+        v = np.stack([np.stack([v for _, v in w._history[-history:]]) for w in walkers])
+        start = time.perf_counter()
+        positions, velocities = self.forecaster.forecast(x, v, n_frames)
+        self.forecast_wall_s += time.perf_counter() - start
+        self.forecast_calls += 1
+        expected = (len(walkers), n_frames, x.shape[2], 3)
+        if np.shape(positions) != expected or np.shape(velocities) != expected:
+            raise BadForecastError(
+                f"forecaster {self.forecaster.name!r} returned arrays of shape {np.shape(positions)} and "
+                f"{np.shape(velocities)} for a batch of {len(walkers)} walkers, expected {expected}"
+            )
+        positions = np.asarray(positions, dtype=np.float64)
+        velocities = np.asarray(velocities, dtype=np.float64)
+        for i, walker in enumerate(walkers):
+            walker.proposal = (positions[i], velocities[i])
+
+    def stats(self):
+        """Statistics of all walkers together (counts and times summed, ``dH`` samples pooled).
+
+        The batched forecast time is in ``wall_s['forecast']``.
+
+        Returns
+        -------
+        AcceleratorStats
+        """
+        total = AcceleratorStats(max_dh_samples=sum(w.stats.max_dh_samples for w in self.walkers))
+        for walker in self.walkers:
+            s = walker.stats
+            total.jumps_attempted += s.jumps_attempted
+            total.jumps_accepted += s.jumps_accepted
+            total.jumped_ps += s.jumped_ps
+            total.integrated_ps += s.integrated_ps
+            total.reequilibrations += s.reequilibrations
+            total.dh_kJ.extend(s.dh_kJ)
+            for mine, theirs in ((total.rejections, s.rejections), (total.wall_s, s.wall_s),
+                                 (total.attempted_by_frames, s.attempted_by_frames),
+                                 (total.accepted_by_frames, s.accepted_by_frames)):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0) + value
+        total.wall_s["forecast"] += self.forecast_wall_s
+        return total
