@@ -2,13 +2,15 @@
 
 Protocol (:func:`run_benchmark`)
 --------------------------------
-1. *Same process, one after the other.*  The plain arm (:class:`~openmm_forecast.walkers.PlainWalkers`:
-   ``n_walkers`` replicas integrated by OpenMM on the fastest platform for the system) runs first, then
-   the hybrid arm (:class:`~openmm_forecast.walkers.ForecastWalkers`: the same replicas, same seeds, same
-   potential, same platform, forecast jumps batched over walkers), each for the same wall-clock budget.
-   Both start from the same minimised structure with the same seeded velocities.  Setting up the
-   Contexts (and minimising) is not timed; everything after the first step is, including the first
-   forecaster calls (TorchScript warm-up) and reading states at every sample.
+1. *Same process, interleaved.*  The plain arm (:class:`~openmm_forecast.walkers.PlainWalkers`:
+   ``n_walkers`` replicas integrated by OpenMM on the fastest platform for the system) and the hybrid
+   arm (:class:`~openmm_forecast.walkers.ForecastWalkers`: the same replicas, same seeds, same potential,
+   same platform, forecast jumps batched over walkers) alternate in slices of wall clock (10 s by
+   default, plain first; :func:`run_interleaved`) until each has used the same budget, so that both see
+   the same machine load; an arm's clock counts only its own slices.  Both start from the same
+   minimised structure with the same seeded velocities.  Setting up the Contexts (and minimising) is not
+   timed; everything after the first step is, including the first forecaster calls (TorchScript warm-up)
+   and reading states at every sample.
 2. *Sampling.*  phi/psi of every walker every ``sample_interval`` of simulated time (1 ps by default: the
    frame interval of the shared reference runs).
 3. *Accuracy.*  Jensen-Shannon divergence of the pooled phi/psi histogram (36 x 36 bins, natural log; see
@@ -108,7 +110,7 @@ def default_reference_path():
     source checkout (``<checkout>/../shared/reference``), else None.  Looked up at call time only."""
     if os.environ.get(REFERENCE_ENV):
         return os.environ[REFERENCE_ENV]
-    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     candidate = os.path.join(os.path.dirname(checkout), "shared", "reference")
     return candidate if os.path.isdir(candidate) else None
 
@@ -214,6 +216,52 @@ def length_for_js(frames, mean_js, target):
     if slope >= 0:
         return float("inf"), "extrapolated (power law; the curve does not decrease: unreachable)"
     return float(np.exp((np.log(target) - intercept) / slope)), "extrapolated (power law)"
+
+
+def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, progress=None):
+    """Sample several sets of walkers for the same wall-clock budget each, alternating in slices.
+
+    Each arm's clock counts only its own slices, so the arms share whatever load the machine has.
+
+    Parameters
+    ----------
+    arms : dict
+        ``{name: walkers}`` (objects with :meth:`~openmm_forecast.walkers.PlainWalkers.sample`).
+    sample_interval : openmm.unit.Quantity
+    wall_seconds : float
+        Budget of each arm; each stops at its first sample at or after it.
+    slice_seconds : float or None
+        Wall clock per slice (None: each arm's whole budget in one slice, one arm after the other).
+    progress : bool, optional
+
+    Returns
+    -------
+    dict
+        ``{name: WalkerSamples}``, in the order of ``arms``.
+    """
+    from tqdm.auto import tqdm
+
+    from .walkers import WalkerSamples
+
+    slice_seconds = wall_seconds if slice_seconds is None else float(slice_seconds)
+    if not slice_seconds > 0:
+        raise ValueError(f"slice_seconds must be > 0 or None, got {slice_seconds}")
+    pieces = {name: [] for name in arms}
+    used = dict.fromkeys(arms, 0.0)
+    disable = None if progress is None else not progress
+    with tqdm(total=len(arms) * wall_seconds, unit="s", desc="benchmark", disable=disable) as bar:
+        while any(used[name] < wall_seconds for name in arms):
+            for name, walkers in arms.items():
+                if used[name] >= wall_seconds:
+                    continue
+                budget = min(slice_seconds, wall_seconds - used[name])
+                piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
+                pieces[name].append(piece)
+                used[name] += piece.wall_s[-1]
+                bar.n = sum(min(value, wall_seconds) for value in used.values())
+                bar.refresh()
+                bar.set_postfix_str(f"{name} {used[name]:.0f}/{wall_seconds:g} s")
+    return {name: WalkerSamples.concatenate(parts) for name, parts in pieces.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -379,7 +427,7 @@ def plot_convergence(curves, path, target_js=None, noise_js=None):
 
 def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_seconds=60.0, reference=None,
                   sample_interval=1.0 * unit.picosecond, seed=1, platform=None, forecaster_options=None,
-                  progress=None, **accelerator_options):
+                  slice_seconds=10.0, progress=None, **accelerator_options):
     """Run plain MD and the accelerated walkers for the same wall-clock budget; write the report and plots.
 
     Parameters
@@ -404,6 +452,9 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
         Default: the fastest for the system.
     forecaster_options : dict, optional
         ``load_forecaster`` arguments for baselines (``stride_ps``, ``max_frames``).
+    slice_seconds : float or None
+        The arms alternate in slices of this much wall clock (default 10 s), so that both see the same
+        machine load; None runs plain MD for its whole budget, then the hybrid.
     progress : bool, optional
     **accelerator_options
         :class:`~openmm_forecast.accelerator.AcceleratorOptions` fields.
@@ -427,11 +478,10 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
     platform = fastest_platform(molecular_system) if platform is None else get_platform(platform)
 
     plain = PlainWalkers(molecular_system, n_walkers, seed=seed, platform=platform)
-    plain_samples = plain.sample(sample_interval, wall_seconds=wall_seconds, progress=progress, label="plain MD")
-    del plain
     hybrid = ForecastWalkers(molecular_system, forecaster, n_walkers, seed=seed, platform=platform,
                              forecaster_options=forecaster_options, **accelerator_options)
-    hybrid_samples = hybrid.sample(sample_interval, wall_seconds=wall_seconds, progress=progress, label="hybrid")
+    plain_samples, hybrid_samples = run_interleaved(
+        {"plain": plain, "hybrid": hybrid}, sample_interval, wall_seconds, slice_seconds, progress).values()
 
     topology = molecular_system.topology
     plain_summary, plain_phi_psi, plain_js = summarize_arm(
@@ -461,9 +511,12 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
         "forecaster": {"architecture": meta.architecture, "stride_ps": meta.stride_ps, "max_frames": meta.max_frames,
                        "history": meta.history, "setup": meta.setup, "options": dict(forecaster_options or {})},
         "accelerator_options": {k: (str(v) if unit.is_quantity(v) else v) for k, v in accelerator_options.items()},
-        "protocol": ("plain arm first, then hybrid arm, same process, same seeds, platform and potential; each "
-                     "for the same wall-clock budget (stops at the first sample at or after it); Context creation "
-                     "and minimisation untimed; phi/psi of every walker every sample_interval_ps"),
+        "protocol": ("same process, same seeds, platform and potential; the arms alternate in slices of "
+                     f"{slice_seconds if slice_seconds is not None else wall_seconds:g} s of wall clock (plain "
+                     "first) until each has used its budget (each stops at its first sample at or after it; an "
+                     "arm's clock counts only its own slices); Context creation and minimisation untimed; phi/psi "
+                     "of every walker every sample_interval_ps"),
+        "slice_seconds": slice_seconds,
         "sample_interval_ps": interval_ps,
         "plain": plain_summary,
         "hybrid": hybrid_summary,

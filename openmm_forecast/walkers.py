@@ -77,6 +77,26 @@ class WalkerSamples:
         """Total simulated time over all walkers, ps."""
         return float(len(self.time_ps) * self.interval_ps * self.n_walkers)
 
+    @classmethod
+    def concatenate(cls, parts):
+        """One record from consecutive pieces of sampling of the same walkers (times and clocks continued).
+
+        Parameters
+        ----------
+        parts : list of WalkerSamples
+            In order, with the same interval; each piece's times and wall clocks start at zero.
+        """
+        if not parts or len({part.interval_ps for part in parts}) != 1:
+            raise ValueError("concatenate needs at least one piece, all with the same interval")
+        time_offsets = np.cumsum([0.0] + [part.time_ps[-1] for part in parts[:-1]])
+        wall_offsets = np.cumsum([0.0] + [part.wall_s[-1] for part in parts[:-1]])
+        return cls(
+            np.concatenate([part.positions_nm for part in parts]),
+            np.concatenate([part.time_ps + offset for part, offset in zip(parts, time_offsets)]),
+            np.concatenate([part.wall_s + offset for part, offset in zip(parts, wall_offsets)]),
+            parts[0].interval_ps,
+        )
+
     def phi_psi(self, topology=None):
         """phi/psi in degrees of every sample, shape (n_walkers, n_samples, 2).
 

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from openmm import unit
 
 from openmm_forecast.analysis import js_divergence, ramachandran_histogram
 from openmm_forecast.benchmark import (
@@ -14,11 +15,13 @@ from openmm_forecast.benchmark import (
     load_reference_runs,
     reference_window_curve,
     run_benchmark,
+    run_interleaved,
     time_to_js,
 )
 from openmm_forecast.cli import main
 from openmm_forecast.errors import DataFileError
 from openmm_forecast.forecasters.registry import shipped_models
+from openmm_forecast.walkers import PlainWalkers
 
 
 def synthetic_run(rng, n_frames):
@@ -59,7 +62,7 @@ def test_tiny_benchmark_writes_a_complete_consistent_report(vacuum_system, refer
     out = tmp_path / "bench"
     report = run_benchmark(vacuum_system, "verlet", str(out), n_walkers=2, wall_seconds=1.5,
                            reference=str(reference_dir), forecaster_options={"stride_ps": 0.01, "max_frames": 4},
-                           progress=False, platform="Reference")
+                           progress=False, platform="Reference", slice_seconds=0.5)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["speedup_ns_per_day"] == pytest.approx(report["speedup_ns_per_day"])
     for name in ("ramachandran.png", "convergence.png"):
@@ -86,6 +89,21 @@ def test_tiny_benchmark_writes_a_complete_consistent_report(vacuum_system, refer
     reference = np.concatenate([np.load(reference_dir / f"run{s}_phipsi.npy") for s in (1, 2)])
     js = js_divergence(ramachandran_histogram(hybrid_phi_psi.reshape(-1, 2)), ramachandran_histogram(reference))
     assert js == pytest.approx(hybrid["js_to_reference"], rel=1e-9)
+
+
+def test_interleaved_arms_get_equal_budgets_and_continuous_records(vacuum_system):
+    arms = {"a": PlainWalkers(vacuum_system, 1, platform="Reference"),
+            "b": PlainWalkers(vacuum_system, seeds=[7, 8], platform="Reference")}
+    samples = run_interleaved(arms, 0.01 * unit.picosecond, wall_seconds=0.6, slice_seconds=0.2, progress=False)
+    for name, record in samples.items():
+        assert record.wall_s[-1] >= 0.6
+        assert np.all(np.diff(record.wall_s) > 0)
+        np.testing.assert_allclose(np.diff(record.time_ps), 0.01)
+        # The record covers exactly what the walkers simulated, and ends at their current state.
+        steps = arms[name].simulations[0].currentStep
+        assert steps == 5 * len(record.time_ps)
+        np.testing.assert_allclose(record.positions_nm[-1], arms[name].positions_nm(), atol=1e-6)
+    assert samples["b"].positions_nm.shape[1] == 2
 
 
 def test_convergence_curve_pools_walkers_round_by_round(rng):

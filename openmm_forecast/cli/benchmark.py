@@ -1,7 +1,8 @@
 """``openmm-forecast benchmark``: plain OpenMM MD against forecast-accelerated walkers, same wall clock.
 
-Runs ``--walkers`` replicas with plain MD (fastest platform for the system), then the same replicas with
-forecast jumps batched over walkers, each for ``--wall-seconds``, in this process; writes OUT/report.json
+Runs ``--walkers`` replicas with plain MD (fastest platform for the system) and the same replicas with
+forecast jumps batched over walkers, each for ``--wall-seconds``, alternating in slices of
+``--slice-seconds`` in this process; writes OUT/report.json
 (machine, speeds, JS divergences to the reference, basins, transitions, acceptance, speed-ups: see
 :mod:`openmm_forecast.benchmark`), OUT/ramachandran.png and OUT/convergence.png.
 """
@@ -21,6 +22,9 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
                         "or one file (default: $OPENMM_FORECAST_REFERENCE, else shared/reference beside the checkout)")
     parser.add_argument("--sample-interval", type=float, default=1.0, help="ps between phi/psi samples (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="first walker seed (default 1)")
+    parser.add_argument("--slice-seconds", type=float, default=10.0,
+                        help="the arms alternate in slices of this many wall-clock seconds (default 10; 0: plain MD "
+                        "for its whole budget, then the hybrid)")
     parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
     parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -56,6 +60,7 @@ def execute(args, molecular_system, model, forecaster_options=None):
         molecular_system, model, args.out, n_walkers=args.walkers, wall_seconds=args.wall_seconds,
         reference=args.reference, sample_interval=args.sample_interval * unit.picosecond, seed=args.seed,
         platform=args.platform, forecaster_options=forecaster_options, progress=False if args.no_progress else None,
+        slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
         energy_tolerance_kT=args.energy_tolerance, metropolis=args.metropolis,
     )
     print(format_summary(report))
