@@ -127,3 +127,41 @@ class ResidualForecastModule(nn.Module):
     def remove_centre_of_mass(self, values):
         """Subtract the mass-weighted mean over atoms from (..., N, 3)."""
         return values - self.centre_of_mass(values)
+
+
+class EquivariantInteraction(nn.Module):
+    """One PaiNN-style message and update step on scalar and vector atom features (O(3)-equivariant).
+
+    Scalars ``s`` (M, N, d) are invariant; vectors ``vec`` (M, N, 3, d) rotate with the molecule.
+    Messages from atom j to i: ``ds_i = mean_j a_ij``, ``dvec_i = mean_j (b_ij vec_j + c_ij r_ij/|r_ij|)``
+    with ``(a, b, c)`` invariant filters from s_j and the pair features; the update mixes vector channels
+    linearly and gates them with invariants (their norms and scalar products).
+
+    Parameters
+    ----------
+    d_model : int
+        Number of scalar and of vector channels.
+    """
+
+    def __init__(self, d_model):
+        super().__init__()
+        self.atom_filter = mlp(d_model, d_model, 3 * d_model)
+        self.pair_filter = nn.Linear(d_model, 3 * d_model)
+        self.mix_u = nn.Linear(d_model, d_model, bias=False)
+        self.mix_v = nn.Linear(d_model, d_model, bias=False)
+        self.update = mlp(2 * d_model, d_model, 3 * d_model)
+
+    def forward(self, s, vec, pairs, unit_r):
+        """s (M, N, d), vec (M, N, 3, d), pairs (M, N, N, d), unit_r (M, N, N, 3) -> updated (s, vec)."""
+        d = s.shape[-1]
+        n = s.shape[1]
+        filters = self.atom_filter(s)[:, None] * self.pair_filter(pairs) / n  # (M, i, j, 3d)
+        a, b, c = filters.split(d, dim=-1)
+        s = s + a.sum(2)
+        vec = vec + torch.einsum("mijd,mjcd->micd", b, vec) + torch.einsum("mijd,mijc->micd", c, unit_r)
+        u, v = self.mix_u(vec), self.mix_v(vec)
+        norm = torch.sqrt((v * v).sum(-2) + 1e-8)
+        a_vv, a_sv, a_ss = self.update(torch.cat([s, norm], dim=-1)).split(d, dim=-1)
+        vec = vec + a_vv[:, :, None] * u
+        s = s + a_sv * (u * v).sum(-2) + a_ss
+        return s, vec

@@ -100,6 +100,9 @@ class Asteroid(ResidualForecastModule):
         Atom masses, amu (default: standard masses of ``elements``).
     """
 
+    rotation_equivariant = False
+    """Whether forecasts commute with rotations by construction (recorded in the metadata)."""
+
     time_scale: float
 
     def __init__(self, elements, stride_ps, history=1, bonds=None, reference_positions=None, cutoff_nm=0.16,

@@ -10,10 +10,12 @@ Architecture
 * Invariant pair features (all pairs; 22 atoms need no cutoff): Gaussian radial basis of d_ij, the
   projections v_i.r_ij/d_ij and v_j.r_ij/d_ij, v_i.v_j, span t.
 * ``layers`` blocks of multi-head attention over atoms whose logits carry a pair-feature bias and whose
-  values are gated by the pair features, each followed by a feed-forward block (pre-activation residual,
-  LayerNorm).
-* Equivariant read-out (EGNN/PaiNN-style): the correction of atom i is a sum of scalar-weighted vectors,
-  ``sum_j a_ij r_ij + b_i v_i + sum_j c_ij v_j``, for positions and (with other weights) velocities:
+  values are gated by the pair features, each followed by a feed-forward block (pre-norm residual).
+* Vector features (d channels per atom, started from v_i) updated after each attention block by a
+  PaiNN-style equivariant interaction (messages are scalar-weighted sums of neighbours' vectors and of
+  unit vectors r_ij/|r_ij|; updates gate channels by invariants).
+* Equivariant read-out: the corrections are linear combinations of the vector channels, for positions
+  ``dx`` and velocities ``dv``:
   ``x(t) = x + v t + t^2 A dx``, ``v(t) = v + t A dv`` (A: acceleration scale), mass-weighted mean
   of the corrections removed.
 
@@ -28,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from ._layers import RadialBasis, ResidualForecastModule, mlp
+from ._layers import EquivariantInteraction, RadialBasis, ResidualForecastModule, mlp
 from .registry import register_architecture
 
 TIME_SCALE_PS = 0.1
@@ -83,6 +85,9 @@ class MDtrajNet(ResidualForecastModule):
         Atom masses, amu (default: standard masses of ``elements``).
     """
 
+    rotation_equivariant = True
+    """Whether forecasts commute with rotations by construction (recorded in the metadata)."""
+
     time_scale: float
 
     def __init__(self, elements, stride_ps, history=1, d_model=64, layers=2, heads=4, n_rbf=16, r_max_nm=1.0,
@@ -95,9 +100,12 @@ class MDtrajNet(ResidualForecastModule):
         self.atom_in = mlp(2, d_model, d_model)
         self.radial = RadialBasis(n_rbf, r_max_nm)
         self.pair_in = mlp(n_rbf + 4, d_model, d_model)
+        self.vector_in = nn.Linear(d_model, d_model)
         self.blocks = nn.ModuleList([PairAttention(d_model, heads) for _ in range(layers)])
-        self.pair_out = mlp(3 * d_model, d_model, 4, last_gain=0.1)
-        self.atom_out = mlp(d_model, d_model, 2, last_gain=0.1)
+        self.interactions = nn.ModuleList([EquivariantInteraction(d_model) for _ in range(layers)])
+        self.vector_out = nn.Linear(d_model, 2, bias=False)
+        with torch.no_grad():
+            self.vector_out.weight.mul_(0.1)
 
     def forward(self, positions, velocities, n_frames: int):
         """(B, 1, N, 3) nm and nm/ps -> (B, n_frames, N, 3) positions and velocities at k * stride."""
@@ -128,16 +136,12 @@ class MDtrajNet(ResidualForecastModule):
         h = self.embedding(self.atomic_numbers)[None] + self.atom_in(
             torch.cat([speed, tau[:, None, None].expand(m, n, 1)], dim=-1)
         )
-        for block in self.blocks:
+        vec = v[..., None] * self.vector_in(h)[:, :, None]  # (M, N, 3, d)
+        for block, interaction in zip(self.blocks, self.interactions):
             h = block(h, pairs)
-
-        hh = torch.cat([h[:, :, None].expand(m, n, n, h.shape[-1]), h[:, None, :].expand(m, n, n, h.shape[-1]),
-                        pairs], dim=-1)
-        pair_weights = self.pair_out(hh) / n  # (M, N, N, 4)
-        atom_weights = self.atom_out(h)  # (M, N, 2)
-        v_j = v[:, None, :].expand(m, n, n, 3)
-        dx = (pair_weights[..., 0:1] * r + pair_weights[..., 1:2] * v_j).sum(2) + atom_weights[..., 0:1] * v
-        dv = (pair_weights[..., 2:3] * r + pair_weights[..., 3:4] * v_j).sum(2) + atom_weights[..., 1:2] * v
+            h, vec = interaction(h, vec, pairs, unit_r)
+        correction = self.vector_out(vec)  # (M, N, 3, 2)
+        dx, dv = correction[..., 0], correction[..., 1]
 
         t = spans[None, :, None, None]
         dx = self.remove_centre_of_mass(dx.view(b, n_frames, n, 3)) * (self.acceleration_scale * t * t)

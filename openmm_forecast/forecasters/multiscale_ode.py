@@ -12,9 +12,10 @@ Architecture
   and of the velocities, ``W = U^T v`` (each a 3-vector per mode, so rotations act on them as on atoms).
 * Vector field: ``dD/dt = W``, ``dW/dt = U^T a`` with ``a`` a learned acceleration that *sees all scales*:
   the atoms' current positions ``x0 + U D`` and velocities ``U W`` (invariant pair features: radial basis
-  of distances, velocity projections on bonds), plus the squared amplitudes of every scale's displacement
-  and velocity as global invariant inputs.  One channel of equivariant accelerations per scale,
-  ``f^s_i = sum_j phi^s_ij r_ij + psi^s_i v_i``, drives the modes of that scale only:
+  of distances, velocity projections on interatomic vectors, v_i.v_j), plus the squared amplitudes of
+  every scale's displacement and velocity as global invariant inputs, go through ``layers`` PaiNN-style
+  equivariant interactions (scalar and vector channels, vectors started from v_i).  One read-out channel
+  of equivariant accelerations per scale, ``f^s``, drives the modes of that scale only:
   ``a = P_mom U sum_s M_s U^T f^s`` (``M_s`` selects scale s; ``P_mom`` removes the mass-weighted mean,
   so momentum is conserved inside the ODE too).
 * Integration: fixed-step RK4 (no torchdiffeq), ``ode_steps_per_stride`` steps per stride; any span (not
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._layers import RadialBasis, ResidualForecastModule, adjacency_matrix, mlp
+from ._layers import EquivariantInteraction, RadialBasis, ResidualForecastModule, adjacency_matrix, mlp
 from .registry import register_architecture
 
 
@@ -71,14 +72,21 @@ class MultiscaleODE(ResidualForecastModule):
         Range of the radial basis, nm.
     ode_steps_per_stride : int
         RK4 steps per stride (the step is ``stride_ps / ode_steps_per_stride``; at most that for other spans).
+    max_acceleration : float
+        Soft bound on the learned accelerations, nm/ps^2 (default 1e4: ten times the largest force on a
+        hydrogen atom of a force field at 300 K), so that a stiff field cannot make RK4 diverge.
     masses : array_like, optional
         Atom masses, amu (default: standard masses of ``elements``).
     """
 
+    rotation_equivariant = True
+    """Whether forecasts commute with rotations by construction (recorded in the metadata)."""
+
     max_step_ps: float
+    max_acceleration: float
 
     def __init__(self, elements, stride_ps, history=1, bonds=None, reference_positions=None, cutoff_nm=0.16,
-                 n_scales=3, d_model=32, layers=1, n_rbf=16, r_max_nm=1.0, ode_steps_per_stride=4, masses=None):
+                 n_scales=3, d_model=32, layers=1, n_rbf=16, r_max_nm=1.0, ode_steps_per_stride=4, max_acceleration=1e4, masses=None):
         super().__init__(elements, stride_ps, history, masses)
         if history != 1:
             raise ValueError(f"multiscale_ode is Markovian and reads one state (history=1), got history={history}")
@@ -88,6 +96,7 @@ class MultiscaleODE(ResidualForecastModule):
         if int(ode_steps_per_stride) < 1:
             raise ValueError(f"ode_steps_per_stride must be >= 1, got {ode_steps_per_stride}")
         self.max_step_ps = float(stride_ps) / int(ode_steps_per_stride)
+        self.max_acceleration = float(max_acceleration)
         frequencies, basis = graph_fourier_basis(adjacency_matrix(n, bonds, reference_positions, cutoff_nm))
         masks = np.zeros((n_scales, n))
         for scale, modes in enumerate(np.array_split(np.arange(n), n_scales)):
@@ -99,11 +108,12 @@ class MultiscaleODE(ResidualForecastModule):
         self.embedding = nn.Embedding(119, d_model)
         self.atom_in = mlp(1 + 2 * n_scales, d_model, d_model)
         self.radial = RadialBasis(n_rbf, r_max_nm)
-        self.pair_in = mlp(n_rbf + 2, d_model, d_model)
-        self.messages = nn.ModuleList([mlp(3 * d_model, d_model, d_model) for _ in range(layers)])
-        self.updates = nn.ModuleList([mlp(2 * d_model, d_model, d_model) for _ in range(layers)])
-        self.pair_out = mlp(3 * d_model, d_model, n_scales, last_gain=0.1)
-        self.atom_out = mlp(d_model, d_model, n_scales, last_gain=0.1)
+        self.pair_in = mlp(n_rbf + 3, d_model, d_model)
+        self.vector_in = nn.Linear(d_model, d_model)
+        self.interactions = nn.ModuleList([EquivariantInteraction(d_model) for _ in range(layers)])
+        self.force_out = nn.Linear(d_model, n_scales, bias=False)
+        with torch.no_grad():
+            self.force_out.weight.mul_(0.1)
 
     def to_modes(self, values):
         """Graph-Fourier transform over atoms: (B, N, 3) -> (B, N modes, 3)."""
@@ -136,6 +146,7 @@ class MultiscaleODE(ResidualForecastModule):
                     self.radial(distance * self.position_scale),
                     (v[:, :, None] * unit_r).sum(-1, keepdim=True),
                     (v[:, None, :] * unit_r).sum(-1, keepdim=True),
+                    (v[:, :, None] * v[:, None, :]).sum(-1, keepdim=True),
                 ],
                 dim=-1,
             )
@@ -144,16 +155,16 @@ class MultiscaleODE(ResidualForecastModule):
         h = self.embedding(self.atomic_numbers)[None] + self.atom_in(
             torch.cat([speed, scale_amplitudes[:, None].expand(b, n, scale_amplitudes.shape[-1])], dim=-1)
         )
-        d = h.shape[-1]
-        for message, update in zip(self.messages, self.updates):
-            m = message(torch.cat([h[:, :, None].expand(b, n, n, d), h[:, None].expand(b, n, n, d), pairs], -1))
-            h = h + update(torch.cat([h, m.mean(2)], dim=-1))
-        hh = torch.cat([h[:, :, None].expand(b, n, n, d), h[:, None].expand(b, n, n, d), pairs], dim=-1)
-        pair_weights = self.pair_out(hh) / n  # (B, N, N, S)
-        atom_weights = self.atom_out(h)  # (B, N, S)
-        forces = torch.einsum("bijs,bijc->bisc", pair_weights, r) + atom_weights[..., None] * v[:, :, None]
+        vec = v[..., None] * self.vector_in(h)[:, :, None]  # (B, N, 3, d)
+        for interaction in self.interactions:
+            h, vec = interaction(h, vec, pairs, unit_r)
+        forces = self.force_out(vec).transpose(2, 3)  # (B, N, S, 3): one acceleration channel per scale
         mode_forces = torch.einsum("nm,bnsc->bmsc", self.basis, forces)  # (B, modes, S, 3)
         selected = (mode_forces * self.scale_masks.t()[None, :, :, None]).sum(2)
+        # Soft bound |a| < max_acceleration (direction kept): a stiff field cannot blow up the integration.
+        magnitude = torch.sqrt((selected * selected).sum(-1, keepdim=True) + 1e-12)
+        bound = self.max_acceleration / self.acceleration_scale
+        selected = selected * (bound * torch.tanh(magnitude / bound) / magnitude)
         atom_acceleration = self.remove_centre_of_mass(self.from_modes(selected))
         return self.to_modes(atom_acceleration) * self.acceleration_scale
 

@@ -6,13 +6,17 @@ user's own architecture plugs in without editing openmm-forecast, either by call
 (each entry point names a builder).
 
 A builder is a callable ``builder(elements, stride_ps, history, **hyperparameters) -> torch.nn.Module``
-returning a module that satisfies the contract in :mod:`openmm_forecast.forecasters.torch_forecaster`.
+returning a module that satisfies the contract in :mod:`openmm_forecast.forecasters.torch_forecaster`;
+a module whose forecasts commute with rotations by construction says so with the class attribute
+``rotation_equivariant = True`` (recorded in the metadata as ``extra['rotation_equivariant']``, and
+checked by the tests).
 Its hyperparameters must be JSON-serialisable: they are stored in the metadata
 (``extra['hyperparameters']``) so that a trained model can be rebuilt from its metadata and weights.
 """
 
 import dataclasses
 import importlib.metadata
+import inspect
 import os
 
 import torch
@@ -114,7 +118,9 @@ def build_forecaster(architecture, metadata_kwargs, device="cpu", dtype="float32
         Precision of the model's parameters and arithmetic.
     **hyperparameters
         Passed to the architecture's builder (``bonds``, ``d_model``, ``layers``, ...); recorded in
-        ``metadata.extra['hyperparameters']``.
+        ``metadata.extra['hyperparameters']``.  A builder that takes ``bonds`` and gets neither
+        ``bonds`` nor ``reference_positions`` receives the bonds of alanine dipeptide when the elements
+        are alanine dipeptide's.
 
     Returns
     -------
@@ -126,11 +132,39 @@ def build_forecaster(architecture, metadata_kwargs, device="cpu", dtype="float32
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     metadata_kwargs = dict(metadata_kwargs)
     extra = dict(metadata_kwargs.pop("extra", None) or {})
+    metadata = ForecasterMetadata(architecture=architecture, extra=extra, **metadata_kwargs)
+    hyperparameters = _with_default_bonds(builder, metadata.elements, hyperparameters)
     extra["hyperparameters"] = _jsonable(hyperparameters)
     extra["dtype"] = dtype
-    metadata = ForecasterMetadata(architecture=architecture, extra=extra, **metadata_kwargs)
-    module = builder(metadata.elements, metadata.stride_ps, metadata.history, **hyperparameters)
+    # Build under the target default dtype, so that buffers computed in float64 (masses, graph bases)
+    # are not rounded to float32 on the way.
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(_DTYPES[dtype])
+    try:
+        module = builder(metadata.elements, metadata.stride_ps, metadata.history, **hyperparameters)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    metadata.extra["rotation_equivariant"] = bool(getattr(module, "rotation_equivariant", False))
     return TorchForecaster(module.to(_DTYPES[dtype]), metadata, device=device)
+
+
+def _with_default_bonds(builder, elements, hyperparameters):
+    """Fill in ``bonds`` for a builder that takes a molecular graph and was given none.
+
+    The bonds of the shipped alanine dipeptide topology are used when the elements are those of alanine
+    dipeptide (every setup's solute); otherwise the builder is left to ask for bonds itself.
+    """
+    if "bonds" in hyperparameters or hyperparameters.get("reference_positions") is not None:
+        return hyperparameters
+    if "bonds" not in inspect.signature(builder).parameters:
+        return hyperparameters
+    from ..systems import load_alanine_dipeptide
+    from ._layers import bonds_from_topology
+
+    topology = load_alanine_dipeptide().topology
+    if [atom.element.symbol for atom in topology.atoms()] != list(elements):
+        return hyperparameters
+    return {**hyperparameters, "bonds": bonds_from_topology(topology)}
 
 
 def _jsonable(value):
