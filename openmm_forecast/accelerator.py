@@ -7,10 +7,10 @@ state of the loop is explicit: the Context (positions, velocities, box, time, st
 span ``span_frames``, the count of full-span acceptances in a row, the accumulated energy drift
 ``drift_kJ``, the Metropolis random stream, and a history of recent states (rebuilt every cycle).
 
-0. Maintenance.  If the accumulated drift of accepted jumps exceeds ``drift_tolerance_kT`` or the
-   instantaneous kinetic temperature is outside ``temperature_sigmas`` standard deviations of the target,
-   the cycle is a re-equilibration: ``reequilibration_steps`` of the simulation's own (thermostatted)
-   integrator; the drift is reset.  Nothing else happens in that cycle.
+0. Maintenance (tolerance mode only).  If the accumulated drift of accepted jumps exceeds
+   ``drift_tolerance_kT`` or the instantaneous kinetic temperature is outside ``temperature_sigmas``
+   standard deviations of the target, the cycle is a re-equilibration: ``reequilibration_steps`` of the
+   simulation's own (thermostatted) integrator; the drift is reset.  Nothing else happens in that cycle.
 1. Segment.  ``segment_steps`` steps of the simulation's own integrator, through ``Simulation.step`` (so
    every reporter is served exactly as without the accelerator).  It thermalises, and supplies the
    current state and, for forecasters with ``history > 1``, the states ``stride`` apart before it.
@@ -30,9 +30,10 @@ span ``span_frames``, the count of full-span acceptances in a row, the accumulat
       from the Context (which now holds that frame); ``drift_kJ += dH``; after ``grow_after`` full-span
       acceptances in a row the span doubles (at most ``max_frames``).  If maintenance is now due, the
       cycle ends.
-      reject: the exact pre-jump State is restored (positions, velocities, box, time, step; velocities
-      reversed in Metropolis mode), the span is covered by the simulation's own integrator, the span
-      halves (at least 1) and the cycle ends.
+      reject: the exact pre-jump State is restored (positions, velocities, box, time, step) and the span
+      halves (at least 1).  Tolerance mode: the span is covered by the simulation's own integrator and
+      the cycle ends.  Metropolis mode: the velocities are reversed, the configuration is kept for the
+      span (reporters due at its end report it) and the cycle goes on, as after an acceptance.
 
 Rejected forecasts never reach a reporter, and nothing non-finite ever reaches the Context.
 """
@@ -91,8 +92,9 @@ class AcceleratorOptions:
         Longest jump in frames (default and upper bound: the forecaster's ``max_frames``).
     initial_frames : int, optional
         Span of the first jump (default ``max_frames``).
-    adapt_span : bool
-        Halve the span after a rejection, double it after ``grow_after`` full-span acceptances in a row.
+    adapt_span : bool, optional
+        Halve the span after a rejection, double it after ``grow_after`` full-span acceptances in a row
+        (default: True, except in Metropolis mode, whose exactness needs a fixed span).
     grow_after : int
         See ``adapt_span`` (default 4).
     energy_tolerance_kT : float
@@ -131,7 +133,7 @@ class AcceleratorOptions:
     jumps_per_cycle: int = 4
     max_frames: int = None
     initial_frames: int = None
-    adapt_span: bool = True
+    adapt_span: bool = None
     grow_after: int = 4
     energy_tolerance_kT: float = 1.0
     drift_tolerance_kT: float = 5.0
@@ -183,6 +185,8 @@ class AcceleratorStats:
         Jump length in frames -> count.
     jumped_ps, integrated_ps : float
         Simulated time covered by accepted jumps and by the simulation's own integrator, in ps.
+    kept_ps : float
+        Metropolis mode: simulated time covered by rejected jumps, whose configuration was kept, in ps.
     reequilibrations : int
     wall_s : dict
         Wall-clock seconds spent in 'integration', 'forecast', 'guard' (sanity checks, constraint
@@ -199,6 +203,7 @@ class AcceleratorStats:
     accepted_by_frames: dict = dataclasses.field(default_factory=dict)
     jumped_ps: float = 0.0
     integrated_ps: float = 0.0
+    kept_ps: float = 0.0
     reequilibrations: int = 0
     wall_s: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(WALL_CLOCK_KEYS, 0.0))
     dh_kJ: list = dataclasses.field(default_factory=list)
@@ -232,7 +237,7 @@ class AcceleratorStats:
 
     def as_dict(self):
         """Summary as plain JSON types: counts, rates, time split and ``dH`` percentiles."""
-        total_ps = self.jumped_ps + self.integrated_ps
+        total_ps = self.jumped_ps + self.integrated_ps + self.kept_ps
         dh = np.asarray(self.dh_kJ)
         percentiles = (1, 5, 25, 50, 75, 95, 99)
         return {
@@ -247,6 +252,7 @@ class AcceleratorStats:
             },
             "jumped_ps": self.jumped_ps,
             "integrated_ps": self.integrated_ps,
+            "kept_ps": self.kept_ps,
             "jumped_fraction": self.jumped_ps / total_ps if total_ps else None,
             "reequilibrations": self.reequilibrations,
             "wall_s": dict(self.wall_s),
@@ -442,15 +448,27 @@ class ForecastAccelerator:
     and an accepted frame is written back as such.  ``velocity_verlet_integrator`` has synchronous
     velocities.  With a thermostat-free integrator, re-equilibration only integrates.
 
-    *Exactness.*  The tolerance mode (default) biases the ensemble by at most the accepted ``|dH|`` per
-    jump, and a thermostatted integrator between jumps removes the accumulated drift.  The Metropolis mode
-    (``metropolis=True``) is generalised hybrid Monte Carlo: it leaves the Boltzmann distribution exactly
-    invariant when the forecaster is a volume-preserving, time-reversible map (the ``verlet`` baseline),
-    the span does not adapt (``adapt_span=False``; an adapting span depends on past outcomes), and jumps
-    are not truncated at report steps (choose report intervals that are multiples of the span).  A
-    learned forecaster is neither volume-preserving nor exactly reversible, so with one the Metropolis
-    mode is approximate, like the tolerance mode.  The sanity guards reject only geometries of
-    negligible Boltzmann weight.
+    *Exactness.*  The tolerance mode (default) produces dynamics: rejected spans are integrated.  It
+    biases the ensemble by up to the accepted ``|dH|`` per jump; the thermostatted integrator between
+    jumps and the re-equilibrations remove the accumulated drift.  The Metropolis mode
+    (``metropolis=True``) samples instead, as generalised hybrid Monte Carlo: a jump is accepted with
+    probability ``min(1, exp(-dH / kT))``; a rejected jump keeps the configuration for its span with
+    reversed velocities, and what follows does not depend on the outcome (no integration of rejected
+    spans, no re-equilibration, a fixed span).  Each jump then leaves the Boltzmann distribution
+    ``exp(-(U + K) / kT)`` of the synchronous state exactly invariant (restricted to sane geometries)
+    when the forecaster is a volume-preserving, time-reversible map: the ``verlet`` baseline, even at the
+    wrong time step or with a wrong potential.  The whole chain is exact when the integration between
+    jumps is too; a finite-step Langevin integrator is not, and velocity reversals after rejections
+    amplify its O(dt) error (harmonic wells, verlet on a twice stiffer well as forecaster, ~60 %
+    rejections, LangevinMiddleIntegrator at friction 50/ps, 20 fs of it per jump: <x^2> 10 +- 3 % low at
+    10 fs, 5 +- 3 % at 2 fs, while accepting every jump gives 44 % low): use a small step or long segments.
+    ``adapt_span=True`` makes the span depend on past outcomes and the chain approximate.  A learned
+    forecaster is neither volume-preserving nor exactly reversible, so with one the Metropolis mode is
+    approximate too, with a bias controlled by ``dH``.
+
+    *Reference platform.*  All Contexts of a process on OpenMM's Reference platform share one random
+    stream: a forecaster that steps its own Context (the ``verlet`` baseline) changes the thermostat's
+    noise (still random), so such a run is reproducible but not identical to plain MD with the same seed.
 
     *Constraints and boxes.*  Accepted frames are projected onto the constraints (positions, then
     velocities) before their energy is evaluated.  The forecaster sees the Context's unwrapped positions,
@@ -476,6 +494,7 @@ class ForecastAccelerator:
             )
         self.history = meta.history
         opts = self.options
+        self.adapt_span = (not opts.metropolis) if opts.adapt_span is None else bool(opts.adapt_span)
         self.max_frames = meta.max_frames if opts.max_frames is None else opts.max_frames
         if self.max_frames > meta.max_frames:
             raise ValueError(f"max_frames ({self.max_frames}) exceeds the forecaster's max_frames ({meta.max_frames})")
@@ -620,7 +639,10 @@ class ForecastAccelerator:
         self._integrate(min(self.segment_steps, remaining))
         for _ in range(self.options.jumps_per_cycle):
             n_frames, reports = self._plan_jump(end_step)
-            if n_frames == 0 or not self._jump(n_frames, reports) or self._reequilibration_due():
+            if n_frames == 0:
+                return
+            accepted = self._jump(n_frames, reports)
+            if not (accepted or self.options.metropolis) or self._reequilibration_due():
                 return
 
     def _plan_jump(self, end_step):
@@ -661,7 +683,7 @@ class ForecastAccelerator:
                 raise
             self.stats.record_dh(dh_kJ)
         if reason is not None:
-            self._reject(before, reason, n_frames)
+            self._reject(before, reason, n_frames, reports)
             return False
         self._accept(after, positions, velocities, n_frames, dh_kJ, reports)
         return True
@@ -699,9 +721,14 @@ class ForecastAccelerator:
         context.setPositions(positions)
         if self._has_constraints:
             context.applyConstraints(self._constraint_tolerance)
-        context.setTime(before.state.getTime().value_in_unit(unit.picosecond) + n_frames * self.stride_steps * self.timestep_ps)
-        context.setStepCount(before.state.getStepCount() + n_frames * self.stride_steps)
+        self._advance_clock(before, n_frames)
         return self._set_velocities(velocities)
+
+    def _advance_clock(self, before, n_frames):
+        """Set the Context's time and step count to ``n_frames`` strides after ``before``."""
+        span_steps = n_frames * self.stride_steps
+        self.simulation.context.setTime(before.state.getTime().value_in_unit(unit.picosecond) + span_steps * self.timestep_ps)
+        self.simulation.context.setStepCount(before.state.getStepCount() + span_steps)
 
     def _set_velocities(self, velocities):
         """Write synchronous velocities (nm/ps) into the Context in the integrator's convention; return the Snapshot.
@@ -738,27 +765,43 @@ class ForecastAccelerator:
         self.drift_kJ += dh_kJ
         span_steps = n_frames * self.stride_steps
         self.stats.record_accept(n_frames, span_steps * self.timestep_ps)
-        if self.options.adapt_span and n_frames == self.span_frames:
+        if self.adapt_span and n_frames == self.span_frames:
             self._accepted_in_row += 1
             if self._accepted_in_row >= self.options.grow_after:
                 self.span_frames = min(self.max_frames, 2 * self.span_frames)
                 self._accepted_in_row = 0
         logger.debug("step %d: jump of %d frames accepted, dH %.3f kJ/mol", after.state.getStepCount(), n_frames, dh_kJ)
-        generate_reports(self.simulation, [(r, d) for r, d in reports if d["steps"] == span_steps])
+        self._report_due(reports, span_steps)
 
-    def _reject(self, before, reason, n_frames):
-        """Restore the pre-jump state and cover the span with the simulation's own integrator."""
+    def _reject(self, before, reason, n_frames, reports):
+        """Restore the pre-jump state, then cover the span.
+
+        Tolerance mode: the span is integrated by the simulation's own integrator.  Metropolis mode
+        (generalised hybrid Monte Carlo): the configuration is kept for the span with its velocities
+        reversed, and reporters due at the span's end report it, as hybrid Monte Carlo repeats a rejected
+        sample; the next move does not depend on the outcome, which keeps the chain exact.
+        """
         self.stats.record_reject(reason)
         with self.stats.timing("transfer"):
             self._restore(before)
-            if self.options.metropolis:  # generalised HMC: reverse the synchronous velocities
-                self._current = self._set_velocities(-before.velocities_nm_ps)
-        if self.options.adapt_span:
+        if self.adapt_span:
             self.span_frames = max(1, self.span_frames // 2)
             self._accepted_in_row = 0
         logger.debug("step %d: jump of %d frames rejected (%s)", before.state.getStepCount(), n_frames, reason)
         self._history.clear()
-        self._integrate(n_frames * self.stride_steps)
+        if not self.options.metropolis:
+            self._integrate(n_frames * self.stride_steps)
+            return
+        with self.stats.timing("transfer"):
+            self._advance_clock(before, n_frames)
+            self._current = self._set_velocities(-before.velocities_nm_ps)
+        self._history.append((self._current.positions_nm, self._current.velocities_nm_ps))
+        self.stats.kept_ps += n_frames * self.stride_steps * self.timestep_ps
+        self._report_due(reports, n_frames * self.stride_steps)
+
+    def _report_due(self, reports, span_steps):
+        """Generate the reports (described before a jump) that fall on the jump's last step."""
+        generate_reports(self.simulation, [(r, d) for r, d in reports if d["steps"] == span_steps])
 
     def _restore(self, before):
         self.simulation.context.setState(before.state)
@@ -819,7 +862,7 @@ class ForecastAccelerator:
         return kinetic_temperature_K(kinetic, self.dof)
 
     def _reequilibration_due(self):
-        if self.options.reequilibration_steps == 0:
+        if self.options.metropolis or self.options.reequilibration_steps == 0:
             return False
         if abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ:
             return True

@@ -319,22 +319,78 @@ def test_cold_start_is_reequilibrated_before_any_jump(system, langevin_verlet):
     assert accelerator.stats.integrated_ps == pytest.approx(0.04)
 
 
-def test_metropolis_rejection_reverses_velocities(system, vv_verlet):
-    """NVE velocity Verlet is time-reversible: after a rejected jump the span is integrated backwards."""
+def test_metropolis_rejection_keeps_the_configuration_and_reverses_velocities(system, vv_verlet):
+    plain = vv_simulation(system)
+    plain.step(5)
     simulation = vv_simulation(system)
     x0, v0 = positions_nm(simulation), velocities_nm_ps(simulation)
     hopeless = Transformed(vv_verlet, lambda call, x, v: (x, 3.0 * v))
     accelerator = ForecastAccelerator(
         simulation, hopeless, molecular_system=system, progress=False, metropolis=True, seed=1,
-        adapt_span=False, initial_frames=1, segment_steps=5, jumps_per_cycle=1,
+        initial_frames=1, segment_steps=5, jumps_per_cycle=1,
     )
-    accelerator.step(10)  # 5 steps forward, a rejected 1-frame (5-step) jump: 5 steps back
-    assert accelerator.stats.rejections["metropolis"] == 1
+    accelerator.step(10)  # 5 steps, then a rejected 1-frame (5-step) jump
+    assert accelerator.stats.rejections["metropolis"] == 1 and accelerator.span_frames == 1  # span fixed
+    assert simulation.currentStep == 10 and accelerator.stats.kept_ps == pytest.approx(0.0025)
+    assert np.array_equal(positions_nm(simulation), positions_nm(plain))
+    assert np.array_equal(velocities_nm_ps(simulation), -velocities_nm_ps(plain))
+    # NVE velocity Verlet is time-reversible: the next 5 steps run back to the start.
+    accelerator.step(5)
     assert np.abs(positions_nm(simulation) - x0).max() < 1e-6
     # The centre-of-mass motion remover took out the initial centre-of-mass velocity (not reversible).
-    v1 = velocities_nm_ps(simulation)
-    masses = system.masses[:, None]
+    v1, masses = velocities_nm_ps(simulation), system.masses[:, None]
     assert np.abs(v1 + v0 - np.sum(masses * (v1 + v0), axis=0) / masses.sum()).max() < 1e-4
+
+
+def _harmonic_wells(n_particles, k_kJ_nm2):
+    """Carbon atoms 1 nm apart, each in its own isotropic harmonic well (no bonds, no CM motion remover)."""
+    system = mm.System()
+    force = mm.CustomExternalForce("0.5*k*((x-x0)^2+y^2+z^2)")
+    force.addGlobalParameter("k", k_kJ_nm2)
+    force.addPerParticleParameter("x0")
+    for i in range(n_particles):
+        system.addParticle(12.0)
+        force.addParticle(i, [float(i)])
+    system.addForce(force)
+    return system
+
+
+def test_metropolis_mode_samples_boltzmann_with_a_wrong_but_reversible_forecaster():
+    """Hybrid Monte Carlo is exact for any volume-preserving reversible map: here Verlet on a twice stiffer well.
+
+    <(x - x0)^2> per Cartesian component must be kT/k.  Accepting every jump instead (tolerance mode with
+    a huge tolerance) samples the forecaster's stiffer well: about 0.56 kT/k.  Langevin at 2 fs between
+    jumps (friction 50/ps, 20 fs per cycle): its O(dt) asymmetry under velocity reversal stays small.
+    """
+    n, k = 8, 1000.0
+    topology = app.Topology()
+    chain = topology.addChain()
+    for _ in range(n):
+        topology.addAtom("C", app.element.carbon, topology.addResidue("C", chain))
+    centres = np.array([[i, 0.0, 0.0] for i in range(n)])
+    wrong = VerletForecaster((_harmonic_wells(n, 2 * k), ["C"] * n), stride_ps=0.05, max_frames=4,
+                             timestep=10 * unit.femtosecond)
+    ratios = {}
+    for metropolis in (True, False):
+        integrator = mm.LangevinMiddleIntegrator(300, 50.0, 0.002)
+        integrator.setRandomNumberSeed(2)
+        simulation = app.Simulation(topology, _harmonic_wells(n, k), integrator, mm.Platform.getPlatformByName("Reference"))
+        simulation.context.setPositions(centres)
+        simulation.context.setVelocitiesToTemperature(300, 2)
+        accelerator = ForecastAccelerator(
+            simulation, wrong, metropolis=metropolis, energy_tolerance_kT=1e3, seed=2, segment_steps=10,
+            jumps_per_cycle=1, temperature_sigmas=None, adapt_span=False, progress=False,
+        )
+        accelerator.step(50 * 110)  # burn-in: 50 cycles of 10 steps and one 4-frame (100-step) jump
+        samples = []
+        for _ in range(2000):
+            accelerator.step(110)
+            samples.append(positions_nm(simulation) - centres)
+        ratios[metropolis] = np.mean(np.square(samples)) / (kT_kJ(300.0) / k)
+        if metropolis:
+            assert 0.2 < accelerator.stats.as_dict()["acceptance_rate"] < 0.8
+    assert abs(ratios[True] - 1.0) < 0.12  # 2000 strongly correlated samples: standard error about 0.045
+    assert ratios[False] < 0.7
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------
