@@ -4,6 +4,19 @@ Baselines: :class:`ConstantForecaster`, :class:`BallisticForecaster`, :class:`Ve
 Learned architectures are registered by name (:func:`available_architectures`), built untrained with
 :func:`build_forecaster` / :func:`create_forecaster`, saved with :func:`save_forecaster` and loaded with
 :func:`load_forecaster`.
+
+What the learned architectures guarantee by construction (to floating-point rounding, tested):
+
+================  =======  ======================  ======================================  =============
+architecture      history  frames                  rotations and reflections               COM, momentum
+================  =======  ======================  ======================================  =============
+mdtrajnet         1        direct, span an input   equivariant (O(3))                      conserved
+asteroid          >= 1     autoregressive          not equivariant: train with rotations   conserved
+multiscale_ode    1        RK4 ODE, any span       equivariant (O(3))                      conserved
+================  =======  ======================  ======================================  =============
+
+All three are exactly invariant under translations and Galilean boosts, and predict corrections to free
+flight ``x + v t``.
 """
 
 from .base import Forecaster, ForecasterMetadata
