@@ -647,9 +647,13 @@ class ForecastAccelerator:
             n_frames, reports = self._plan_jump(end_step)
             if n_frames == 0:
                 return
-            accepted = self._jump(n_frames, reports)
-            if not (accepted or self.options.metropolis) or self._reequilibration_due():
+            if not self._keeps_jumping(self._jump(n_frames, reports)):
                 return
+
+    def _keeps_jumping(self, accepted):
+        """Whether the cycle goes on after a jump: after an acceptance unless maintenance is due (tolerance
+        mode), after a rejection only in Metropolis mode (whose schedule must not depend on outcomes)."""
+        return (accepted or self.options.metropolis) and not self._reequilibration_due()
 
     def _plan_jump(self, end_step):
         """Frames of the next jump (0: none fits) and the reporters' next reports.
