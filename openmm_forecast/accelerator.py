@@ -924,27 +924,30 @@ class ForecastAccelerator:
             platform or OpenMM version.
         """
         context_bytes, record = read_checkpoint(path, self._system_fingerprint, self._forecaster_fingerprint)
+        name = str(path)
+        try:  # read everything before changing anything
+            state = record["accelerator"]
+            span_frames, accepted_in_row, drift_kJ = state["span_frames"], state["accepted_in_row"], state["drift_kJ"]
+            stats = AcceleratorStats.from_state(record["stats"])
+            rng = np.random.Generator(np.random.PCG64())
+            rng.bit_generator.state = record["rng"]
+            sanity_guard = self._sanity_guard(np.array(record["sanity_reference_nm"], dtype=np.float64))
+            step = int(record["step"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {name!r} lacks accelerator state: {error}") from error
+        if not 1 <= span_frames <= self.max_frames:
+            raise CheckpointError(f"checkpoint {name!r} has span {span_frames}, outside [1, {self.max_frames}]")
         try:
             self.simulation.context.loadCheckpoint(context_bytes)
         except Exception as error:
             raise CheckpointError(
-                f"OpenMM could not load the Context of checkpoint {str(path)!r} (written on another platform "
-                f"or OpenMM version?): {error}"
+                f"OpenMM could not load the Context of checkpoint {name!r} (written on another platform or "
+                f"OpenMM version?): {error}"
             ) from error
-        try:
-            state = record["accelerator"]
-            span_frames, accepted_in_row, drift_kJ = state["span_frames"], state["accepted_in_row"], state["drift_kJ"]
-            stats = AcceleratorStats.from_state(record["stats"])
-            self._rng.bit_generator.state = record["rng"]
-            sanity_guard = self._sanity_guard(np.array(record["sanity_reference_nm"], dtype=np.float64))
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {str(path)!r} lacks accelerator state: {error}") from error
-        if self.simulation.currentStep != record.get("step"):
-            raise CheckpointError(f"checkpoint {str(path)!r} is inconsistent: step {record.get('step')} recorded, "
+        if self.simulation.currentStep != step:
+            raise CheckpointError(f"checkpoint {name!r} is inconsistent: step {step} recorded, "
                                   f"{self.simulation.currentStep} in its Context")
-        if not 1 <= span_frames <= self.max_frames:
-            raise CheckpointError(f"checkpoint {str(path)!r} has span {span_frames}, outside [1, {self.max_frames}]")
         self.span_frames, self._accepted_in_row, self.drift_kJ, self.stats = span_frames, accepted_in_row, drift_kJ, stats
-        self.sanity_guard = sanity_guard
+        self._rng, self.sanity_guard = rng, sanity_guard
         self._history.clear()
         self._capture()
