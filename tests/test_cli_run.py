@@ -45,3 +45,7 @@ def test_run_refuses_to_overwrite_and_bad_times(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(_arguments(tmp_path / "odd", 0.0031)) == 1
     assert "multiple of the time step" in capsys.readouterr().err
+    # Killed before its first checkpoint: --resume starts again from the beginning, overwriting the partial run.
+    (out / "checkpoint.chk").unlink()
+    assert main(_arguments(out, 0.2, "--resume")) == 0
+    assert mdtraj.load(str(out / "trajectory.dcd"), top=str(out / "topology.pdb")).n_frames == 2

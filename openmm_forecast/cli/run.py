@@ -37,7 +37,8 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=1, help="seed of the thermostat, the velocities and the Metropolis stream")
     parser.add_argument("--report-interval", type=float, default=1.0, help="ps between trajectory frames and log lines (default 1)")
     parser.add_argument("--checkpoint-interval", type=float, default=10.0, help="ps between checkpoints (default 10)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.chk when it exists")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoint.chk (start from the beginning when there is none)")
     parser.add_argument("--stride", type=float, default=10.0, help="baselines only: fs between forecast frames (default 10)")
     parser.add_argument("--max-frames", type=int, default=8, help="baselines only: frames per forecast (default 8)")
     parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
@@ -107,8 +108,10 @@ def run(args):
 
     paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS)}
     resuming = args.resume and os.path.exists(paths[CHECKPOINT])
-    if not resuming and any(os.path.exists(paths[name]) for name in (TRAJECTORY, CHECKPOINT)):
+    if not args.resume and any(os.path.exists(paths[name]) for name in (TRAJECTORY, CHECKPOINT)):
         raise ValueError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+    if args.resume and not resuming:
+        logger.info("no checkpoint in %s: starting from the beginning", args.out)
     molecular_system = setup_from_args(args)
     timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
     total_steps = _steps(args.time, timestep_ps, "--time")
