@@ -571,7 +571,9 @@ class ForecastAccelerator:
     def _sanity_guard(self, reference_nm):
         """The SanityGuard of this simulation with ``reference_nm`` (n_atoms, 3) as its sane structure."""
         opts = self.options
-        clash_nm = None if opts.clash_distance is None else positive(opts.clash_distance, unit.nanometer, "clash_distance")
+        clash_nm = None
+        if opts.clash_distance is not None:
+            clash_nm = positive(opts.clash_distance, unit.nanometer, "clash_distance")
         return SanityGuard(
             self.simulation.topology,
             reference_nm,
@@ -737,7 +739,8 @@ class ForecastAccelerator:
     def _advance_clock(self, before, n_frames):
         """Set the Context's time and step count to ``n_frames`` strides after ``before``."""
         span_steps = n_frames * self.stride_steps
-        self.simulation.context.setTime(before.state.getTime().value_in_unit(unit.picosecond) + span_steps * self.timestep_ps)
+        start_ps = before.state.getTime().value_in_unit(unit.picosecond)
+        self.simulation.context.setTime(start_ps + span_steps * self.timestep_ps)
         self.simulation.context.setStepCount(before.state.getStepCount() + span_steps)
 
     def _set_velocities(self, velocities):
@@ -750,7 +753,9 @@ class ForecastAccelerator:
         context.setVelocities(velocities)
         if self._has_constraints:
             context.applyVelocityConstraints(self._constraint_tolerance)
-        state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups)
+        state = context.getState(
+            getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups
+        )
         synchronous = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         if self._leapfrog:
             forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
@@ -853,7 +858,9 @@ class ForecastAccelerator:
         constraints in the Context, whose velocities are then put back as they were.
         """
         context = self.simulation.context
-        state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups)
+        state = context.getState(
+            getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups
+        )
         velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         if self._leapfrog:
             forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
@@ -861,7 +868,8 @@ class ForecastAccelerator:
             if self._has_constraints:
                 context.setVelocities(velocities)
                 context.applyVelocityConstraints(self._constraint_tolerance)
-                velocities = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+                projected = context.getState(getVelocities=True).getVelocities(asNumpy=True)
+                velocities = projected.value_in_unit(unit.nanometer / unit.picosecond)
                 context.setState(state)
         self._current = self._snapshot(state, velocities)
         return self._current.positions_nm, self._current.velocities_nm_ps
@@ -947,7 +955,8 @@ class ForecastAccelerator:
         if self.simulation.currentStep != step:
             raise CheckpointError(f"checkpoint {name!r} is inconsistent: step {step} recorded, "
                                   f"{self.simulation.currentStep} in its Context")
-        self.span_frames, self._accepted_in_row, self.drift_kJ, self.stats = span_frames, accepted_in_row, drift_kJ, stats
+        self.span_frames, self._accepted_in_row, self.drift_kJ = span_frames, accepted_in_row, drift_kJ
+        self.stats = stats
         self._rng, self.sanity_guard = rng, sanity_guard
         self._history.clear()
         self._capture()

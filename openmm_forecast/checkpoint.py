@@ -91,7 +91,9 @@ def read_checkpoint(path, system_fingerprint, forecaster_fingerprint):
     except FileNotFoundError as error:
         raise CheckpointError(f"checkpoint {path!r} does not exist") from error
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"checkpoint {path!r} is corrupt or not an openmm-forecast checkpoint: {error}") from error
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupt or not an openmm-forecast checkpoint: {error}"
+        ) from error
     if record.get("format") != FORMAT or record.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path!r} has format {record.get('format')!r} version {record.get('format_version')!r}; "

@@ -35,6 +35,7 @@ from openmm_forecast.units import kT_kJ
 
 VV_STEP = 0.5 * unit.femtosecond
 VV_STRIDE_PS = 0.0025  # 5 steps of 0.5 fs
+REFERENCE = mm.Platform.getPlatformByName("Reference")
 
 
 # ---- test doubles ---------------------------------------------------------------------------------
@@ -374,7 +375,7 @@ def test_metropolis_mode_samples_boltzmann_with_a_wrong_but_reversible_forecaste
     for metropolis in (True, False):
         integrator = mm.LangevinMiddleIntegrator(300, 50.0, 0.002)
         integrator.setRandomNumberSeed(2)
-        simulation = app.Simulation(topology, _harmonic_wells(n, k), integrator, mm.Platform.getPlatformByName("Reference"))
+        simulation = app.Simulation(topology, _harmonic_wells(n, k), integrator, REFERENCE)
         simulation.context.setPositions(centres)
         simulation.context.setVelocitiesToTemperature(300, 2)
         accelerator = ForecastAccelerator(
@@ -400,7 +401,9 @@ def test_checkpoint_round_trip_continues_identically(system, langevin_verlet, tm
     # Metropolis with slightly heated forecasts: acceptance depends on the random stream.
     heated = Transformed(langevin_verlet, lambda call, x, v: (x, 1.02 * v))
     simulation = langevin_simulation(system, seed=8)
-    accelerator = ForecastAccelerator(simulation, heated, molecular_system=system, progress=False, metropolis=True, seed=3)
+    accelerator = ForecastAccelerator(
+        simulation, heated, molecular_system=system, progress=False, metropolis=True, seed=3
+    )
     accelerator.step(100)
     path = tmp_path / "run.chk"
     accelerator.save_checkpoint(path)
@@ -521,7 +524,8 @@ def test_forecaster_system_mismatch(system):
     with pytest.raises(ModelMismatchError, match="first difference at atom 0"):
         ForecastAccelerator(simulation, ConstantForecaster(swapped, 0.01))
     with pytest.raises(ModelMismatchError, match="amber14-obc2"):
-        ForecastAccelerator(simulation, ConstantForecaster(elements, 0.01, setup="amber14-obc2"), molecular_system=system)
+        other_setup = ConstantForecaster(elements, 0.01, setup="amber14-obc2")
+        ForecastAccelerator(simulation, other_setup, molecular_system=system)
 
 
 def test_solvated_system_is_refused(system):
@@ -543,7 +547,7 @@ def test_solvated_system_is_refused(system):
     ids=["brownian", "variable", "mts", "custom", "step-does-not-divide-stride"],
 )
 def test_unsupported_integrators(system, make_integrator, message):
-    simulation = app.Simulation(system.topology, system.system, make_integrator(), mm.Platform.getPlatformByName("Reference"))
+    simulation = app.Simulation(system.topology, system.system, make_integrator(), REFERENCE)
     simulation.context.setPositions(system.positions)
     with pytest.raises(UnsupportedSystemError, match=message):
         ForecastAccelerator(simulation, ConstantForecaster(system.elements, 0.01, temperature_K=300.0))
@@ -553,10 +557,12 @@ def test_custom_integrator_accepted_when_vouched_for(system):
     integrator = mm.CustomIntegrator(0.002)
     integrator.addComputePerDof("v", "v+dt*f/m")
     integrator.addComputePerDof("x", "x+dt*v")
-    simulation = app.Simulation(system.topology, system.system, integrator, mm.Platform.getPlatformByName("Reference"))
+    simulation = app.Simulation(system.topology, system.system, integrator, REFERENCE)
     simulation.context.setPositions(system.positions)
     forecaster = ConstantForecaster(system.elements, 0.01)
-    accelerator = ForecastAccelerator(simulation, forecaster, allow_custom_integrator=True, temperature=300 * unit.kelvin)
+    accelerator = ForecastAccelerator(
+        simulation, forecaster, allow_custom_integrator=True, temperature=300 * unit.kelvin
+    )
     assert accelerator.stride_steps == 5
     with pytest.raises(ValueError, match="needs a temperature"):
         ForecastAccelerator(simulation, forecaster, allow_custom_integrator=True)

@@ -19,7 +19,8 @@ from ._common import add_setup_arguments, setup_from_args
 
 logger = logging.getLogger(__name__)
 
-TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS = "trajectory.dcd", "log.csv", "topology.pdb", "checkpoint.chk", "stats.json"
+TRAJECTORY, LOG, TOPOLOGY = "trajectory.dcd", "log.csv", "topology.pdb"
+CHECKPOINT, STATS = "checkpoint.chk", "stats.json"
 
 
 def add_parser(subparsers):
@@ -31,15 +32,20 @@ def add_parser(subparsers):
         "OUT/stats.json.",
     )
     add_setup_arguments(parser)
-    parser.add_argument("--model", required=True, help="forecaster: 'verlet', 'ballistic', 'constant', a shipped model or a file")
-    parser.add_argument("--time", type=float, required=True, help="total simulated time in ps (a resumed run continues up to it)")
+    parser.add_argument("--model", required=True,
+                        help="forecaster: 'verlet', 'ballistic', 'constant', a shipped model or a model file")
+    parser.add_argument("--time", type=float, required=True,
+                        help="total simulated time in ps (a resumed run continues up to it)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the thermostat, the velocities and the Metropolis stream")
-    parser.add_argument("--report-interval", type=float, default=1.0, help="ps between trajectory frames and log lines (default 1)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the thermostat, the velocities and the Metropolis stream")
+    parser.add_argument("--report-interval", type=float, default=1.0,
+                        help="ps between trajectory frames and log lines (default 1)")
     parser.add_argument("--checkpoint-interval", type=float, default=10.0, help="ps between checkpoints (default 10)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.chk (start from the beginning when there is none)")
-    parser.add_argument("--stride", type=float, default=10.0, help="baselines only: fs between forecast frames (default 10)")
+    parser.add_argument("--stride", type=float, default=10.0,
+                        help="baselines only: fs between forecast frames (default 10)")
     parser.add_argument("--max-frames", type=int, default=8, help="baselines only: frames per forecast (default 8)")
     parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
     parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
@@ -155,7 +161,8 @@ def run(args):
     while simulation.currentStep < total_steps:
         accelerator.step(min(checkpoint_steps, total_steps - simulation.currentStep))
         accelerator.save_checkpoint(paths[CHECKPOINT])
-        _write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start))
+        wall_s = time.perf_counter() - start
+        _write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, wall_s))
     summary = _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start)
     _write_json(paths[STATS], summary)
     stats = summary["stats"]
