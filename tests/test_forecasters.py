@@ -469,7 +469,9 @@ def test_tiny_model_overfits_tiny_dataset(architecture):
     inputs_x, inputs_v = all_x[:, :history], all_v[:, :history]
     target_x, target_v = all_x[:, history:], all_v[:, history:]
     changes = dict(ode_steps_per_stride=2) if ode else {}
-    forecaster = _tiny(architecture, elements, stride_ps=stride, max_frames=frames, masses=masses, bonds=bonds, **changes)
+    forecaster = _tiny(
+        architecture, elements, stride_ps=stride, max_frames=frames, masses=masses, bonds=bonds, **changes
+    )
     model = forecaster.module.train()
     spans = stride * torch.arange(1, frames + 1, dtype=torch.float64)[None, :, None, None]
     scale_x = ((inputs_x[:, -1:] + inputs_v[:, -1:] * spans - target_x) ** 2).mean()

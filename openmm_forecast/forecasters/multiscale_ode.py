@@ -86,7 +86,8 @@ class MultiscaleODE(ResidualForecastModule):
     max_acceleration: float
 
     def __init__(self, elements, stride_ps, history=1, bonds=None, reference_positions=None, cutoff_nm=0.16,
-                 n_scales=3, d_model=32, layers=1, n_rbf=16, r_max_nm=1.0, ode_steps_per_stride=4, max_acceleration=1e4, masses=None):
+                 n_scales=3, d_model=32, layers=1, n_rbf=16, r_max_nm=1.0, ode_steps_per_stride=4,
+                 max_acceleration=1e4, masses=None):
         super().__init__(elements, stride_ps, history, masses)
         if history != 1:
             raise ValueError(f"multiscale_ode is Markovian and reads one state (history=1), got history={history}")
