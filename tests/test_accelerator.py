@@ -5,6 +5,7 @@ velocity Verlet NVE at 0.5 fs (the ``verlet`` baseline at the same step then rep
 integration exactly), and the setup's LangevinMiddleIntegrator at 2 fs.
 """
 
+import dataclasses
 import os
 import signal
 import struct
@@ -144,6 +145,39 @@ def test_verlet_forecaster_reproduces_plain_velocity_verlet(system, vv_verlet):
     assert np.abs(positions_nm(simulation) - positions_nm(plain)).max() < 1e-9
     assert np.abs(velocities_nm_ps(simulation) - velocities_nm_ps(plain)).max() < 1e-6
     assert simulation.context.getTime().value_in_unit(unit.picosecond) == pytest.approx(0.2, abs=1e-12)
+
+
+class HistoryTwo(Forecaster):
+    """Reads two states (history 2) and records them with the step they were given at; forecasts from the last."""
+
+    def __init__(self, inner, simulation):
+        self.inner, self.simulation, self.inputs = inner, simulation, []
+        self.metadata = dataclasses.replace(inner.metadata, history=2)
+
+    def _forecast(self, positions, velocities, n_frames):
+        self.inputs.append((self.simulation.currentStep, positions[0].copy()))
+        return self.inner._forecast(positions[:, -1:], velocities[:, -1:], n_frames)
+
+
+def test_history_frames_are_the_states_one_stride_apart(system, vv_verlet):
+    plain = vv_simulation(system)
+    trajectory = RecordingReporter(1)
+    plain.reporters.append(trajectory)
+    start = positions_nm(plain)
+    plain.step(300)
+    states = {0: start, **dict(zip(trajectory.steps, trajectory.positions))}
+    simulation = vv_simulation(system)
+    forecaster = HistoryTwo(vv_verlet, simulation)
+    accelerator = ForecastAccelerator(simulation, forecaster, molecular_system=system, progress=False)
+    assert accelerator.segment_steps == 5  # one stride: the history needs the state one stride back
+    accelerator.step(300)
+    assert accelerator.stats.jumps_accepted == accelerator.stats.jumps_attempted == len(forecaster.inputs) >= 10
+    for step, (previous, current) in forecaster.inputs:
+        assert np.abs(current - states[step]).max() < 1e-9
+        assert np.abs(previous - states[step - 5]).max() < 1e-9
+    # Cycles of 85 steps (a 5-step segment, four 4-frame jumps): jumps after the first of a cycle read an
+    # intermediate forecast frame as their previous state.
+    assert any((step - 5) % 85 for step, _ in forecaster.inputs)
 
 
 def test_leapfrog_velocities_are_synchronised_for_the_forecaster(system, vv_verlet):
