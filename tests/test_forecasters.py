@@ -393,6 +393,16 @@ def test_export_load_round_trip(architecture, vacuum_system, states, tmp_path):
         loaded.check_compatible(vacuum_system.elements, setup="amber14-obc2")
 
 
+def test_shipped_model_is_loaded_by_name(vacuum_system, states, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "models_directory", lambda: str(tmp_path))
+    forecaster = _tiny("mdtrajnet", vacuum_system.elements)
+    save_forecaster(forecaster, tmp_path / "ala2-test.pt")
+    assert registry.shipped_models() == ["ala2-test"]
+    loaded = load_forecaster("ala2-test", molecular_system=vacuum_system)
+    x, v = _inputs(states, 1)
+    np.testing.assert_array_equal(loaded.forecast(x, v)[0], forecaster.forecast(x, v)[0])
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_mismatched_system_is_refused(architecture, vacuum_system, tmp_path):
     swapped = list(vacuum_system.elements)
