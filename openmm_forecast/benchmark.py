@@ -49,6 +49,7 @@ from .analysis import (
     window_js,
     wrap_degrees,
 )
+from .checkpoint import forecaster_fingerprint
 from .errors import DataFileError
 from .walkers import ForecastWalkers, PlainWalkers
 
@@ -508,8 +509,10 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
         "temperature_K": molecular_system.temperature.value_in_unit(unit.kelvin),
         "walkers": int(n_walkers),
         "seeds": list(hybrid.seeds),
-        "forecaster": {"architecture": meta.architecture, "stride_ps": meta.stride_ps, "max_frames": meta.max_frames,
-                       "history": meta.history, "setup": meta.setup, "options": dict(forecaster_options or {})},
+        "forecaster": {"name": os.fspath(forecaster) if isinstance(forecaster, (str, os.PathLike)) else None,
+                       "architecture": meta.architecture, "fingerprint": forecaster_fingerprint(hybrid.forecaster),
+                       "stride_ps": meta.stride_ps, "max_frames": meta.max_frames, "history": meta.history,
+                       "setup": meta.setup, "options": dict(forecaster_options or {})},
         "accelerator_options": {k: (str(v) if unit.is_quantity(v) else v) for k, v in accelerator_options.items()},
         "protocol": ("same process, same seeds, platform and potential; the arms alternate in slices of "
                      f"{slice_seconds if slice_seconds is not None else wall_seconds:g} s of wall clock (plain "
