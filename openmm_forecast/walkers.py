@@ -19,7 +19,8 @@ A lockstep cycle (compare :meth:`ForecastAccelerator._cycle`):
    span); ONE forecaster call with the largest ``n_frames`` of the round maps the stacked histories
    ``(n_walkers_jumping, history, n_atoms, 3)`` to frames, each walker takes its first ``n_frames`` (frame
    ``k`` of a forecast is the state at ``t + k * stride`` whatever the number of frames asked for), and
-   judges them with its own guards.  A walker that rejects, or needs maintenance, leaves the round.
+   judges them with its own guards.  A walker leaves the round when the accelerator's own rule says its
+   cycle ends (a rejection in tolerance mode, or maintenance due).
 
 :class:`PlainWalkers` is the baseline: the same replicas with the same seeds, integrated by OpenMM alone.
 Both share :meth:`sample`, which records positions of every walker at a fixed simulated-time interval
@@ -331,7 +332,7 @@ class ForecastWalkers(_Walkers):
             self._propose([walker for walker, *_ in plans], max(plan[2] for plan in plans))
             jumping = [
                 (walker, end) for walker, end, n_frames, reports in plans
-                if walker._jump(n_frames, reports) and not walker._reequilibration_due()
+                if walker._keeps_jumping(walker._jump(n_frames, reports))
             ]
 
     def _propose(self, walkers, n_frames):

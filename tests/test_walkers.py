@@ -95,9 +95,10 @@ def test_batched_forecast_equals_one_walker_at_a_time(system, verlet, tiny_model
     assert np.abs(batched_x[0] - batched_x[1]).max() > 1e-4
 
 
-def test_walkers_in_a_batch_follow_their_solo_trajectories(frictionless, tiny_model):
+@pytest.mark.parametrize("options", [{}, {"metropolis": True}], ids=["tolerance", "metropolis"])
+def test_walkers_in_a_batch_follow_their_solo_trajectories(frictionless, tiny_model, options):
     system = frictionless
-    together = ForecastWalkers(system, tiny_model, seeds=[3, 4], platform="Reference")
+    together = ForecastWalkers(system, tiny_model, seeds=[3, 4], platform="Reference", **options)
     together.step(300)
     assert together.forecast_calls > 0
     stats = [w.stats for w in together.walkers]
@@ -105,7 +106,7 @@ def test_walkers_in_a_batch_follow_their_solo_trajectories(frictionless, tiny_mo
     assert sum(s.jumps_accepted for s in stats) > 0
     assert sum(s.jumps_attempted - s.jumps_accepted for s in stats) > 0
     for index, seed in enumerate([3, 4]):
-        alone = ForecastWalkers(system, tiny_model, seeds=[seed], platform="Reference")
+        alone = ForecastWalkers(system, tiny_model, seeds=[seed], platform="Reference", **options)
         alone.step(300)
         x_batch, v_batch = state_of(together.simulations[index])
         x_alone, v_alone = state_of(alone.simulations[0])
