@@ -121,6 +121,12 @@ class AcceleratorOptions:
         Largest factor by which a bond may differ from its length at construction (default 1.5).
     check_chirality : bool
         Reject inverted stereocentres (default True).
+    thermostat_jumps : bool
+        With a Langevin integrator, follow every accepted jump (and every Metropolis rejection) by the
+        exact Ornstein-Uhlenbeck velocity step of the Langevin thermostat over the jump's span,
+        ``v <- a v + sqrt((1 - a^2) kT / m) xi`` with ``a = exp(-friction * span)``, so that the thermostat
+        acts on all simulated time, not only on the integrated part (default True).  A jump is then the
+        Hamiltonian part of a Langevin splitting: forecast flow, then friction and noise.
     allow_custom_integrator : bool
         Accept a ``CustomIntegrator`` other than openmm-forecast's velocity Verlet; you vouch that its
         ``getStepSize()`` is its time step and that its state is positions and velocities.
@@ -147,6 +153,7 @@ class AcceleratorOptions:
     clash_distance: unit.Quantity = None
     bond_stretch: float = 1.5
     check_chirality: bool = True
+    thermostat_jumps: bool = True
     allow_custom_integrator: bool = False
     progress: bool = None
     max_dh_samples: int = 10000
@@ -532,6 +539,13 @@ class ForecastAccelerator:
         self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS  # velocities lag positions by dt/2
         inverse_mass = np.divide(1.0, self.masses_amu, out=np.zeros_like(self.masses_amu), where=self.masses_amu > 0)
         self._half_kick = (0.5 * self.timestep_ps * inverse_mass)[:, None]  # ps/amu: dt/2 F/m in nm/ps
+        # Thermal velocity scale sqrt(kT/m) per atom, in nm/ps (kJ/mol/amu = nm^2/ps^2).
+        self._thermal_speed = np.sqrt(self.kT_kJ * inverse_mass)[:, None]
+        has_friction = opts.thermostat_jumps and hasattr(integrator, "getFriction")
+        self.friction_per_ps = integrator.getFriction().value_in_unit(unit.picosecond**-1) if has_friction else 0.0
+        # With a CMMotionRemover the System keeps zero total momentum; the thermostat's noise must too, or the
+        # remover takes the noise's centre-of-mass kinetic energy out during the next jump (dH ~ -kT).
+        self._removes_com_motion = any(isinstance(f, mm.CMMotionRemover) for f in simulation.system.getForces())
         self._current = None  # Snapshot of the Context now
         self._system_fingerprint = system_fingerprint(simulation.system)
         self._forecaster_fingerprint = forecaster_fingerprint(self.forecaster)
@@ -786,6 +800,7 @@ class ForecastAccelerator:
                 self.span_frames = min(self.max_frames, 2 * self.span_frames)
                 self._accepted_in_row = 0
         logger.debug("step %d: jump of %d frames accepted, dH %.3f kJ/mol", after.state.getStepCount(), n_frames, dh_kJ)
+        self._thermalise(span_steps * self.timestep_ps)
         self._report_due(reports, span_steps)
 
     def _reject(self, before, reason, n_frames, reports):
@@ -811,8 +826,29 @@ class ForecastAccelerator:
             self._advance_clock(before, n_frames)
             self._current = self._set_velocities(-before.velocities_nm_ps)
         self._history.append((self._current.positions_nm, self._current.velocities_nm_ps))
+        self._thermalise(n_frames * self.stride_steps * self.timestep_ps)
         self.stats.kept_ps += n_frames * self.stride_steps * self.timestep_ps
         self._report_due(reports, n_frames * self.stride_steps)
+
+    def _thermalise(self, span_ps):
+        """Exact Ornstein-Uhlenbeck step of the Langevin thermostat over ``span_ps`` on the current state.
+
+        ``v <- a v + sqrt((1 - a^2) kT/m) xi``, ``a = exp(-friction span)``, applied to the synchronous
+        velocities (then projected onto the constraints and written back in the integrator's convention).
+        It leaves the Maxwell-Boltzmann distribution invariant and does nothing without friction.  When
+        the System has a ``CMMotionRemover``, the centre-of-mass velocity is removed as the remover would.
+        """
+        if self.friction_per_ps == 0.0:
+            return
+        with self.stats.timing("transfer"):
+            decay = np.exp(-self.friction_per_ps * span_ps)
+            velocities = self._current.velocities_nm_ps
+            noise = self._rng.standard_normal(velocities.shape)
+            velocities = decay * velocities + np.sqrt(1.0 - decay * decay) * self._thermal_speed * noise
+            if self._removes_com_motion:
+                velocities = velocities - self.masses_amu @ velocities / self.masses_amu.sum()
+            self._current = self._set_velocities(velocities)
+            self._history[-1] = (self._current.positions_nm, self._current.velocities_nm_ps)
 
     def _report_due(self, reports, span_steps):
         """Generate the reports (described before a jump) that fall on the jump's last step."""

@@ -343,6 +343,31 @@ def test_accumulated_drift_triggers_reequilibration(system, langevin_verlet):
     assert accelerator.drift_kJ <= 3.0 * accelerator.kT_kJ + max(stats.dh_kJ)
 
 
+def test_jumps_are_thermostatted_so_a_cold_start_reaches_the_target_temperature(system, langevin_verlet):
+    """With ~90 % of the time covered by (energy-conserving) jumps, the Langevin thermostat must still act
+    on all simulated time: each accepted jump is followed by the exact Ornstein-Uhlenbeck step for its span."""
+
+    def late_temperature(thermostat_jumps):
+        simulation = langevin_simulation(system, seed=4, equilibrate=1000)
+        simulation.context.setVelocitiesToTemperature(100 * unit.kelvin, 5)
+        accelerator = ForecastAccelerator(
+            simulation, langevin_verlet, molecular_system=system, progress=False, seed=3,
+            thermostat_jumps=thermostat_jumps, temperature_sigmas=None, reequilibration_steps=0,
+        )
+        temperatures = []
+        for _ in range(100):  # 10 ps
+            accelerator.step(50)
+            temperatures.append(accelerator.kinetic_temperature_K())
+        assert accelerator.stats.jumped_ps > 0.8 * 10.0
+        return np.mean(temperatures[50:])
+
+    thermostatted, unthermostatted = late_temperature(True), late_temperature(False)
+    # 50 samples of T (sd ~ 300 K * sqrt(2/51) = 59 K, correlated over ~0.5 ps): +-45 K is ~3 standard errors.
+    assert 255.0 < thermostatted < 345.0
+    # Friction on the integrated ~10 % only relaxes the kinetic energy ~10x more slowly: still cold.
+    assert thermostatted - unthermostatted > 25.0
+
+
 def test_cold_start_is_reequilibrated_before_any_jump(system, langevin_verlet):
     simulation = langevin_simulation(system)
     simulation.context.setVelocities(np.zeros((system.n_atoms, 3)))
