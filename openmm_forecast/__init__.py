@@ -33,6 +33,8 @@ from .data import TrajectoryData, data_fingerprint, generate_nve_segments, gener
 from .evaluation import evaluate
 from .integrators import velocity_verlet_integrator
 from .platforms import fastest_platform
+from .potential_training import fit_potential
+from .potentials import TorchANIPotential, ani2x_module, build_ani_potential, load_potential, save_potential
 from .systems import SETUPS, MolecularSystem, build_system
 from .training import TrainingConfig, train
 
@@ -63,6 +65,12 @@ __all__ = [
     "UnsupportedSystemError",
     "build_system",
     "fastest_platform",
+    "TorchANIPotential",
+    "ani2x_module",
+    "build_ani_potential",
+    "fit_potential",
+    "load_potential",
+    "save_potential",
     "velocity_verlet_integrator",
     "TrainingConfig", "evaluate", "train",
     "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",
