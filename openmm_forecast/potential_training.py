@@ -387,27 +387,19 @@ def energies_and_forces(potential, positions, create_graph=False):
     return energies, -gradient
 
 
-def fit_self_energies(potential, energies_kJ):
-    """Set the per-element self energies by least squares on ``energies_kJ`` (training set, kJ/mol).
-
-    Every configuration has the same composition here, so this is the minimum-norm solution that puts
-    the mean training energy into the self energies; the networks then learn only the variation.
-    """
-    model = potential.model
-    counts = torch.stack(
-        [(potential.atomic_numbers[0] == z).sum() for z in model.atomic_numbers]
-    ).to(torch.float64)
-    design = counts.expand(len(energies_kJ), -1).numpy()
-    solution = np.linalg.lstsq(design, np.asarray(energies_kJ) / HARTREE_TO_KJ_PER_MOL, rcond=None)[0]
-    with torch.no_grad():
-        model.energy_shifter.self_energies.copy_(torch.as_tensor(solution))
-
-
 def calibrate_energy_offset(potential, positions, energies_kJ, batch_size=256):
     """Shift the self energies so that the mean energy error on (positions nm, energies kJ/mol) is zero.
 
     Training fits energies only up to a constant (the loss uses batch-centred energy errors: the
-    constant is stiff and noisy for the optimiser); this sets the constant exactly, afterwards.
+    constant is stiff and noisy for the optimiser); this sets the constant exactly, before training
+    (so that the untrained model starts near the data) and after.  The offset is split over the
+    elements in proportion to their atom counts (the minimum-norm least-squares split: with a single
+    composition only the total is determined).
+
+    Returns
+    -------
+    float
+        The offset added, kJ/mol.
     """
     predicted = []
     for start in range(0, len(positions), batch_size):
@@ -466,7 +458,8 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
     -------
     dict
         ``history`` (per-epoch losses and validation RMSEs), ``best_epoch``, ``stop_reason``,
-        ``epochs``, ``train_seconds``.  ``potential`` holds the best (lowest validation loss) weights.
+        ``epochs``, ``train_seconds``, ``energy_offset_kJ_per_mol``.  ``potential`` holds the best
+        (lowest validation loss) weights, its energy constant calibrated on ``train``.
     """
     dtype = potential.angstrom_per_nm.dtype
     tensors = [torch.as_tensor(np.asarray(array), dtype=dtype) for array in train]
@@ -559,9 +552,9 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
     bar.close()
     if state["best_model"] is not None:
         potential.load_state_dict(state["best_model"])
-    calibrate_energy_offset(potential, train[0], train[1])
+    offset = calibrate_energy_offset(potential, train[0], train[1])
     return {"history": state["history"], "best_epoch": state["best_epoch"], "stop_reason": stop_reason,
-            "epochs": state["epoch"], "train_seconds": state["train_seconds"]}
+            "epochs": state["epoch"], "train_seconds": state["train_seconds"], "energy_offset_kJ_per_mol": offset}
 
 
 def _save_checkpoint(path, potential, optimizer, scheduler, state):
@@ -708,7 +701,7 @@ def fit_potential(config, run_dir=None, progress=True):
         architecture = {k: v for k, v in dataclasses.asdict(config.model).items() if k != "export_dtype"}
         architecture["hidden_layers"] = tuple(architecture["hidden_layers"])
         potential = build_ani_potential(elements, dtype="float32", seed=config.seed, **architecture)
-        fit_self_energies(potential, train[1])
+        calibrate_energy_offset(potential, train[0], train[1])
         result = train_potential(
             potential, train, validation, config.training,
             checkpoint_path=os.path.join(run_dir, "checkpoint.pt"), progress=progress,

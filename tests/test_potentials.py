@@ -16,10 +16,10 @@ from openmm_forecast import ModelFileError, ModelMismatchError, build_system
 from openmm_forecast.errors import CheckpointError
 from openmm_forecast.potential_training import (
     TrainingConfig,
+    calibrate_energy_offset,
     config_from_dict,
     energies_and_forces,
     fit_potential,
-    fit_self_energies,
     label_configurations,
     load_config,
     sample_configurations,
@@ -171,14 +171,17 @@ def test_training_reduces_errors(elements, configurations):
     energies, forces = label_configurations(reference.system, configurations)
     data = (configurations, energies, forces)
     potential = build_ani_potential(elements, ensemble_size=1, hidden_layers=(64,), seed=1)
-    fit_self_energies(potential, energies)
+    calibrate_energy_offset(potential, configurations, energies)
     _, start_f = energies_and_forces(potential, torch.as_tensor(configurations, dtype=torch.float32))
     start = float(((start_f.detach().double().numpy() - forces) ** 2).mean())
     settings = TrainingConfig(batch_size=5, learning_rate=3e-3, max_epochs=10, patience=100)
     result = train_potential(potential, data, data, settings, progress=False)
-    _, end_f = energies_and_forces(potential, torch.as_tensor(configurations, dtype=torch.float32))
+    end_e, end_f = energies_and_forces(potential, torch.as_tensor(configurations, dtype=torch.float32))
     end = float(((end_f.detach().double().numpy() - forces) ** 2).mean())
     assert end < 0.5 * start
+    # the energy constant is calibrated on the training data after training: no mean error is left
+    assert float(end_e.detach().double().mean()) == pytest.approx(energies.mean(), abs=1e-3)
+    assert result["energy_offset_kJ_per_mol"] != 0.0
     losses = [h["validation_loss"] for h in result["history"]]
     assert min(losses[-3:]) < 0.5 * losses[0]
 
