@@ -30,6 +30,7 @@ Units: ns, ps, seconds, degrees.
 """
 
 import glob
+import hashlib
 import json
 import os
 import platform as platform_module
@@ -478,6 +479,7 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
     os.makedirs(out, exist_ok=True)
     platform = fastest_platform(molecular_system) if platform is None else get_platform(platform)
 
+    model_sha256 = _model_file_sha256(forecaster)
     plain = PlainWalkers(molecular_system, n_walkers, seed=seed, platform=platform)
     hybrid = ForecastWalkers(molecular_system, forecaster, n_walkers, seed=seed, platform=platform,
                              forecaster_options=forecaster_options, **accelerator_options)
@@ -511,6 +513,7 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
         "seeds": list(hybrid.seeds),
         "forecaster": {"name": os.fspath(forecaster) if isinstance(forecaster, (str, os.PathLike)) else None,
                        "architecture": meta.architecture, "fingerprint": forecaster_fingerprint(hybrid.forecaster),
+                       "file_sha256": model_sha256,
                        "stride_ps": meta.stride_ps, "max_frames": meta.max_frames, "history": meta.history,
                        "setup": meta.setup, "options": dict(forecaster_options or {})},
         "accelerator_options": {k: (str(v) if unit.is_quantity(v) else v) for k, v in accelerator_options.items()},
@@ -551,6 +554,21 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
                       f"hybrid ({meta.architecture})": (hybrid_samples.wall_s, hybrid_js)},
                      os.path.join(out, "convergence.png"), target_js=detail["target_js"], noise_js=noise)
     return report
+
+
+def _model_file_sha256(forecaster):
+    """SHA-256 of the model file a forecaster name or path refers to (weights included), else None."""
+    from .forecasters.registry import MODEL_SUFFIX, models_directory, shipped_models
+
+    if not isinstance(forecaster, (str, os.PathLike)):
+        return None
+    path = os.fspath(forecaster)
+    if not os.path.isfile(path):
+        path = os.path.join(models_directory(), path + MODEL_SUFFIX) if path in shipped_models() else None
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def format_summary(report):

@@ -7,6 +7,8 @@ forecast jumps batched over walkers, each for ``--wall-seconds``, alternating in
 :mod:`openmm_forecast.benchmark`), OUT/ramachandran.png and OUT/convergence.png.
 """
 
+import logging
+
 from ._common import add_setup_arguments, setup_from_args
 
 
@@ -55,6 +57,8 @@ def execute(args, molecular_system, model, forecaster_options=None):
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if not getattr(args, "verbose", False):  # per-walker re-equilibration notices: counted in the report instead
+        logging.getLogger("openmm_forecast.accelerator").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     report = run_benchmark(
         molecular_system, model, args.out, n_walkers=args.walkers, wall_seconds=args.wall_seconds,
