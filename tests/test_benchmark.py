@@ -1,5 +1,6 @@
 """The benchmark harness: a complete, consistent report on a tiny budget; the speed-up arithmetic; the CLI."""
 
+import hashlib
 import json
 import os
 
@@ -20,8 +21,11 @@ from openmm_forecast.benchmark import (
 )
 from openmm_forecast.cli import main
 from openmm_forecast.errors import DataFileError
-from openmm_forecast.forecasters.registry import shipped_models
+from openmm_forecast.forecasters import create_forecaster, save_forecaster
+from openmm_forecast.forecasters import registry
 from openmm_forecast.walkers import PlainWalkers
+
+from forecast_helpers import TINY
 
 
 def synthetic_run(rng, n_frames):
@@ -161,18 +165,25 @@ def test_reference_loading_errors(tmp_path):
         load_reference_runs(tmp_path)
 
 
-def test_cli_benchmark_and_demo(reference_dir, tmp_path, capsys):
+def test_cli_benchmark_with_a_model_file(vacuum_system, reference_dir, tmp_path, capsys):
+    model = create_forecaster(TINY, elements=vacuum_system.elements, stride_ps=0.002, max_frames=2, history=1,
+                              setup=vacuum_system.setup, hidden=8)
+    save_forecaster(model, tmp_path / "tiny.pt")
     out = tmp_path / "cli"
-    code = main(["benchmark", "--model", "ballistic", "--stride", "2", "--max-frames", "1", "--walkers", "2",
-                 "--wall-seconds", "0.5", "--out", str(out), "--reference", str(reference_dir), "--no-progress",
-                 "--platform", "Reference"])
+    code = main(["benchmark", "--model", str(tmp_path / "tiny.pt"), "--walkers", "2", "--wall-seconds", "0.5",
+                 "--out", str(out), "--reference", str(reference_dir), "--no-progress", "--platform", "Reference"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "speed-up in ns/day" in printed and "report:" in printed
-    assert json.loads((out / "report.json").read_text())["forecaster"]["architecture"] == "ballistic"
+    forecaster = json.loads((out / "report.json").read_text())["forecaster"]
+    assert forecaster["architecture"] == TINY
+    assert forecaster["file_sha256"] == hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
     assert main(["benchmark", "--model", "verlet", "--out", str(tmp_path / "x"), "--reference",
                  str(tmp_path / "nothing"), "--wall-seconds", "1"]) == 1
-    if "ala2-amber14-vacuum" not in shipped_models():
-        assert main(["demo", "--out", str(tmp_path / "demo"), "--reference", str(reference_dir)]) == 1
-        assert "ala2-amber14-vacuum" in capsys.readouterr().err
-        assert not os.path.exists(tmp_path / "demo" / "report.json")
+
+
+def test_demo_refuses_to_run_without_the_shipped_model(monkeypatch, reference_dir, tmp_path, capsys):
+    monkeypatch.setattr(registry, "shipped_models", lambda: [])
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--reference", str(reference_dir)]) == 1
+    assert "ala2-amber14-vacuum" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "demo" / "report.json")
