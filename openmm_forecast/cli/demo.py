@@ -32,7 +32,7 @@ def run(args):
             "is not installed; train it (scripts/make_default_forecaster.sh) or run 'openmm-forecast benchmark "
             "--model verlet ...' for the pipeline with a baseline"
         )
-    print(f"demo: {args.walkers} walkers, {args.wall_seconds:g} s of plain MD then {args.wall_seconds:g} s "
-          f"with forecaster {DEMO_MODEL!r} (amber14-vacuum alanine dipeptide, CPU)")
+    print(f"demo: {args.walkers} walkers of amber14-vacuum alanine dipeptide, {args.wall_seconds:g} s of wall clock "
+          f"each for plain OpenMM MD and for forecaster {DEMO_MODEL!r}, interleaved")
     execute(args, build_system("amber14-vacuum"), DEMO_MODEL)
     return 0
