@@ -37,6 +37,7 @@ from .potential_training import fit_potential
 from .potentials import TorchANIPotential, ani2x_module, build_ani_potential, load_potential, save_potential
 from .systems import SETUPS, MolecularSystem, build_system
 from .training import TrainingConfig, train
+from .walkers import ForecastWalkers, PlainWalkers
 
 __version__ = "0.1.0"
 
@@ -73,5 +74,6 @@ __all__ = [
     "save_potential",
     "velocity_verlet_integrator",
     "TrainingConfig", "evaluate", "train",
+    "ForecastWalkers", "PlainWalkers",
     "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",
 ]
