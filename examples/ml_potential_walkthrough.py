@@ -32,7 +32,7 @@ import torch
 from openmm import unit
 
 import openmm_forecast
-from openmm_forecast.benchmark import format_summary
+from openmm_forecast.benchmark import format_summary, run_benchmark
 from openmm_forecast.potential_training import config_from_dict
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -72,7 +72,7 @@ print(f"setup {system.setup}: {system.n_atoms} atoms, potential {system.potentia
 
 # 3. Plain MD and accelerated walkers, same wall clock, same process.
 options = {"stride_ps": 0.002, "max_frames": 1} if args.model in ("verlet", "ballistic", "constant") else None
-report = openmm_forecast.run_benchmark(
+report = run_benchmark(
     system, args.model, os.path.join(args.out, "benchmark"), n_walkers=args.walkers, wall_seconds=args.wall_seconds,
     reference=args.reference, forecaster_options=options, sample_interval=1.0 * unit.picosecond,
 )
