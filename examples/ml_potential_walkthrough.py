@@ -9,7 +9,7 @@ Steps (each prints what it did):
 2. Build the 'ml' setup with it: ``build_system('ml', potential_file=...)`` (an openmm-torch TorchForce;
    same topology, HBonds constraints, 2 fs, 300 K).
 3. Benchmark, in this process and for the same wall-clock budget each: plain OpenMM MD with the ML
-   potential, and forecast-accelerated walkers (:func:`openmm_forecast.run_benchmark`).  The forecaster
+   potential, and forecast-accelerated walkers (:func:`openmm_forecast.benchmark.run_benchmark`).  The forecaster
    must be made for the 'ml' setup: pass ``--model`` with one trained on NVE data of that setup
    (``openmm-forecast generate --setup ml --potential-file ...`` then ``openmm-forecast train``).  The
    default is the ``ballistic`` baseline over one 2 fs step (free flight, velocities unchanged): the
