@@ -341,7 +341,10 @@ def evaluate(
         x_in = positions[seg[:, None], frame[:, None] + history_offsets[None, :]]
         v_in = velocities[seg[:, None], frame[:, None] + history_offsets[None, :]]
         start = time.perf_counter()
-        pred_x, pred_v = forecaster.forecast(x_in, v_in, fm.max_frames)
+        chunks = [
+            forecaster.forecast(x_in[i : i + 64], v_in[i : i + 64], fm.max_frames) for i in range(0, len(x_in), 64)
+        ]
+        pred_x, pred_v = np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
         seconds = time.perf_counter() - start
         finite = np.isfinite(pred_x).all(axis=(2, 3)) & np.isfinite(pred_v).all(axis=(2, 3))
         spans = []
@@ -356,7 +359,9 @@ def evaluate(
             }
             if energy.has_constraints:
                 qx, qv = energy.project(px[ok], pv[ok])
-                entry["projected"] = _state_metrics(qx, qv, true_x[ok], true_v[ok], true_u[ok], h0[ok], masses, kT, energy)
+                entry["projected"] = _state_metrics(
+                    qx, qv, true_x[ok], true_v[ok], true_u[ok], h0[ok], masses, kT, energy
+                )
             spans.append(entry)
         result = {
             "metadata": json.loads(fm.to_json()),
@@ -373,7 +378,9 @@ def evaluate(
         report["forecasters"][label] = result
         # Metadata of a learned model holds the whole training config: keep the report readable.
         result["metadata"]["extra"] = {
-            key: value for key, value in result["metadata"]["extra"].items() if key in ("hyperparameters", "dtype", "timestep_ps", "steps_per_stride")
+            key: value
+            for key, value in result["metadata"]["extra"].items()
+            if key in ("hyperparameters", "dtype", "timestep_ps", "steps_per_stride")
         }
 
     for offset in sorted(cache):

@@ -11,10 +11,13 @@ Loss (dimensionless, in units of kT per degree of freedom)
 With masses ``m_i`` (amu), position errors ``dx`` (nm), velocity errors ``dv`` (nm/ps) and a time scale
 ``tau`` (ps, default: the stride),
 
-``L = w_x <m dx^2> / (kT tau^2) + w_v <m dv^2> / kT + w_K <(K' - K)^2> / kT^2``
+``L = w_x <mu dx^2> / (kT tau^2) + w_v <m dv^2> / kT + w_K <(K' - K)^2> / kT^2``
 
 where ``<.>`` averages over samples, frames, atoms and components and ``K`` is the kinetic energy of a
-frame (kJ/mol).  Mass weighting makes a heavy atom's error count as much as the energy it carries; the
+frame (kJ/mol).  Velocity errors are mass-weighted: ``m dv^2 / 2`` is the kinetic energy they carry.
+Position errors are weighted by ``mu = m`` (``position_weighting: mass``) or by the mean mass for every
+atom (``uniform``): the energy a position error costs goes through the forces and force constants, which
+are not proportional to the mass, and the uniform weight is what the position RMSD measures.  The
 ``tau`` scaling makes a position error ``dx`` cost as much as a velocity error ``dx / tau``.  The last,
 optional term is a cheap energy-aware penalty (kinetic energies need no force field).
 
@@ -92,6 +95,8 @@ class TrainingConfig:
         Maximum gradient norm (None: no clipping).
     position_weight, velocity_weight, kinetic_energy_weight : float
         ``w_x``, ``w_v``, ``w_K`` of the loss (see the module docstring).
+    position_weighting : {'mass', 'uniform'}
+        Atom weights ``mu`` of the position term (see the module docstring).
     loss_time_ps : float or None
         ``tau`` of the loss in ps (None: ``stride_ps``).
     augment_rotations : bool
@@ -101,7 +106,10 @@ class TrainingConfig:
     early_stopping_patience : int or None
         Stop after this many epochs without a better validation loss (None: never).
     max_minutes : float or None
-        Stop after the first epoch that ends later than this (wall-clock minutes of this call).
+        Training time budget in wall-clock minutes, summed over resumed calls: training stops (after a
+        validation) once it is spent.  With ``lr_schedule: cosine`` the decay then follows whichever of
+        steps/total steps and time/budget is further along, so a time-bounded run ends at a low rate
+        (and is not bit-for-bit reproducible; without ``max_minutes`` it is).
     validation_max_samples : int
         Most validation samples (a fixed subset, drawn with ``split_seed``).
     device : str
@@ -140,6 +148,7 @@ class TrainingConfig:
     position_weight: float = 1.0
     velocity_weight: float = 1.0
     kinetic_energy_weight: float = 0.0
+    position_weighting: str = "mass"
     loss_time_ps: float = None
     augment_rotations: bool = False
     augment_time_reversal: bool = True
@@ -185,6 +194,8 @@ class TrainingConfig:
         for name in ("augment_rotations", "augment_time_reversal", "resume", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.position_weighting not in ("mass", "uniform"):
+            raise ValueError(f"position_weighting must be 'mass' or 'uniform', got {self.position_weighting!r}")
         if self.lr_schedule not in ("cosine", "constant", "plateau"):
             raise ValueError(f"lr_schedule must be 'cosine', 'constant' or 'plateau', got {self.lr_schedule!r}")
         if self.dtype not in ("float32", "float64"):
@@ -456,7 +467,7 @@ def augment(positions, velocities, history, generator, rotations=False, time_rev
     return positions, velocities
 
 
-def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights):
+def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights, position_masses=None):
     """The training loss (see the module docstring) and its parts.
 
     Parameters
@@ -470,6 +481,8 @@ def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights):
     tau_ps : float
     weights : tuple of float
         (w_x, w_v, w_K).
+    position_masses : torch.Tensor, shape (N,), optional
+        Atom weights ``mu`` of the position term in amu (default: ``masses``).
 
     Returns
     -------
@@ -478,7 +491,8 @@ def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights):
         'position', 'velocity', 'kinetic_energy' (unweighted terms).
     """
     m = masses[None, None, :, None]
-    position = (m * (pred_x - true_x) ** 2).mean() / (kT * tau_ps**2)
+    mu = m if position_masses is None else position_masses[None, None, :, None]
+    position = (mu * (pred_x - true_x) ** 2).mean() / (kT * tau_ps**2)
     velocity = (m * (pred_v - true_v) ** 2).mean() / kT
     w_x, w_v, w_k = weights
     loss = w_x * position + w_v * velocity
@@ -523,17 +537,22 @@ def package_versions():
 
 
 class _Schedule:
-    """Learning-rate factor per optimizer step: linear warm-up, then cosine or constant."""
+    """Learning-rate factor per optimizer step: linear warm-up, then cosine or constant.
+
+    ``time_fraction`` (set by the trainer: training time / budget) advances the cosine when it is
+    further along than the step count.
+    """
 
     def __init__(self, kind, warmup_steps, total_steps, min_fraction):
         self.kind, self.warmup, self.total, self.min_fraction = kind, warmup_steps, total_steps, min_fraction
+        self.time_fraction = 0.0
 
     def __call__(self, step):
         if step < self.warmup:
             return (step + 1) / self.warmup
         if self.kind != "cosine":
             return 1.0
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        progress = min(1.0, max(self.time_fraction, (step - self.warmup) / max(1, self.total - self.warmup)))
         return self.min_fraction + (1 - self.min_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -594,6 +613,9 @@ class Trainer:
         self.positions = torch.as_tensor(self.data.positions, dtype=self.dtype, device=self.device)
         self.velocities = torch.as_tensor(self.data.velocities, dtype=self.dtype, device=self.device)
         self.masses = torch.as_tensor(self.data.masses, dtype=self.dtype, device=self.device)
+        self.position_masses = self.masses if config.position_weighting == "mass" else torch.full_like(
+            self.masses, float(self.masses.mean())
+        )
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
@@ -616,6 +638,7 @@ class Trainer:
         self.best_metrics = None
         self.bad_epochs = 0
         self.lr_scale = 1.0
+        self.train_seconds = 0.0
         self.history = []
         self.checkpoint_path = os.path.join(config.out, "checkpoint.pt")
         self.model_path = os.path.join(config.out, "model.pt")
@@ -624,21 +647,34 @@ class Trainer:
 
     def _batch(self, starts):
         c = self.config
-        return gather_windows(self.positions, self.velocities, starts.to(self.device), self.step, c.history, c.max_frames)
+        starts = starts.to(self.device)
+        return gather_windows(self.positions, self.velocities, starts, self.step, c.history, c.max_frames)
 
     def _loss(self, x, v):
         c = self.config
         pred_x, pred_v = self.model(x[:, : c.history], v[:, : c.history], c.max_frames)
         weights = (c.position_weight, c.velocity_weight, c.kinetic_energy_weight)
-        return flow_map_loss(pred_x, pred_v, x[:, c.history :], v[:, c.history :], self.masses, self.kT, self.tau_ps, weights)
+        return flow_map_loss(
+            pred_x, pred_v, x[:, c.history :], v[:, c.history :], self.masses, self.kT, self.tau_ps, weights,
+            self.position_masses,
+        )
+
+    def _out_of_time(self):
+        return self.config.max_minutes is not None and self.train_seconds >= 60.0 * self.config.max_minutes
 
     def train_epoch(self, bar=None):
-        """One pass over (a random subset of) the training samples; returns mean loss parts."""
+        """One pass over (a random subset of) the training samples; returns mean loss parts.
+
+        The pass ends early when the time budget (``max_minutes``) is spent.
+        """
         c = self.config
         self.model.train()
         order = torch.randperm(len(self.train_starts), generator=self.generator)[: self.samples_per_epoch]
         totals, count = {}, 0
         for first in range(0, len(order), c.batch_size):
+            if self._out_of_time():
+                break
+            step_start = time.monotonic()
             starts = self.train_starts[order[first : first + c.batch_size]]
             x, v = self._batch(starts)
             x, v = augment(x, v, c.history, self.generator, c.augment_rotations, c.augment_time_reversal)
@@ -653,6 +689,9 @@ class Trainer:
             if c.gradient_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.gradient_clip)
             self.optimizer.step()
+            self.train_seconds += time.monotonic() - step_start
+            if c.max_minutes is not None:
+                self.scheduler.lr_lambdas[0].time_fraction = self.train_seconds / (60.0 * c.max_minutes)
             self.scheduler.step()
             self.global_step += 1
             n = len(starts)
@@ -662,7 +701,7 @@ class Trainer:
             if bar is not None:
                 bar.set_postfix(loss=f"{float(loss.detach()):.3g}", refresh=False)
                 bar.update(1)
-        return {key: value / count for key, value in totals.items()}
+        return {key: value / max(count, 1) for key, value in totals.items()}
 
     @torch.no_grad()
     def validate(self):
@@ -680,7 +719,9 @@ class Trainer:
             pred_x, pred_v = self.model(x[:, : c.history], v[:, : c.history], c.max_frames)
             true_x, true_v = x[:, c.history :], v[:, c.history :]
             weights = (c.position_weight, c.velocity_weight, c.kinetic_energy_weight)
-            loss, parts = flow_map_loss(pred_x, pred_v, true_x, true_v, self.masses, self.kT, self.tau_ps, weights)
+            loss, parts = flow_map_loss(
+                pred_x, pred_v, true_x, true_v, self.masses, self.kT, self.tau_ps, weights, self.position_masses
+            )
             n = len(starts)
             count += n
             for key, value in {"loss": float(loss.detach()), **parts}.items():
@@ -758,6 +799,7 @@ class Trainer:
             "best_metrics": self.best_metrics,
             "bad_epochs": self.bad_epochs,
             "lr_scale": self.lr_scale,
+            "train_seconds": self.train_seconds,
             "history": self.history,
             "rng": self._rng_state(),
         }
@@ -765,7 +807,9 @@ class Trainer:
         torch.save(payload, temporary)
         os.replace(temporary, self.checkpoint_path)
 
-    _RESUMABLE_CHANGES = ("epochs", "max_minutes", "early_stopping_patience", "progress", "resume", "num_threads", "export", "device")
+    _RESUMABLE_CHANGES = (
+        "epochs", "max_minutes", "early_stopping_patience", "progress", "resume", "num_threads", "export", "device",
+    )
 
     def load_checkpoint(self):
         """Restore everything from ``checkpoint.pt`` (refusing one from another config or data)."""
@@ -790,7 +834,10 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        for key in ("epoch", "global_step", "best_loss", "best_epoch", "best_state", "best_metrics", "bad_epochs", "lr_scale", "history"):
+        for key in (
+            "epoch", "global_step", "best_loss", "best_epoch", "best_state", "best_metrics", "bad_epochs", "lr_scale",
+            "train_seconds", "history",
+        ):
             setattr(self, key, payload[key])
         rng = payload["rng"]
         self.generator.set_state(rng["generator"])
@@ -801,8 +848,12 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         if self.config.epochs != old["epochs"] and self.config.lr_schedule == "cosine":
             self.scheduler.lr_lambdas[0].total = self.config.epochs * self.steps_per_epoch
-            logger.warning("epochs changed from %s to %s on resume: the cosine schedule is stretched", old["epochs"], self.config.epochs)
-        logger.info("resumed %s at epoch %d (best validation loss %.4g)", self.checkpoint_path, self.epoch, self.best_loss)
+            logger.warning(
+                "epochs changed from %s to %s on resume: the cosine schedule is stretched", old["epochs"], self.config.epochs
+            )
+        logger.info(
+            "resumed %s at epoch %d (best validation loss %.4g)", self.checkpoint_path, self.epoch, self.best_loss
+        )
 
     def export(self):
         """Write the best model (with metadata) to ``model.pt`` (and ``config.export``); returns the path."""
@@ -828,7 +879,8 @@ class Trainer:
     def _write_metrics(self):
         path = os.path.join(self.config.out, "metrics.json")
         with open(path + ".partial", "w") as handle:
-            json.dump({"epochs": self.history, "best_epoch": self.best_epoch, "best_validation_loss": self.best_loss}, handle, indent=1)
+            summary = {"epochs": self.history, "best_epoch": self.best_epoch, "best_validation_loss": self.best_loss}
+            json.dump(summary, handle, indent=1)
         os.replace(path + ".partial", path)
 
     def run(self, callback=None):
@@ -854,11 +906,13 @@ class Trainer:
             self.load_checkpoint()
         with open(os.path.join(c.out, "config.yaml"), "w") as handle:
             yaml.safe_dump(self.effective_config(), handle, sort_keys=False)
-        started = time.monotonic()
         stopped = "epochs"
-        bar = tqdm(total=(c.epochs - self.epoch) * self.steps_per_epoch, desc=f"train {c.architecture}", disable=not c.progress, unit="batch")
+        bar = tqdm(
+            total=(c.epochs - self.epoch) * self.steps_per_epoch, desc=f"train {c.architecture}",
+            disable=not c.progress, unit="batch",
+        )
         try:
-            while self.epoch < c.epochs:
+            while self.epoch < c.epochs and not self._out_of_time():
                 epoch_start = time.monotonic()
                 train_metrics = self.train_epoch(bar)
                 val_metrics = self.validate()
@@ -878,6 +932,7 @@ class Trainer:
                     "step": self.global_step,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "seconds": time.monotonic() - epoch_start,
+                    "train_seconds_total": self.train_seconds,
                     "train": train_metrics,
                     "validation": val_metrics,
                 }
@@ -902,7 +957,7 @@ class Trainer:
                 if c.early_stopping_patience is not None and self.bad_epochs >= c.early_stopping_patience:
                     stopped = "early_stopping"
                     break
-                if c.max_minutes is not None and time.monotonic() - started > 60.0 * c.max_minutes:
+                if self._out_of_time():
                     stopped = "max_minutes"
                     break
         finally:

@@ -124,7 +124,26 @@ def test_cli_evaluate(short_file, tmp_path, capsys):
     from openmm_forecast.cli import main
 
     out = tmp_path / "cli"
-    assert main(["evaluate", "--data", short_file, "--out", str(out), "--no-timing", "--baselines", "constant,verlet"]) == 0
+    arguments = ["evaluate", "--data", short_file, "--out", str(out), "--no-timing", "--baselines", "constant,verlet"]
+    assert main(arguments) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["forecasters"]) == {"constant", "verlet"}
     assert "verlet" in capsys.readouterr().out
+
+
+def test_shipped_default_forecaster_beats_free_flight(short_file, tmp_path, vacuum_system):
+    """The shipped model loads by name, fits the vacuum setup and beats x + v t at every span."""
+    from openmm_forecast.forecasters import shipped_models
+
+    if "ala2-amber14-vacuum" not in shipped_models():
+        pytest.skip("no shipped default forecaster in this checkout")
+    forecaster = load_forecaster("ala2-amber14-vacuum", molecular_system=vacuum_system)
+    meta = forecaster.metadata
+    assert meta.setup == "amber14-vacuum" and meta.constraints == "HBonds" and meta.temperature_K == 300.0
+    assert meta.stride_ps == pytest.approx(0.01)
+    # fresh states (a seed the training and held-out files did not use), frames every 10 fs
+    data_file = make_nve_file(tmp_path / "fresh.h5", n_segments=8, segment_fs=10 * meta.max_frames, seed=99)
+    report = evaluate([forecaster], data_file, None, timing=False, progress=False, baselines=("ballistic",))
+    model, ballistic = report["forecasters"][meta.architecture], report["forecasters"]["ballistic"]
+    for mine, free in zip(model["spans"], ballistic["spans"]):
+        assert mine["position_rmsd_A"]["mean"] < 0.7 * free["position_rmsd_A"]["mean"], mine["span_ps"]

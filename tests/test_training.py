@@ -58,6 +58,8 @@ def test_config_refuses_unknown_keys(tmp_path):
         ("augment_rotations", "yes", "augment_rotations"),
         ("device", "tpu", "device"),
         ("epochs", True, "epochs"),
+        ("position_weighting", "charge", "position_weighting"),
+        ("max_minutes", 0, "max_minutes"),
     ],
 )
 def test_config_refuses_bad_values(tmp_path, key, value, message):
@@ -181,7 +183,8 @@ def _parameters(run_dir):
 def test_resume_continues_exactly(nve_file, tmp_path):
     changes = dict(epochs=4, augment_rotations=True, augment_time_reversal=True, samples_per_epoch=24)
     train(tiny_config(nve_file, tmp_path / "straight", **changes))
-    stopped = train(tiny_config(nve_file, tmp_path / "interrupted", **changes), callback=lambda trainer, entry: entry["epoch"] == 2)
+    stop_after_two = lambda trainer, entry: entry["epoch"] == 2  # noqa: E731
+    stopped = train(tiny_config(nve_file, tmp_path / "interrupted", **changes), callback=stop_after_two)
     assert stopped["stopped"] == "callback" and stopped["epochs_run"] == 2
     resumed = train(tiny_config(nve_file, tmp_path / "interrupted", **changes))
     assert resumed["epochs_run"] == 4
@@ -194,6 +197,18 @@ def test_resume_continues_exactly(nve_file, tmp_path):
     # a run that differs in what it learns is refused instead of silently mixed
     with pytest.raises(CheckpointError, match="learning_rate"):
         train(tiny_config(nve_file, tmp_path / "interrupted", **{**changes, "learning_rate": 1e-2}))
+
+
+def test_time_budget_is_kept_across_resumes(nve_file, tmp_path):
+    config = tiny_config(nve_file, tmp_path / "run", epochs=1000, max_minutes=0.002)  # 0.12 s of training
+    first = train(config)
+    assert first["stopped"] == "max_minutes" and first["model"] is not None
+    assert 1 <= first["epochs_run"] < 1000
+    payload = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert payload["train_seconds"] >= 0.12
+    # the budget is spent: running again trains no further
+    again = train(config)
+    assert again["epochs_run"] == first["epochs_run"]
 
 
 def test_run_directory_and_exported_model(nve_file, tmp_path):
