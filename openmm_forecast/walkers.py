@@ -2,15 +2,16 @@
 
 :class:`ForecastWalkers` runs ``n_walkers`` independent copies of one molecule, each in its own OpenMM
 Context with its own thermostat seed, and drives them in lockstep cycles so that the forecaster is called
-**once per round of jumps for all walkers together**: a batch of alanine dipeptides costs a network little
-more than one, which is where batching pays (most of all on a GPU).
+**once per round of jumps for all walkers together**.  On a GPU a batch of small molecules costs a network
+little more than one; on a CPU the cost grows with the batch and batching saves only the per-call overhead
+(measured in docs/benchmark.md).
 
 Each walker is a :class:`~openmm_forecast.accelerator.ForecastAccelerator` around its own Simulation: the
 segment, re-equilibration, guards, accept/restore, span adaptation, drift and statistics are the
 accelerator's own code, applied per walker.  Only the proposal differs: it is the walker's slice of the
 batched forecast.  A walker's rejection restores and integrates that walker alone; the others are never
 touched, so every walker follows exactly the trajectory it would follow alone (same seeds, same
-forecaster, same call pattern).
+forecaster, same call pattern, same thermostat noise: see *Random numbers* below).
 
 A lockstep cycle (compare :meth:`ForecastAccelerator._cycle`):
 
@@ -26,7 +27,7 @@ A lockstep cycle (compare :meth:`ForecastAccelerator._cycle`):
 Both share :meth:`sample`, which records positions of every walker at a fixed simulated-time interval
 (and the wall clock at each sample) until a number of samples or a wall-clock budget is reached.
 
-Random numbers.  Each walker's thermostat gets its own seed, but OpenMM's Reference platform draws the
+*Random numbers.*  Each walker's thermostat gets its own seed, but OpenMM's Reference platform draws the
 Langevin noise of every Context in a process from one shared generator: walkers are then statistically
 independent but not individually reproducible (a walker's noise depends on how many numbers the others
 drew; a whole run with the same seeds and call pattern is reproducible).  The CPU and GPU platforms keep
