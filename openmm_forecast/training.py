@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, DataFileError
+from .forecasters.symmetry import random_rotations
 from .units import kT_kJ
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ class TrainingConfig:
         Atom weights ``mu`` of the position term (see the module docstring).
     loss_time_ps : float or None
         ``tau`` of the loss in ps (None: ``stride_ps``).
-    augment_rotations : bool
-        Random rotation of each window (pointless for rotation-equivariant architectures).
+    augment_rotations : bool or 'auto'
+        Random rotation of each window; 'auto': only for architectures that are not rotation-equivariant
+        by construction (their ``rotation_equivariant`` flag).
     augment_time_reversal : bool
         Play half of the windows backwards with negated velocities.
     early_stopping_patience : int or None
@@ -150,7 +152,7 @@ class TrainingConfig:
     kinetic_energy_weight: float = 0.0
     position_weighting: str = "mass"
     loss_time_ps: float = None
-    augment_rotations: bool = False
+    augment_rotations: object = "auto"
     augment_time_reversal: bool = True
     early_stopping_patience: int = None
     max_minutes: float = None
@@ -191,7 +193,9 @@ class TrainingConfig:
         _check(self, "early_stopping_patience", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
         _check(self, "max_minutes", float, lambda v: v > 0, "> 0 or null", optional=True)
         _check(self, "num_threads", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
-        for name in ("augment_rotations", "augment_time_reversal", "resume", "progress"):
+        if self.augment_rotations != "auto" and not isinstance(self.augment_rotations, bool):
+            raise ValueError(f"augment_rotations must be true, false or 'auto', got {self.augment_rotations!r}")
+        for name in ("augment_time_reversal", "resume", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.position_weighting not in ("mass", "uniform"):
@@ -431,22 +435,6 @@ def gather_windows(positions, velocities, starts, step, history, max_frames):
     return positions[segments, frames], velocities[segments, frames]
 
 
-def random_rotations(n, generator, dtype=torch.float64):
-    """``n`` uniformly distributed rotation matrices (from random unit quaternions), shape (n, 3, 3)."""
-    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
-    q = q / q.norm(dim=1, keepdim=True)
-    w, x, y, z = q.unbind(1)
-    rotation = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-            2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-            2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-        ],
-        dim=1,
-    ).reshape(n, 3, 3)
-    return rotation.to(dtype)
-
-
 def augment(positions, velocities, history, generator, rotations=False, time_reversal=False):
     """Randomly rotate and/or time-reverse windows (see :func:`gather_windows`).
 
@@ -460,7 +448,7 @@ def augment(positions, velocities, history, generator, rotations=False, time_rev
         positions = torch.where(flip[:, None, None, None], positions.flip(1), positions)
         velocities = torch.where(flip[:, None, None, None], -velocities.flip(1), velocities)
     if rotations:
-        rotation = random_rotations(batch, generator, positions.dtype).to(positions.device)
+        rotation = random_rotations(batch, generator, positions.dtype, positions.device)
         centre = positions[:, history - 1 : history].mean(dim=2, keepdim=True)
         positions = torch.einsum("btnj,bij->btni", positions - centre, rotation) + centre
         velocities = torch.einsum("btnj,bij->btni", velocities, rotation)
@@ -609,6 +597,9 @@ class Trainer:
         except TypeError as error:
             raise ValueError(f"bad hyperparameters for architecture {config.architecture!r}: {error}") from error
         self.model = self.forecaster.module
+        self.rotate = config.augment_rotations
+        if self.rotate == "auto":
+            self.rotate = not self.forecaster.metadata.extra.get("rotation_equivariant", False)
         self.dtype = next(self.model.parameters()).dtype
         self.positions = torch.as_tensor(self.data.positions, dtype=self.dtype, device=self.device)
         self.velocities = torch.as_tensor(self.data.velocities, dtype=self.dtype, device=self.device)
@@ -677,7 +668,7 @@ class Trainer:
             step_start = time.monotonic()
             starts = self.train_starts[order[first : first + c.batch_size]]
             x, v = self._batch(starts)
-            x, v = augment(x, v, c.history, self.generator, c.augment_rotations, c.augment_time_reversal)
+            x, v = augment(x, v, c.history, self.generator, self.rotate, c.augment_time_reversal)
             loss, parts = self._loss(x, v)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -753,6 +744,7 @@ class Trainer:
                 "n_validation_samples": int(len(self.val_starts)),
                 "frame_interval_ps": self.data.frame_interval_ps,
                 "frames_per_stride": self.step,
+                "rotation_augmentation": self.rotate,
                 "device": str(self.device),
                 "versions": package_versions(),
             },

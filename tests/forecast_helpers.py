@@ -59,7 +59,7 @@ def tiny_config(data, out, **changes):
     config = dict(
         data=[str(data)], out=str(out), architecture=TINY, hyperparameters={"hidden": 32, "max_frames": 3},
         stride_ps=0.01, max_frames=3, history=1, validation_fraction=0.25, epochs=2, batch_size=16,
-        learning_rate=3e-3, warmup_steps=2, device="cpu", num_threads=1, progress=False,
+        learning_rate=3e-3, warmup_steps=2, device="cpu", num_threads=1, progress=False, augment_rotations=False,
     )
     config.update(changes)
     return config

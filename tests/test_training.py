@@ -157,6 +157,16 @@ def test_rotation_augmentation_preserves_geometry_and_energy(nve_file):
     assert torch.allclose((dx * v[:, 0]).sum((-1, -2)), (rdx * rv[:, 0]).sum((-1, -2)), atol=1e-12)
 
 
+def test_rotation_augmentation_auto_follows_equivariance(nve_file, tmp_path):
+    tiny = Trainer(TrainingConfig.from_dict(tiny_config(nve_file, tmp_path / "a", augment_rotations="auto")))
+    assert tiny.rotate is True  # an MLP on coordinates is not rotation-equivariant
+    equivariant = tiny_config(
+        nve_file, tmp_path / "b", architecture="mdtrajnet", augment_rotations="auto",
+        hyperparameters={"d_model": 8, "layers": 1, "heads": 2},
+    )
+    assert Trainer(TrainingConfig.from_dict(equivariant)).rotate is False
+
+
 # ------------------------------------------------------------------------------------------------- #
 # Training loop
 # ------------------------------------------------------------------------------------------------- #
