@@ -318,6 +318,26 @@ def load_potential(path):
     return module, metadata
 
 
+def shipped_potential(name="ala2-ani-amber14"):
+    """Path of a potential shipped in ``openmm_forecast/resources/models`` (``name`` without ``.pt``).
+
+    ``ala2-ani-amber14``: alanine dipeptide fitted to amber14 vacuum by ``configs/potential_ala2.yaml``
+    (its ``metadata.json`` holds the held-out errors and the MD check).  Use it as
+    ``build_system("ml", potential_file=shipped_potential())``.
+
+    Raises
+    ------
+    ModelFileError
+        If no such file is shipped.
+    """
+    from .systems import resource_path
+
+    path = resource_path(f"models/{name}.pt")
+    if not os.path.isfile(path):
+        raise ModelFileError(f"no shipped potential {name!r} (expected {path})")
+    return path
+
+
 def ani2x_weights_path():
     """Where torchani 2.9 keeps the ANI-2x weights: ``$TORCHANI_DATA_DIR/StateDicts/ani2x_state_dict.pt``.
 

@@ -38,6 +38,15 @@ KJ_PER_HARTREE = 2625.499639  # CODATA 2014, written out here rather than taken 
 TINY = {"ensemble_size": 2, "hidden_layers": (16, 8), "seed": 3}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread: tiny models on a shared 2-core CPU run ~7x slower with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def elements(vacuum_system):
     return vacuum_system.elements
@@ -292,7 +301,7 @@ def test_ani2x_loads_local_weights(tmp_path, monkeypatch, no_network, elements, 
     module = ani2x_module(elements)
     x = torch.as_tensor(configurations[0])
     species = torch.tensor([[{"H": 1, "C": 6, "N": 7, "O": 8}[e] for e in elements]])
-    expected = float(model.double()((species, 10.0 * x[None])).energies[0]) * KJ_PER_HARTREE
+    expected = model.double()((species, 10.0 * x[None])).energies[0].item() * KJ_PER_HARTREE
     assert module(x).item() == pytest.approx(expected, rel=1e-9)
 
 
