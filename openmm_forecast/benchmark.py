@@ -428,8 +428,8 @@ def plot_convergence(curves, path, target_js=None, noise_js=None):
 
 
 def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_seconds=60.0, reference=None,
-                  sample_interval=1.0 * unit.picosecond, seed=1, platform=None, forecaster_options=None,
-                  slice_seconds=10.0, progress=None, **accelerator_options):
+                  sample_interval=1.0 * unit.picosecond, reference_interval=1.0 * unit.picosecond, seed=1,
+                  platform=None, forecaster_options=None, slice_seconds=10.0, progress=None, **accelerator_options):
     """Run plain MD and the accelerated walkers for the same wall-clock budget; write the report and plots.
 
     Parameters
@@ -447,7 +447,10 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
     reference : str or os.PathLike, optional
         Reference phi/psi (see :func:`load_reference_runs`); default :func:`default_reference_path`.
     sample_interval : openmm.unit.Quantity
-        Simulated time between phi/psi samples; should equal the reference's frame interval (1 ps).
+        Simulated time between phi/psi samples (default 1 ps, the reference's frame interval: finite-sample
+        JS depends on the number of frames, so compare like with like).
+    reference_interval : openmm.unit.Quantity
+        Time between the reference's frames (1 ps for the shared runs); converts its window-JS curve to ns.
     seed : int
         First walker seed (walkers use ``seed, seed + 1, ...`` in both arms).
     platform : str or openmm.Platform, optional
@@ -476,6 +479,7 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
     pooled_reference = np.concatenate(runs)
     reference_histogram = ramachandran_histogram(pooled_reference)
     interval_ps = float(sample_interval.value_in_unit(unit.picosecond))
+    reference_interval_ps = float(reference_interval.value_in_unit(unit.picosecond))
     os.makedirs(out, exist_ok=True)
     platform = fastest_platform(molecular_system) if platform is None else get_platform(platform)
 
@@ -497,10 +501,13 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
          "jumped_fraction": stats["jumped_fraction"], "forecast_calls": hybrid.forecast_calls,
          "mean_batch_size": stats["jumps_attempted"] / hybrid.forecast_calls if hybrid.forecast_calls else None,
          "stats": stats})
+    np.save(os.path.join(out, "plain_phipsi.npy"), plain_phi_psi)
+    np.save(os.path.join(out, "hybrid_phipsi.npy"), hybrid_phi_psi)
 
     frame_curve = reference_window_curve(runs)
     detail = time_to_js(hybrid_summary["js_to_reference"], plain_js, plain_samples.wall_s,
-                        plain_summary["ns_per_day"], hybrid_summary["wall_seconds"], frame_curve, interval_ps)
+                        plain_summary["ns_per_day"], hybrid_summary["wall_seconds"], frame_curve,
+                        reference_interval_ps)
     noise = js_divergence(ramachandran_histogram(runs[0]), ramachandran_histogram(runs[1])) if len(runs) > 1 else None
     report = {
         "format": REPORT_FORMAT,
@@ -531,7 +538,7 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
         "time_to_js": detail,
         "reference": {
             "path": os.path.abspath(reference_path), "files": files, "frames": int(len(pooled_reference)),
-            "frame_interval_ps": interval_ps, "js_between_runs": noise,
+            "frame_interval_ps": reference_interval_ps, "js_between_runs": noise,
             "window_js_curve": {"frames": frame_curve[0].tolist(), "mean_js": frame_curve[1].tolist()},
         },
         "definitions": analysis_definitions(),
@@ -539,13 +546,11 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
     if molecular_system.setup != "amber14-vacuum":
         report["reference"]["note"] = (f"the reference was sampled with its own potential; for setup "
                                        f"{molecular_system.setup!r} the JS also measures the difference of potentials")
-    np.save(os.path.join(out, "plain_phipsi.npy"), plain_phi_psi)
-    np.save(os.path.join(out, "hybrid_phipsi.npy"), hybrid_phi_psi)
     with open(os.path.join(out, "report.json.tmp"), "w") as handle:
         json.dump(report, handle, indent=2)
     os.replace(os.path.join(out, "report.json.tmp"), os.path.join(out, "report.json"))
     plot_ramachandran(
-        {f"reference ({len(pooled_reference) * interval_ps / 1000:g} ns)": pooled_reference,
+        {f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference,
          f"plain MD ({plain_summary['simulated_ns']:.3g} ns)": plain_phi_psi.reshape(-1, 2),
          f"hybrid ({hybrid_summary['simulated_ns']:.3g} ns)": hybrid_phi_psi.reshape(-1, 2)},
         os.path.join(out, "ramachandran.png"),

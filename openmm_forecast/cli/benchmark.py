@@ -22,6 +22,8 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
     parser.add_argument("--reference", default=None,
                         help="reference phi/psi: a directory of .npy runs (n_frames, 2) in degrees, 1 frame per ps, "
                         "or one file (default: $OPENMM_FORECAST_REFERENCE, else shared/reference beside the checkout)")
+    parser.add_argument("--reference-interval", type=float, default=1.0,
+                        help="ps between the reference's frames (default 1, the shared reference runs)")
     parser.add_argument("--sample-interval", type=float, default=1.0, help="ps between phi/psi samples (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="first walker seed (default 1)")
     parser.add_argument("--slice-seconds", type=float, default=10.0,
@@ -62,7 +64,8 @@ def execute(args, molecular_system, model, forecaster_options=None):
     torch.set_num_threads(args.threads)
     report = run_benchmark(
         molecular_system, model, args.out, n_walkers=args.walkers, wall_seconds=args.wall_seconds,
-        reference=args.reference, sample_interval=args.sample_interval * unit.picosecond, seed=args.seed,
+        reference=args.reference, sample_interval=args.sample_interval * unit.picosecond,
+        reference_interval=args.reference_interval * unit.picosecond, seed=args.seed,
         platform=args.platform, forecaster_options=forecaster_options, progress=False if args.no_progress else None,
         slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
         energy_tolerance_kT=args.energy_tolerance, metropolis=args.metropolis,
