@@ -235,6 +235,8 @@ def evaluate(
     dict
         The report (also written to ``out/report.json``): ``data``, ``spans_ps``, ``reference`` (the
         data's own total-energy change) and ``forecasters`` ``{name: {metadata, spans: [...], timing}}``.
+        The returned dict also holds every forecast's ``|H' - H|`` (key ``_abs_dH`` of each span entry),
+        which ``report.json`` leaves out.
     """
     from tqdm.auto import tqdm
 
