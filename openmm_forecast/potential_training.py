@@ -649,6 +649,7 @@ def _plot(path, history, errors_e, errors_f):
         axis.set_xlabel(f"reference {label}")
         axis.set_ylabel(f"ANI {label}")
         axis.set_title("held-out configurations")
+        axis.tick_params(axis="x", labelrotation=30)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -32,6 +32,7 @@ from openmm_forecast.potentials import (
     build_ani_potential,
     load_potential,
     save_potential,
+    shipped_potential,
 )
 
 KJ_PER_HARTREE = 2625.499639  # CODATA 2014, written out here rather than taken from torchani
@@ -303,6 +304,27 @@ def test_ani2x_loads_local_weights(tmp_path, monkeypatch, no_network, elements, 
     species = torch.tensor([[{"H": 1, "C": 6, "N": 7, "O": 8}[e] for e in elements]])
     expected = model.double()((species, 10.0 * x[None])).energies[0].item() * KJ_PER_HARTREE
     assert module(x).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_shipped_potential_reproduces_amber_at_300K():
+    """The shipped fit is within its stated accuracy on fresh 300 K amber configurations."""
+    try:
+        path = shipped_potential("ala2-ani-amber14")
+    except ModelFileError:
+        pytest.skip("ala2-ani-amber14 is not shipped")
+    reference = build_system("amber14-vacuum", constraints=None)
+    x = sample_configurations(reference, 300.0, 30, frame_interval_ps=0.1, equilibration_ps=1.0, timestep_fs=0.5,
+                              friction_per_ps=1.0, seed=99)
+    energies, forces = label_configurations(reference.system, x)
+    module, metadata = load_potential(path)
+    predicted_e, predicted_f = energies_and_forces(module, torch.as_tensor(x))
+    force_rmse = float(np.sqrt(((predicted_f.detach().numpy() - forces) ** 2).mean()))
+    energy_error = predicted_e.detach().numpy() - energies
+    assert force_rmse < 60.0  # held-out at 300 K when fitted: 36 kJ/mol/nm (rms force ~840)
+    assert np.std(energy_error) < 3.0 and abs(np.mean(energy_error)) < 5.0  # kJ/mol
+    assert metadata["elements"] == reference.elements
+    with pytest.raises(ModelFileError):
+        shipped_potential("no-such-potential")
 
 
 def test_public_names():
