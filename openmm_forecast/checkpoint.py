@@ -22,6 +22,7 @@ import json
 import os
 import zipfile
 
+from ._io import atomic_write_path
 from .errors import CheckpointError
 
 FORMAT = "openmm-forecast-checkpoint"
@@ -48,20 +49,11 @@ def write_checkpoint(path, context_bytes, record):
     record : dict
         JSON-serialisable accelerator record (format fields are added here).
     """
-    path = os.fspath(path)
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, **record}
-    temporary = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temporary, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr(_RECORD_MEMBER, json.dumps(record, indent=1, sort_keys=True))
-                archive.writestr(_CONTEXT_MEMBER, context_bytes)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_write_path(path) as temporary:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(_RECORD_MEMBER, json.dumps(record, indent=1, sort_keys=True))
+            archive.writestr(_CONTEXT_MEMBER, context_bytes)
 
 
 def read_checkpoint(path, system_fingerprint, forecaster_fingerprint):

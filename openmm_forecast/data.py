@@ -81,6 +81,7 @@ import h5py
 import numpy as np
 from openmm import unit
 
+from ._io import atomic_write_path
 from ._runtime import openmm as mm
 from .errors import CheckpointError, DataFileError
 from .integrators import velocity_verlet_integrator
@@ -564,8 +565,7 @@ class _Store:
     @staticmethod
     def _create(path, metadata, shapes, static):
         """Write an empty file atomically (a temporary file renamed into place)."""
-        temporary = f"{path}.partial-{os.getpid()}"
-        try:
+        with atomic_write_path(path) as temporary:
             with h5py.File(temporary, "w") as handle:
                 handle.attrs["metadata"] = json.dumps(metadata)
                 handle.attrs["commit"] = json.dumps(
@@ -579,10 +579,6 @@ class _Store:
                     handle.create_dataset(name, data=np.asarray(values, dtype="f8"))
                 for slot in ("checkpoint_0", "checkpoint_1"):
                     handle.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,))
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
 
     def commit(self, records, checkpoint, wait=True):
         """Append ``records`` (list of dicts of arrays), store ``checkpoint``, then advance the commit count.

@@ -9,7 +9,6 @@ available platform and picks the fastest; GPU platforms (CUDA, then OpenCL) are 
 
 import time
 
-from openmm import unit
 
 from ._runtime import openmm as mm
 

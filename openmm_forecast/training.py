@@ -43,6 +43,7 @@ import time
 import numpy as np
 import torch
 
+from ._io import atomic_write_path, write_json
 from .errors import CheckpointError, DataFileError
 from .forecasters.symmetry import random_rotations
 from .units import kT_kJ
@@ -795,9 +796,8 @@ class Trainer:
             "history": self.history,
             "rng": self._rng_state(),
         }
-        temporary = self.checkpoint_path + ".partial"
-        torch.save(payload, temporary)
-        os.replace(temporary, self.checkpoint_path)
+        with atomic_write_path(self.checkpoint_path) as temporary:
+            torch.save(payload, temporary)
 
     _RESUMABLE_CHANGES = (
         "epochs", "max_minutes", "early_stopping_patience", "progress", "resume", "num_threads", "export", "device",
@@ -869,11 +869,8 @@ class Trainer:
         return self.model_path
 
     def _write_metrics(self):
-        path = os.path.join(self.config.out, "metrics.json")
-        with open(path + ".partial", "w") as handle:
-            summary = {"epochs": self.history, "best_epoch": self.best_epoch, "best_validation_loss": self.best_loss}
-            json.dump(summary, handle, indent=1)
-        os.replace(path + ".partial", path)
+        summary = {"epochs": self.history, "best_epoch": self.best_epoch, "best_validation_loss": self.best_loss}
+        write_json(os.path.join(self.config.out, "metrics.json"), summary)
 
     def run(self, callback=None):
         """Train until ``epochs``, early stopping, ``max_minutes`` or ``callback`` returning True.

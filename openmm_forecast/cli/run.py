@@ -7,7 +7,6 @@ accelerator's statistics, rewritten at every checkpoint).  ``--resume`` continue
 the interrupted run are removed first, so nothing is lost or duplicated.
 """
 
-import json
 import logging
 import os
 import struct
@@ -15,6 +14,7 @@ import time
 
 from openmm import app, unit
 
+from .._io import write_json
 from ._common import add_setup_arguments, setup_from_args
 
 logger = logging.getLogger(__name__)
@@ -100,13 +100,6 @@ def truncate_log(path, last_step):
         handle.writelines(kept)
 
 
-def _write_json(path, data):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(temporary, path)
-
-
 def run(args):
     from ..accelerator import ForecastAccelerator
     from ..forecasters import load_forecaster
@@ -162,9 +155,9 @@ def run(args):
         accelerator.step(min(checkpoint_steps, total_steps - simulation.currentStep))
         accelerator.save_checkpoint(paths[CHECKPOINT])
         wall_s = time.perf_counter() - start
-        _write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, wall_s))
+        write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, wall_s))
     summary = _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start)
-    _write_json(paths[STATS], summary)
+    write_json(paths[STATS], summary)
     stats = summary["stats"]
     print(
         f"{simulation.currentStep} steps ({simulation.currentStep * timestep_ps:g} ps); jumps accepted "

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from openmm import app, unit
+from openmm import app
 
 from ._common import add_setup_arguments, setup_from_args
 

@@ -14,11 +14,11 @@ A model file is that module, scripted, with its :class:`ForecasterMetadata` as J
 """
 
 import os
-import tempfile
 
 import numpy as np
 import torch
 
+from .._io import atomic_write_path
 from ..errors import ModelFileError
 from .base import Forecaster, ForecasterMetadata
 
@@ -129,17 +129,8 @@ def save_forecaster(forecaster, path):
             raise ModelFileError(
                 f"the {forecaster.metadata.architecture!r} module cannot be scripted with torch.jit.script: {error}"
             ) from error
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
-    os.close(handle)
-    try:
+    with atomic_write_path(path) as temporary:
         torch.jit.save(module, temporary, _extra_files={METADATA_FILE: forecaster.metadata.to_json()})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def load_model_file(path, device="cpu"):
