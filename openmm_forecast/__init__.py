@@ -29,10 +29,23 @@ from .forecasters import (
     load_forecaster,
     save_forecaster,
 )
+from .analysis import (
+    BASINS,
+    basin_populations,
+    compute_phi_psi,
+    count_transitions,
+    js_convergence,
+    js_divergence,
+    js_divergence_phi_psi,
+    load_phi_psi,
+    ramachandran_histogram,
+    window_js,
+)
 from .data import TrajectoryData, data_fingerprint, generate_nve_segments, generate_nvt, load_trajectory
 from .evaluation import evaluate
 from .integrators import velocity_verlet_integrator
 from .platforms import fastest_platform
+from .plotting import plot_ramachandran
 from .potential_training import fit_potential
 from .potentials import TorchANIPotential, ani2x_module, build_ani_potential, load_potential, save_potential
 from .systems import SETUPS, MolecularSystem, build_system
@@ -74,6 +87,8 @@ __all__ = [
     "save_potential",
     "velocity_verlet_integrator",
     "TrainingConfig", "evaluate", "train",
+    "BASINS", "basin_populations", "compute_phi_psi", "count_transitions", "js_convergence", "js_divergence",
+    "js_divergence_phi_psi", "load_phi_psi", "plot_ramachandran", "ramachandran_histogram", "window_js",
     "ForecastWalkers", "PlainWalkers",
     "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",
 ]

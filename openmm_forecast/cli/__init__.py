@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["simulate", "run", "fit_potential", "generate", "train", "evaluate", "benchmark", "demo"]
+COMMANDS = ["simulate", "run", "compare", "fit_potential", "generate", "train", "evaluate", "benchmark", "demo"]
 """Modules of this package that define commands, in the order ``--help`` lists them."""
 
 
