@@ -537,7 +537,8 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
             "learning_rate": optimizer.param_groups[0]["lr"], "batches": batches,
         })
         if val_loss < state["best_loss"]:
-            state.update(best_loss=val_loss, best_epoch=state["epoch"], best_model=copy.deepcopy(potential.state_dict()))
+            best_model = copy.deepcopy(potential.state_dict())
+            state.update(best_loss=val_loss, best_epoch=state["epoch"], best_model=best_model)
         state["train_seconds"] = time.perf_counter() - start_time
         if out_of_time:
             stop_reason = "max_minutes"
@@ -568,17 +569,34 @@ def _save_checkpoint(path, potential, optimizer, scheduler, state):
 # checks and the whole recipe
 
 
-def md_stability_check(potential_file, reference_setup, settings, seed=1, platform="Reference"):
+def md_stability_check(potential_file, reference_setup, settings, seed=1, platform="Reference", progress=True):
     """Plain Langevin MD with a potential file; report whether it stayed a molecule.
 
-    Frames every ``settings.frame_interval_ps`` are checked: finite positions, every topology bond
-    within 0.7-1.4x its length in the starting structure (minimised with the ML potential, at most ``minimize_iterations`` steps); the frames
+    The structure is first minimised with the ML potential (at most ``settings.minimize_iterations``
+    steps: a poor potential may have no nearby minimum).  Frames every ``settings.frame_interval_ps`` are
+    checked: finite positions, every topology bond within 0.7-1.4x its length at the start; the frames
     are also labelled with the reference setup, giving the potential's errors where its own MD goes.
+
+    Parameters
+    ----------
+    potential_file : str
+        TorchScript potential (see :func:`~openmm_forecast.potentials.save_potential`).
+    reference_setup : str
+        Setup whose energies and forces the frames are compared with.
+    settings : StabilityCheckConfig
+        Time, temperature, time step, constraints and frame interval of the run.
+    seed : int
+        Thermostat and velocity seed.
+    platform : str
+        OpenMM platform.
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
     dict
-        ``stable`` (bool), ``simulated_ps``, bond-length extremes, reference-labelled energy/force errors.
+        ``stable`` (bool), ``simulated_ps``, bond-length ratio extremes, ``ms_per_step``,
+        ``errors_on_own_trajectory`` (energy/force errors against the reference, when frames exist).
     """
     molecular_system = build_system(
         "ml", potential_file=potential_file, temperature=settings.temperature_K * unit.kelvin,
@@ -586,8 +604,7 @@ def md_stability_check(potential_file, reference_setup, settings, seed=1, platfo
         constraints=None if settings.constraints == "none" else settings.constraints,
     )
     simulation = molecular_system.create_simulation(platform=platform, seed=seed, minimize=False)
-    simulation.minimizeEnergy(maxIterations=settings.minimize_iterations)  # bounded: a poor potential may
-    # have no nearby minimum
+    simulation.minimizeEnergy(maxIterations=settings.minimize_iterations)
     simulation.context.setVelocitiesToTemperature(settings.temperature_K * unit.kelvin, int(seed))
     bonds = np.array([(bond[0].index, bond[1].index) for bond in molecular_system.topology.bonds()])
 
@@ -601,7 +618,7 @@ def md_stability_check(potential_file, reference_setup, settings, seed=1, platfo
     interval = max(1, int(round(settings.frame_interval_ps * 1000.0 / settings.timestep_fs)))
     n_frames = int(round(settings.time_ps * 1000.0 / settings.timestep_fs)) // interval
     frames, ratio_min, ratio_max, stable, started = [], np.inf, 0.0, True, time.perf_counter()
-    for _ in tqdm(range(n_frames), desc="MD check", leave=False):
+    for _ in tqdm(range(n_frames), desc="MD check", leave=False, disable=not progress):
         simulation.step(interval)
         x = positions_nm()
         ratios = bond_lengths(x) / start_lengths
@@ -738,7 +755,8 @@ def fit_potential(config, run_dir=None, progress=True):
               (validation[2][sample].ravel(), predicted_f.detach().numpy().ravel()))
         _write_json(os.path.join(run_dir, "metrics.json"), metrics)
         if config.md_check.time_ps > 0:
-            metrics["md_check"] = md_stability_check(potential_file, config.setup, config.md_check, seed=config.seed)
+            metrics["md_check"] = md_stability_check(
+                potential_file, config.setup, config.md_check, seed=config.seed, progress=progress)
             _write_json(os.path.join(run_dir, "metrics.json"), metrics)
     finally:
         torch.set_num_threads(threads)

@@ -39,7 +39,6 @@ from .errors import ModelFileError, ModelMismatchError
 with warnings.catch_warnings():
     # torchani warns at import that its optional CUDA extensions are not compiled; they are not used here.
     warnings.filterwarnings("ignore", message=".*extensions.*not installed.*")
-    import torchani  # noqa: F401
     from torchani.aev import AEVComputer, ANIAngular, ANIRadial
     from torchani.arch import ANI, Assembler
     from torchani.nn import ANINetworks, AtomicNetwork, Ensemble
