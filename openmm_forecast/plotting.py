@@ -91,7 +91,7 @@ def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_R
         ax.set_ylabel("ψ (degrees)")
     colorbar = fig.colorbar(image, ax=axes[0].tolist(), extend="max" if max_kT is not None else "neither",
                             shrink=0.9)
-    colorbar.set_label("F = −ln p (kT)")
+    colorbar.set_label("F = −ln p + const (kT)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)
