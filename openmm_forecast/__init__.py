@@ -51,6 +51,7 @@ from .potentials import TorchANIPotential, ani2x_module, build_ani_potential, lo
 from .systems import SETUPS, MolecularSystem, build_system
 from .training import TrainingConfig, train
 from .walkers import ForecastWalkers, PlainWalkers
+from .benchmark import run_benchmark
 
 __version__ = "0.1.0"
 
@@ -89,6 +90,6 @@ __all__ = [
     "TrainingConfig", "evaluate", "train",
     "BASINS", "basin_populations", "compute_phi_psi", "count_transitions", "js_convergence", "js_divergence",
     "js_divergence_phi_psi", "load_phi_psi", "plot_ramachandran", "ramachandran_histogram", "window_js",
-    "ForecastWalkers", "PlainWalkers",
+    "ForecastWalkers", "PlainWalkers", "run_benchmark",
     "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",
 ]
