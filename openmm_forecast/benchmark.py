@@ -31,7 +31,6 @@ Units: ns, ps, seconds, degrees.
 
 import glob
 import hashlib
-import json
 import os
 import platform as platform_module
 import time
@@ -39,6 +38,7 @@ import time
 import numpy as np
 from openmm import unit
 
+from ._io import write_json
 from .analysis import (
     DEFAULT_BINS,
     DEFAULT_RANGE,
@@ -546,9 +546,7 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
     if molecular_system.setup != "amber14-vacuum":
         report["reference"]["note"] = (f"the reference was sampled with its own potential; for setup "
                                        f"{molecular_system.setup!r} the JS also measures the difference of potentials")
-    with open(os.path.join(out, "report.json.tmp"), "w") as handle:
-        json.dump(report, handle, indent=2)
-    os.replace(os.path.join(out, "report.json.tmp"), os.path.join(out, "report.json"))
+    write_json(os.path.join(out, "report.json"), report, indent=2)
     plot_ramachandran(
         {f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference,
          f"plain MD ({plain_summary['simulated_ns']:.3g} ns)": plain_phi_psi.reshape(-1, 2),
