@@ -38,6 +38,7 @@ import yaml
 from openmm import unit
 from tqdm.auto import tqdm
 
+from ._io import atomic_write_path, write_json
 from ._runtime import openmm as mm
 from .errors import CheckpointError, UnsupportedSystemError
 from .potentials import HARTREE_TO_KJ_PER_MOL, build_ani_potential, load_potential, save_potential
@@ -366,9 +367,8 @@ def load_or_generate_dataset(config, run_dir, progress=True):
             )
         return data
     data = generate_dataset(config, progress=progress)
-    temporary = path + ".tmp.npz"
-    np.savez(temporary, key=np.array(key), **data)
-    os.replace(temporary, path)
+    with atomic_write_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, key=np.array(key), **data)  # a file object: np.savez would append .npz to a name
     return data
 
 
@@ -559,10 +559,9 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
 
 
 def _save_checkpoint(path, potential, optimizer, scheduler, state):
-    temporary = path + ".tmp"
-    torch.save({"model": potential.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": state}, temporary)
-    os.replace(temporary, path)
+    with atomic_write_path(path) as temporary:
+        torch.save({"model": potential.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "state": state}, temporary)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -747,26 +746,20 @@ def fit_potential(config, run_dir=None, progress=True):
             if selected.any():
                 metrics["validation_by_source"][str(name)] = _metrics(
                     module, *(array[selected] for array in validation))
-        _write_json(os.path.join(run_dir, "history.json"), result["history"])
+        write_json(os.path.join(run_dir, "history.json"), result["history"])
         sample = np.random.default_rng(0).permutation(len(validation[0]))[:500]
         predicted_e, predicted_f = energies_and_forces(module, torch.as_tensor(validation[0][sample]))
         _plot(os.path.join(run_dir, "training.png"), result["history"],
               (validation[1][sample], predicted_e.detach().numpy()),
               (validation[2][sample].ravel(), predicted_f.detach().numpy().ravel()))
-        _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+        write_json(os.path.join(run_dir, "metrics.json"), metrics)
         if config.md_check.time_ps > 0:
             metrics["md_check"] = md_stability_check(
                 potential_file, config.setup, config.md_check, seed=config.seed, progress=progress)
-            _write_json(os.path.join(run_dir, "metrics.json"), metrics)
+            write_json(os.path.join(run_dir, "metrics.json"), metrics)
     finally:
         torch.set_num_threads(threads)
     return metrics
-
-
-def _write_json(path, content):
-    with open(path + ".tmp", "w") as handle:
-        json.dump(content, handle, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 def _version(package):

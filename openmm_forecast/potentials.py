@@ -29,11 +29,11 @@ unscripted module of a previous fit) can be trained further with
 
 import json
 import os
-import tempfile
 import warnings
 
 import torch
 
+from ._io import atomic_write_path
 from .errors import ModelFileError, ModelMismatchError
 
 with warnings.catch_warnings():
@@ -268,16 +268,8 @@ def save_potential(potential, path, metadata=None):
         units={"positions": "nm", "energy": "kJ/mol"},
     )
     scripted = torch.jit.script(potential.eval())
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, suffix=".pt.tmp")
-    os.close(handle)
-    try:
+    with atomic_write_path(path) as temporary:
         scripted.save(temporary, _extra_files={"metadata.json": json.dumps(info, indent=1)})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return info
 
 
