@@ -401,12 +401,19 @@ class Snapshot:
         velocities half a step earlier, advanced by half a kick and projected onto the constraints).
     hamiltonian_kJ : float
         ``U + 0.5 sum(m v^2)`` with the synchronous velocities, in kJ/mol.
+    potential_kJ : float
+        ``U`` in kJ/mol.
+    forces_kJ_nm : numpy.ndarray or None, shape (n_atoms, 3)
+        Forces in kJ/mol/nm (kept for leapfrog-type integrators, None otherwise): a change of velocities
+        alone reuses them and ``U`` instead of evaluating the potential again.
     """
 
     state: object
     positions_nm: np.ndarray
     velocities_nm_ps: np.ndarray
     hamiltonian_kJ: float
+    potential_kJ: float
+    forces_kJ_nm: np.ndarray = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -757,33 +764,48 @@ class ForecastAccelerator:
         self.simulation.context.setTime(start_ps + span_steps * self.timestep_ps)
         self.simulation.context.setStepCount(before.state.getStepCount() + span_steps)
 
-    def _set_velocities(self, velocities):
+    def _set_velocities(self, velocities, same_positions_as=None):
         """Write synchronous velocities (nm/ps) into the Context in the integrator's convention; return the Snapshot.
 
         The velocities are projected onto the constraints; for a leapfrog-type integrator the Context then
-        receives them half a kick earlier, ``v - dt/2 F/m`` (projected again).
+        receives them half a kick earlier, ``v - dt/2 F/m`` (projected again).  The potential is evaluated
+        once (energy and forces together), or not at all when ``same_positions_as`` is a Snapshot at the
+        Context's current positions, whose energy and forces are reused: with a costly potential (an ML
+        TorchForce) each evaluation costs as much as an MD step.
         """
         context = self.simulation.context
         context.setVelocities(velocities)
         if self._has_constraints:
             context.applyVelocityConstraints(self._constraint_tolerance)
+        evaluate = same_positions_as is None
         state = context.getState(
-            getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups
+            getPositions=True, getVelocities=True, getEnergy=evaluate, getForces=evaluate and self._leapfrog,
+            groups=self._groups,
         )
         synchronous = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        if evaluate:
+            potential_kJ, forces = self._potential_and_forces(state)
+        else:
+            potential_kJ, forces = same_positions_as.potential_kJ, same_positions_as.forces_kJ_nm
         if self._leapfrog:
-            forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
             context.setVelocities(synchronous - self._half_kick * forces)
             if self._has_constraints:
                 context.applyVelocityConstraints(self._constraint_tolerance)
-            state = context.getState(getPositions=True, getVelocities=True, getEnergy=True, groups=self._groups)
-        return self._snapshot(state, synchronous)
+            state = context.getState(getPositions=True, getVelocities=True, groups=self._groups)
+        return self._snapshot(state, synchronous, potential_kJ, forces)
 
-    def _snapshot(self, state, synchronous_velocities):
-        potential = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    def _potential_and_forces(self, state):
+        """``U`` (kJ/mol) and, for leapfrog-type integrators, the forces (kJ/mol/nm) of a State that has them."""
+        potential_kJ = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        forces = None
+        if self._leapfrog:
+            forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        return potential_kJ, forces
+
+    def _snapshot(self, state, synchronous_velocities, potential_kJ, forces):
         kinetic = float(kinetic_energy_kJ(synchronous_velocities, self.masses_amu))
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        return Snapshot(state, positions, synchronous_velocities, potential + kinetic)
+        return Snapshot(state, positions, synchronous_velocities, potential_kJ + kinetic, potential_kJ, forces)
 
     def _accept(self, after, positions, velocities, n_frames, dh_kJ, reports):
         """Keep the candidate: clock, history, drift, span, statistics, reports due at its last step."""
@@ -824,7 +846,7 @@ class ForecastAccelerator:
             return
         with self.stats.timing("transfer"):
             self._advance_clock(before, n_frames)
-            self._current = self._set_velocities(-before.velocities_nm_ps)
+            self._current = self._set_velocities(-before.velocities_nm_ps, same_positions_as=before)
         self._history.append((self._current.positions_nm, self._current.velocities_nm_ps))
         self._thermalise(n_frames * self.stride_steps * self.timestep_ps)
         self.stats.kept_ps += n_frames * self.stride_steps * self.timestep_ps
@@ -847,7 +869,7 @@ class ForecastAccelerator:
             velocities = decay * velocities + np.sqrt(1.0 - decay * decay) * self._thermal_speed * noise
             if self._removes_com_motion:
                 velocities = velocities - self.masses_amu @ velocities / self.masses_amu.sum()
-            self._current = self._set_velocities(velocities)
+            self._current = self._set_velocities(velocities, same_positions_as=self._current)
             self._history[-1] = (self._current.positions_nm, self._current.velocities_nm_ps)
 
     def _report_due(self, reports, span_steps):
@@ -898,8 +920,8 @@ class ForecastAccelerator:
             getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups
         )
         velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        potential_kJ, forces = self._potential_and_forces(state)
         if self._leapfrog:
-            forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
             velocities = velocities + self._half_kick * forces
             if self._has_constraints:
                 context.setVelocities(velocities)
@@ -907,7 +929,7 @@ class ForecastAccelerator:
                 projected = context.getState(getVelocities=True).getVelocities(asNumpy=True)
                 velocities = projected.value_in_unit(unit.nanometer / unit.picosecond)
                 context.setState(state)
-        self._current = self._snapshot(state, velocities)
+        self._current = self._snapshot(state, velocities, potential_kJ, forces)
         return self._current.positions_nm, self._current.velocities_nm_ps
 
     def kinetic_temperature_K(self):
