@@ -13,7 +13,6 @@
 All three read only the current state (``history = 1``).
 """
 
-import copy
 
 import numpy as np
 from openmm import unit
@@ -159,7 +158,9 @@ class VerletForecaster(Forecaster):
         )
         self.steps_per_stride = steps
         self._integrator = velocity_verlet_integrator(dt_ps * unit.picosecond)
-        self._context = mm.Context(copy.deepcopy(system), self._integrator, get_platform(platform))
+        # The Context keeps its own copy of the System's parameters; no deep copy, which would round-trip the System
+        # through XML and crashes for a System holding an openmm-torch TorchForce.
+        self._context = mm.Context(system, self._integrator, get_platform(platform))
 
     def _forecast(self, positions, velocities, n_frames):
         n_walkers = positions.shape[0]
