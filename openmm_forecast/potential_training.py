@@ -34,12 +34,12 @@ import time
 
 import numpy as np
 import torch
-import yaml
 from openmm import unit
 from tqdm.auto import tqdm
 
 from ._io import atomic_write_path, write_json
 from ._runtime import openmm as mm
+from .config import check_field, from_mapping, read_yaml_mapping, to_plain_dict, write_yaml
 from .errors import CheckpointError, UnsupportedSystemError
 from .potentials import HARTREE_TO_KJ_PER_MOL, build_ani_potential, load_potential, save_potential
 from .systems import build_system, system_fingerprint
@@ -133,39 +133,7 @@ class PotentialFitConfig:
 
     def to_dict(self):
         """Plain nested dict (YAML/JSON serialisable)."""
-        return dataclasses.asdict(self)
-
-
-def _coerce(value, default, where):
-    """Check ``value`` against the type of the default it replaces (ints accepted for floats)."""
-    expected = type(default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is bool or isinstance(value, bool):
-        if not isinstance(value, expected):
-            raise ValueError(f"{where} must be {expected.__name__}, got {value!r}")
-        return value
-    if not isinstance(value, expected):
-        raise ValueError(f"{where} must be {expected.__name__}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def _from_dict(cls, data, where):
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping, got {data!r}")
-    fields = {field.name: field for field in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(fields)}")
-    defaults = cls()
-    values = {}
-    for name, value in data.items():
-        default = getattr(defaults, name)
-        if dataclasses.is_dataclass(default):
-            values[name] = _from_dict(type(default), value, f"{where}.{name}")
-        else:
-            values[name] = _coerce(value, default, f"{where}.{name}")
-    return cls(**values)
+        return to_plain_dict(self)
 
 
 def _validate(config):
@@ -186,24 +154,21 @@ def _validate(config):
         raise ValueError(f"sampling.displacements_nm must be positive numbers, got {sampling.displacements_nm}")
     sampling.displacements_nm = [float(d) for d in sampling.displacements_nm]
     for name in ("frame_interval_ps", "timestep_fs"):
-        if not getattr(sampling, name) > 0:
-            raise ValueError(f"sampling.{name} must be > 0")
+        check_field(sampling, name, float, lambda v: v > 0, "> 0", where=f"sampling.{name}")
     steps = sampling.frame_interval_ps * 1000.0 / sampling.timestep_fs
     if abs(steps - round(steps)) > 1e-6:
         raise ValueError("sampling.frame_interval_ps must be a multiple of sampling.timestep_fs")
-    if not 0.0 < training.validation_fraction < 1.0:
-        raise ValueError(f"training.validation_fraction must be in (0, 1), got {training.validation_fraction}")
+    check_field(training, "validation_fraction", float, lambda v: 0 < v < 1, "in (0, 1)",
+                where="training.validation_fraction")
     for name in ("max_epochs", "threads"):
-        if getattr(training, name) < 1:
-            raise ValueError(f"training.{name} must be >= 1")
-    if training.batch_size < 2:
-        raise ValueError("training.batch_size must be >= 2 (the energy loss compares energies within a batch)")
+        check_field(training, name, int, lambda v: v >= 1, ">= 1", where=f"training.{name}")
+    check_field(training, "batch_size", int, lambda v: v >= 2,
+                ">= 2 (the energy loss compares energies within a batch)", where="training.batch_size")
     if training.energy_weight < 0 or training.force_weight < 0 or training.energy_weight + training.force_weight == 0:
         raise ValueError("training.energy_weight and force_weight must be >= 0, not both 0")
     if config.model.export_dtype not in ("float32", "float64"):
         raise ValueError(f"model.export_dtype must be 'float32' or 'float64', got {config.model.export_dtype!r}")
-    if config.md_check.time_ps < 0:
-        raise ValueError("md_check.time_ps must be >= 0")
+    check_field(config.md_check, "time_ps", float, lambda v: v >= 0, ">= 0", where="md_check.time_ps")
 
 
 def config_from_dict(data):
@@ -214,16 +179,14 @@ def config_from_dict(data):
     ValueError
         For unknown keys, wrong types or out-of-range values (the message names the key).
     """
-    config = _from_dict(PotentialFitConfig, data or {}, "config")
+    config = from_mapping(PotentialFitConfig, data or {}, "config", check_types=True)
     _validate(config)
     return config
 
 
 def load_config(path):
     """Read and validate a ``fit-potential`` YAML file (see :func:`config_from_dict`)."""
-    with open(path) as handle:
-        data = yaml.safe_load(handle)
-    return config_from_dict(data)
+    return config_from_dict(read_yaml_mapping(path, "fit-potential settings"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -697,15 +660,13 @@ def fit_potential(config, run_dir=None, progress=True):
     config_path = os.path.join(run_dir, "config.yaml")
     effective = dict(config.to_dict(), run_dir=run_dir)
     if os.path.exists(config_path):
-        with open(config_path) as handle:
-            previous = yaml.safe_load(handle) or {}
+        previous = read_yaml_mapping(config_path, "fit-potential settings")
         for section in ("setup", "seed", "sampling", "model"):
             if previous.get(section) != effective[section]:
                 raise CheckpointError(
                     f"{run_dir} holds a run with a different {section!r}; use another run_dir to start afresh"
                 )
-    with open(config_path, "w") as handle:
-        yaml.safe_dump(effective, handle, sort_keys=False)
+    write_yaml(config_path, effective)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(config.training.threads)

@@ -33,7 +33,6 @@ scheduler, epoch, random states, best metric) and ``model.pt`` (the best model s
 
 import copy
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_path, write_json
+from .config import check_field, from_mapping, read_yaml_mapping, to_plain_dict, write_yaml
 from .errors import CheckpointError, DataFileError
 from .forecasters.symmetry import random_rotations
 from .units import kT_kJ
@@ -174,26 +174,28 @@ class TrainingConfig:
         self.out = os.fspath(self.out)
         if not isinstance(self.hyperparameters, dict):
             raise ValueError(f"hyperparameters must be a mapping, got {self.hyperparameters!r}")
-        _check(self, "stride_ps", float, lambda v: v > 0 and math.isfinite(v), "finite and > 0 (ps)")
+        check_field(self, "stride_ps", float, lambda v: v > 0 and math.isfinite(v), "finite and > 0 (ps)")
         for name in ("max_frames", "history", "epochs", "batch_size", "validation_max_samples"):
-            _check(self, name, int, lambda v: v >= 1, "an integer >= 1")
+            check_field(self, name, int, lambda v: v >= 1, "an integer >= 1")
         for name in ("split_seed", "seed", "warmup_steps"):
-            _check(self, name, int, lambda v: v >= 0, "an integer >= 0")
-        _check(self, "plateau_patience", int, lambda v: v >= 1, "an integer >= 1")
-        _check(self, "validation_fraction", float, lambda v: 0 < v < 1, "in (0, 1)")
-        _check(self, "learning_rate", float, lambda v: 0 < v < 1, "in (0, 1)")
-        _check(self, "weight_decay", float, lambda v: v >= 0, ">= 0")
-        _check(self, "min_lr_fraction", float, lambda v: 0 <= v <= 1, "in [0, 1]")
+            check_field(self, name, int, lambda v: v >= 0, "an integer >= 0")
+        check_field(self, "plateau_patience", int, lambda v: v >= 1, "an integer >= 1")
+        check_field(self, "validation_fraction", float, lambda v: 0 < v < 1, "in (0, 1)")
+        check_field(self, "learning_rate", float, lambda v: 0 < v < 1, "in (0, 1)")
+        check_field(self, "weight_decay", float, lambda v: v >= 0, ">= 0")
+        check_field(self, "min_lr_fraction", float, lambda v: 0 <= v <= 1, "in [0, 1]")
         for name in ("position_weight", "velocity_weight", "kinetic_energy_weight"):
-            _check(self, name, float, lambda v: v >= 0 and math.isfinite(v), "finite and >= 0")
+            check_field(self, name, float, lambda v: v >= 0 and math.isfinite(v), "finite and >= 0")
         if self.position_weight + self.velocity_weight == 0:
             raise ValueError("position_weight and velocity_weight cannot both be 0")
-        _check(self, "samples_per_epoch", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
-        _check(self, "gradient_clip", float, lambda v: v > 0, "> 0 or null", optional=True)
-        _check(self, "loss_time_ps", float, lambda v: v > 0 and math.isfinite(v), "> 0 (ps) or null", optional=True)
-        _check(self, "early_stopping_patience", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
-        _check(self, "max_minutes", float, lambda v: v > 0, "> 0 or null", optional=True)
-        _check(self, "num_threads", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
+        check_field(self, "samples_per_epoch", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
+        check_field(self, "gradient_clip", float, lambda v: v > 0, "> 0 or null", optional=True)
+        check_field(
+            self, "loss_time_ps", float, lambda v: v > 0 and math.isfinite(v), "> 0 (ps) or null", optional=True
+        )
+        check_field(self, "early_stopping_patience", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
+        check_field(self, "max_minutes", float, lambda v: v > 0, "> 0 or null", optional=True)
+        check_field(self, "num_threads", int, lambda v: v >= 1, "an integer >= 1 or null", optional=True)
         if self.augment_rotations != "auto" and not isinstance(self.augment_rotations, bool):
             raise ValueError(f"augment_rotations must be true, false or 'auto', got {self.augment_rotations!r}")
         for name in ("augment_time_reversal", "resume", "progress"):
@@ -213,44 +215,18 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, values):
         """Build from a mapping, refusing unknown keys (with the list of known ones)."""
-        if not isinstance(values, dict):
-            raise ValueError(f"a training config must be a mapping, got {type(values).__name__}")
-        known = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; known keys: {', '.join(known)}")
-        missing = [name for name in ("data", "out", "architecture") if name not in values]
-        if missing:
-            raise ValueError(f"the training config lacks the required keys {missing}")
-        return cls(**values)
+        return from_mapping(cls, values, "training config")
 
     @classmethod
     def from_yaml(cls, path, **overrides):
         """Read a YAML config file; ``overrides`` replace its keys (unknown keys are refused)."""
-        import yaml
-
-        with open(path) as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a YAML mapping of training settings")
+        values = read_yaml_mapping(path, "training settings")
         values.update(overrides)
         return cls.from_dict(values)
 
     def to_dict(self):
         """Plain-Python copy (JSON/YAML serialisable)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
-def _check(config, name, kind, ok, requirement, optional=False):
-    """Validate (and coerce int -> float) one config field, raising ValueError with the requirement."""
-    value = getattr(config, name)
-    if value is None and optional:
-        return
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-        setattr(config, name, value)
-    if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
-        raise ValueError(f"{name} must be {requirement}, got {value!r}")
+        return to_plain_dict(self)
 
 
 # --------------------------------------------------------------------------------------------------- #
@@ -886,15 +862,13 @@ class Trainer:
         dict
             'model' (path of the best model), 'best_epoch', 'best_validation', 'epochs_run', 'stopped'.
         """
-        import yaml
         from tqdm.auto import tqdm
 
         c = self.config
         os.makedirs(c.out, exist_ok=True)
         if c.resume and os.path.exists(self.checkpoint_path):
             self.load_checkpoint()
-        with open(os.path.join(c.out, "config.yaml"), "w") as handle:
-            yaml.safe_dump(self.effective_config(), handle, sort_keys=False)
+        write_yaml(os.path.join(c.out, "config.yaml"), self.effective_config())
         stopped = "epochs"
         bar = tqdm(
             total=(c.epochs - self.epoch) * self.steps_per_epoch, desc=f"train {c.architecture}",
