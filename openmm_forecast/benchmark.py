@@ -33,7 +33,6 @@ import glob
 import hashlib
 import os
 import platform as platform_module
-import time
 
 import numpy as np
 from openmm import unit
