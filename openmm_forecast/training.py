@@ -124,6 +124,11 @@ class TrainingConfig:
         Continue from ``out/checkpoint.pt`` when it exists.
     export : str or None
         Also write the best model to this path (for example a shipped model file).
+    init_from : str or None
+        Fine-tuning (the MDtrajNet-1 protocol: pretrain broadly, fine-tune on short trajectories of the
+        target potential): start from the weights of this model file or shipped model name instead of a
+        random initialisation.  Its architecture, hyperparameters, elements, stride and history must match
+        this run's; its setup and potential may differ (that is the point).  Ignored when resuming.
     progress : bool
         Show a tqdm progress bar.
     """
@@ -163,6 +168,7 @@ class TrainingConfig:
     num_threads: int = None
     resume: bool = True
     export: str = None
+    init_from: str = None
     progress: bool = True
 
     def __post_init__(self):
@@ -574,6 +580,7 @@ class Trainer:
         except TypeError as error:
             raise ValueError(f"bad hyperparameters for architecture {config.architecture!r}: {error}") from error
         self.model = self.forecaster.module
+        self.initialised_from = self._initialise_from(config.init_from) if config.init_from else None
         self.rotate = config.augment_rotations
         if self.rotate == "auto":
             self.rotate = not self.forecaster.metadata.extra.get("rotation_equivariant", False)
@@ -777,6 +784,7 @@ class Trainer:
 
     _RESUMABLE_CHANGES = (
         "epochs", "max_minutes", "early_stopping_patience", "progress", "resume", "num_threads", "export", "device",
+        "init_from",
     )
 
     def load_checkpoint(self):
@@ -837,12 +845,39 @@ class Trainer:
             training=self.effective_config(),
             validation={"epoch": self.best_epoch, **self.best_metrics},
             split=self.split_record(),
+            initialised_from=self.initialised_from,
         )
         forecaster = TorchForecaster(module.cpu(), metadata)
         save_forecaster(forecaster, self.model_path)
         if self.config.export:
             save_forecaster(forecaster, self.config.export)
         return self.model_path
+
+    def _initialise_from(self, name_or_path):
+        """Copy the weights of a trained model (file or shipped name) into the new model; return its provenance."""
+        from .forecasters import load_forecaster
+
+        source = load_forecaster(name_or_path)
+        ours, theirs = self.forecaster.metadata, source.metadata
+        for field in ("architecture", "elements", "stride_ps", "history"):
+            if getattr(ours, field) != getattr(theirs, field):
+                raise ValueError(
+                    f"init_from {name_or_path!r} has {field} {getattr(theirs, field)!r}, but this run has "
+                    f"{getattr(ours, field)!r}: fine-tuning needs the same architecture, atoms, stride and history"
+                )
+        hyper = theirs.extra.get("hyperparameters")
+        if hyper is not None and hyper != ours.extra.get("hyperparameters"):
+            raise ValueError(
+                f"init_from {name_or_path!r} was built with hyperparameters {hyper}, this run with "
+                f"{ours.extra.get('hyperparameters')}: use the same 'hyperparameters' to fine-tune it"
+            )
+        dtype = next(self.model.parameters()).dtype
+        state = {name: value.to(dtype) if value.is_floating_point() else value
+                 for name, value in source.module.state_dict().items()}
+        self.model.load_state_dict(state, strict=True)
+        logger.info("initialised from %s (setup %s, potential %s)", name_or_path, theirs.setup, theirs.potential)
+        return {"model": os.fspath(name_or_path), "setup": theirs.setup, "potential": theirs.potential,
+                "data_fingerprint": theirs.data_fingerprint}
 
     def _write_metrics(self):
         summary = {"epochs": self.history, "best_epoch": self.best_epoch, "best_validation_loss": self.best_loss}

@@ -260,3 +260,26 @@ def test_cli_train(nve_file, tmp_path):
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "cli"), "--set", "epochs=1"]) == 0
     assert (tmp_path / "cli" / "model.pt").exists()
     assert main(["train", "--config", str(path), "--set", "bogus=1"]) == 1
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights(nve_file, tmp_path):
+    """init_from (MDtrajNet-1's pretrain-then-fine-tune protocol) copies the trained weights exactly."""
+    pretrained = train(tiny_config(nve_file, tmp_path / "pre", epochs=3))["model"]
+    source = load_forecaster(pretrained).module.state_dict()
+    fine = Trainer(TrainingConfig(**tiny_config(nve_file, tmp_path / "fine", init_from=pretrained)))
+    fresh = Trainer(TrainingConfig(**tiny_config(nve_file, tmp_path / "fresh")))
+    for name, value in fine.model.state_dict().items():
+        assert torch.equal(value, source[name].to(value.dtype)), name
+    assert any(not torch.equal(value, fresh.model.state_dict()[name]) for name, value in source.items())
+    result = train(tiny_config(nve_file, tmp_path / "fine", epochs=1, init_from=pretrained))
+    assert load_forecaster(result["model"]).metadata.extra["initialised_from"]["model"] == pretrained
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"hyperparameters": {"hidden": 16, "max_frames": 3}}, "hyperparameters"), ({"stride_ps": 0.02}, "stride")],
+)
+def test_fine_tuning_refuses_a_model_of_another_shape(nve_file, tmp_path, changes, message):
+    pretrained = train(tiny_config(nve_file, tmp_path / "pre", epochs=1))["model"]
+    with pytest.raises(ValueError, match=message):
+        Trainer(TrainingConfig(**tiny_config(nve_file, tmp_path / "fine", init_from=pretrained, **changes)))
