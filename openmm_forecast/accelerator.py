@@ -26,8 +26,10 @@ span ``span_frames``, the count of full-span acceptances in a row, the accumulat
    d. energy: the last frame is written to the Context and projected onto the constraints (positions,
       then velocities); ``dH = (U + K)_after - (U + K)_before`` decides
       (:func:`~openmm_forecast.guards.energy_decision`).
-   e. accept: time and step count advance by the span; reporters due at the jump's last step report
-      from the Context (which now holds that frame); ``drift_kJ += dH``; after ``grow_after`` full-span
+   e. accept: time and step count advance by the span; with a Langevin integrator the velocities get
+      the thermostat's exact Ornstein-Uhlenbeck step for the span (``thermostat_jumps``: the jump is the
+      Hamiltonian part of a Langevin splitting, so friction acts on all simulated time); reporters due at
+      the jump's last step report from the Context (which now holds that frame); ``drift_kJ += dH``; after ``grow_after`` full-span
       acceptances in a row the span doubles (at most ``max_frames``).  If maintenance is now due, the
       cycle ends.
       reject: the exact pre-jump State is restored (positions, velocities, box, time, step) and the span
