@@ -51,6 +51,7 @@ from .analysis import (
 )
 from .checkpoint import forecaster_fingerprint
 from .errors import DataFileError
+from .systems import resource_path
 from .walkers import ForecastWalkers, PlainWalkers
 
 REFERENCE_ENV = "OPENMM_FORECAST_REFERENCE"
@@ -107,13 +108,11 @@ def machine_info():
 
 
 def default_reference_path():
-    """The default reference: ``$OPENMM_FORECAST_REFERENCE``, else ``shared/reference`` beside the
-    source checkout (``<checkout>/../shared/reference``), else None.  Looked up at call time only."""
+    """The default reference: ``$OPENMM_FORECAST_REFERENCE``, else the two 100 ns amber14-vacuum runs shipped in
+    ``openmm_forecast/resources/reference`` (see its README.md).  Looked up at call time only."""
     if os.environ.get(REFERENCE_ENV):
         return os.environ[REFERENCE_ENV]
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidate = os.path.join(os.path.dirname(checkout), "shared", "reference")
-    return candidate if os.path.isdir(candidate) else None
+    return resource_path("reference")
 
 
 def load_reference_runs(path):

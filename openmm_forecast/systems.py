@@ -22,7 +22,10 @@ Every builder returns a :class:`MolecularSystem`; its integrator and Simulation 
 import dataclasses
 import hashlib
 import importlib.resources
+import io
 import os
+import re
+import zipfile
 
 import numpy as np
 from openmm import app, unit
@@ -167,10 +170,25 @@ def particle_masses(system):
 def system_fingerprint(system):
     """SHA-256 hex digest of ``XmlSerializer.serialize(system)``.
 
-    Two Systems with the same fingerprint have identical forces, parameters, masses and constraints.
+    Two Systems with the same fingerprint have identical forces, parameters, masses and constraints.  An
+    openmm-torch ``TorchForce`` serializes its TorchScript archive under a random top-level directory name, so
+    each embedded archive is replaced by a digest of its members' names (without that directory) and contents.
     """
     xml = mm.XmlSerializer.serialize(system)
+    xml = re.sub(r'encodedFileContents="([0-9a-fA-F]*)"', lambda m: f'archive="{_archive_digest(m.group(1))}"', xml)
     return hashlib.sha256(xml.encode()).hexdigest()
+
+
+def _archive_digest(hex_contents):
+    """Digest of a hex-encoded zip archive that ignores its top-level directory name (and zip metadata)."""
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes.fromhex(hex_contents))) as archive:
+            for name in sorted(archive.namelist(), key=lambda n: n.split("/", 1)[-1]):
+                digest.update(name.split("/", 1)[-1].encode() + b"\0" + hashlib.sha256(archive.read(name)).digest())
+    except (ValueError, zipfile.BadZipFile):  # not a zip archive: hash it as it is
+        digest.update(hex_contents.encode())
+    return digest.hexdigest()
 
 
 def load_alanine_dipeptide():
@@ -207,7 +225,8 @@ def build_system(
     constraints : str or None
         None, 'HBonds', 'AllBonds' or 'HAngles' (or OpenMM's constants).
     potential_file : str, optional
-        For ``ml`` only: path of a TorchScript potential, or ``"ani2x"``.
+        For ``ml`` only: path of a TorchScript potential, the name of a shipped one (``"ala2-ani-amber14"``),
+        or ``"ani2x"`` (torchani's ANI-2x, only when its weights are already on this machine).
 
     Returns
     -------
@@ -289,7 +308,13 @@ def _torch_force(potential_file, elements):
         module = ani2x_module(elements)
         return openmmtorch.TorchForce(module), "torchani ANI-2x (local weights)"
     if not os.path.isfile(potential_file):
-        raise ModelFileError(f"potential file {potential_file!r} does not exist")
+        shipped = resource_path(os.path.join("models", f"{potential_file}.pt"))
+        if not os.path.isfile(shipped):
+            raise ModelFileError(
+                f"potential file {potential_file!r} does not exist, nor is it the name of a shipped potential "
+                "(such as 'ala2-ani-amber14')"
+            )
+        potential_file = shipped
     import torch
 
     extra = {"metadata.json": ""}

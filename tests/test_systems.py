@@ -110,3 +110,35 @@ def test_corrupt_potential_file_is_refused(tmp_path):
     path.write_bytes(b"not a torchscript archive")
     with pytest.raises(of.ModelFileError, match="TorchScript"):
         build_system("ml", potential_file=str(path))
+
+
+def test_ml_setup_takes_the_shipped_potential_by_name():
+    by_name = build_system("ml", potential_file="ala2-ani-amber14")
+    by_path = build_system("ml", potential_file=of.systems.resource_path("models/ala2-ani-amber14.pt"))
+    assert "ala2-ani-amber14.pt" in by_name.potential and by_name.potential == by_path.potential
+    assert by_name.fingerprint() == by_path.fingerprint()
+
+
+def test_fingerprint_of_ml_systems_follows_the_model_not_its_serialization(tmp_path, vacuum_system):
+    """TorchForce serializes its archive under a random directory name; the fingerprint must not see it,
+    and must still tell two different models apart."""
+    import json
+
+    import torch
+
+    class Constant(torch.nn.Module):
+        def __init__(self, value: float):
+            super().__init__()
+            self.value = value
+
+        def forward(self, positions):
+            return torch.sum(positions) * 0.0 + self.value
+
+    metadata = {"metadata.json": json.dumps({"elements": vacuum_system.elements})}
+    paths = []
+    for value in (0.0, 1.0):
+        paths.append(str(tmp_path / f"constant{value}.pt"))
+        torch.jit.script(Constant(value)).save(paths[-1], _extra_files=metadata)
+    first, again, other = (build_system("ml", potential_file=p) for p in (paths[0], paths[0], paths[1]))
+    assert first.fingerprint() == again.fingerprint()
+    assert first.fingerprint() != other.fingerprint()

@@ -17,12 +17,33 @@ def add_setup_arguments(parser):
     )
     parser.add_argument("--potential-file", default=None, help="TorchScript potential for the 'ml' setup, or 'ani2x'")
     parser.add_argument("--platform", default=None, help="OpenMM platform (default: the fastest measured here)")
+    add_threads_argument(parser)
+
+
+def add_threads_argument(parser):
+    """``--threads``: torch's CPU threads (see :func:`apply_threads`)."""
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads, used by ML potentials (TorchForce) and forecasters (default 1: a 22-atom molecule "
+        "gains nothing from more, and two TorchForce Contexts with 2 threads each on a busy 2-core CPU were "
+        "measured ~250x slower per step than with 1)",
+    )
+
+
+def apply_threads(args):
+    """Set ``torch.set_num_threads(args.threads)``, refusing values below 1."""
+    import torch
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
 
 
 def setup_from_args(args):
     """Build the :class:`~openmm_forecast.systems.MolecularSystem` the setup arguments describe."""
     from ..systems import build_system
 
+    apply_threads(args)
     return build_system(
         args.setup,
         temperature=args.temperature * unit.kelvin,

@@ -5,6 +5,7 @@ vacuum (HBonds, 2 fs, 300 K), the shipped forecaster 'ala2-amber14-vacuum', on t
 summary and writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default runs/demo).
 """
 
+from ._common import add_threads_argument
 from .benchmark import add_benchmark_arguments, execute
 
 DEMO_MODEL = "ala2-amber14-vacuum"
@@ -18,6 +19,7 @@ def add_parser(subparsers):
         description=__doc__.split("\n\n")[1],
     )
     add_benchmark_arguments(parser, walkers=8, wall_seconds=90.0, out="runs/demo")
+    add_threads_argument(parser)
     parser.set_defaults(func=run, platform=None)
 
 
