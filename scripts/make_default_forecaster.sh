@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default forecaster openmm_forecast/resources/models/ala2-amber14-vacuum.pt and the
-# comparison in docs/forecasters.md, from nothing, on a CPU (one thread per step; about 35 minutes here):
+# comparison in docs/forecasters.md, from nothing, on a CPU (one thread per step; about 85 minutes here,
+# of which mdtrajnet trains 66):
 #
 #   scripts/make_default_forecaster.sh            (run from anywhere; works in the repository root)
 #
