@@ -23,6 +23,8 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=1, help="seed of the start-state draw (default %(default)s)")
     parser.add_argument("--no-timing", action="store_true", help="skip the wall-clock measurements")
     parser.add_argument("--platform", default="Reference", help="OpenMM platform for energies and verlet")
+    parser.add_argument("--potential-file", default=None,
+                        help="for data of the 'ml' setup: its TorchScript potential (a path or a shipped name)")
     parser.add_argument("--device", default="cpu", help="torch device of the learned models (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.set_defaults(func=run)
@@ -39,6 +41,7 @@ def run(args):
     report = evaluate(
         args.model, args.data, args.out, baselines=baselines, max_samples=args.max_samples, seed=args.seed,
         timing=not args.no_timing, platform=args.platform, device=args.device,
+        potential_file=args.potential_file,
     )
     print(f"{'forecaster':<24}{'span fs':>8}{'RMSD A':>10}{'|dH| med':>10}{'<1kT':>7}{'proj |dH|':>10}{'<1kT':>7}")
     for label, result in report["forecasters"].items():
