@@ -219,6 +219,24 @@ class AcceleratorStats:
     dh_kJ: list = dataclasses.field(default_factory=list)
     max_dh_samples: int = 10000
 
+    @classmethod
+    def merge(cls, parts):
+        """Statistics of several walkers together: every count, time and table summed, ``dH`` samples pooled."""
+        total = cls(max_dh_samples=sum(part.max_dh_samples for part in parts))
+        for part in parts:
+            for field in dataclasses.fields(cls):
+                if field.name == "max_dh_samples":
+                    continue
+                mine, theirs = getattr(total, field.name), getattr(part, field.name)
+                if isinstance(mine, dict):
+                    for key, value in theirs.items():
+                        mine[key] = mine.get(key, 0) + value
+                elif isinstance(mine, list):
+                    mine.extend(theirs)
+                else:
+                    setattr(total, field.name, mine + theirs)
+        return total
+
     def record_attempt(self, n_frames):
         self.jumps_attempted += 1
         self.attempted_by_frames[n_frames] = self.attempted_by_frames.get(n_frames, 0) + 1
@@ -677,8 +695,12 @@ class ForecastAccelerator:
 
     def _keeps_jumping(self, accepted):
         """Whether the cycle goes on after a jump: after an acceptance unless maintenance is due (tolerance
-        mode), after a rejection only in Metropolis mode (whose schedule must not depend on outcomes)."""
-        return (accepted or self.options.metropolis) and not self._reequilibration_due()
+        mode), after a rejection only in Metropolis mode (whose schedule must not depend on outcomes).  A
+        Metropolis rejection leaves one state of history, so with ``history > 1`` every Metropolis cycle ends
+        after its first jump, whatever the outcome."""
+        if self.options.metropolis:
+            return self.history == 1
+        return accepted and not self._reequilibration_due()
 
     def _plan_jump(self, end_step):
         """Frames of the next jump (0: none fits) and the reporters' next reports.
@@ -713,6 +735,10 @@ class ForecastAccelerator:
                     reason = energy_decision(
                         dh_kJ, self.kT_kJ, self.options.energy_tolerance_kT, self.options.metropolis, self._rng
                     )
+            except mm.OpenMMException as error:  # e.g. NaN after constraint projection on a GPU platform
+                self._restore(before)
+                logger.debug("candidate refused by OpenMM: %s", error)
+                reason, dh_kJ = "nonfinite", float("nan")
             except BaseException:
                 self._restore(before)  # never leave a candidate in the Context
                 raise

@@ -33,8 +33,14 @@ _RECORD_MEMBER = "record.json"
 
 
 def forecaster_fingerprint(forecaster):
-    """SHA-256 hex digest of a forecaster's metadata JSON (architecture, elements, stride, training data...)."""
-    return hashlib.sha256(forecaster.metadata.to_json().encode()).hexdigest()
+    """SHA-256 hex digest of a forecaster's metadata JSON (architecture, elements, stride, training data...) and,
+    for a learned forecaster, of its weights (a retrained model with the same metadata is another forecaster)."""
+    digest = hashlib.sha256(forecaster.metadata.to_json().encode())
+    module = getattr(forecaster, "module", None)
+    if module is not None:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode() + b"\0" + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def write_checkpoint(path, context_bytes, record):

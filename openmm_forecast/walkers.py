@@ -365,19 +365,6 @@ class ForecastWalkers(_Walkers):
         -------
         AcceleratorStats
         """
-        total = AcceleratorStats(max_dh_samples=sum(w.stats.max_dh_samples for w in self.walkers))
-        for walker in self.walkers:
-            s = walker.stats
-            total.jumps_attempted += s.jumps_attempted
-            total.jumps_accepted += s.jumps_accepted
-            total.jumped_ps += s.jumped_ps
-            total.integrated_ps += s.integrated_ps
-            total.reequilibrations += s.reequilibrations
-            total.dh_kJ.extend(s.dh_kJ)
-            for mine, theirs in ((total.rejections, s.rejections), (total.wall_s, s.wall_s),
-                                 (total.attempted_by_frames, s.attempted_by_frames),
-                                 (total.accepted_by_frames, s.accepted_by_frames)):
-                for key, value in theirs.items():
-                    mine[key] = mine.get(key, 0) + value
+        total = AcceleratorStats.merge([walker.stats for walker in self.walkers])
         total.wall_s["forecast"] += self.forecast_wall_s
         return total

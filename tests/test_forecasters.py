@@ -531,3 +531,17 @@ def test_verlet_baseline_drives_an_ml_potential_system(tmp_path, vacuum_system):
 
     assert np.abs(x[0, -1] - x0).max() > 1e-4  # it moved
     assert abs(hamiltonian(x[0, -1], v[0, -1]) - hamiltonian(x0, v0)) < 1e-3 * hamiltonian(x0, v0)
+
+
+def test_checkpoint_fingerprint_tells_retrained_weights_apart():
+    """Two models with identical metadata but different weights are different forecasters for a checkpoint."""
+    from openmm_forecast.checkpoint import forecaster_fingerprint
+
+    first = _tiny("mdtrajnet", ["C", "O", "H"])
+    same = _tiny("mdtrajnet", ["C", "O", "H"])
+    retrained = _tiny("mdtrajnet", ["C", "O", "H"])
+    with torch.no_grad():
+        next(retrained.module.parameters()).add_(1e-3)
+    assert first.metadata.to_json() == retrained.metadata.to_json()
+    assert forecaster_fingerprint(first) == forecaster_fingerprint(same)
+    assert forecaster_fingerprint(first) != forecaster_fingerprint(retrained)

@@ -179,7 +179,8 @@ def test_clock_statistics_and_sampling(system, verlet):
 def test_plain_walkers_sample_until_the_wall_budget(system):
     walkers = PlainWalkers(system, 2, platform="Reference")
     samples = walkers.sample(0.02 * unit.picosecond, wall_seconds=0.3)
-    assert samples.wall_s[-1] >= 0.3 and samples.wall_s[-2] < 0.3
+    # It stops at the first sample that completes the budget (on a slow machine that may be the first one).
+    assert samples.wall_s[-1] >= 0.3 and (len(samples.wall_s) == 1 or samples.wall_s[-2] < 0.3)
     assert walkers.simulations[0].currentStep == 10 * len(samples.time_ps)
     # Different seeds: different trajectories.
     assert np.abs(samples.positions_nm[-1, 0] - samples.positions_nm[-1, 1]).max() > 0.005
@@ -197,3 +198,18 @@ def test_invalid_arguments(system, verlet):
         walkers.sample(0.003 * unit.picosecond, n_samples=1)
     with pytest.raises(ValueError, match="n_samples"):
         walkers.sample(1 * unit.picosecond)
+
+
+def test_merged_statistics_keep_every_field():
+    """ForecastWalkers.stats() merges per-walker statistics: every time and count must survive (kept_ps included)."""
+    from openmm_forecast.accelerator import AcceleratorStats
+
+    a, b = AcceleratorStats(), AcceleratorStats()
+    a.record_attempt(2), a.record_accept(2, 0.02), b.record_attempt(2), b.record_reject("energy")
+    a.kept_ps, b.kept_ps, a.integrated_ps, b.integrated_ps = 0.01, 0.03, 0.1, 0.2
+    a.record_dh(0.5), b.record_dh(-1.0)
+    total = AcceleratorStats.merge([a, b])
+    assert total.jumps_attempted == 2 and total.jumps_accepted == 1 and total.rejections["energy"] == 1
+    assert total.attempted_by_frames == {2: 2} and total.accepted_by_frames == {2: 1}
+    assert total.kept_ps == pytest.approx(0.04) and total.integrated_ps == pytest.approx(0.3)
+    assert total.jumped_ps == pytest.approx(0.02) and sorted(total.dh_kJ) == [-1.0, 0.5]
