@@ -171,8 +171,9 @@ class AcceleratorOptions:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0 (in kT), got {value!r}")
-        if self.temperature_sigmas is not None and not self.temperature_sigmas > 0:
-            raise ValueError(f"temperature_sigmas must be > 0 or None, got {self.temperature_sigmas!r}")
+        sigmas = self.temperature_sigmas
+        if sigmas is not None and not (isinstance(sigmas, (int, float)) and np.isfinite(sigmas) and sigmas > 0):
+            raise ValueError(f"temperature_sigmas must be a finite number > 0 or None, got {sigmas!r}")
         if self.seed is not None:
             _require_int("seed", self.seed, minimum=0)
 

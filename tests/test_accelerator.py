@@ -639,6 +639,8 @@ def test_custom_integrator_accepted_when_vouched_for(system):
         ({"segment_steps": 0}, "segment_steps"),
         ({"jumps_per_cycle": 1.5}, "jumps_per_cycle"),
         ({"temperature_sigmas": -2}, "temperature_sigmas"),
+        ({"temperature_sigmas": float("inf")}, "temperature_sigmas"),
+        ({"temperature_sigmas": "4"}, "temperature_sigmas"),
     ],
 )
 def test_invalid_options(system, langevin_verlet, options, message):
