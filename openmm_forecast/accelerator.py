@@ -62,7 +62,7 @@ from .guards import (
 )
 from .integrators import velocity_verlet_integrator
 from .systems import particle_masses, system_fingerprint
-from .units import kT_kJ, positive
+from .units import kT_kJ, positive, whole_steps
 
 logger = logging.getLogger(__name__)
 
@@ -667,12 +667,7 @@ class ForecastAccelerator:
             Time units, >= 0.
         """
         time_ps = positive(simulated_time, unit.picosecond, "simulated_time", allow_zero=True)
-        n_steps = time_ps / self.timestep_ps
-        if abs(n_steps - round(n_steps)) > 1e-6:
-            raise ValueError(
-                f"simulated_time ({simulated_time}) is not a whole number of time steps ({self.timestep_ps} ps)"
-            )
-        self.step(int(round(n_steps)))
+        self.step(whole_steps(time_ps, self.timestep_ps, "simulated_time", allow_zero=True))
 
     def _progress_disabled(self):
         return None if self.options.progress is None else not self.options.progress

@@ -85,7 +85,7 @@ from ._io import atomic_write_path
 from ._runtime import openmm as mm
 from .errors import CheckpointError, DataFileError
 from .integrators import velocity_verlet_integrator
-from .units import positive
+from .units import positive, whole_steps
 
 logger = logging.getLogger(__name__)
 
@@ -241,9 +241,9 @@ def generate_nvt(
     seed = _seed(seed)
     timestep_ps = positive(molecular_system.timestep, unit.picosecond, "timestep")
     interval_ps = positive(interval, unit.picosecond, "interval")
-    interval_steps = _steps(interval_ps, timestep_ps, "interval", "the time step of the setup")
+    interval_steps = whole_steps(interval_ps, timestep_ps, "interval", "the time step of the setup")
     equilibration_ps = positive(equilibration, unit.picosecond, "equilibration", allow_zero=True)
-    equilibration_steps = _steps(
+    equilibration_steps = whole_steps(
         equilibration_ps, timestep_ps, "equilibration", "the time step of the setup", allow_zero=True
     )
     existing = _existing_metadata(path, resume)
@@ -352,10 +352,10 @@ def generate_nve_segments(
     frame_interval_ps = positive(frame_interval, unit.picosecond, "frame_interval")
     spacing_ps = positive(spacing, unit.picosecond, "spacing")
     equilibration_ps = positive(equilibration, unit.picosecond, "equilibration", allow_zero=True)
-    frame_steps = _steps(frame_interval_ps, nve_timestep_ps, "frame_interval", "nve_timestep")
-    n_intervals = _steps(segment_ps, frame_interval_ps, "segment_length", "frame_interval")
-    spacing_steps = _steps(spacing_ps, timestep_ps, "spacing", "the time step of the setup")
-    equilibration_steps = _steps(
+    frame_steps = whole_steps(frame_interval_ps, nve_timestep_ps, "frame_interval", "nve_timestep")
+    n_intervals = whole_steps(segment_ps, frame_interval_ps, "segment_length", "frame_interval")
+    spacing_steps = whole_steps(spacing_ps, timestep_ps, "spacing", "the time step of the setup")
+    equilibration_steps = whole_steps(
         equilibration_ps, timestep_ps, "equilibration", "the time step of the setup", allow_zero=True
     )
     n_frames = n_intervals + 1
@@ -817,16 +817,6 @@ def _seed(value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"seed must be an integer >= 1 (0 would make OpenMM pick a random one), got {value!r}")
     return int(value)
-
-
-def _steps(span_ps, step_ps, name, step_name, allow_zero=False):
-    """Number of steps of ``step_ps`` in ``span_ps``, which must be a whole multiple of it."""
-    steps = round(span_ps / step_ps)
-    if abs(steps * step_ps - span_ps) > 1e-9 * max(span_ps, step_ps) or (steps < 1 and not allow_zero):
-        raise ValueError(
-            f"{name} ({span_ps * 1000:g} fs) must be a whole multiple of {step_name} ({step_ps * 1000:g} fs)"
-        )
-    return int(steps)
 
 
 def _chunks(shape):

@@ -63,3 +63,34 @@ MOLAR_GAS_CONSTANT_KJ = (unit.MOLAR_GAS_CONSTANT_R).value_in_unit(unit.kilojoule
 def kT_kJ(temperature_K):
     """Thermal energy kT in kJ/mol for a temperature in K."""
     return MOLAR_GAS_CONSTANT_KJ * temperature_K
+
+
+def whole_steps(span_ps, step_ps, name, step_name="the time step", allow_zero=False):
+    """Number of steps of ``step_ps`` in ``span_ps``, refusing spans that are not a whole number of them.
+
+    Parameters
+    ----------
+    span_ps, step_ps : float
+        Span and step, in ps.
+    name, step_name : str
+        What they are, for the error message.
+    allow_zero : bool
+        Accept a span of zero steps.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        A negative span, zero steps (unless ``allow_zero``), or a span off a whole number of steps by more
+        than 1e-6 of a step.
+    """
+    steps = round(span_ps / step_ps)
+    if abs(steps * step_ps - span_ps) > 1e-6 * step_ps or steps < (0 if allow_zero else 1):
+        raise ValueError(
+            f"{name} ({span_ps * 1000:g} fs) must be a {'' if allow_zero else 'positive '}whole number of time "
+            f"steps: a multiple of {step_name} ({step_ps * 1000:g} fs)"
+        )
+    return int(steps)

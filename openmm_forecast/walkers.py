@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .accelerator import AcceleratorStats, ForecastAccelerator
 from .errors import BadForecastError
-from .units import positive
+from .units import positive, whole_steps
 
 
 @dataclasses.dataclass
@@ -185,9 +185,7 @@ class _Walkers:
         if n_samples is None and wall_seconds is None:
             raise ValueError("give n_samples, wall_seconds or both")
         interval_ps = positive(interval, unit.picosecond, "interval")
-        steps = int(round(interval_ps / self.timestep_ps))
-        if steps < 1 or abs(steps * self.timestep_ps - interval_ps) > 1e-6 * interval_ps:
-            raise ValueError(f"interval ({interval_ps} ps) must be a whole number of time steps ({self.timestep_ps} ps)")
+        steps = whole_steps(interval_ps, self.timestep_ps, "interval")
         positions, walls = [], []
         disable = None if progress is None else not progress
         total = n_samples if wall_seconds is None else float(wall_seconds)

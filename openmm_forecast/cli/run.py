@@ -15,6 +15,7 @@ import time
 from openmm import app, unit
 
 from .._io import write_json
+from ..units import whole_steps
 from ._common import add_setup_arguments, setup_from_args
 
 logger = logging.getLogger(__name__)
@@ -51,13 +52,6 @@ def add_parser(subparsers):
     parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
-
-
-def _steps(time_ps, timestep_ps, name):
-    steps = time_ps / timestep_ps
-    if steps <= 0 or abs(steps - round(steps)) > 1e-6:
-        raise ValueError(f"{name} ({time_ps} ps) must be a positive multiple of the time step ({timestep_ps} ps)")
-    return int(round(steps))
 
 
 def truncate_dcd(path, last_step):
@@ -113,9 +107,9 @@ def run(args):
         logger.info("no checkpoint in %s: starting from the beginning", args.out)
     molecular_system = setup_from_args(args)
     timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
-    total_steps = _steps(args.time, timestep_ps, "--time")
-    interval = _steps(args.report_interval, timestep_ps, "--report-interval")
-    checkpoint_steps = _steps(args.checkpoint_interval, timestep_ps, "--checkpoint-interval")
+    total_steps = whole_steps(args.time, timestep_ps, "--time")
+    interval = whole_steps(args.report_interval, timestep_ps, "--report-interval")
+    checkpoint_steps = whole_steps(args.checkpoint_interval, timestep_ps, "--checkpoint-interval")
     os.makedirs(args.out, exist_ok=True)
 
     forecaster_options = {}

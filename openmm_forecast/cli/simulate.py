@@ -7,6 +7,7 @@ import time
 
 from openmm import app
 
+from ..units import whole_steps
 from ._common import add_setup_arguments, setup_from_args
 
 
@@ -26,20 +27,11 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def _steps(time_ps, timestep_fs, name):
-    steps = time_ps * 1000.0 / timestep_fs
-    if steps < 0 or abs(steps - round(steps)) > 1e-6:
-        raise ValueError(f"{name} ({time_ps} ps) must be a non-negative multiple of the time step ({timestep_fs} fs)")
-    return int(round(steps))
-
-
 def run(args):
     molecular_system = setup_from_args(args)
-    n_steps = _steps(args.time, args.timestep, "--time")
-    interval = _steps(args.report_interval, args.timestep, "--report-interval")
-    equilibration = _steps(args.equilibration, args.timestep, "--equilibration")
-    if n_steps == 0 or interval == 0:
-        raise ValueError("--time and --report-interval must be positive")
+    n_steps = whole_steps(args.time, args.timestep / 1000, "--time")
+    interval = whole_steps(args.report_interval, args.timestep / 1000, "--report-interval")
+    equilibration = whole_steps(args.equilibration, args.timestep / 1000, "--equilibration", allow_zero=True)
     os.makedirs(args.out, exist_ok=True)
     simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed)
     simulation.step(equilibration)
