@@ -116,9 +116,10 @@ class AcceleratorOptions:
     temperature : openmm.unit.Quantity, optional
         Target temperature (default: the integrator's, else the forecaster's training temperature).
     clash_fraction : float
-        Clash threshold as a fraction of the smallest non-bonded distance at construction (default 0.7).
+        Clash threshold as a fraction of the sum of the two atoms' van der Waals radii (default 0.5; see
+        :class:`~openmm_forecast.guards.SanityGuard`).
     clash_distance : openmm.unit.Quantity, optional
-        Absolute clash threshold (length), instead of ``clash_fraction``.
+        One absolute clash threshold (length) for every pair, instead of ``clash_fraction``.
     bond_stretch : float
         Largest factor by which a bond may differ from its length at construction (default 1.5).
     check_chirality : bool
@@ -151,7 +152,7 @@ class AcceleratorOptions:
     metropolis: bool = False
     seed: int = None
     temperature: unit.Quantity = None
-    clash_fraction: float = 0.7
+    clash_fraction: float = 0.5
     clash_distance: unit.Quantity = None
     bond_stretch: float = 1.5
     check_chirality: bool = True

@@ -7,8 +7,9 @@ A forecast is checked in two stages, cheapest and Context-free first:
 
    - ``'nonfinite'``: a NaN or Inf in any position or velocity of any frame;
    - ``'clash'``: two atoms that are neither bonded nor share a bonded neighbour (1-2 and 1-3 pairs
-     excluded) closer than a threshold (default 0.7 times the smallest such distance in the reference
-     structure);
+     excluded) closer than a fraction (default 0.5) of the sum of their van der Waals radii
+     (:data:`VDW_RADII_NM`).  In 25,200 frames of 300 K alanine-dipeptide dynamics the smallest ratio of
+     distance to radius sum was 0.60 (the C7eq hydrogen bond, O...H 0.164 nm);
    - ``'bond'``: a bond longer than ``bond_stretch`` times its reference length, or shorter than the
      reference divided by ``bond_stretch``;
    - ``'chirality'``: an inverted stereocentre: the signed volume spanned by three neighbours of an sp3
@@ -35,6 +36,15 @@ from .units import MOLAR_GAS_CONSTANT_KJ
 
 REJECTION_REASONS = ("nonfinite", "clash", "bond", "chirality", "energy", "metropolis")
 """Why a jump can be rejected: sanity reasons (in the order they are checked), then energy reasons."""
+
+VDW_RADII_NM = {
+    "H": 0.120, "C": 0.170, "N": 0.155, "O": 0.152, "F": 0.147, "P": 0.180, "S": 0.180, "Cl": 0.175,
+    "Br": 0.185, "I": 0.198,
+}
+"""Bondi's van der Waals radii (nm) of the elements of organic molecules (J. Phys. Chem. 68, 441 (1964))."""
+
+DEFAULT_VDW_RADIUS_NM = 0.200
+"""Radius (nm) of an element missing from :data:`VDW_RADII_NM` (and of particles without an element)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,8 +224,8 @@ def nonbonded_pairs(neighbours):
     return np.stack([i[keep], j[keep]], axis=1)
 
 
-def min_pair_distance_nm(positions_nm, pairs):
-    """Smallest distance between the atoms of each pair, per frame.
+def pair_distances_nm(positions_nm, pairs):
+    """Distance between the atoms of each pair, per frame.
 
     Parameters
     ----------
@@ -224,13 +234,11 @@ def min_pair_distance_nm(positions_nm, pairs):
 
     Returns
     -------
-    numpy.ndarray, shape (...)
-        Distance in nm (``inf`` when there are no pairs).
+    numpy.ndarray, shape (..., n_pairs)
+        nm.
     """
     x = np.asarray(positions_nm)
-    if len(pairs) == 0:
-        return np.full(x.shape[:-2], np.inf)
-    return np.linalg.norm(x[..., pairs[:, 0], :] - x[..., pairs[:, 1], :], axis=-1).min(axis=-1)
+    return np.linalg.norm(x[..., pairs[:, 0], :] - x[..., pairs[:, 1], :], axis=-1)
 
 
 class SanityGuard:
@@ -242,11 +250,12 @@ class SanityGuard:
         Bonds define the bonded pairs, bond lengths and stereocentres.
     reference_positions_nm : numpy.ndarray, shape (n_atoms, 3)
         A sane structure (for example the simulation's state when the accelerator is created): reference
-        bond lengths, the reference smallest non-bonded distance and the handedness of each stereocentre.
+        bond lengths and the handedness of each stereocentre.
     clash_fraction : float
-        A clash is a non-bonded distance below ``clash_fraction`` times the reference smallest one.
+        A clash is a non-bonded distance below ``clash_fraction`` times the sum of the two atoms' van der
+        Waals radii (:data:`VDW_RADII_NM`).
     clash_distance_nm : float, optional
-        Absolute clash threshold in nm, used instead of ``clash_fraction`` when given.
+        One absolute clash threshold in nm for every pair, used instead of ``clash_fraction`` when given.
     bond_stretch : float
         Allowed factor (> 1) on a bond's reference length, in either direction.
     check_chirality : bool
@@ -259,7 +268,8 @@ class SanityGuard:
     nonbonded_pairs : numpy.ndarray of int, shape (n_pairs, 2)
         Pairs checked for clashes (see :func:`nonbonded_pairs`).
     reference_bond_lengths_nm : numpy.ndarray, shape (n_bonds,)
-    clash_threshold_nm : float
+    clash_thresholds_nm : numpy.ndarray, shape (n_pairs,)
+        Clash distance of each pair of ``nonbonded_pairs``.
     stereocentres : numpy.ndarray of int, shape (n_stereocentres, 4)
     reference_handedness : numpy.ndarray of float, shape (n_stereocentres,)
         Sign (+1 or -1) of each stereocentre's signed volume in the reference structure.
@@ -274,7 +284,7 @@ class SanityGuard:
         self,
         topology,
         reference_positions_nm,
-        clash_fraction=0.7,
+        clash_fraction=0.5,
         clash_distance_nm=None,
         bond_stretch=1.5,
         check_chirality=True,
@@ -295,11 +305,15 @@ class SanityGuard:
         self.bond_stretch = float(bond_stretch)
         self.reference_positions_nm = reference
         self.nonbonded_pairs = nonbonded_pairs(neighbours)
-        self.reference_min_distance_nm = float(min_pair_distance_nm(reference, self.nonbonded_pairs))
         if clash_distance_nm is not None:
-            self.clash_threshold_nm = float(clash_distance_nm)
+            self.clash_thresholds_nm = np.full(len(self.nonbonded_pairs), float(clash_distance_nm))
         else:
-            self.clash_threshold_nm = clash_fraction * self.reference_min_distance_nm
+            radii = np.array([
+                VDW_RADII_NM.get(atom.element.symbol, DEFAULT_VDW_RADIUS_NM) if atom.element is not None
+                else DEFAULT_VDW_RADIUS_NM
+                for atom in topology.atoms()
+            ])
+            self.clash_thresholds_nm = clash_fraction * radii[self.nonbonded_pairs].sum(axis=1)
         self.stereocentres = find_stereocentres(topology) if check_chirality else np.zeros((0, 4), dtype=int)
         self.reference_handedness = np.sign(signed_volumes(reference, self.stereocentres))
 
@@ -322,7 +336,7 @@ class SanityGuard:
         x = np.asarray(positions_nm, dtype=np.float64)
         if not (np.isfinite(x).all() and np.isfinite(velocities_nm_ps).all()):
             return "nonfinite"
-        if (min_pair_distance_nm(x, self.nonbonded_pairs) < self.clash_threshold_nm).any():
+        if (pair_distances_nm(x, self.nonbonded_pairs) < self.clash_thresholds_nm).any():
             return "clash"
         ratio = self._bond_lengths(x) / self.reference_bond_lengths_nm
         if (ratio > self.bond_stretch).any() or (ratio < 1.0 / self.bond_stretch).any():

@@ -5,6 +5,7 @@ import pytest
 from openmm import app, unit
 
 from openmm_forecast.guards import (
+    VDW_RADII_NM,
     SanityGuard,
     degrees_of_freedom,
     energy_decision,
@@ -111,12 +112,18 @@ def test_each_insane_frame_is_caught_with_its_reason(guard, thermal_frames, vacu
     assert guard.check(-x, -v) == "chirality"
 
 
-def test_clash_threshold_is_a_fraction_of_the_reference_or_absolute(vacuum_system, thermal_frames):
-    x = thermal_frames[0][0]
-    relative = SanityGuard(vacuum_system.topology, x, clash_fraction=0.5)
-    assert 0.15 < relative.reference_min_distance_nm < 0.3  # closest non-bonded pair: an H...H or H...O contact
-    assert relative.clash_threshold_nm == pytest.approx(0.5 * relative.reference_min_distance_nm)
-    assert SanityGuard(vacuum_system.topology, x, clash_distance_nm=0.1).clash_threshold_nm == 0.1
+def test_clash_thresholds_are_van_der_waals_fractions_independent_of_the_reference(vacuum_system, thermal_frames):
+    x = thermal_frames[0]
+    elements = vacuum_system.elements
+    guard = SanityGuard(vacuum_system.topology, x[0], clash_fraction=0.5)
+    expected = [0.5 * (VDW_RADII_NM[elements[i]] + VDW_RADII_NM[elements[j]]) for i, j in guard.nonbonded_pairs]
+    np.testing.assert_allclose(guard.clash_thresholds_nm, expected)
+    # Another conformation as reference (the accelerator takes the current state) gives the same
+    # thresholds: a hydrogen bond that forms later is not a clash because the reference had none.
+    other = SanityGuard(vacuum_system.topology, x[-1] @ _rotation(np.random.default_rng(3)).T, clash_fraction=0.5)
+    np.testing.assert_array_equal(other.clash_thresholds_nm, guard.clash_thresholds_nm)
+    absolute = SanityGuard(vacuum_system.topology, x[0], clash_distance_nm=0.1).clash_thresholds_nm
+    assert np.all(absolute == 0.1) and len(absolute) == len(guard.nonbonded_pairs)
     with pytest.raises(ValueError, match="clash_fraction"):
         SanityGuard(vacuum_system.topology, x, clash_fraction=1.2)
     with pytest.raises(ValueError, match="bond_stretch"):
