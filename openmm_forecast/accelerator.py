@@ -1012,7 +1012,7 @@ class ForecastAccelerator:
         ------
         CheckpointError
             Missing or corrupt file, or one written for a different System or forecaster, or on another
-            platform or OpenMM version.
+            platform or OpenMM version.  The simulation and the accelerator are then left as they were.
         """
         context_bytes, record = read_checkpoint(path, self._system_fingerprint, self._forecaster_fingerprint)
         name = str(path)
@@ -1028,16 +1028,20 @@ class ForecastAccelerator:
             raise CheckpointError(f"checkpoint {name!r} lacks accelerator state: {error}") from error
         if not 1 <= span_frames <= self.max_frames:
             raise CheckpointError(f"checkpoint {name!r} has span {span_frames}, outside [1, {self.max_frames}]")
+        context = self.simulation.context
+        current = context.createCheckpoint()  # a refused checkpoint must not cost the running state
         try:
-            self.simulation.context.loadCheckpoint(context_bytes)
+            context.loadCheckpoint(context_bytes)
         except Exception as error:
+            context.loadCheckpoint(current)
             raise CheckpointError(
                 f"OpenMM could not load the Context of checkpoint {name!r} (written on another platform or "
                 f"OpenMM version?): {error}"
             ) from error
         if self.simulation.currentStep != step:
-            raise CheckpointError(f"checkpoint {name!r} is inconsistent: step {step} recorded, "
-                                  f"{self.simulation.currentStep} in its Context")
+            found = self.simulation.currentStep
+            context.loadCheckpoint(current)
+            raise CheckpointError(f"checkpoint {name!r} is inconsistent: step {step} recorded, {found} in its Context")
         self.span_frames, self._accepted_in_row, self.drift_kJ = span_frames, accepted_in_row, drift_kJ
         self.stats = stats
         self._rng, self.sanity_guard = rng, sanity_guard

@@ -6,12 +6,14 @@ integration exactly), and the setup's LangevinMiddleIntegrator at 2 fs.
 """
 
 import dataclasses
+import json
 import os
 import signal
 import struct
 import subprocess
 import sys
 import time
+import zipfile
 
 import mdtraj
 import numpy as np
@@ -511,6 +513,33 @@ def test_checkpoint_refuses_other_system_forecaster_and_corrupt_files(system, la
         write_checkpoint(path, b"context", {"unserialisable": object()})
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["corrupt.chk", "run.chk"]
+
+
+def test_refused_checkpoint_leaves_the_running_simulation_as_it_was(system, langevin_verlet, tmp_path):
+    simulation = langevin_simulation(system, seed=4)
+    accelerator = ForecastAccelerator(simulation, langevin_verlet, molecular_system=system, progress=False)
+    accelerator.step(50)
+    path = tmp_path / "run.chk"
+    accelerator.save_checkpoint(path)
+    # The same file with a step record that disagrees with its Context: refused only after OpenMM loaded it.
+    inconsistent = tmp_path / "inconsistent.chk"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(inconsistent, "w") as target:
+        for member in source.namelist():
+            data = source.read(member)
+            if member.endswith(".json"):
+                record = json.loads(data)
+                record["step"] += 7
+                data = json.dumps(record)
+            target.writestr(member, data)
+    accelerator.step(30)
+    before = positions_nm(simulation), simulation.currentStep, accelerator.stats.as_dict()
+    with pytest.raises(CheckpointError, match="inconsistent: step 57 recorded, 50 in its Context"):
+        accelerator.load_checkpoint(inconsistent)
+    assert simulation.currentStep == before[1] == 80
+    np.testing.assert_array_equal(positions_nm(simulation), before[0])
+    assert accelerator.stats.as_dict() == before[2]
+    accelerator.step(20)  # and it goes on
+    assert simulation.currentStep == 100
 
 
 _KILLABLE_RUN = """
