@@ -61,7 +61,7 @@ from .guards import (
     kinetic_temperature_K,
 )
 from .integrators import velocity_verlet_integrator
-from .systems import particle_masses, system_fingerprint
+from .systems import particle_masses, removes_com_motion, system_fingerprint, without_com_velocity
 from .units import kT_kJ, positive, whole_steps
 
 logger = logging.getLogger(__name__)
@@ -574,7 +574,7 @@ class ForecastAccelerator:
         self.friction_per_ps = integrator.getFriction().value_in_unit(unit.picosecond**-1) if has_friction else 0.0
         # With a CMMotionRemover the System keeps zero total momentum; the thermostat's noise must too, or the
         # remover takes the noise's centre-of-mass kinetic energy out during the next jump (dH ~ -kT).
-        self._removes_com_motion = any(isinstance(f, mm.CMMotionRemover) for f in simulation.system.getForces())
+        self._removes_com_motion = removes_com_motion(simulation.system)
         self._current = None  # Snapshot of the Context now
         self._system_fingerprint = system_fingerprint(simulation.system)
         self._forecaster_fingerprint = forecaster_fingerprint(self.forecaster)
@@ -893,7 +893,7 @@ class ForecastAccelerator:
             noise = self._rng.standard_normal(velocities.shape)
             velocities = decay * velocities + np.sqrt(1.0 - decay * decay) * self._thermal_speed * noise
             if self._removes_com_motion:
-                velocities = velocities - self.masses_amu @ velocities / self.masses_amu.sum()
+                velocities = without_com_velocity(velocities, self.masses_amu)
             self._current = self._set_velocities(velocities, same_positions_as=self._current)
             self._history[-1] = (self._current.positions_nm, self._current.velocities_nm_ps)
 

@@ -85,6 +85,7 @@ from ._io import atomic_write_path
 from ._runtime import openmm as mm
 from .errors import CheckpointError, DataFileError
 from .integrators import velocity_verlet_integrator
+from .systems import removes_com_motion, without_com_velocity
 from .units import positive, whole_steps
 
 logger = logging.getLogger(__name__)
@@ -359,7 +360,7 @@ def generate_nve_segments(
         equilibration_ps, timestep_ps, "equilibration", "the time step of the setup", allow_zero=True
     )
     n_frames = n_intervals + 1
-    remove_com = any(isinstance(force, mm.CMMotionRemover) for force in molecular_system.system.getForces())
+    remove_com = removes_com_motion(molecular_system.system)
 
     existing = _existing_metadata(path, resume)
     platform = _resolve_platform(molecular_system, platform, path, existing)
@@ -407,7 +408,7 @@ def generate_nve_segments(
         start = chain.context.getState(getPositions=True, getVelocities=True)
         velocities = _nm_per_ps(start.getVelocities(asNumpy=True))
         if remove_com:
-            velocities = velocities - masses @ velocities / masses.sum()
+            velocities = without_com_velocity(velocities, masses)
         nve_context.setPeriodicBoxVectors(*start.getPeriodicBoxVectors())
         nve_context.setPositions(start.getPositions(asNumpy=True))
         nve_context.setVelocities(velocities)

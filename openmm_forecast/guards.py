@@ -30,8 +30,7 @@ A forecast is checked in two stages, cheapest and Context-free first:
 import numpy as np
 from openmm import unit
 
-from ._runtime import openmm as mm
-from .systems import particle_masses
+from .systems import particle_masses, removes_com_motion
 from .units import MOLAR_GAS_CONSTANT_KJ
 
 REJECTION_REASONS = ("nonfinite", "clash", "bond", "chirality", "energy", "metropolis")
@@ -83,7 +82,7 @@ def degrees_of_freedom(system):
         p1, p2, _ = system.getConstraintParameters(i)
         if masses[p1] > 0 or masses[p2] > 0:
             dof -= 1
-    if any(isinstance(force, mm.CMMotionRemover) for force in system.getForces()):
+    if removes_com_motion(system):
         dof -= 3
     return dof
 

@@ -167,6 +167,28 @@ def particle_masses(system):
     )
 
 
+def removes_com_motion(system):
+    """Whether an OpenMM System has a ``CMMotionRemover`` (its dynamics keep zero total momentum)."""
+    return any(isinstance(force, mm.CMMotionRemover) for force in system.getForces())
+
+
+def without_com_velocity(velocities_nm_ps, masses_amu):
+    """Velocities less their centre-of-mass velocity, as a ``CMMotionRemover`` leaves them.
+
+    Parameters
+    ----------
+    velocities_nm_ps : numpy.ndarray, shape (n_particles, 3)
+    masses_amu : numpy.ndarray, shape (n_particles,)
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_particles, 3)
+        nm/ps; total momentum zero.
+    """
+    masses = np.asarray(masses_amu, dtype=np.float64)
+    return velocities_nm_ps - masses @ velocities_nm_ps / masses.sum()
+
+
 def system_fingerprint(system):
     """SHA-256 hex digest of ``XmlSerializer.serialize(system)``.
 

@@ -6,7 +6,14 @@ from openmm import app, unit
 
 import openmm_forecast as of
 from openmm_forecast._runtime import openmm as mm
-from openmm_forecast.systems import PHI_ATOMS, PSI_ATOMS, build_system, system_fingerprint
+from openmm_forecast.systems import (
+    PHI_ATOMS,
+    PSI_ATOMS,
+    build_system,
+    removes_com_motion,
+    system_fingerprint,
+    without_com_velocity,
+)
 
 ALA2_ELEMENTS = list("HCHHCONHCHCHHHCONHCHHH")
 
@@ -142,3 +149,15 @@ def test_fingerprint_of_ml_systems_follows_the_model_not_its_serialization(tmp_p
     first, again, other = (build_system("ml", potential_file=p) for p in (paths[0], paths[0], paths[1]))
     assert first.fingerprint() == again.fingerprint()
     assert first.fingerprint() != other.fingerprint()
+
+
+def test_com_velocity_removal_zeroes_momentum_and_keeps_relative_motion(rng):
+    masses = rng.uniform(1.0, 16.0, 22)
+    velocities = rng.normal(size=(22, 3)) + np.array([0.3, -1.0, 2.0])  # drifting as a whole
+    removed = without_com_velocity(velocities, masses)
+    np.testing.assert_allclose(masses @ removed, 0.0, atol=1e-12)
+    np.testing.assert_allclose(removed[1:] - removed[0], velocities[1:] - velocities[0])
+    system = mm.System()
+    assert not removes_com_motion(system)
+    system.addForce(mm.CMMotionRemover())
+    assert removes_com_motion(system)
