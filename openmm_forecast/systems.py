@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import importlib.resources
 import io
+import logging
 import os
 import re
 import zipfile
@@ -320,9 +321,24 @@ def build_system(
     )
 
 
+def _import_openmmtorch():
+    """``import openmmtorch`` without the root-logger warning of the ``simtk.openmm`` alias it imports."""
+
+    def not_simtk(record):
+        return "importing 'simtk.openmm' is deprecated" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(not_simtk)
+    try:
+        import openmmtorch
+    finally:
+        root.removeFilter(not_simtk)
+    return openmmtorch
+
+
 def _torch_force(potential_file, elements):
     """TorchForce for the ``ml`` setup, checked against the topology's elements."""
-    import openmmtorch
+    openmmtorch = _import_openmmtorch()
 
     if potential_file == "ani2x":
         from .potentials import ani2x_module

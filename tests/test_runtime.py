@@ -40,3 +40,11 @@ def test_torchforce_works_in_any_import_order(first_import, tmp_path):
     script.write_text(SCRIPT.format(first_import=first_import))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_ml_setup_builds_without_the_simtk_deprecation_warning_of_openmmtorch():
+    # openmmtorch 1.5 imports simtk.openmm, whose alias logs a deprecation warning on the root logger.
+    code = "import openmm_forecast as of; of.build_system('ml', potential_file='ala2-ani-amber14'); print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+    assert "simtk" not in result.stderr, result.stderr[-2000:]
