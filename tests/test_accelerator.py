@@ -312,6 +312,41 @@ def test_reporters_and_clock_exact_after_mixed_jumps(system, vv_verlet, tmp_path
     assert (n_frames, first_step, interval) == (20, 20, 20)
 
 
+def test_mdtraj_hdf5_reporter_gets_the_plain_runs_frames(system, vv_verlet, tmp_path):
+    """mdtraj's HDF5Reporter (coordinates, time, energies, velocities) through accepted and rejected jumps."""
+    pytest.importorskip("tables", reason="mdtraj's HDF5Reporter needs PyTables (the [test] extra installs it)")
+    from mdtraj.reporters import HDF5Reporter
+
+    files = {}
+    for name in ("plain", "accelerated"):
+        simulation = vv_simulation(system)
+        files[name] = str(tmp_path / f"{name}.h5")
+        reporter = HDF5Reporter(files[name], 20, velocities=True)
+        simulation.reporters.append(reporter)
+        if name == "plain":
+            simulation.step(400)
+        else:
+            accelerator = ForecastAccelerator(
+                simulation, Transformed(vv_verlet, flaky_output), molecular_system=system, progress=False
+            )
+            accelerator.step(400)
+            assert accelerator.stats.jumps_accepted >= 5 and accelerator.stats.rejections["nonfinite"] >= 3
+        reporter.close()
+
+    with mdtraj.formats.HDF5TrajectoryFile(files["plain"]) as handle:
+        plain = handle.read()
+    with mdtraj.formats.HDF5TrajectoryFile(files["accelerated"]) as handle:
+        accelerated = handle.read()
+    assert len(accelerated.coordinates) == 20
+    np.testing.assert_allclose(accelerated.time, np.arange(20, 401, 20) * 0.0005, atol=1e-9)
+    np.testing.assert_allclose(accelerated.coordinates, plain.coordinates, atol=1e-5)
+    np.testing.assert_allclose(accelerated.velocities, plain.velocities, atol=1e-4)
+    for field in ("potentialEnergy", "kineticEnergy", "temperature"):
+        values = getattr(accelerated, field)
+        assert np.isfinite(values).all(), field
+        np.testing.assert_allclose(values, getattr(plain, field), atol=1e-3, err_msg=field)
+
+
 def test_run_for_and_step_arguments(system, langevin_verlet):
     simulation = langevin_simulation(system)
     accelerator = ForecastAccelerator(simulation, langevin_verlet, molecular_system=system, progress=False)

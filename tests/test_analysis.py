@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -215,7 +216,7 @@ def test_loader_errors(tmp_path):
         load_phi_psi(tmp_path / "nan.npy")
 
 
-def test_loader_reads_hdf5_files(tmp_path):
+def test_loader_reads_hdf5_files(tmp_path, monkeypatch):
     import h5py
     import mdtraj
 
@@ -228,8 +229,12 @@ def test_loader_reads_hdf5_files(tmp_path):
         handle["coordinates"] = xyz
         handle["coordinates"].attrs["units"] = "nanometers"
         handle["topology"] = np.array([b"{}"])
-    if importlib.util.find_spec("tables") is None:
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "tables", None)  # as without PyTables: h5py and the package's topology
         assert load_phi_psi(tmp_path / "t.h5") == pytest.approx(expected, abs=1e-3)
+    if importlib.util.find_spec("tables") is not None:  # a real mdtraj HDF5 file, read by mdtraj
+        mdtraj.Trajectory(xyz, traj.topology).save_hdf5(str(tmp_path / "mdtraj.h5"))
+        assert load_phi_psi(tmp_path / "mdtraj.h5") == pytest.approx(expected, abs=1e-3)
     # An openmm_forecast nvt data file (positions (n_frames, N, 3) nm), a few Reference-platform frames.
     from openmm import unit
 
