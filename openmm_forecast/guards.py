@@ -88,7 +88,10 @@ def degrees_of_freedom(system):
 
 
 def kinetic_temperature_K(kinetic_kJ, dof):
-    """Instantaneous kinetic temperature ``2 K / (dof R)`` in K for a kinetic energy in kJ/mol."""
+    """Instantaneous kinetic temperature ``2 K / (dof R)`` in K for a kinetic energy in kJ/mol (NaN when
+    ``dof`` is 0: a System without kinetic degrees of freedom has no kinetic temperature)."""
+    if dof <= 0:
+        return float("nan")
     return 2.0 * kinetic_kJ / (dof * MOLAR_GAS_CONSTANT_KJ)
 
 

@@ -159,6 +159,7 @@ def test_degrees_of_freedom_and_temperature(vacuum_system):
         temperatures.append(kinetic_temperature_K(kinetic_energy_kJ(v, masses), dof))
     standard_error = 300 * np.sqrt(2.0 / dof) / np.sqrt(len(temperatures))
     assert abs(np.mean(temperatures) - 300) < 4 * standard_error  # 4 standard errors: 13.6 K
+    assert np.isnan(kinetic_temperature_K(1.0, 0))  # no kinetic degrees of freedom: no temperature
 
 
 def test_energy_decision_tolerance_mode():
