@@ -310,7 +310,7 @@ def load_potential(path):
 
 
 def shipped_potential(name="ala2-ani-amber14"):
-    """Path of a potential shipped in ``openmm_forecast/resources/models`` (``name`` without ``.pt``).
+    """Path of a potential shipped in ``openmm_forecast/resources/potentials`` (``name`` without ``.pt``).
 
     ``ala2-ani-amber14``: alanine dipeptide fitted to amber14 vacuum by ``configs/potential_ala2.yaml``
     (its ``metadata.json`` holds the held-out errors and the MD check).  Use it as
@@ -323,7 +323,7 @@ def shipped_potential(name="ala2-ani-amber14"):
     """
     from .systems import resource_path
 
-    path = resource_path(f"models/{name}.pt")
+    path = resource_path(f"potentials/{name}.pt")
     if not os.path.isfile(path):
         raise ModelFileError(f"no shipped potential {name!r} (expected {path})")
     return path

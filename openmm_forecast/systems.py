@@ -346,13 +346,15 @@ def _torch_force(potential_file, elements):
         module = ani2x_module(elements)
         return openmmtorch.TorchForce(module), "torchani ANI-2x (local weights)"
     if not os.path.isfile(potential_file):
-        shipped = resource_path(os.path.join("models", f"{potential_file}.pt"))
-        if not os.path.isfile(shipped):
+        from .potentials import shipped_potential
+
+        try:
+            potential_file = shipped_potential(potential_file)
+        except ModelFileError:
             raise ModelFileError(
                 f"potential file {potential_file!r} does not exist, nor is it the name of a shipped potential "
                 "(such as 'ala2-ani-amber14')"
-            )
-        potential_file = shipped
+            ) from None
     import torch
 
     extra = {"metadata.json": ""}

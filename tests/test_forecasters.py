@@ -404,6 +404,15 @@ def test_shipped_model_is_loaded_by_name(vacuum_system, states, tmp_path, monkey
     np.testing.assert_array_equal(loaded.forecast(x, v)[0], forecaster.forecast(x, v)[0])
 
 
+
+def test_every_shipped_model_is_a_forecaster_for_alanine_dipeptide(vacuum_system):
+    # Shipped potentials live apart from forecasters: a name listed here must load as a forecaster.
+    names = registry.shipped_models()
+    assert "ala2-amber14-vacuum" in names
+    for name in names:
+        forecaster = load_forecaster(name, molecular_system=vacuum_system)
+        assert forecaster.metadata.elements == vacuum_system.elements, name
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_mismatched_system_is_refused(architecture, vacuum_system, tmp_path):
     swapped = list(vacuum_system.elements)

@@ -121,7 +121,7 @@ def test_corrupt_potential_file_is_refused(tmp_path):
 
 def test_ml_setup_takes_the_shipped_potential_by_name():
     by_name = build_system("ml", potential_file="ala2-ani-amber14")
-    by_path = build_system("ml", potential_file=of.systems.resource_path("models/ala2-ani-amber14.pt"))
+    by_path = build_system("ml", potential_file=of.systems.resource_path("potentials/ala2-ani-amber14.pt"))
     assert "ala2-ani-amber14.pt" in by_name.potential and by_name.potential == by_path.potential
     assert by_name.fingerprint() == by_path.fingerprint()
 
