@@ -835,7 +835,7 @@ class ForecastAccelerator:
     def _accept(self, after, positions, velocities, n_frames, dh_kJ, reports):
         """Keep the candidate: clock, history, drift, span, statistics, reports due at its last step."""
         self._current = after
-        self._history.extend(zip(positions[:-1], velocities[:-1]))
+        self._history.extend(self._projected_frames(positions[-self.history : -1], velocities[-self.history : -1]))
         self._history.append((after.positions_nm, after.velocities_nm_ps))
         del self._history[: -self.history]
         self.drift_kJ += dh_kJ
@@ -849,6 +849,40 @@ class ForecastAccelerator:
         logger.debug("step %d: jump of %d frames accepted, dH %.3f kJ/mol", after.state.getStepCount(), n_frames, dh_kJ)
         self._thermalise(span_steps * self.timestep_ps)
         self._report_due(reports, span_steps)
+
+    def _projected_frames(self, positions, velocities):
+        """Intermediate forecast frames for the history, projected onto the constraints like the last one.
+
+        Only forecasters with ``history > 1`` read them.  Each frame passes through the Context
+        (``applyConstraints``, ``applyVelocityConstraints``; no force evaluation), which is then restored to
+        the accepted candidate ``_current``.
+
+        Parameters
+        ----------
+        positions, velocities : numpy.ndarray, shape (n_frames, n_atoms, 3)
+            nm and nm/ps (synchronous).
+
+        Returns
+        -------
+        list of (positions, velocities)
+        """
+        if not self._has_constraints or len(positions) == 0:
+            return list(zip(positions, velocities))
+        context = self.simulation.context
+        frames = []
+        with self.stats.timing("guard"):
+            for x, v in zip(positions, velocities):
+                context.setPositions(x)
+                context.applyConstraints(self._constraint_tolerance)
+                context.setVelocities(v)
+                context.applyVelocityConstraints(self._constraint_tolerance)
+                state = context.getState(getPositions=True, getVelocities=True)
+                frames.append((
+                    state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                    state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
+                ))
+            context.setState(self._current.state)
+        return frames
 
     def _reject(self, before, reason, n_frames, reports):
         """Restore the pre-jump state, then cover the span.

@@ -182,6 +182,33 @@ def test_history_frames_are_the_states_one_stride_apart(system, vv_verlet):
     assert any((step - 5) % 85 for step, _ in forecaster.inputs)
 
 
+
+def test_intermediate_frames_enter_the_history_projected_onto_the_constraints(system, vv_verlet):
+    def off_constraints(call, x, v):
+        x, v = x.copy(), v.copy()
+        rng = np.random.default_rng(call)
+        x[:, :-1] += rng.normal(scale=2e-4, size=x[:, :-1].shape)  # every frame but the last: 1e-3 relative
+        v[:, :-1] += rng.normal(scale=0.05, size=v[:, :-1].shape)
+        return x, v
+
+    simulation = vv_simulation(system)
+    forecaster = HistoryTwo(Transformed(vv_verlet, off_constraints), simulation)
+    accelerator = ForecastAccelerator(simulation, forecaster, molecular_system=system, progress=False,
+                                      energy_tolerance_kT=1000.0)
+    accelerator.step(300)
+    pairs = np.array([system.system.getConstraintParameters(i)[:2] for i in range(system.system.getNumConstraints())])
+    lengths = np.array([system.system.getConstraintParameters(i)[2].value_in_unit(unit.nanometer)
+                        for i in range(system.system.getNumConstraints())])
+    previous_frames = [previous for _, (previous, _) in forecaster.inputs]
+    assert len(previous_frames) >= 10
+    for previous in previous_frames:
+        distances = np.linalg.norm(previous[pairs[:, 0]] - previous[pairs[:, 1]], axis=1)
+        np.testing.assert_allclose(distances, lengths, rtol=1e-4)
+    assert any((step - 5) % 85 for step, _ in forecaster.inputs)  # some previous frames were intermediate ones
+    # The Context holds the accepted state, not a projected intermediate frame.
+    assert simulation.currentStep == 300
+
+
 def test_leapfrog_velocities_are_synchronised_for_the_forecaster(system, vv_verlet):
     """OpenMM's VerletIntegrator (leapfrog) and velocity Verlet give the same positions: so must the accelerator.
 
