@@ -743,7 +743,12 @@ class ForecastAccelerator:
         if reason is not None:
             self._reject(before, reason, n_frames, reports)
             return False
-        self._accept(after, positions, velocities, n_frames, dh_kJ, reports)
+        try:
+            earlier = self._projected_frames(positions[-self.history : -1], velocities[-self.history : -1], after)
+        except BaseException:
+            self._restore(before)  # an interrupted jump is undone whole
+            raise
+        self._accept(after, earlier, n_frames, dh_kJ, reports)
         return True
 
     # ---- the pieces of a jump (reusable per walker) ----------------------------------------------------
@@ -832,10 +837,11 @@ class ForecastAccelerator:
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         return Snapshot(state, positions, synchronous_velocities, potential_kJ + kinetic, potential_kJ, forces)
 
-    def _accept(self, after, positions, velocities, n_frames, dh_kJ, reports):
-        """Keep the candidate: clock, history, drift, span, statistics, reports due at its last step."""
+    def _accept(self, after, earlier, n_frames, dh_kJ, reports):
+        """Keep the candidate: clock, history (``earlier``: the jump's last intermediate frames, from
+        :meth:`_projected_frames`), drift, span, statistics, reports due at its last step."""
         self._current = after
-        self._history.extend(self._projected_frames(positions[-self.history : -1], velocities[-self.history : -1]))
+        self._history.extend(earlier)
         self._history.append((after.positions_nm, after.velocities_nm_ps))
         del self._history[: -self.history]
         self.drift_kJ += dh_kJ
@@ -850,17 +856,19 @@ class ForecastAccelerator:
         self._thermalise(span_steps * self.timestep_ps)
         self._report_due(reports, span_steps)
 
-    def _projected_frames(self, positions, velocities):
+    def _projected_frames(self, positions, velocities, after):
         """Intermediate forecast frames for the history, projected onto the constraints like the last one.
 
         Only forecasters with ``history > 1`` read them.  Each frame passes through the Context
         (``applyConstraints``, ``applyVelocityConstraints``; no force evaluation), which is then restored to
-        the accepted candidate ``_current``.
+        the candidate ``after``, also when interrupted.
 
         Parameters
         ----------
         positions, velocities : numpy.ndarray, shape (n_frames, n_atoms, 3)
             nm and nm/ps (synchronous).
+        after : Snapshot
+            The candidate the Context holds.
 
         Returns
         -------
@@ -871,17 +879,19 @@ class ForecastAccelerator:
         context = self.simulation.context
         frames = []
         with self.stats.timing("guard"):
-            for x, v in zip(positions, velocities):
-                context.setPositions(x)
-                context.applyConstraints(self._constraint_tolerance)
-                context.setVelocities(v)
-                context.applyVelocityConstraints(self._constraint_tolerance)
-                state = context.getState(getPositions=True, getVelocities=True)
-                frames.append((
-                    state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
-                    state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
-                ))
-            context.setState(self._current.state)
+            try:
+                for x, v in zip(positions, velocities):
+                    context.setPositions(x)
+                    context.applyConstraints(self._constraint_tolerance)
+                    context.setVelocities(v)
+                    context.applyVelocityConstraints(self._constraint_tolerance)
+                    state = context.getState(getPositions=True, getVelocities=True)
+                    frames.append((
+                        state.getPositions(asNumpy=True).value_in_unit(unit.nanometer),
+                        state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
+                    ))
+            finally:  # even when interrupted: no forecast frame stays in the Context
+                context.setState(after.state)
         return frames
 
     def _reject(self, before, reason, n_frames, reports):
@@ -983,11 +993,13 @@ class ForecastAccelerator:
         if self._leapfrog:
             velocities = velocities + self._half_kick * forces
             if self._has_constraints:
-                context.setVelocities(velocities)
-                context.applyVelocityConstraints(self._constraint_tolerance)
-                projected = context.getState(getVelocities=True).getVelocities(asNumpy=True)
-                velocities = projected.value_in_unit(unit.nanometer / unit.picosecond)
-                context.setState(state)
+                try:
+                    context.setVelocities(velocities)
+                    context.applyVelocityConstraints(self._constraint_tolerance)
+                    projected = context.getState(getVelocities=True).getVelocities(asNumpy=True)
+                    velocities = projected.value_in_unit(unit.nanometer / unit.picosecond)
+                finally:  # even when interrupted: the Context keeps its own state
+                    context.setState(state)
         self._current = self._snapshot(state, velocities, potential_kJ, forces)
         return self._current.positions_nm, self._current.velocities_nm_ps
 

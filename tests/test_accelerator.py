@@ -209,6 +209,43 @@ def test_intermediate_frames_enter_the_history_projected_onto_the_constraints(sy
     assert simulation.currentStep == 300
 
 
+
+class InterruptingContext:
+    """Delegates to a Context; the ``interrupt_at``-th ``applyConstraints`` raises KeyboardInterrupt."""
+
+    def __init__(self, context, interrupt_at):
+        self._context, self._interrupt_at, self.calls = context, interrupt_at, 0
+
+    def applyConstraints(self, tolerance):
+        self.calls += 1
+        if self.calls == self._interrupt_at:
+            raise KeyboardInterrupt
+        return self._context.applyConstraints(tolerance)
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+
+def test_a_jump_interrupted_while_projecting_its_frames_is_undone_whole(system, vv_verlet):
+    simulation = vv_simulation(system)
+    forecaster = HistoryTwo(vv_verlet, simulation)
+    accelerator = ForecastAccelerator(simulation, forecaster, molecular_system=system, progress=False)
+    real_context = simulation.context
+    # Call 1 projects the first jump's candidate, call 2 its first intermediate frame.
+    simulation.context = InterruptingContext(real_context, interrupt_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        accelerator.step(100)
+    simulation.context = real_context
+    assert forecaster.inputs[0][0] == 5 and accelerator.stats.jumps_accepted == 0  # after the 5-step segment
+    plain = vv_simulation(system)
+    plain.step(5)
+    assert simulation.currentStep == 5
+    np.testing.assert_array_equal(positions_nm(simulation), positions_nm(plain))
+    np.testing.assert_array_equal(velocities_nm_ps(simulation), velocities_nm_ps(plain))
+    accelerator.step(95)  # and the run goes on
+    assert simulation.currentStep == 100 and accelerator.stats.jumps_accepted >= 1
+
+
 def test_leapfrog_velocities_are_synchronised_for_the_forecaster(system, vv_verlet):
     """OpenMM's VerletIntegrator (leapfrog) and velocity Verlet give the same positions: so must the accelerator.
 
