@@ -108,13 +108,16 @@ class AcceleratorOptions:
         (``T sqrt(2 / dof)``) from the target (default 4; None disables).
     reequilibration_steps : int
         Steps of the simulation's integrator per re-equilibration (default 500; 0 disables it).
-        Re-equilibration is part of the tolerance mode only.
+        Re-equilibration is part of the tolerance mode only.  Without a thermostat it cannot remove the
+        drift, which is then kept: past ``drift_tolerance_kT`` the run continues as plain MD.
     metropolis : bool
         Exact mode: accept with probability ``min(1, exp(-dH / kT))``, reverse velocities on rejection.
     seed : int, optional
         Seed of the Metropolis random stream (default: fresh entropy; the stream is checkpointed).
     temperature : openmm.unit.Quantity, optional
-        Target temperature (default: the integrator's, else the forecaster's training temperature).
+        Target temperature for an integrator without one (VerletIntegrator, velocity Verlet; default: the
+        forecaster's training temperature).  An integrator with a temperature sets it (also after
+        ``setTemperature``); a different value here is refused.
     clash_fraction : float
         Clash threshold as a fraction of the sum of the two atoms' van der Waals radii (default 0.5; see
         :class:`~openmm_forecast.guards.SanityGuard`).
@@ -487,7 +490,9 @@ class ForecastAccelerator:
     energy (measured: alanine dipeptide with Langevin at 2 fs and the verlet baseline reached over
     500 K after 3 ps and 1500 K after 9 ps).
     ``velocity_verlet_integrator`` and vouched-for CustomIntegrators are taken as synchronous.  With a
-    thermostat-free integrator, re-equilibration only integrates.
+    thermostat-free integrator (NVE), re-equilibration only integrates, which cannot remove the energy the
+    jumps added: the accumulated drift is then kept, so once it passes ``drift_tolerance_kT`` every cycle
+    re-equilibrates and the run goes on as plain MD (a warning says so), keeping ``H`` within the bound.
 
     *Exactness.*  The tolerance mode (default) produces dynamics: rejected spans are integrated.  It
     biases the ensemble by up to the accepted ``|dH|`` per jump; the thermostatted integrator between
@@ -525,14 +530,6 @@ class ForecastAccelerator:
         _check_integrator(integrator, self.options.allow_custom_integrator)
         self._check_atoms(molecular_system)
 
-        self.timestep_ps = integrator.getStepSize().value_in_unit(unit.picosecond)
-        ratio = meta.stride_ps / self.timestep_ps
-        self.stride_steps = int(round(ratio))
-        if self.stride_steps < 1 or abs(ratio - self.stride_steps) > 1e-6 * ratio:
-            raise UnsupportedSystemError(
-                f"the forecaster's stride ({meta.stride_ps} ps) is not a whole number of the integrator's "
-                f"steps ({self.timestep_ps} ps); use a step size that divides the stride"
-            )
         self.history = meta.history
         opts = self.options
         self.adapt_span = (not opts.metropolis) if opts.adapt_span is None else bool(opts.adapt_span)
@@ -542,36 +539,24 @@ class ForecastAccelerator:
         self.span_frames = self.max_frames if opts.initial_frames is None else opts.initial_frames
         if self.span_frames > self.max_frames:
             raise ValueError(f"initial_frames ({self.span_frames}) exceeds max_frames ({self.max_frames})")
-        history_steps = (self.history - 1) * self.stride_steps
-        self.segment_steps = max(history_steps, self.stride_steps) if opts.segment_steps is None else opts.segment_steps
-        if self.segment_steps < history_steps:
-            raise ValueError(
-                f"segment_steps ({self.segment_steps}) must cover the forecaster's history: at least "
-                f"{history_steps} steps ({self.history - 1} strides of {self.stride_steps} steps)"
-            )
-
-        self.temperature_K = self._target_temperature(integrator)
-        self.kT_kJ = kT_kJ(self.temperature_K)
         self.masses_amu = particle_masses(simulation.system)
         self.dof = degrees_of_freedom(simulation.system)
-        self._groups = integrator.getIntegrationForceGroups()
-        self._constraint_tolerance = integrator.getConstraintTolerance()
         self._has_constraints = simulation.system.getNumConstraints() > 0
+        self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS  # velocities lag positions by dt/2
+        self._thermostatted = hasattr(integrator, "getTemperature") or any(
+            isinstance(force, mm.AndersenThermostat) for force in simulation.system.getForces()
+        )
+        self._check_temperature_option(integrator)
+        self._read_integrator()
 
         reference = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
         self.sanity_guard = self._sanity_guard(reference.value_in_unit(unit.nanometer))
         self._rng = np.random.Generator(np.random.PCG64(opts.seed))
         self.stats = AcceleratorStats(max_dh_samples=opts.max_dh_samples)
         self.drift_kJ = 0.0
+        self._warned_nve_drift = False
         self._accepted_in_row = 0
         self._history = []  # (positions nm, velocities nm/ps) stride_steps apart, newest last
-        self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS  # velocities lag positions by dt/2
-        inverse_mass = np.divide(1.0, self.masses_amu, out=np.zeros_like(self.masses_amu), where=self.masses_amu > 0)
-        self._half_kick = (0.5 * self.timestep_ps * inverse_mass)[:, None]  # ps/amu: dt/2 F/m in nm/ps
-        # Thermal velocity scale sqrt(kT/m) per atom, in nm/ps (kJ/mol/amu = nm^2/ps^2).
-        self._thermal_speed = np.sqrt(self.kT_kJ * inverse_mass)[:, None]
-        has_friction = opts.thermostat_jumps and hasattr(integrator, "getFriction")
-        self.friction_per_ps = integrator.getFriction().value_in_unit(unit.picosecond**-1) if has_friction else 0.0
         # With a CMMotionRemover the System keeps zero total momentum; the thermostat's noise must too, or the
         # remover takes the noise's centre-of-mass kinetic energy out during the next jump (dH ~ -kT).
         self._removes_com_motion = removes_com_motion(simulation.system)
@@ -626,11 +611,67 @@ class ForecastAccelerator:
             check_chirality=opts.check_chirality,
         )
 
+    def _read_integrator(self):
+        """Read the integrator's step size, temperature, friction, constraint tolerance and force groups, and
+        derive what depends on them (stride and segment in steps, kT, half kick, thermal speeds).
+
+        Called at construction and at the start of every :meth:`step`, so that changes made between calls
+        (annealing with ``setTemperature``, another friction or step size) apply to the jumps as they apply to
+        the integrator.  Nothing changes when a check fails.
+
+        Raises
+        ------
+        UnsupportedSystemError
+            The forecaster's stride is not a whole number of the integrator's steps.
+        ValueError
+            ``segment_steps`` no longer covers the forecaster's history.
+        """
+        integrator, meta, opts = self.simulation.integrator, self.forecaster.metadata, self.options
+        timestep_ps = integrator.getStepSize().value_in_unit(unit.picosecond)
+        ratio = meta.stride_ps / timestep_ps
+        stride_steps = int(round(ratio))
+        if stride_steps < 1 or abs(ratio - stride_steps) > 1e-6 * ratio:
+            raise UnsupportedSystemError(
+                f"the forecaster's stride ({meta.stride_ps} ps) is not a whole number of the integrator's "
+                f"steps ({timestep_ps} ps); use a step size that divides the stride"
+            )
+        history_steps = (self.history - 1) * stride_steps
+        segment_steps = max(history_steps, stride_steps) if opts.segment_steps is None else opts.segment_steps
+        if segment_steps < history_steps:
+            raise ValueError(
+                f"segment_steps ({segment_steps}) must cover the forecaster's history: at least "
+                f"{history_steps} steps ({self.history - 1} strides of {stride_steps} steps)"
+            )
+        temperature_K = self._target_temperature(integrator)
+        self.timestep_ps, self.stride_steps, self.segment_steps = timestep_ps, stride_steps, segment_steps
+        self.temperature_K, self.kT_kJ = temperature_K, kT_kJ(temperature_K)
+        self._groups = integrator.getIntegrationForceGroups()
+        self._constraint_tolerance = integrator.getConstraintTolerance()
+        inverse_mass = np.divide(1.0, self.masses_amu, out=np.zeros_like(self.masses_amu), where=self.masses_amu > 0)
+        self._half_kick = (0.5 * timestep_ps * inverse_mass)[:, None]  # ps/amu: dt/2 F/m in nm/ps
+        # Thermal velocity scale sqrt(kT/m) per atom, in nm/ps (kJ/mol/amu = nm^2/ps^2).
+        self._thermal_speed = np.sqrt(self.kT_kJ * inverse_mass)[:, None]
+        has_friction = opts.thermostat_jumps and hasattr(integrator, "getFriction")
+        self.friction_per_ps = integrator.getFriction().value_in_unit(unit.picosecond**-1) if has_friction else 0.0
+
+    def _check_temperature_option(self, integrator):
+        """``temperature=`` is for integrators without one; with a thermostat it must agree with it."""
+        if self.options.temperature is None or not hasattr(integrator, "getTemperature"):
+            return
+        option_K = positive(self.options.temperature, unit.kelvin, "temperature")
+        integrator_K = integrator.getTemperature().value_in_unit(unit.kelvin)
+        if abs(option_K - integrator_K) > 1e-6 * integrator_K:
+            raise ValueError(
+                f"temperature ({option_K} K) differs from the integrator's ({integrator_K} K): the jumps would be "
+                "thermostatted and judged at another temperature than the integration; leave temperature unset "
+                "(the integrator's is used, also after setTemperature)"
+            )
+
     def _target_temperature(self, integrator):
-        if self.options.temperature is not None:
-            return positive(self.options.temperature, unit.kelvin, "temperature")
         if hasattr(integrator, "getTemperature"):
             return integrator.getTemperature().value_in_unit(unit.kelvin)
+        if self.options.temperature is not None:
+            return positive(self.options.temperature, unit.kelvin, "temperature")
         if self.forecaster.metadata.temperature_K is not None:
             return float(self.forecaster.metadata.temperature_K)
         raise ValueError(
@@ -649,6 +690,7 @@ class ForecastAccelerator:
             Steps to advance; ``simulation.currentStep`` grows by exactly this much.
         """
         _require_int("n_steps", n_steps, minimum=0)
+        self._read_integrator()
         end_step = self.simulation.currentStep + int(n_steps)
         with self.stats.timing("transfer"):
             self._capture()
@@ -668,6 +710,7 @@ class ForecastAccelerator:
             Time units, >= 0.
         """
         time_ps = positive(simulated_time, unit.picosecond, "simulated_time", allow_zero=True)
+        self._read_integrator()
         self.step(whole_steps(time_ps, self.timestep_ps, "simulated_time", allow_zero=True))
 
     def _progress_disabled(self):
@@ -1024,8 +1067,16 @@ class ForecastAccelerator:
             self.simulation.currentStep, n_steps, self.drift_kJ, self.kinetic_temperature_K(),
         )
         self._integrate(n_steps)
-        self.drift_kJ = 0.0
         self.stats.reequilibrations += 1
+        if self._thermostatted:
+            self.drift_kJ = 0.0
+        elif abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ and not self._warned_nve_drift:
+            self._warned_nve_drift = True
+            logger.warning(
+                "the jumps changed the total energy by %.2f kJ/mol (more than %g kT) and the integrator has no "
+                "thermostat to remove it: continuing as plain MD (no more jumps in this run)",
+                self.drift_kJ, self.options.drift_tolerance_kT,
+            )
 
     # ---- checkpoints ---------------------------------------------------------------------------------
 

@@ -305,6 +305,7 @@ class ForecastWalkers(_Walkers):
             raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}")
         ends = [w.simulation.currentStep + int(n_steps) for w in self.walkers]
         for walker in self.walkers:
+            walker._read_integrator()
             with walker.stats.timing("transfer"):
                 walker._capture()
         while any(w.simulation.currentStep < end for w, end in zip(self.walkers, ends)):

@@ -7,6 +7,7 @@ integration exactly), and the setup's LangevinMiddleIntegrator at 2 fs.
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import struct
@@ -276,6 +277,75 @@ def test_verlet_forecaster_with_langevin_accepts_every_jump_and_keeps_temperatur
         unit.kilojoule_per_mole / unit.kelvin))
     assert 200 < mean_temperature < 400
     assert stats.reequilibrations == 0
+
+
+
+def test_annealing_between_calls_reaches_the_jumps(system, langevin_verlet):
+    """setTemperature/setFriction after construction: the thermostat step of the jumps follows the integrator."""
+    simulation = langevin_simulation(system, seed=3)
+    accelerator = ForecastAccelerator(simulation, langevin_verlet, molecular_system=system, progress=False)
+    simulation.integrator.setTemperature(500 * unit.kelvin)
+    simulation.integrator.setFriction(20 / unit.picosecond)
+    accelerator.step(500)  # 1 ps: many relaxation times (0.05 ps) at 500 K
+    assert accelerator.temperature_K == pytest.approx(500.0) and accelerator.kT_kJ == pytest.approx(kT_kJ(500.0))
+    assert accelerator.friction_per_ps == pytest.approx(20.0)
+    temperature = RecordingReporter(20)
+    simulation.reporters.append(temperature)
+    accelerator.step(1500)
+    stats = accelerator.stats
+    assert stats.jumped_ps > 0.8 * (stats.jumped_ps + stats.integrated_ps)  # the jumps' thermostat dominates
+    kinetic = [0.5 * np.sum(system.masses[:, None] * v**2) for v in temperature.velocities]
+    mean_temperature = 2 * np.mean(kinetic) / (accelerator.dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(
+        unit.kilojoule_per_mole / unit.kelvin))
+    assert 420 < mean_temperature < 580  # about 6 standard errors; jumps thermostatted at 300 K give ~320 K
+
+
+def test_a_new_step_size_applies_to_the_clock_or_is_refused(system):
+    simulation = langevin_simulation(system)
+    accelerator = ForecastAccelerator(simulation, "verlet", molecular_system=system, progress=False,
+                                      forecaster_options={"stride_ps": 0.01, "max_frames": 4})
+    simulation.integrator.setStepSize(1 * unit.femtosecond)
+    accelerator.step(1000)
+    stats = accelerator.stats
+    assert simulation.currentStep == 1000 and accelerator.stride_steps == 10
+    assert simulation.context.getTime().value_in_unit(unit.picosecond) == pytest.approx(1.0, abs=1e-9)
+    assert stats.jumped_ps + stats.integrated_ps == pytest.approx(1.0) and stats.jumps_accepted > 0
+    simulation.integrator.setStepSize(3 * unit.femtosecond)  # 10 fs is not a whole number of 3 fs steps
+    with pytest.raises(UnsupportedSystemError, match="stride"):
+        accelerator.step(10)
+    assert simulation.currentStep == 1000 and accelerator.timestep_ps == pytest.approx(0.001)
+
+
+def test_a_temperature_option_that_contradicts_the_thermostat_is_refused(system, langevin_verlet):
+    with pytest.raises(ValueError, match="differs from the integrator's"):
+        ForecastAccelerator(langevin_simulation(system), langevin_verlet, molecular_system=system,
+                            temperature=310 * unit.kelvin)
+    same = ForecastAccelerator(langevin_simulation(system), langevin_verlet, molecular_system=system,
+                               temperature=300 * unit.kelvin, progress=False)
+    assert same.temperature_K == pytest.approx(300.0)
+
+
+
+def total_energy_kJ(simulation):
+    state = simulation.context.getState(getEnergy=True)
+    return (state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
+
+
+def test_nve_drift_is_kept_within_its_bound_and_the_run_goes_on_as_plain_md(system, vv_verlet, caplog):
+    """Without a thermostat a re-equilibration cannot remove energy: the drift must not be forgotten."""
+    simulation = vv_simulation(system)
+    heated = Transformed(vv_verlet, lambda call, x, v: (x, 1.01 * v))  # each jump +0.5 kT: accepted
+    accelerator = ForecastAccelerator(simulation, heated, molecular_system=system, progress=False)
+    start = total_energy_kJ(simulation)
+    with caplog.at_level(logging.WARNING, logger="openmm_forecast.accelerator"):
+        accelerator.step(3000)
+    assert "no thermostat" in caplog.text
+    attempted = accelerator.stats.jumps_attempted
+    accelerator.step(500)
+    assert accelerator.stats.jumps_attempted == attempted  # plain MD from then on
+    kT = accelerator.kT_kJ
+    # Accepted jumps add at most drift_tolerance + one jump's tolerance; velocity Verlet at 0.5 fs adds ~0.
+    assert abs(total_energy_kJ(simulation) - start) < (5 + 1) * kT + 0.5
 
 
 def test_garbage_forecasts_are_all_rejected_and_the_run_is_plain_md(system):

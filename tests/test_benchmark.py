@@ -144,6 +144,9 @@ def test_time_to_js_measured_and_estimated():
     assert estimated["plain_simulated_ns_needed"] == pytest.approx(0.1)
     assert estimated["plain_wall_seconds"] == pytest.approx(8.64)
     assert estimated["speedup"] == pytest.approx(4.32)
+    # An estimate shorter than what plain MD already ran without getting there is replaced by that run.
+    slow = time_to_js(0.01, plain_js, wall * 10, 1000.0, 2.0, curve, 1.0)
+    assert slow["estimated"] and slow["plain_wall_seconds"] == 40.0 and "lower bound" in slow["method"]
 
 
 def test_reference_window_curve_decreases_for_independent_samples(rng):
