@@ -17,7 +17,6 @@ Held-out segments: when the data file is one a model was trained on, only the va
 recorded in the model's metadata are used; a separate file (generated with another seed) is used whole.
 """
 
-import copy
 import json
 import logging
 import os
@@ -70,7 +69,8 @@ class EnergyEvaluator:
     Parameters
     ----------
     system : openmm.System
-        Copied; the caller's System is not touched.
+        Not modified (the Context holds its own copy of the parameters; no ``copy.deepcopy``, which crashes
+        on a System holding an openmm-torch ``TorchForce``).
     platform : str
         OpenMM platform name (default 'Reference').
     tolerance : float
@@ -82,7 +82,7 @@ class EnergyEvaluator:
 
         self.integrator = mm.VerletIntegrator(0.001)
         self.integrator.setConstraintTolerance(tolerance)
-        self.context = mm.Context(copy.deepcopy(system), self.integrator, get_platform(platform))
+        self.context = mm.Context(system, self.integrator, get_platform(platform))
         self.has_constraints = system.getNumConstraints() > 0
         self.tolerance = tolerance
 

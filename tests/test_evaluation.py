@@ -147,3 +147,23 @@ def test_shipped_default_forecaster_beats_free_flight(short_file, tmp_path, vacu
     model, ballistic = report["forecasters"][meta.architecture], report["forecasters"]["ballistic"]
     for mine, free in zip(model["spans"], ballistic["spans"]):
         assert mine["position_rmsd_A"]["mean"] < 0.7 * free["position_rmsd_A"]["mean"], mine["span_ps"]
+
+
+def test_ml_setup_data_is_evaluated_with_its_torchforce(tmp_path):
+    """A System holding a TorchForce (openmm-torch) cannot be deep-copied: evaluate must not try."""
+    from openmm_forecast.potentials import shipped_potential
+
+    potential = shipped_potential("ala2-ani-amber14")
+    ml = build_system("ml", potential_file=potential)
+    path = generate_nve_segments(
+        ml, str(tmp_path / "ml.h5"), n_segments=2, segment_length=4 * unit.femtosecond,
+        frame_interval=2 * unit.femtosecond, nve_timestep=0.5 * unit.femtosecond, spacing=0.02 * unit.picosecond,
+        equilibration=0.02 * unit.picosecond, seed=3, platform="Reference", progress=False,
+    )
+    report = evaluate([], path, tmp_path / "out", baselines=("constant", "verlet"), potential_file=potential,
+                      timing_batch_sizes=(), progress=False)
+    verlet = report["forecasters"]["verlet"]["spans"][-1]
+    # the data's own dynamics, energies from the ML potential: what the data file recorded
+    reference = report["reference"][f"{0.004:.6g}"]["data_total_energy_change_kJ"]["median"]
+    assert verlet["total_energy_change_kJ"]["median"] == pytest.approx(reference, rel=1e-6, abs=1e-6)
+    assert report["forecasters"]["constant"]["spans"][-1]["total_energy_change_kJ"]["max"] < 1e-9
