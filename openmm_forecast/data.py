@@ -465,11 +465,19 @@ def load_trajectory(path):
     return TrajectoryData(mode=mode, metadata=metadata, **arrays)
 
 
-def data_fingerprint(path):
+def data_fingerprint(path, n_records=None):
     """SHA-256 of a data file's metadata and committed contents: identifies training data.
 
     Two files have the same fingerprint exactly when their metadata (except the openmm-forecast version)
     and their committed frames are identical; uncommitted leftovers and checkpoints do not count.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    n_records : int, optional
+        Fingerprint of the first ``n_records`` records (NVE segments or NVT frames) only, as the file was
+        when it held that many: a file extended by a later generation run still has the fingerprint of
+        its shorter self for that prefix.  Default: every committed record.
 
     Returns
     -------
@@ -480,6 +488,10 @@ def data_fingerprint(path):
     with _open(path, "r") as handle:
         metadata, commit = _header(handle, path)
         n = commit["n_committed"]
+        if n_records is not None:
+            if not 0 <= n_records <= n:
+                raise ValueError(f"{path} holds {n} committed records; no fingerprint of its first {n_records}")
+            n = int(n_records)
         digest.update(_canonical_json({k: v for k, v in metadata.items() if k not in _UNMATCHED_KEYS}))
         digest.update(str(n).encode())
         names = sorted(_RECORD_DATASETS[metadata["mode"]] + (("times",) if metadata["mode"] == "nve" else ()))

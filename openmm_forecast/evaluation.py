@@ -141,33 +141,62 @@ def molecular_system_from_metadata(metadata, potential_file=None):
     return molecular_system
 
 
-def held_out_segments(forecasters, fingerprint, n_segments):
+def held_out_segments(forecasters, path, n_segments, fingerprint=None):
     """Segments of a data file that no learned forecaster was trained on.
 
     A file a model was trained on contributes only the validation segments recorded in its metadata
-    (``extra['split']``); for several such models, the segments held out from all of them.
+    (``extra['split']``), plus the segments a later generation run appended to it (recognised by the
+    fingerprint of the file's first ``n_segments``, which the split records); for several such models, the
+    segments held out from all of them.
+
+    Parameters
+    ----------
+    forecasters : iterable of Forecaster
+    path : str or os.PathLike
+        The NVE data file.
+    n_segments : int
+        Its committed segments.
+    fingerprint : str, optional
+        Its :func:`~openmm_forecast.data.data_fingerprint`, when already known.
 
     Returns
     -------
     segments : numpy.ndarray of int
     how : str
-        'separate file' or 'validation split of the training file'.
+        'separate file', 'validation split of the training file', or 'validation split of the training
+        file and the segments appended to it since'.
     """
+    from .data import data_fingerprint
+
+    fingerprints = {n_segments: fingerprint or data_fingerprint(path)}
+
+    def fingerprint_of_first(n):
+        if n not in fingerprints:
+            fingerprints[n] = data_fingerprint(path, n)
+        return fingerprints[n]
+
     segments = set(range(n_segments))
     how = "separate file"
     for forecaster in forecasters:
         meta = forecaster.metadata
-        trained_on = (meta.data_fingerprint or "").split("+")
-        if fingerprint not in trained_on:
-            continue
-        split = meta.extra.get("split", {}).get(fingerprint)
-        if split is None:
-            raise ModelMismatchError(
-                f"forecaster {meta.architecture!r} was trained on this data file and records no validation "
-                "split for it; evaluate on a held-out file (generated with another seed)"
-            )
-        segments &= set(split["validation_segments"])
-        how = "validation split of the training file"
+        splits = meta.extra.get("split", {})
+        for trained in (meta.data_fingerprint or "").split("+"):
+            split = splits.get(trained)
+            n_trained = split.get("n_segments") if split else None
+            if trained == fingerprints[n_segments]:
+                n_trained = n_segments
+            elif n_trained is None or n_trained >= n_segments or fingerprint_of_first(n_trained) != trained:
+                continue
+            if split is None:
+                raise ModelMismatchError(
+                    f"forecaster {meta.architecture!r} was trained on this data file and records no validation "
+                    "split for it; evaluate on a held-out file (generated with another seed)"
+                )
+            segments &= set(split["validation_segments"]) | set(range(n_trained, n_segments))
+            if how == "separate file":
+                how = "validation split of the training file"
+            if n_trained < n_segments:
+                how = "validation split of the training file and the segments appended to it since"
     if not segments:
         raise DataFileError("no segment of this data file is held out from every forecaster given")
     return np.array(sorted(segments)), how
@@ -292,7 +321,7 @@ def evaluate(
             f"segments of {n_frames} frames ({(n_frames - 1) * frame_interval * 1000:g} fs) are too short for "
             f"forecasts spanning {(before + after) * frame_interval * 1000:g} fs (history included)"
         )
-    segments, how = held_out_segments(learned.values(), fingerprint, len(trajectory))
+    segments, how = held_out_segments(learned.values(), data, len(trajectory), fingerprint)
     frames = np.arange(before, n_frames - after)
     starts = np.stack(np.broadcast_arrays(segments[:, None], frames[None, :]), -1).reshape(-1, 2)
     if len(starts) > max_samples:

@@ -735,16 +735,20 @@ class Trainer:
         }
 
     def split_record(self):
-        """The validation segments of each data file: ``{fingerprint: {'file', 'validation_segments'}}``.
+        """The validation segments of each data file:
+        ``{fingerprint: {'file', 'n_segments', 'validation_segments'}}``.
 
         Segment indices are those of the file itself (0-based), so that an evaluation on the same file
-        can use exactly the held-out segments.
+        can use exactly the held-out segments; ``n_segments`` (how many the file held) lets it recognise the
+        file after a later generation run extended it.
         """
         record = {}
         for index, (path, fingerprint) in enumerate(zip(self.data.paths, self.data.fingerprints)):
-            first = int(np.flatnonzero(self.data.file_of_segment == index)[0])
+            mine = np.flatnonzero(self.data.file_of_segment == index)
+            first = int(mine[0])
             local = [int(s) - first for s in self.val_segments if self.data.file_of_segment[s] == index]
-            record[fingerprint] = {"file": os.path.basename(path), "validation_segments": local}
+            record[fingerprint] = {"file": os.path.basename(path), "n_segments": len(mine),
+                                   "validation_segments": local}
         return record
 
     def _rng_state(self):

@@ -9,7 +9,7 @@ from forecast_helpers import make_nve_file, tiny_config
 from openmm import unit
 
 from openmm_forecast import build_system, load_forecaster
-from openmm_forecast.data import generate_nve_segments, load_trajectory
+from openmm_forecast.data import data_fingerprint, generate_nve_segments, load_trajectory
 from openmm_forecast.evaluation import EnergyEvaluator, evaluate, kinetic_energy, molecular_system_from_metadata
 from openmm_forecast.training import train
 
@@ -114,6 +114,13 @@ def test_held_out_segments_of_the_training_file(tmp_path):
     assert [s["span_ps"] for s in report["forecasters"][name]["spans"]] == pytest.approx([0.01, 0.02, 0.03])
     again = evaluate([forecaster], other_file, None, timing=False, progress=False, baselines=())
     assert again["data"]["held_out"] == "separate file" and again["data"]["n_segments_used"] == 12
+    # The training file extended by a later run (same chain, 4 more segments): still not used for training.
+    fingerprint = data_fingerprint(train_file)
+    make_nve_file(train_file, n_segments=16, seed=3)
+    assert data_fingerprint(train_file) != fingerprint == data_fingerprint(train_file, 12)
+    extended = evaluate([forecaster], train_file, None, timing=False, progress=False, baselines=())
+    assert extended["data"]["held_out"].startswith("validation split of the training file and the segments appended")
+    assert extended["data"]["n_segments_used"] == 3 + 4
     # a forecaster for another molecule is refused
     forecaster.metadata.elements = ["C"] * 22
     with pytest.raises(Exception, match="elements"):
