@@ -939,10 +939,10 @@ class Trainer:
                     "validation": val_metrics,
                 }
                 self.history.append(entry)
+                if improved:  # before the checkpoint: a run interrupted in between repeats this epoch and exports
+                    self.export()
                 self.save_checkpoint()
                 self._write_metrics()
-                if improved:
-                    self.export()
                 bar.set_postfix(
                     val=f"{val_metrics['loss']:.3g}",
                     rmsd_A=f"{val_metrics['position_rmsd_A'][-1]:.3g}",

@@ -221,6 +221,23 @@ def test_time_budget_is_kept_across_resumes(nve_file, tmp_path):
     assert again["epochs_run"] == first["epochs_run"]
 
 
+
+def test_an_export_interrupted_after_its_epoch_is_redone_on_resume(nve_file, tmp_path, monkeypatch):
+    config = tiny_config(nve_file, tmp_path / "run", epochs=1)
+    exported = Trainer.export
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.setattr(Trainer, "export", exported)
+    result = train(config)
+    assert result["best_epoch"] == 1 and result["epochs_run"] == 1
+    assert load_forecaster(result["model"]).metadata.extra["validation"]["epoch"] == 1
+
+
 def test_run_directory_and_exported_model(nve_file, tmp_path):
     run = tmp_path / "run"
     export = tmp_path / "shipped.pt"
