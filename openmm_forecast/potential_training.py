@@ -456,29 +456,37 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
         return loss, predicted_e, predicted_f
 
     def validate():
-        total, squared_e, squared_f = 0.0, 0.0, 0.0
+        """Loss, centred energy RMSE and force RMSE of the whole validation set (centred once, over all of
+        it: chunks hold mostly one temperature, and centring each would hide offsets between them)."""
+        energy_errors, force_errors = [], []
         for start in range(0, len(val_positions), 256):
             sl = slice(start, start + 256)
-            loss, e, f = loss_of(val_positions[sl], val_energies[sl], val_forces[sl], False)
-            n = len(val_positions[sl])
-            total += float(loss.detach()) * n
-            error = e.detach() - val_energies[sl]
-            squared_e += float((error - error.mean()).pow(2).sum())
-            squared_f += float((f.detach() - val_forces[sl]).pow(2).mean(dim=(1, 2)).sum())
-        n = len(val_positions)
-        return total / n, math.sqrt(squared_e / n), math.sqrt(squared_f / n)
+            e, f = energies_and_forces(potential, val_positions[sl], create_graph=False)
+            energy_errors.append(e.detach() - val_energies[sl])
+            force_errors.append(f.detach() - val_forces[sl])
+        energy_error = torch.cat(energy_errors)
+        energy_error = energy_error - energy_error.mean()
+        force_squared = torch.cat(force_errors).pow(2)
+        loss = (settings.energy_weight * (energy_error / energy_scale).pow(2).mean()
+                + settings.force_weight * force_squared.mean() / force_scale**2)
+        return float(loss), float(energy_error.pow(2).mean().sqrt()), float(force_squared.mean().sqrt())
 
     stop_reason = "max_epochs"
     start_time = time.perf_counter() - state["train_seconds"]
     bar = tqdm(total=settings.max_epochs, initial=state["epoch"], desc="training", unit="epoch", disable=not progress)
     if state["epoch"] - state["best_epoch"] >= settings.patience:
         stop_reason = "early_stopping"
+    elif state["train_seconds"] >= 60.0 * settings.max_minutes:  # a rerun of a finished fit trains no further
+        stop_reason = "max_minutes"
     while state["epoch"] < settings.max_epochs and stop_reason == "max_epochs":
         generator = torch.Generator().manual_seed(1000003 * (state["epoch"] + 1))
         order = torch.randperm(len(tensors[0]), generator=generator)
         potential.train()
         running, batches, out_of_time = 0.0, 0, False
         for start in range(0, len(order), settings.batch_size):
+            if time.perf_counter() - start_time >= 60.0 * settings.max_minutes:
+                out_of_time = True
+                break
             index = order[start:start + settings.batch_size]
             loss, _, _ = loss_of(tensors[0][index], tensors[1][index], tensors[2][index], True)
             optimizer.zero_grad(set_to_none=True)
@@ -486,9 +494,9 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
             optimizer.step()
             running += float(loss.detach())
             batches += 1
-            if time.perf_counter() - start_time > 60.0 * settings.max_minutes:
-                out_of_time = True
-                break
+        if batches == 0:
+            stop_reason = "max_minutes"
+            break
         potential.eval()
         val_loss, val_energy_rmse, val_force_rmse = validate()
         scheduler.step(val_loss)

@@ -196,6 +196,36 @@ def test_training_reduces_errors(elements, configurations):
     assert min(losses[-3:]) < 0.5 * losses[0]
 
 
+
+def test_a_fit_stopped_by_its_time_budget_trains_no_further_when_run_again(elements, configurations, tmp_path):
+    reference = build_system("amber14-vacuum", constraints=None)
+    energies, forces = label_configurations(reference.system, configurations)
+    data = (configurations, energies, forces)
+    settings = TrainingConfig(batch_size=2, max_epochs=10_000, patience=10_000, max_minutes=0.002)  # 0.12 s
+    checkpoint = str(tmp_path / "checkpoint.pt")
+    runs = []
+    for _ in range(3):
+        potential = build_ani_potential(elements, ensemble_size=1, hidden_layers=(16,), seed=1)
+        runs.append(train_potential(potential, data, data, settings, checkpoint_path=checkpoint, progress=False))
+    assert all(run["stop_reason"] == "max_minutes" for run in runs)
+    assert runs[0]["history"] and runs[1]["history"] == runs[0]["history"] == runs[2]["history"]
+
+
+
+def test_validation_energy_errors_are_centred_over_the_whole_set(elements, configurations):
+    """Validation frames come ordered by source; an offset between sources must show in the centred RMSE."""
+    reference = build_system("amber14-vacuum", constraints=None)
+    energies, forces = label_configurations(reference.system, configurations)
+    positions = np.tile(configurations, (30, 1, 1))  # 600 frames: more than one chunk of 256
+    offset = 1000.0  # kJ/mol: the first 300 frames +offset, the last 300 -offset (like two temperature sets)
+    shifted = np.tile(energies, 30) + np.where(np.arange(600) < 300, offset, -offset)
+    potential = build_ani_potential(elements, ensemble_size=1, hidden_layers=(16,), seed=1)
+    settings = TrainingConfig(batch_size=10, max_epochs=1, patience=10)
+    validation = (positions, shifted, np.tile(forces, (30, 1, 1)))
+    result = train_potential(potential, (configurations, energies, forces), validation, settings, progress=False)
+    assert result["history"][0]["validation_energy_rmse_centered_kJ_per_mol"] > 0.9 * offset
+
+
 def test_reference_labels_include_constrained_bond_terms():
     """Labels come from the unconstrained System: stretching an X-H bond costs amber's bond energy."""
     reference = build_system("amber14-vacuum", constraints=None)
