@@ -54,9 +54,11 @@ def kinetic_energy(velocities, masses):
 
 
 def _summary(values):
+    """mean, rms (root mean square: the statistic of training's validation metrics), median, p95 and max."""
     values = np.asarray(values, dtype=float)
     return {
         "mean": float(np.mean(values)),
+        "rms": float(np.sqrt(np.mean(values**2))),
         "median": float(np.median(values)),
         "p95": float(np.percentile(values, 95)),
         "max": float(np.max(values)),

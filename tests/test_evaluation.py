@@ -112,6 +112,11 @@ def test_held_out_segments_of_the_training_file(tmp_path):
     assert report["data"]["n_samples"] == 3 * 4  # starts 0..3 of 7 frames for 3 strides of 10 fs
     name = forecaster.metadata.architecture
     assert [s["span_ps"] for s in report["forecasters"][name]["spans"]] == pytest.approx([0.01, 0.02, 0.03])
+    # The same 12 validation samples: evaluate's rms is training's validation RMSD (float32 network).
+    training_rmsd = report["forecasters"][name]["training_validation"]["position_rmsd_A"]
+    evaluated = [s["position_rmsd_A"] for s in report["forecasters"][name]["spans"]]
+    assert [s["rms"] for s in evaluated] == pytest.approx(training_rmsd, rel=1e-4)
+    assert all(s["mean"] <= s["rms"] for s in evaluated)
     again = evaluate([forecaster], other_file, None, timing=False, progress=False, baselines=())
     assert again["data"]["held_out"] == "separate file" and again["data"]["n_segments_used"] == 12
     # The training file extended by a later run (same chain, 4 more segments): still not used for training.
