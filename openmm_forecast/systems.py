@@ -307,6 +307,7 @@ def build_system(
         elements = [atom.element.symbol for atom in topology.atoms()]
         force, potential = _torch_force(potential_file, elements)
         system.addForce(force)
+        _check_potential_evaluates(system, positions, potential_file)
     return MolecularSystem(
         setup=setup,
         topology=topology,
@@ -319,6 +320,39 @@ def build_system(
         potential=potential,
         solute_atoms=solute_atoms,
     )
+
+
+def _check_potential_evaluates(system, positions, potential_file):
+    """Evaluate an ``ml`` System once (Reference platform) at ``positions``; refuse non-finite or failing output.
+
+    A potential that gives NaN would otherwise hang the energy minimisation of every simulation built from
+    it, and one made for another molecule (a file without openmm-forecast metadata) would fail deep inside
+    OpenMM.
+
+    Raises
+    ------
+    ModelMismatchError
+        The potential cannot be evaluated on this topology (for example another atom count).
+    ModelFileError
+        Its energy or forces are NaN or infinite at the setup's starting structure.
+    """
+    try:
+        context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+        context.setPositions(positions)
+        state = context.getState(getEnergy=True, getForces=True)
+    except Exception as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise ModelMismatchError(
+            f"potential {potential_file!r} cannot be evaluated on this topology ({system.getNumParticles()} atoms): "
+            f"{lines[-1] if lines else type(error).__name__}"
+        ) from error
+    energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    if not (np.isfinite(energy) and np.isfinite(forces).all()):
+        raise ModelFileError(
+            f"potential {potential_file!r} gives a non-finite energy ({energy} kJ/mol) or forces at the starting "
+            "structure of alanine dipeptide; it cannot drive a simulation"
+        )
 
 
 def _import_openmmtorch():

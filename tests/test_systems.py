@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from openmm import app, unit
 
 import openmm_forecast as of
@@ -117,6 +118,32 @@ def test_corrupt_potential_file_is_refused(tmp_path):
     path.write_bytes(b"not a torchscript archive")
     with pytest.raises(of.ModelFileError, match="TorchScript"):
         build_system("ml", potential_file=str(path))
+
+
+
+class _NaNPotential(torch.nn.Module):
+    def forward(self, positions):
+        return torch.sum(positions**2) * float("nan")
+
+
+class _TenAtomPotential(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weights = torch.nn.Parameter(torch.ones(10, 3))
+
+    def forward(self, positions):
+        return torch.sum(positions * self.weights)
+
+
+def test_potentials_that_give_nan_or_fit_another_molecule_are_refused_when_built(tmp_path):
+    """Without metadata.json nothing else catches them; a NaN potential used to hang energy minimisation."""
+    nan_file, other_file = str(tmp_path / "nan.pt"), str(tmp_path / "ten_atoms.pt")
+    torch.jit.script(_NaNPotential()).save(nan_file)
+    torch.jit.script(_TenAtomPotential()).save(other_file)
+    with pytest.raises(of.ModelFileError, match="non-finite energy"):
+        build_system("ml", potential_file=nan_file)
+    with pytest.raises(of.ModelMismatchError, match=r"22 atoms.*size of tensor"):
+        build_system("ml", potential_file=other_file)
 
 
 def test_ml_setup_takes_the_shipped_potential_by_name():
