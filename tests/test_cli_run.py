@@ -49,3 +49,32 @@ def test_run_refuses_to_overwrite_and_bad_times(tmp_path, capsys):
     (out / "checkpoint.chk").unlink()
     assert main(_arguments(out, 0.2, "--resume")) == 0
     assert mdtraj.load(str(out / "trajectory.dcd"), top=str(out / "topology.pdb")).n_frames == 2
+
+
+def test_resume_refuses_changed_settings_and_foreign_directories(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_arguments(out, 0.2)) == 0
+    recorded = json.loads((out / "run.json").read_text())
+    assert recorded["temperature"] == 300.0 and recorded["platform"] == "Reference" and recorded["stride"] == 10.0
+    frames = (out / "trajectory.dcd").read_bytes()
+    for changed, flag in ((["--temperature", "500"], "--temperature"), (["--timestep", "1"], "--timestep"),
+                          (["--report-interval", "0.05"], "--report-interval"), (["--model", "ballistic"], "--model")):
+        arguments = _arguments(out, 0.4, "--resume")
+        if changed[0] in arguments:
+            arguments[arguments.index(changed[0]) + 1] = changed[1]
+        else:
+            arguments += changed
+        assert main(arguments) == 1
+        error = capsys.readouterr().err
+        assert flag in error and "must keep its settings" in error, error
+    assert (out / "trajectory.dcd").read_bytes() == frames  # nothing touched
+    assert main(_arguments(out, 0.4, "--resume", "--threads", "1")) == 0  # allowed changes
+
+    # The output of another command (no run.json, no checkpoint) is not resumed, nor overwritten.
+    other = tmp_path / "simulated"
+    assert main(["simulate", "--time", "0.2", "--report-interval", "0.1", "--equilibration", "0",
+                 "--platform", "Reference", "--out", str(other)]) == 0
+    before = (other / "trajectory.dcd").read_bytes()
+    assert main(_arguments(other, 0.2, "--resume")) == 1
+    assert "not a run to resume" in capsys.readouterr().err
+    assert (other / "trajectory.dcd").read_bytes() == before

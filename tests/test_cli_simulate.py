@@ -27,3 +27,15 @@ def test_simulate_refuses_time_not_a_multiple_of_the_step(tmp_path, capsys):
     code = main(["simulate", "--time", "0.0031", "--out", str(tmp_path / "x")])
     assert code == 1
     assert "multiple of the time step" in capsys.readouterr().err
+
+
+def test_simulate_refuses_to_overwrite_earlier_results(tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = ["simulate", "--time", "0.2", "--report-interval", "0.1", "--equilibration", "0",
+                 "--platform", "Reference", "--out", str(out)]
+    assert main(arguments) == 0
+    summary = (out / "summary.json").read_text()
+    assert json.loads(summary)["temperature_K"] == 300.0
+    assert main(arguments) == 1
+    assert "already holds" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == summary

@@ -37,12 +37,15 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
+    from .._runtime import openmm as mm
     from ..errors import ForecastError
 
     try:
         return int(args.func(args) or 0)
-    except (ForecastError, FileNotFoundError, ValueError) as error:
-        print(f"openmm-forecast {args.command}: error: {error}", file=sys.stderr)
+    except (ForecastError, OSError, ValueError, mm.OpenMMException) as error:
+        # Input and file-system problems and OpenMM's own refusals: one line (--verbose: the traceback too).
+        logging.getLogger(__name__).debug("traceback", exc_info=True)
+        print(f"openmm-forecast {args.command}: error: {str(error).strip()}", file=sys.stderr)
         return 1
 
 

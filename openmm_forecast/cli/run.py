@@ -1,12 +1,16 @@
 """``openmm-forecast run``: accelerated MD of a named setup with a forecaster, checkpointed and resumable.
 
-Writes into OUT: ``trajectory.dcd`` (DCDReporter), ``log.csv`` (StateDataReporter), ``topology.pdb``,
-``checkpoint.chk`` (every ``--checkpoint-interval`` ps and at the end) and ``stats.json`` (the
-accelerator's statistics, rewritten at every checkpoint).  ``--resume`` continues from
-``checkpoint.chk`` up to the same total ``--time``: frames and log lines written after the checkpoint by
-the interrupted run are removed first, so nothing is lost or duplicated.
+Writes into OUT: ``run.json`` (the settings), ``trajectory.dcd`` (DCDReporter), ``log.csv``
+(StateDataReporter), ``topology.pdb``, ``checkpoint.chk`` (every ``--checkpoint-interval`` ps and at the end)
+and ``stats.json`` (the accelerator's statistics, rewritten at every checkpoint).  ``--resume`` continues from
+``checkpoint.chk`` up to the given total ``--time``: frames and log lines written after the checkpoint by
+the interrupted run are removed first, so nothing is lost or duplicated.  A resumed run must keep the
+settings in ``run.json`` (temperature, time step, model, report interval, ...; only ``--time``,
+``--checkpoint-interval``, ``--threads`` and ``--no-progress`` may change), and its platform defaults to
+the recorded one.
 """
 
+import json
 import logging
 import os
 import struct
@@ -21,7 +25,14 @@ from ._common import add_setup_arguments, setup_from_args
 logger = logging.getLogger(__name__)
 
 TRAJECTORY, LOG, TOPOLOGY = "trajectory.dcd", "log.csv", "topology.pdb"
-CHECKPOINT, STATS = "checkpoint.chk", "stats.json"
+CHECKPOINT, STATS, SETTINGS = "checkpoint.chk", "stats.json", "run.json"
+RESUMABLE_FLAGS = {
+    "setup": "--setup", "temperature": "--temperature", "timestep": "--timestep", "friction": "--friction",
+    "constraints": "--constraints", "potential_file": "--potential-file", "model": "--model", "seed": "--seed",
+    "report_interval": "--report-interval", "stride": "--stride", "max_frames": "--max-frames",
+    "energy_tolerance": "--energy-tolerance", "metropolis": "--metropolis", "platform": "--platform",
+}
+"""Settings recorded in run.json that a resumed run must keep, with their flags."""
 
 
 def add_parser(subparsers):
@@ -99,12 +110,28 @@ def run(args):
     from ..forecasters import load_forecaster
     from ..forecasters.registry import BASELINES
 
-    paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS)}
-    resuming = args.resume and os.path.exists(paths[CHECKPOINT])
-    if not args.resume and any(os.path.exists(paths[name]) for name in (TRAJECTORY, CHECKPOINT)):
+    paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS, SETTINGS)}
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file, not a directory")
+    outputs = [name for name in (TRAJECTORY, LOG, CHECKPOINT) if os.path.exists(paths[name])]
+    recorded = _read_settings(paths[SETTINGS])
+    if not args.resume and outputs:
         raise ValueError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
-    if args.resume and not resuming:
-        logger.info("no checkpoint in %s: starting from the beginning", args.out)
+    resuming = args.resume and os.path.exists(paths[CHECKPOINT])
+    if args.resume:
+        if recorded is None and outputs and not resuming:
+            raise ValueError(
+                f"{args.out} holds {', '.join(outputs)} but no {SETTINGS} or {CHECKPOINT}: not a run to resume "
+                "(nothing would be continued, and its files would be overwritten); choose another --out"
+            )
+        if recorded is None and resuming:
+            logger.warning("%s has no %s (an older run): its settings cannot be checked", args.out, SETTINGS)
+        if recorded is not None:
+            if args.platform is None:
+                args.platform = recorded.get("platform")
+            _check_same_settings(recorded, _settings(args), paths[SETTINGS])
+        if not resuming:
+            logger.info("no checkpoint in %s: starting from the beginning", args.out)
     molecular_system = setup_from_args(args)
     timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
     total_steps = whole_steps(args.time, timestep_ps, "--time")
@@ -131,6 +158,7 @@ def run(args):
         if os.path.exists(paths[LOG]):
             truncate_log(paths[LOG], step)
     else:
+        write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
         state = simulation.context.getState(getPositions=True)
         with open(paths[TOPOLOGY], "w") as handle:
             app.PDBFile.writeFile(molecular_system.topology, state.getPositions(), handle)
@@ -159,6 +187,46 @@ def run(args):
         f"{stats['integrated_ps']:.3f} ps integrated; outputs in {args.out}"
     )
     return 0
+
+
+def _settings(args):
+    """What a resumed run must keep (see :data:`RESUMABLE_FLAGS`); the platform only when given."""
+    from ..forecasters.registry import BASELINES
+
+    settings = {
+        "setup": args.setup, "temperature": args.temperature, "timestep": args.timestep, "friction": args.friction,
+        "constraints": args.constraints, "potential_file": args.potential_file, "model": args.model,
+        "seed": args.seed, "report_interval": args.report_interval, "energy_tolerance": args.energy_tolerance,
+        "metropolis": args.metropolis,
+    }
+    if args.model in BASELINES:
+        settings.update(stride=args.stride, max_frames=args.max_frames)
+    if args.platform is not None:
+        settings["platform"] = args.platform
+    return settings
+
+
+def _read_settings(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); it records the run's settings") from error
+
+
+def _check_same_settings(recorded, settings, path):
+    """Refuse a resume whose settings differ from the run's, naming every differing flag."""
+    differences = [
+        f"{RESUMABLE_FLAGS[key]} {value!r} (the run has {recorded.get(key)!r})"
+        for key, value in settings.items() if recorded.get(key) != value
+    ]
+    if differences:
+        raise ValueError(
+            f"a resumed run must keep its settings ({path}); different: {'; '.join(differences)}. "
+            "Only --time, --checkpoint-interval, --threads and --no-progress may change"
+        )
 
 
 def _summary(args, molecular_system, simulation, accelerator, wall_s):

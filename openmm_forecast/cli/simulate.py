@@ -7,8 +7,11 @@ import time
 
 from openmm import app
 
+from .._io import write_json
 from ..units import whole_steps
 from ._common import add_setup_arguments, setup_from_args
+
+OUTPUTS = ("trajectory.dcd", "log.csv", "topology.pdb", "summary.json")
 
 
 def add_parser(subparsers):
@@ -32,6 +35,11 @@ def run(args):
     n_steps = whole_steps(args.time, args.timestep / 1000, "--time")
     interval = whole_steps(args.report_interval, args.timestep / 1000, "--report-interval")
     equilibration = whole_steps(args.equilibration, args.timestep / 1000, "--equilibration", allow_zero=True)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file, not a directory")
+    existing = [name for name in OUTPUTS if os.path.exists(os.path.join(args.out, name))]
+    if existing:
+        raise ValueError(f"{args.out} already holds {', '.join(existing)}; choose another --out (nothing overwritten)")
     os.makedirs(args.out, exist_ok=True)
     simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed)
     simulation.step(equilibration)
@@ -67,9 +75,12 @@ def run(args):
         "ns_per_day": simulated_ns / wall * 86400.0,
         "frames": n_steps // interval,
         "seed": args.seed,
+        "temperature_K": args.temperature,
+        "timestep_fs": args.timestep,
+        "friction_per_ps": args.friction,
+        "constraints": molecular_system.constraints,
         "system_fingerprint": molecular_system.fingerprint(),
     }
-    with open(os.path.join(args.out, "summary.json"), "w") as handle:
-        json.dump(summary, handle, indent=2)
+    write_json(os.path.join(args.out, "summary.json"), summary)
     print(json.dumps(summary, indent=2))
     return 0
