@@ -25,6 +25,7 @@ import time
 import numpy as np
 from openmm import unit
 
+from ._io import write_json
 from ._runtime import openmm as mm
 from .errors import DataFileError, ModelMismatchError
 from .units import kT_kJ
@@ -275,6 +276,15 @@ def evaluate(
     from .forecasters import Forecaster, load_forecaster
     from .training import frame_step, package_versions
 
+    unknown = [name for name in baselines if name not in BASELINE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BASELINE_NAMES)}")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1:
+        raise ValueError(f"max_samples must be an integer >= 1, got {max_samples!r}")
+    if out is not None:  # before the work: a bad output path must not cost the evaluation
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ValueError(f"output directory {os.fspath(out)!r} is a file")
+        os.makedirs(out, exist_ok=True)
     if isinstance(models, (str, os.PathLike, Forecaster)):
         models = [models]
     learned = {}
@@ -448,13 +458,12 @@ def _state_metrics(px, pv, true_x, true_v, true_u, h0, masses, kT, energy):
 
 
 def write_report(report, out):
-    """Write ``report.json`` and the plots into directory ``out``; returns the report path."""
+    """Write ``report.json`` (atomically, first) and the plots into directory ``out``; returns the report path."""
     os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "report.json")
+    write_json(path, _without_raw(report))
     plot_rmsd_vs_span(report, os.path.join(out, "rmsd_vs_span.png"))
     plot_energy_change(report, os.path.join(out, "energy_change_hist.png"))
-    path = os.path.join(out, "report.json")
-    with open(path, "w") as handle:
-        json.dump(_without_raw(report), handle, indent=1)
     return path
 
 

@@ -179,3 +179,14 @@ def test_ml_setup_data_is_evaluated_with_its_torchforce(tmp_path):
     reference = report["reference"][f"{0.004:.6g}"]["data_total_energy_change_kJ"]["median"]
     assert verlet["total_energy_change_kJ"]["median"] == pytest.approx(reference, rel=1e-6, abs=1e-6)
     assert report["forecasters"]["constant"]["spans"][-1]["total_energy_change_kJ"]["max"] < 1e-9
+
+
+def test_bad_evaluation_arguments_are_refused_before_any_work(short_file, tmp_path):
+    with pytest.raises(ValueError, match="unknown baseline"):
+        evaluate([], short_file, None, baselines=("balistic",), progress=False)
+    with pytest.raises(ValueError, match="max_samples"):
+        evaluate([], short_file, None, max_samples=0, progress=False)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="is a file"):
+        evaluate([], short_file, a_file, progress=False)

@@ -1,5 +1,7 @@
 """``openmm-forecast evaluate``: errors, energy changes and speed of forecasters on held-out NVE data."""
 
+from ._common import add_threads_argument, apply_threads
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -26,17 +28,14 @@ def add_parser(subparsers):
     parser.add_argument("--potential-file", default=None,
                         help="for data of the 'ml' setup: its TorchScript potential (a path or a shipped name)")
     parser.add_argument("--device", default="cpu", help="torch device of the learned models (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args):
-    import torch
-
     from ..evaluation import evaluate
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     baselines = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
     report = evaluate(
         args.model, args.data, args.out, baselines=baselines, max_samples=args.max_samples, seed=args.seed,
