@@ -42,9 +42,20 @@ def checked(value, kind, where, ok=None, requirement=None, optional=False):
         value = float(value)
     wrong_type = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
     if wrong_type or (ok is not None and not ok(value)):
-        got = f"{value!r} ({type(value).__name__})" if wrong_type and requirement is None else repr(value)
-        raise ValueError(f"{where} must be {requirement or kind.__name__}, got {got}")
+        got = f"{value!r} ({type(value).__name__})" if wrong_type else repr(value)
+        hint = ""
+        if wrong_type and kind is float and isinstance(value, str) and _parses_as_float(value):
+            hint = " (YAML reads an exponent without a decimal point as text: write 1.0e-3, not 1e-3)"
+        raise ValueError(f"{where} must be {requirement or kind.__name__}, got {got}{hint}")
     return value
+
+
+def _parses_as_float(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_field(config, name, kind, ok=None, requirement=None, optional=False, where=None):

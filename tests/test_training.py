@@ -60,6 +60,7 @@ def test_config_refuses_unknown_keys(tmp_path):
         ("epochs", True, "epochs"),
         ("position_weighting", "charge", "position_weighting"),
         ("max_minutes", 0, "max_minutes"),
+        ("learning_rate", "1e-3", r"'1e-3' \(str\).*write 1.0e-3"),  # how YAML reads 1e-3
     ],
 )
 def test_config_refuses_bad_values(tmp_path, key, value, message):
