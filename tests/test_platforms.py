@@ -8,13 +8,11 @@ from openmm_forecast.platforms import available_platforms, fastest_platform, get
 
 def test_fastest_platform_is_the_fastest_measured(vacuum_system):
     timings = time_platforms(vacuum_system, n_steps=200)
-    assert set(timings) == set(available_platforms())
+    assert set(timings) <= set(available_platforms()) and {"Reference", "CPU"} <= set(timings)
     chosen = fastest_platform(vacuum_system).getName()
-    if any(name in available_platforms() for name in ("CUDA", "OpenCL")):
-        assert chosen in ("CUDA", "OpenCL")
-    else:
-        # The choice must not be much slower than the best of an independent measurement.
-        assert timings[chosen] <= 2.0 * min(timings.values())
+    # GPU platforms are measured like the others.  The choice must not be much slower than the best of an
+    # independent measurement.
+    assert timings[chosen] <= 2.0 * min(timings.values())
 
 
 def test_unknown_platform_is_refused_with_the_list():
