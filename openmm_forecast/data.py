@@ -760,7 +760,7 @@ def _check_metadata(path, existing, requested):
         )
         raise DataFileError(
             f"{path} was generated with different settings and cannot be continued ({details}); "
-            "use another file name, or delete the file to start over"
+            "continue it with its own settings (a platform left out defaults to the file's), or write to another file"
         )
 
 
