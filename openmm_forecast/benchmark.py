@@ -31,6 +31,7 @@ Units: ns, ps, seconds, degrees.
 
 import glob
 import hashlib
+import logging
 import os
 import platform as platform_module
 
@@ -53,6 +54,8 @@ from .checkpoint import forecaster_fingerprint
 from .errors import DataFileError
 from .systems import resource_path
 from .walkers import ForecastWalkers, PlainWalkers
+
+logger = logging.getLogger(__name__)
 
 REFERENCE_ENV = "OPENMM_FORECAST_REFERENCE"
 """Environment variable naming the default reference (a directory of phi/psi .npy runs or one file)."""
@@ -105,6 +108,25 @@ def machine_info():
         "versions": {"openmm": mm.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "openmm_forecast": __version__},
     }
+
+
+def _reference_mismatch(molecular_system, shipped):
+    """A note when the reference was sampled under other conditions than ``molecular_system`` (None otherwise).
+
+    The shipped reference is amber14 in vacuum at 300 K; of another reference only its potential is
+    known to be the user's concern, so only the setup is compared.
+    """
+    differences = []
+    if molecular_system.setup != "amber14-vacuum":
+        differences.append(f"setup {molecular_system.setup!r}")
+    temperature_K = molecular_system.temperature.value_in_unit(unit.kelvin)
+    if shipped and abs(temperature_K - 300.0) > 1e-6:
+        differences.append(f"temperature {temperature_K:g} K")
+    if not differences:
+        return None
+    reference = "the shipped reference (amber14-vacuum, 300 K)" if shipped else "the reference"
+    return (f"this run differs from {reference} in {', '.join(differences)}: its JS also measures that difference, "
+            "and the time-to-JS compares both arms against another ensemble's distribution")
 
 
 def default_reference_path():
@@ -543,9 +565,10 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
         },
         "definitions": analysis_definitions(),
     }
-    if molecular_system.setup != "amber14-vacuum":
-        report["reference"]["note"] = (f"the reference was sampled with its own potential; for setup "
-                                       f"{molecular_system.setup!r} the JS also measures the difference of potentials")
+    note = _reference_mismatch(molecular_system, shipped=os.path.abspath(reference_path) == resource_path("reference"))
+    if note:
+        report["reference"]["note"] = note
+        logger.warning("%s", note)
     write_json(os.path.join(out, "report.json"), report, indent=2)
     plot_ramachandran(
         {f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference,

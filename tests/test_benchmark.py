@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from openmm import unit
 
+from openmm_forecast import build_system
 from openmm_forecast.analysis import js_divergence, ramachandran_histogram
 from openmm_forecast.benchmark import (
     REQUIRED_ARM_KEYS,
+    _reference_mismatch,
     convergence_curve,
     length_for_js,
     load_reference_runs,
@@ -190,3 +192,12 @@ def test_demo_refuses_to_run_without_the_shipped_model(monkeypatch, reference_di
     assert main(["demo", "--out", str(tmp_path / "demo"), "--reference", str(reference_dir)]) == 1
     assert "ala2-amber14-vacuum" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "demo" / "report.json")
+
+
+def test_a_run_under_other_conditions_than_the_reference_is_flagged(vacuum_system):
+    assert _reference_mismatch(vacuum_system, shipped=True) is None
+    hot = build_system("amber14-vacuum", temperature=400 * unit.kelvin)
+    assert "temperature 400 K" in _reference_mismatch(hot, shipped=True)
+    assert _reference_mismatch(hot, shipped=False) is None  # a user's reference: its temperature is unknown
+    implicit = build_system("amber14-obc2")
+    assert "setup 'amber14-obc2'" in _reference_mismatch(implicit, shipped=False)
