@@ -238,7 +238,13 @@ def load_phi_psi(path, topology=None):
         if extension == ".npy":
             array = np.load(path, allow_pickle=False)
             if array.ndim == 2 and array.shape[1] == 2:
-                return wrap_degrees(_as_phi_psi(array, name=path))
+                angles = _as_phi_psi(array, name=path)
+                if len(angles) >= 10 and np.abs(angles).max() <= np.pi:
+                    raise DataFileError(
+                        f"{path}: every one of its {len(angles)} phi/psi values is within +-pi, so they look like "
+                        "radians; phi/psi files are in degrees (np.degrees converts them)"
+                    )
+                return wrap_degrees(angles)
             if array.ndim == 3 and array.shape[2] == 3:
                 return phi_psi_from_positions(array, topology)
             raise DataFileError(

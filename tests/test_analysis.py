@@ -280,3 +280,13 @@ def test_compare_cli_writes_complete_report_and_png(tmp_path):
     # A missing input is a clean error, not a traceback.
     assert main(["compare", str(tmp_path / "none.npy"), str(tmp_path / "b.npy"), "--out", str(out)]) == 1
 
+
+
+def test_phi_psi_files_in_radians_are_refused(tmp_path, rng):
+    degrees = np.column_stack([rng.normal(-80, 20, 50), rng.normal(150, 20, 50)])
+    degrees = (degrees + 180.0) % 360.0 - 180.0  # as dihedral codes write them: [-180, 180), [-pi, pi)
+    np.save(tmp_path / "degrees.npy", degrees)
+    np.save(tmp_path / "radians.npy", np.radians(degrees))
+    assert load_phi_psi(tmp_path / "degrees.npy").shape == (50, 2)
+    with pytest.raises(DataFileError, match="radians"):
+        load_phi_psi(tmp_path / "radians.npy")

@@ -18,7 +18,7 @@ import time
 
 from openmm import app, unit
 
-from .._io import write_json
+from .._io import atomic_write_path, write_json
 from ..units import whole_steps
 from ._common import add_setup_arguments, setup_from_args
 
@@ -101,8 +101,9 @@ def truncate_log(path, last_step):
         line for line in lines
         if line.startswith("#") or (line.endswith("\n") and int(float(line.split(",")[0])) <= last_step)
     ]
-    with open(path, "w") as handle:
-        handle.writelines(kept)
+    with atomic_write_path(path) as temporary:  # a kill during a resume must not lose the log
+        with open(temporary, "w") as handle:
+            handle.writelines(kept)
 
 
 def run(args):
