@@ -407,28 +407,42 @@ def test_span_adapts_down_after_rejections_and_up_after_acceptances(system, lang
 # ---- clock and reporters ------------------------------------------------------------------------------
 
 
-def test_reporters_and_clock_exact_after_mixed_jumps(system, vv_verlet, tmp_path):
-    """Plain and accelerated velocity Verlet give the same trajectory; reporters must see the same frames."""
+def run_plain_and_accelerated(system, vv_verlet, add_reporters, chunks=(400,)):
+    """Velocity Verlet for ``sum(chunks)`` steps, plain and accelerated by the exact forecaster with every third
+    forecast NaN (accepted and rejected jumps mixed, ``step`` called once per chunk).
+
+    ``add_reporters(simulation, name)`` attaches reporters and returns what the test reads afterwards;
+    returns ``{'plain': ..., 'accelerated': ...}`` of those.  The Simulations are deleted (closing DCD files).
+    """
     runs = {}
     for name in ("plain", "accelerated"):
         simulation = vv_simulation(system)
-        every_10, every_7 = RecordingReporter(10), RecordingReporter(7, tuple_style=True)
-        dcd_path = str(tmp_path / f"{name}.dcd")
-        simulation.reporters += [every_10, every_7, app.DCDReporter(dcd_path, 20)]
+        runs[name] = add_reporters(simulation, name)
         if name == "plain":
-            simulation.step(400)
+            simulation.step(sum(chunks))
         else:
             accelerator = ForecastAccelerator(
                 simulation, Transformed(vv_verlet, flaky_output), molecular_system=system, progress=False
             )
-            accelerator.step(150)
-            accelerator.step(250)
+            for n_steps in chunks:
+                accelerator.step(n_steps)
             stats = accelerator.stats
             assert stats.jumps_accepted >= 5 and stats.rejections["nonfinite"] >= 3
-        assert simulation.currentStep == 400
-        runs[name] = (every_10, every_7, dcd_path)
-        del simulation  # closes the DCD file
+        assert simulation.currentStep == sum(chunks)
+        del simulation
+    return runs
 
+
+def test_reporters_and_clock_exact_after_mixed_jumps(system, vv_verlet, tmp_path):
+    """Plain and accelerated velocity Verlet give the same trajectory; reporters must see the same frames."""
+
+    def add_reporters(simulation, name):
+        every_10, every_7 = RecordingReporter(10), RecordingReporter(7, tuple_style=True)
+        dcd_path = str(tmp_path / f"{name}.dcd")
+        simulation.reporters += [every_10, every_7, app.DCDReporter(dcd_path, 20)]
+        return every_10, every_7, dcd_path
+
+    runs = run_plain_and_accelerated(system, vv_verlet, add_reporters, chunks=(150, 250))
     plain, accelerated = runs["plain"], runs["accelerated"]
     for k, interval in enumerate((10, 7)):
         expected_steps = list(range(interval, 401, interval))
@@ -451,21 +465,17 @@ def test_mdtraj_hdf5_reporter_gets_the_plain_runs_frames(system, vv_verlet, tmp_
     pytest.importorskip("tables", reason="mdtraj's HDF5Reporter needs PyTables (the [test] extra installs it)")
     from mdtraj.reporters import HDF5Reporter
 
-    files = {}
-    for name in ("plain", "accelerated"):
-        simulation = vv_simulation(system)
-        files[name] = str(tmp_path / f"{name}.h5")
-        reporter = HDF5Reporter(files[name], 20, velocities=True)
+    def add_reporters(simulation, name):
+        path = str(tmp_path / f"{name}.h5")
+        reporter = HDF5Reporter(path, 20, velocities=True)
         simulation.reporters.append(reporter)
-        if name == "plain":
-            simulation.step(400)
-        else:
-            accelerator = ForecastAccelerator(
-                simulation, Transformed(vv_verlet, flaky_output), molecular_system=system, progress=False
-            )
-            accelerator.step(400)
-            assert accelerator.stats.jumps_accepted >= 5 and accelerator.stats.rejections["nonfinite"] >= 3
+        return path, reporter
+
+    runs = run_plain_and_accelerated(system, vv_verlet, add_reporters)
+    files = {}
+    for name, (path, reporter) in runs.items():
         reporter.close()
+        files[name] = path
 
     with mdtraj.formats.HDF5TrajectoryFile(files["plain"]) as handle:
         plain = handle.read()
