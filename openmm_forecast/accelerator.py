@@ -11,6 +11,8 @@ span ``span_frames``, the count of full-span acceptances in a row, the accumulat
    ``drift_tolerance_kT`` or the instantaneous kinetic temperature is outside ``temperature_sigmas``
    standard deviations of the target, the cycle is a re-equilibration: ``reequilibration_steps`` of the
    simulation's own (thermostatted) integrator; the drift is reset.  Nothing else happens in that cycle.
+   Without a thermostat (NVE) integration cannot remove the drift: once it passes the bound the rest of
+   the call, and of every later call, is integrated (jumps switched off, a warning once).
 1. Segment.  ``segment_steps`` steps of the simulation's own integrator, through ``Simulation.step`` (so
    every reporter is served exactly as without the accelerator).  It thermalises, and supplies the
    current state and, for forecasters with ``history > 1``, the states ``stride`` apart before it.
@@ -127,6 +129,9 @@ class AcceleratorOptions:
         Largest factor by which a bond may differ from its length at construction (default 1.5).
     check_chirality : bool
         Reject inverted stereocentres (default True).
+    thermostatted : bool, optional
+        Whether the simulation's integrator thermalises, which decides whether a re-equilibration resets the
+        drift (default: detected; see :meth:`ForecastAccelerator._has_thermostat`).
     thermostat_jumps : bool
         With a Langevin integrator, follow every accepted jump (and every Metropolis rejection) by the
         exact Ornstein-Uhlenbeck velocity step of the Langevin thermostat over the jump's span,
@@ -159,6 +164,7 @@ class AcceleratorOptions:
     clash_distance: unit.Quantity = None
     bond_stretch: float = 1.5
     check_chirality: bool = True
+    thermostatted: bool = None
     thermostat_jumps: bool = True
     allow_custom_integrator: bool = False
     progress: bool = None
@@ -543,9 +549,6 @@ class ForecastAccelerator:
         self.dof = degrees_of_freedom(simulation.system)
         self._has_constraints = simulation.system.getNumConstraints() > 0
         self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS  # velocities lag positions by dt/2
-        self._thermostatted = hasattr(integrator, "getTemperature") or any(
-            isinstance(force, mm.AndersenThermostat) for force in simulation.system.getForces()
-        )
         self._check_temperature_option(integrator)
         self._read_integrator()
 
@@ -554,7 +557,7 @@ class ForecastAccelerator:
         self._rng = np.random.Generator(np.random.PCG64(opts.seed))
         self.stats = AcceleratorStats(max_dh_samples=opts.max_dh_samples)
         self.drift_kJ = 0.0
-        self._warned_nve_drift = False
+        self._jumps_switched_off = False
         self._accepted_in_row = 0
         self._history = []  # (positions nm, velocities nm/ps) stride_steps apart, newest last
         # With a CMMotionRemover the System keeps zero total momentum; the thermostat's noise must too, or the
@@ -653,6 +656,24 @@ class ForecastAccelerator:
         self._thermal_speed = np.sqrt(self.kT_kJ * inverse_mass)[:, None]
         has_friction = opts.thermostat_jumps and hasattr(integrator, "getFriction")
         self.friction_per_ps = integrator.getFriction().value_in_unit(unit.picosecond**-1) if has_friction else 0.0
+        self._thermostatted = self._has_thermostat(integrator)
+
+    def _has_thermostat(self, integrator):
+        """Whether integration thermalises (and so removes the drift of accepted jumps).
+
+        ``thermostatted`` when given; else True for Langevin integrators with friction, a System with an
+        ``AndersenThermostat``, and CustomIntegrators other than openmm-forecast's velocity Verlet (a
+        vouched-for custom integrator is presumed thermostatted: pass ``thermostatted=False`` if not).
+        """
+        if self.options.thermostatted is not None:
+            return bool(self.options.thermostatted)
+        if any(isinstance(force, mm.AndersenThermostat) for force in self.simulation.system.getForces()):
+            return True
+        if hasattr(integrator, "getFriction"):
+            return integrator.getFriction().value_in_unit(unit.picosecond**-1) > 0
+        if type(integrator) is mm.CustomIntegrator:
+            return _program(integrator) != _program(velocity_verlet_integrator(integrator.getStepSize()))
+        return False
 
     def _check_temperature_option(self, integrator):
         """``temperature=`` is for integrators without one; with a thermostat it must agree with it."""
@@ -722,8 +743,7 @@ class ForecastAccelerator:
         """One cycle (see the module docstring): maintenance or segment, then jumps."""
         self._history.clear()
         remaining = end_step - self.simulation.currentStep
-        if self._reequilibration_due():
-            self._reequilibrate(min(self.options.reequilibration_steps, remaining))
+        if self._maintain(remaining):
             return
         self._integrate(min(self.segment_steps, remaining))
         for _ in range(self.options.jumps_per_cycle):
@@ -788,6 +808,10 @@ class ForecastAccelerator:
             return False
         try:
             earlier = self._projected_frames(positions[-self.history : -1], velocities[-self.history : -1], after)
+        except mm.OpenMMException as error:  # as for the last frame: the forecast is refused
+            logger.debug("intermediate frame refused by OpenMM: %s", error)
+            self._reject(before, "nonfinite", n_frames, reports)
+            return False
         except BaseException:
             self._restore(before)  # an interrupted jump is undone whole
             raise
@@ -1061,6 +1085,28 @@ class ForecastAccelerator:
         width = self.options.temperature_sigmas * self.temperature_K * np.sqrt(2.0 / self.dof)
         return abs(self.kinetic_temperature_K() - self.temperature_K) > width
 
+    def _maintain(self, remaining):
+        """Maintenance at the start of a cycle (tolerance mode); True when it took the cycle.
+
+        A re-equilibration when one is due; without a thermostat, once the drift has passed its bound, the
+        ``remaining`` steps are integrated (jumps are switched off for good: integration cannot remove the
+        energy the jumps added, and more jumps would add to it).
+        """
+        if not self._reequilibration_due():
+            return False
+        if not self._thermostatted and abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ:
+            if not self._jumps_switched_off:
+                self._jumps_switched_off = True
+                logger.warning(
+                    "step %d: the jumps changed the total energy by %.2f kJ/mol (more than %g kT) and the "
+                    "integrator has no thermostat to remove it: continuing as plain MD (no more jumps)",
+                    self.simulation.currentStep, self.drift_kJ, self.options.drift_tolerance_kT,
+                )
+            self._integrate(remaining)
+            return True
+        self._reequilibrate(min(self.options.reequilibration_steps, remaining))
+        return True
+
     def _reequilibrate(self, n_steps):
         logger.info(
             "step %d: re-equilibrating for %d steps (accumulated drift %.2f kJ/mol, kinetic temperature %.1f K)",
@@ -1070,13 +1116,6 @@ class ForecastAccelerator:
         self.stats.reequilibrations += 1
         if self._thermostatted:
             self.drift_kJ = 0.0
-        elif abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ and not self._warned_nve_drift:
-            self._warned_nve_drift = True
-            logger.warning(
-                "the jumps changed the total energy by %.2f kJ/mol (more than %g kT) and the integrator has no "
-                "thermostat to remove it: continuing as plain MD (no more jumps in this run)",
-                self.drift_kJ, self.options.drift_tolerance_kT,
-            )
 
     # ---- checkpoints ---------------------------------------------------------------------------------
 

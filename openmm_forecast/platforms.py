@@ -53,16 +53,16 @@ def time_platforms(molecular_system, n_steps=30, platforms=None):
         integrator = molecular_system.integrator(seed=1)
         try:  # a platform can load and still have no usable device
             context = mm.Context(molecular_system.system, integrator, mm.Platform.getPlatformByName(name))
+            context.setPositions(molecular_system.positions)
+            context.setVelocitiesToTemperature(molecular_system.temperature, 1)
+            integrator.step(5)
+            context.getState(getPositions=True)
+            start = time.perf_counter()
+            integrator.step(n_steps)
+            context.getState(getPositions=True)
         except mm.OpenMMException as error:
             logger.info("platform %s cannot run this System: %s", name, str(error).strip())
             continue
-        context.setPositions(molecular_system.positions)
-        context.setVelocitiesToTemperature(molecular_system.temperature, 1)
-        integrator.step(5)
-        context.getState(getPositions=True)
-        start = time.perf_counter()
-        integrator.step(n_steps)
-        context.getState(getPositions=True)
         result[name] = (time.perf_counter() - start) / n_steps * 1e6
         del context, integrator
     return result
@@ -82,6 +82,8 @@ def fastest_platform(molecular_system):
     key = molecular_system.fingerprint()
     if key not in _cache:
         timings = time_platforms(molecular_system)
+        if not timings:
+            raise RuntimeError(f"no OpenMM platform can run this System (tried {', '.join(available_platforms())})")
         _cache[key] = min(timings, key=timings.get)
         logger.info("fastest platform: %s (us/step: %s)", _cache[key],
                     ", ".join(f"{name} {us:.0f}" for name, us in timings.items()))

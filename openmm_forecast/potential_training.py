@@ -494,8 +494,11 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
             optimizer.step()
             running += float(loss.detach())
             batches += 1
-        if batches == 0:
+        if batches == 0:  # the budget ran out between epochs: record that, so a rerun trains no further
             stop_reason = "max_minutes"
+            state["train_seconds"] = time.perf_counter() - start_time
+            if checkpoint_path:
+                _save_checkpoint(checkpoint_path, potential, optimizer, scheduler, state)
             break
         potential.eval()
         val_loss, val_energy_rmse, val_force_rmse = validate()

@@ -343,7 +343,8 @@ def _check_potential_evaluates(system, positions, potential_file):
     except Exception as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         raise ModelMismatchError(
-            f"potential {potential_file!r} cannot be evaluated on this topology ({system.getNumParticles()} atoms): "
+            f"potential {potential_file!r} cannot be evaluated on this topology ({system.getNumParticles()} atoms, "
+            f"Reference platform): "
             f"{lines[-1] if lines else type(error).__name__}"
         ) from error
     energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)

@@ -319,8 +319,7 @@ class ForecastWalkers(_Walkers):
             if remaining <= 0:
                 continue
             walker._history.clear()
-            if walker._reequilibration_due():
-                walker._reequilibrate(min(walker.options.reequilibration_steps, remaining))
+            if walker._maintain(remaining):
                 continue
             walker._integrate(min(walker.segment_steps, remaining))
             jumping.append((walker, end))

@@ -340,12 +340,36 @@ def test_nve_drift_is_kept_within_its_bound_and_the_run_goes_on_as_plain_md(syst
     with caplog.at_level(logging.WARNING, logger="openmm_forecast.accelerator"):
         accelerator.step(3000)
     assert "no thermostat" in caplog.text
-    attempted = accelerator.stats.jumps_attempted
-    accelerator.step(500)
-    assert accelerator.stats.jumps_attempted == attempted  # plain MD from then on
+    attempted, reequilibrations = accelerator.stats.jumps_attempted, accelerator.stats.reequilibrations
+    accelerator.step(2000)
+    assert accelerator.stats.jumps_attempted == attempted  # plain MD from then on,
+    assert accelerator.stats.reequilibrations == reequilibrations  # not counted (or logged) as maintenance
     kT = accelerator.kT_kJ
     # Accepted jumps add at most drift_tolerance + one jump's tolerance; velocity Verlet at 0.5 fs adds ~0.
     assert abs(total_energy_kJ(simulation) - start) < (5 + 1) * kT + 0.5
+
+
+
+def test_which_integrators_count_as_thermostatted(system, vv_verlet):
+    def thermostatted(integrator, **options):
+        simulation = system.create_simulation(platform="Reference", integrator=integrator, minimize=False)
+        return ForecastAccelerator(simulation, vv_verlet, molecular_system=system, progress=False,
+                                   **options)._thermostatted
+
+    assert thermostatted(mm.LangevinMiddleIntegrator(300, 1.0, VV_STEP))
+    assert not thermostatted(mm.LangevinMiddleIntegrator(300, 0.0, VV_STEP))  # no friction: NVE
+    assert not thermostatted(mm.VerletIntegrator(VV_STEP))
+    assert not thermostatted(velocity_verlet_integrator(VV_STEP))
+
+    def custom():  # a vouched-for custom integrator is presumed to thermalise
+        integrator = mm.CustomIntegrator(VV_STEP)
+        integrator.addUpdateContextState()
+        integrator.addComputePerDof("v", "v + dt*f/m")
+        integrator.addComputePerDof("x", "x + dt*v")
+        return integrator
+
+    assert thermostatted(custom(), allow_custom_integrator=True)
+    assert not thermostatted(custom(), allow_custom_integrator=True, thermostatted=False)
 
 
 def test_garbage_forecasts_are_all_rejected_and_the_run_is_plain_md(system):

@@ -69,6 +69,11 @@ def test_resume_refuses_changed_settings_and_foreign_directories(tmp_path, capsy
         assert flag in error and "must keep its settings" in error, error
     assert (out / "trajectory.dcd").read_bytes() == frames  # nothing touched
     assert main(_arguments(out, 0.4, "--resume", "--threads", "1")) == 0  # allowed changes
+    # A run from before run.json existed resumes unchecked once, and is checked from then on.
+    (out / "run.json").unlink()
+    assert main(_arguments(out, 0.6, "--resume")) == 0
+    assert json.loads((out / "run.json").read_text()) == recorded
+    assert main(_arguments(out, 0.8, "--resume", "--temperature", "310")) == 1
 
     # The output of another command (no run.json, no checkpoint) is not resumed, nor overwritten.
     other = tmp_path / "simulated"

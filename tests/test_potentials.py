@@ -201,7 +201,7 @@ def test_a_fit_stopped_by_its_time_budget_trains_no_further_when_run_again(eleme
     reference = build_system("amber14-vacuum", constraints=None)
     energies, forces = label_configurations(reference.system, configurations)
     data = (configurations, energies, forces)
-    settings = TrainingConfig(batch_size=2, max_epochs=10_000, patience=10_000, max_minutes=0.002)  # 0.12 s
+    settings = TrainingConfig(batch_size=2, max_epochs=10_000, patience=10_000, max_minutes=0.01)  # 0.6 s
     checkpoint = str(tmp_path / "checkpoint.pt")
     runs = []
     for _ in range(3):

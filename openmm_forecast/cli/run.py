@@ -40,8 +40,8 @@ def add_parser(subparsers):
         "run",
         help="accelerated MD: forecast jumps guarded by energy checks, checkpointed and resumable",
         description="Accelerated MD of a named setup with a forecaster (a baseline name, a shipped model or a "
-        "model file). Writes OUT/trajectory.dcd, OUT/log.csv, OUT/topology.pdb, OUT/checkpoint.chk and "
-        "OUT/stats.json.",
+        "model file). Writes OUT/run.json (settings a --resume must keep), OUT/trajectory.dcd, OUT/log.csv, "
+        "OUT/topology.pdb, OUT/checkpoint.chk and OUT/stats.json.",
     )
     add_setup_arguments(parser)
     parser.add_argument("--model", required=True,
@@ -152,6 +152,8 @@ def run(args):
     )
     if resuming:
         accelerator.load_checkpoint(paths[CHECKPOINT])
+        if recorded is None:  # a run from before run.json: record its settings now, checked from now on
+            write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
         step = simulation.currentStep
         if os.path.exists(paths[TRAJECTORY]):
             kept = truncate_dcd(paths[TRAJECTORY], step)
