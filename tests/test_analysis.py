@@ -144,8 +144,8 @@ def test_basin_assignment_of_hand_placed_points():
 def test_transitions_count_committed_changes_only():
     # beta, recross into the buffer and back (no transition), alpha_R (1), buffer, alpha_R, beta (2),
     # alpha_L (3), buffer, beta (4).
-    b, r, l, o = (-80, 70), (-65, -40), (60, 40), (-70, 5)
-    sequence = np.array([o, b, b, o, b, o, r, r, o, r, b, l, o, b], dtype=float)
+    b, r, lh, o = (-80, 70), (-65, -40), (60, 40), (-70, 5)
+    sequence = np.array([o, b, b, o, b, o, r, r, o, r, b, lh, o, b], dtype=float)
     assert last_visited_basin(assign_basins(sequence)).tolist() == [
         -1, BETA, BETA, BETA, BETA, BETA, ALPHA_R, ALPHA_R, ALPHA_R, ALPHA_R, BETA, ALPHA_L, ALPHA_L, BETA]
     result = count_transitions(sequence)
