@@ -446,14 +446,12 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
         state = checkpoint["state"]
         logger.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
 
-    def loss_of(positions, energies, forces, create_graph):
-        predicted_e, predicted_f = energies_and_forces(potential, positions, create_graph=create_graph)
-        energy_error = predicted_e - energies
-        energy_error = energy_error - energy_error.mean()  # the offset is calibrated after training
+    def loss_from_errors(energy_error, force_error):
+        """Weighted loss of energy errors (centred here: the offset is calibrated after training) and force errors."""
+        energy_error = energy_error - energy_error.mean()
         energy_term = (energy_error / energy_scale).pow(2).mean()
-        force_term = ((predicted_f - forces) / force_scale).pow(2).mean()
-        loss = settings.energy_weight * energy_term + settings.force_weight * force_term
-        return loss, predicted_e, predicted_f
+        force_term = (force_error / force_scale).pow(2).mean()
+        return settings.energy_weight * energy_term + settings.force_weight * force_term
 
     def validate():
         """Loss, centred energy RMSE and force RMSE of the whole validation set (centred once, over all of
@@ -464,12 +462,10 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
             e, f = energies_and_forces(potential, val_positions[sl], create_graph=False)
             energy_errors.append(e.detach() - val_energies[sl])
             force_errors.append(f.detach() - val_forces[sl])
-        energy_error = torch.cat(energy_errors)
-        energy_error = energy_error - energy_error.mean()
-        force_squared = torch.cat(force_errors).pow(2)
-        loss = (settings.energy_weight * (energy_error / energy_scale).pow(2).mean()
-                + settings.force_weight * force_squared.mean() / force_scale**2)
-        return float(loss), float(energy_error.pow(2).mean().sqrt()), float(force_squared.mean().sqrt())
+        energy_error, force_error = torch.cat(energy_errors), torch.cat(force_errors)
+        centred = energy_error - energy_error.mean()
+        loss = loss_from_errors(energy_error, force_error)
+        return float(loss), float(centred.pow(2).mean().sqrt()), float(force_error.pow(2).mean().sqrt())
 
     stop_reason = "max_epochs"
     start_time = time.perf_counter() - state["train_seconds"]
@@ -488,7 +484,8 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
                 out_of_time = True
                 break
             index = order[start:start + settings.batch_size]
-            loss, _, _ = loss_of(tensors[0][index], tensors[1][index], tensors[2][index], True)
+            predicted_e, predicted_f = energies_and_forces(potential, tensors[0][index], create_graph=True)
+            loss = loss_from_errors(predicted_e - tensors[1][index], predicted_f - tensors[2][index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
