@@ -44,3 +44,9 @@ def write_json(path, content, indent=1):
     with atomic_write_path(path) as temporary:
         with open(temporary, "w") as handle:
             json.dump(content, handle, indent=indent)
+
+
+def check_output_directory(path, name="output directory"):
+    """Refuse ``path`` (before any work is done) when it exists and is not a directory."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} {os.fspath(path)!r} is a file, not a directory")

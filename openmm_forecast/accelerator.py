@@ -1078,12 +1078,15 @@ class ForecastAccelerator:
     def _reequilibration_due(self):
         if self.options.metropolis or self.options.reequilibration_steps == 0:
             return False
-        if abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ:
+        if self._drift_exceeded():
             return True
         if self.options.temperature_sigmas is None or self.dof <= 0:
             return False
         width = self.options.temperature_sigmas * self.temperature_K * np.sqrt(2.0 / self.dof)
         return abs(self.kinetic_temperature_K() - self.temperature_K) > width
+
+    def _drift_exceeded(self):
+        return abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ
 
     def _maintain(self, remaining):
         """Maintenance at the start of a cycle (tolerance mode); True when it took the cycle.
@@ -1094,7 +1097,7 @@ class ForecastAccelerator:
         """
         if not self._reequilibration_due():
             return False
-        if not self._thermostatted and abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ:
+        if not self._thermostatted and self._drift_exceeded():
             if not self._jumps_switched_off:
                 self._jumps_switched_off = True
                 logger.warning(

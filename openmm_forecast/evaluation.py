@@ -25,7 +25,7 @@ import time
 import numpy as np
 from openmm import unit
 
-from ._io import write_json
+from ._io import check_output_directory, write_json
 from ._runtime import openmm as mm
 from .errors import DataFileError, ModelMismatchError
 from .units import kT_kJ
@@ -282,8 +282,7 @@ def evaluate(
     if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1:
         raise ValueError(f"max_samples must be an integer >= 1, got {max_samples!r}")
     if out is not None:  # before the work: a bad output path must not cost the evaluation
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise ValueError(f"output directory {os.fspath(out)!r} is a file")
+        check_output_directory(out)
         os.makedirs(out, exist_ok=True)
     if isinstance(models, (str, os.PathLike, Forecaster)):
         models = [models]

@@ -18,7 +18,7 @@ import time
 
 from openmm import app, unit
 
-from .._io import atomic_write_path, write_json
+from .._io import atomic_write_path, check_output_directory, write_json
 from ..units import whole_steps
 from ._common import add_setup_arguments, setup_from_args
 
@@ -112,8 +112,7 @@ def run(args):
     from ..forecasters.registry import BASELINES
 
     paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS, SETTINGS)}
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise ValueError(f"--out {args.out} is a file, not a directory")
+    check_output_directory(args.out, "--out")
     outputs = [name for name in (TRAJECTORY, LOG, CHECKPOINT) if os.path.exists(paths[name])]
     recorded = _read_settings(paths[SETTINGS])
     if not args.resume and outputs:

@@ -7,7 +7,7 @@ import time
 
 from openmm import app
 
-from .._io import write_json
+from .._io import check_output_directory, write_json
 from ..units import whole_steps
 from ._common import add_setup_arguments, setup_from_args
 
@@ -35,8 +35,7 @@ def run(args):
     n_steps = whole_steps(args.time, args.timestep / 1000, "--time")
     interval = whole_steps(args.report_interval, args.timestep / 1000, "--report-interval")
     equilibration = whole_steps(args.equilibration, args.timestep / 1000, "--equilibration", allow_zero=True)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise ValueError(f"--out {args.out} is a file, not a directory")
+    check_output_directory(args.out, "--out")
     existing = [name for name in OUTPUTS if os.path.exists(os.path.join(args.out, name))]
     if existing:
         raise ValueError(f"{args.out} already holds {', '.join(existing)}; choose another --out (nothing overwritten)")
