@@ -712,15 +712,7 @@ class ForecastAccelerator:
         """
         _require_int("n_steps", n_steps, minimum=0)
         self._read_integrator()
-        end_step = self.simulation.currentStep + int(n_steps)
-        with self.stats.timing("transfer"):
-            self._capture()
-        with tqdm(total=int(n_steps), unit="step", disable=self._progress_disabled(), desc="forecast MD") as bar:
-            while self.simulation.currentStep < end_step:
-                before = self.simulation.currentStep
-                self._cycle(end_step)
-                bar.update(self.simulation.currentStep - before)
-                bar.set_postfix(accepted=f"{self.stats.jumps_accepted}/{self.stats.jumps_attempted}", refresh=False)
+        self._advance(int(n_steps))
 
     def run_for(self, simulated_time):
         """Advance the simulation by a span of simulated time (a whole number of steps).
@@ -732,7 +724,19 @@ class ForecastAccelerator:
         """
         time_ps = positive(simulated_time, unit.picosecond, "simulated_time", allow_zero=True)
         self._read_integrator()
-        self.step(whole_steps(time_ps, self.timestep_ps, "simulated_time", allow_zero=True))
+        self._advance(whole_steps(time_ps, self.timestep_ps, "simulated_time", allow_zero=True))
+
+    def _advance(self, n_steps):
+        """Cycles until ``n_steps`` more steps are done (the integrator's settings already read)."""
+        end_step = self.simulation.currentStep + n_steps
+        with self.stats.timing("transfer"):
+            self._capture()
+        with tqdm(total=n_steps, unit="step", disable=self._progress_disabled(), desc="forecast MD") as bar:
+            while self.simulation.currentStep < end_step:
+                before = self.simulation.currentStep
+                self._cycle(end_step)
+                bar.update(self.simulation.currentStep - before)
+                bar.set_postfix(accepted=f"{self.stats.jumps_accepted}/{self.stats.jumps_attempted}", refresh=False)
 
     def _progress_disabled(self):
         return None if self.options.progress is None else not self.options.progress
