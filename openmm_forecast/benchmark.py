@@ -1,39 +1,52 @@
-"""Side-by-side benchmark: plain OpenMM MD against forecast-accelerated walkers, same wall-clock budget.
+"""Benchmark: plain OpenMM MD, hydrogen mass repartitioning and forecast-accelerated walkers, same wall clock.
 
 Protocol (:func:`run_benchmark`)
 --------------------------------
-1. *Same process, interleaved.*  The plain arm (:class:`~openmm_forecast.walkers.PlainWalkers`:
-   ``n_walkers`` replicas integrated by OpenMM on the fastest platform for the system) and the hybrid
-   arm (:class:`~openmm_forecast.walkers.ForecastWalkers`: the same replicas, same seeds, same potential,
-   same platform, forecast jumps batched over walkers) alternate in slices of wall clock (10 s by
-   default, plain first; :func:`run_interleaved`) until each has used the same budget, so that both see
-   the same machine load; an arm's clock counts only its own slices.  Both start from the same
-   minimised structure with the same seeded velocities.  Setting up the Contexts (and minimising) is not
-   timed; everything after the first step is, including the first forecaster calls (TorchScript warm-up)
-   and reading states at every sample.
-2. *Sampling.*  phi/psi of every walker every ``sample_interval`` of simulated time (1 ps by default: the
-   frame interval of the shared reference runs).
-3. *Accuracy.*  Jensen-Shannon divergence of the pooled phi/psi histogram (36 x 36 bins, natural log; see
-   :mod:`openmm_forecast.analysis`) against the reference (the pooled shared 200 ns plain-MD runs by
-   default), after every sampling round: the convergence curve JS(wall clock).
-4. *Speed-ups.*  ``speedup_ns_per_day`` is simulated time per wall-clock time, hybrid over plain.
-   ``speedup_time_to_js`` is the wall clock plain MD needs to reach the JS the hybrid reached at the end
-   of its budget, over the hybrid's wall clock.  When plain MD reaches that level within its budget, the
-   time is read off its convergence curve (``estimated: false``).  Otherwise it is estimated: the
-   simulated length one plain trajectory needs to reach that JS, from the reference runs' own curve of
-   mean window JS against window length (interpolated log-log; extrapolated as a power law beyond the
-   longest window), divided by the plain arm's measured ns/day (``estimated: true``, with the method).
-   The windows are part of the pooled reference they are compared with, which lowers their JS at long
-   windows: the estimate errs in plain MD's favour.
+1. *Arms* (:class:`BenchmarkArm`).  Each arm is ``n_walkers`` replicas of one System: plain MD
+   (:class:`~openmm_forecast.walkers.PlainWalkers`; for example at 2 fs, or with hydrogen mass
+   repartitioning at 4 fs) or guarded jumps of one proposal with one acceptance rule
+   (:class:`~openmm_forecast.walkers.ForecastWalkers`: a learned forecaster, the surrogate, the ``verlet``
+   baseline; tolerance or Metropolis).  The first arm is the *baseline* the others are compared with
+   (plain MD at the setup's time step, normally).  All arms simulate the same molecule under the same
+   potential and temperature, on the same platform, with the same seeds.
+2. *Same process, interleaved.*  The arms alternate in slices of wall clock (10 s by default, in the
+   order given; :func:`run_interleaved`) until each has used the same budget, so that all see the same
+   machine load; an arm's clock counts only its own slices.  All start from the same minimised structure
+   with velocities from the same seeds.  Setting up the Contexts (and minimising) is not timed;
+   everything after the first step is, including the first forecaster calls (TorchScript warm-up) and
+   reading states at every sample.
+3. *Sampling.*  phi/psi and the kinetic temperature of every walker every ``sample_interval`` of
+   simulated time (1 ps by default: the frame interval of the shipped references).
+4. *Accuracy.*  Jensen-Shannon divergence of the pooled phi/psi histogram (36 x 36 bins, natural log; see
+   :mod:`openmm_forecast.analysis`) against a reference of the *same potential* (the shipped plain-MD runs
+   of the setup by default: :func:`default_reference_path`), after every sampling round: the convergence
+   curve JS(wall clock).  Next to each arm's final JS, plain MD's own noise at the same length
+   (:func:`plain_noise_js`: as many windows as walkers, each as long as the arm's trajectories, cut from the
+   reference runs).
+5. *Time to the JS bar.*  The bar is the JS the baseline reaches at the end of its budget (default) or a
+   fixed value (``js_bar``).  Each arm's time to the bar is the wall clock of the first point of its
+   convergence curve at or below the bar (``reached: false`` when it never gets there within its budget:
+   then only a bound on its speed-up is known).  For the baseline, a fixed bar it does not reach is
+   estimated: the simulated length one plain trajectory needs to reach it, from the reference runs' own
+   curve of mean window JS against window length (interpolated log-log; extrapolated as a power law beyond
+   the longest window), over the baseline's measured ns/day (``estimated: true``; the windows are part of
+   the pooled reference they are compared with, which lowers their JS: the estimate errs in the
+   baseline's favour).  ``speedup_time_to_bar`` is the baseline's time over the arm's.
+6. *Other speed-ups* (each arm against the baseline): ``speedup_ns_per_day`` (simulated time per wall
+   clock; in Metropolis mode a rejected jump's span counts as simulated, so compare times to JS), and
+   ``time_to_js`` / ``speedup_time_to_js``: the wall clock the baseline needs to reach the JS this arm
+   reached at the end of its budget (measured, or estimated as above), over the arm's wall clock.
 
-Units: ns, ps, seconds, degrees.
+Units: ns, ps, seconds, degrees, K.
 """
 
+import dataclasses
 import glob
 import hashlib
 import logging
 import os
 import platform as platform_module
+import re
 
 import numpy as np
 from openmm import unit
@@ -60,10 +73,20 @@ logger = logging.getLogger(__name__)
 REFERENCE_ENV = "OPENMM_FORECAST_REFERENCE"
 """Environment variable naming the default reference (a directory of phi/psi .npy runs or one file)."""
 
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2
+"""Format of ``report.json``: 2 holds any number of arms under ``arms`` (1 had ``plain`` and ``hybrid``)."""
 
-REQUIRED_ARM_KEYS = ("simulated_ns", "wall_seconds", "ns_per_day", "js_to_reference", "basins", "transitions")
-"""Keys every arm (``plain``, ``hybrid``) of a report has."""
+REQUIRED_ARM_KEYS = ("kind", "simulated_ns", "wall_seconds", "ns_per_day", "js_to_reference", "basins",
+                     "transitions", "mean_temperature_K", "time_to_bar")
+"""Keys every arm of a report (``report['arms'][name]``) has."""
+
+SHIPPED_REFERENCES = {"amber14-vacuum": "reference", "amber14-obc2": "reference/amber14-obc2"}
+"""Reference of each setup shipped in ``openmm_forecast/resources`` (key: :func:`reference_key`; provenance in
+``resources/reference/README.md``).  All are plain MD at 300 K, LangevinMiddleIntegrator, 2 fs, HBonds."""
+
+SHIPPED_REFERENCE_TEMPERATURE_K = 300.0
+
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,31 +133,88 @@ def machine_info():
     }
 
 
-def _reference_mismatch(molecular_system, shipped):
-    """A note when the reference was sampled under other conditions than ``molecular_system`` (None otherwise).
+def reference_key(molecular_system):
+    """The key of :data:`SHIPPED_REFERENCES` a system's potential would have.
 
-    The shipped reference is amber14 in vacuum at 300 K; of another reference only its potential is
-    known to be the user's concern, so only the setup is compared.
+    The setup name, except for ``ml``: there the name of the shipped potential it was built from
+    (recognised by its file name and SHA-256, so a copy of the shipped file counts; another file, or
+    ``ani2x``, has no key: None).  Hydrogen masses do not matter (they leave the configurational
+    distribution unchanged).
     """
+    if molecular_system.setup != "ml":
+        return molecular_system.setup
+    match = re.match(r"TorchScript (\S+)\.pt \(sha256 ([0-9a-f]{16})\)", molecular_system.potential)
+    if match is None:
+        return None
+    from .errors import ModelFileError
+    from .potentials import shipped_potential
+
+    name, digest = match.groups()
+    try:
+        path = shipped_potential(name)
+    except ModelFileError:
+        return None
+    with open(path, "rb") as handle:
+        return name if hashlib.sha256(handle.read()).hexdigest().startswith(digest) else None
+
+
+def shipped_reference(key):
+    """Path of the shipped reference for a :func:`reference_key` (None when none ships for it)."""
+    if key not in SHIPPED_REFERENCES:
+        return None
+    path = resource_path(SHIPPED_REFERENCES[key])
+    return path if glob.glob(os.path.join(path, "*.npy")) else None
+
+
+def default_reference_path(molecular_system):
+    """The reference a benchmark of ``molecular_system`` uses unless told otherwise.
+
+    ``$OPENMM_FORECAST_REFERENCE`` when set, else the shipped plain-MD runs of the same potential
+    (:data:`SHIPPED_REFERENCES`).  Looked up at call time only.
+
+    Raises
+    ------
+    DataFileError
+        No reference ships for this setup (and the variable is not set): names the setups that have one
+        and what to pass instead.
+    """
+    if os.environ.get(REFERENCE_ENV):
+        return os.environ[REFERENCE_ENV]
+    key = reference_key(molecular_system)
+    path = shipped_reference(key)
+    if path is None:
+        what = f"setup {molecular_system.setup!r}" + (
+            f" with potential {molecular_system.potential!r}" if molecular_system.setup == "ml" else "")
+        raise DataFileError(
+            f"no reference ships for {what} (shipped: {', '.join(SHIPPED_REFERENCES)}); a JS against another "
+            "potential's distribution would measure that difference, not convergence. Pass --reference (plain-MD "
+            "phi/psi of this potential, e.g. made with scripts/make_reference.py), or --no-reference to measure "
+            "speed, acceptance and temperature only"
+        )
+    return path
+
+
+def _reference_mismatch(molecular_system, reference_path):
+    """A note when a shipped reference was sampled under other conditions than ``molecular_system`` (else None).
+
+    Only the shipped references have known conditions (:data:`SHIPPED_REFERENCES`: potential and 300 K); of a
+    user's own reference nothing is known, so nothing is compared.
+    """
+    path = os.path.abspath(reference_path)
+    keys = [key for key in SHIPPED_REFERENCES if os.path.abspath(resource_path(SHIPPED_REFERENCES[key])) == path]
+    if not keys:
+        return None
     differences = []
-    if molecular_system.setup != "amber14-vacuum":
-        differences.append(f"setup {molecular_system.setup!r}")
+    if reference_key(molecular_system) != keys[0]:
+        differences.append(f"potential (setup {molecular_system.setup!r}, reference {keys[0]!r})")
     temperature_K = molecular_system.temperature.value_in_unit(unit.kelvin)
-    if shipped and abs(temperature_K - 300.0) > 1e-6:
+    if abs(temperature_K - SHIPPED_REFERENCE_TEMPERATURE_K) > 1e-6:
         differences.append(f"temperature {temperature_K:g} K")
     if not differences:
         return None
-    reference = "the shipped reference (amber14-vacuum, 300 K)" if shipped else "the reference"
-    return (f"this run differs from {reference} in {', '.join(differences)}: its JS also measures that difference, "
-            "and the time-to-JS compares both arms against another ensemble's distribution")
-
-
-def default_reference_path():
-    """The default reference: ``$OPENMM_FORECAST_REFERENCE``, else the two 100 ns amber14-vacuum runs shipped in
-    ``openmm_forecast/resources/reference`` (see its README.md).  Looked up at call time only."""
-    if os.environ.get(REFERENCE_ENV):
-        return os.environ[REFERENCE_ENV]
-    return resource_path("reference")
+    return (f"this run differs from the shipped reference ({keys[0]}, {SHIPPED_REFERENCE_TEMPERATURE_K:g} K) in "
+            f"{', '.join(differences)}: its JS also measures that difference, and the times to JS compare the arms "
+            "against another ensemble's distribution")
 
 
 def load_reference_runs(path):
@@ -321,24 +401,96 @@ def convergence_curve(phi_psi, reference_histogram, bins=DEFAULT_BINS, angle_ran
     return js
 
 
+def plain_noise_js(runs, n_walkers, frames_per_walker, n_draws=200, seed=0, bins=DEFAULT_BINS,
+                   angle_range=DEFAULT_RANGE):
+    """Plain MD's own JS at an arm's length: windows of the reference runs, pooled like the arm's walkers.
+
+    Each draw takes ``n_walkers`` disjoint windows of ``frames_per_walker`` consecutive frames (windows never
+    straddle two runs), pools them, and computes their JS against (a) the pool of all reference frames
+    (``in_pool``: the windows are part of it, which lowers their JS) and (b) the pool of every other
+    reference frame (``held_out``: a smaller reference, which raises it).  The two bracket the JS an
+    independent plain-MD run of that length and walker count, started in equilibrium, would have.
+
+    Parameters
+    ----------
+    runs : list of numpy.ndarray
+        Reference runs, each (n_frames, 2) degrees, frames at the arm's sample interval.
+    n_walkers, frames_per_walker : int
+    n_draws : int
+        Random draws of windows (fixed ``seed``: the same numbers for the same inputs).
+    bins, angle_range
+        Histogram settings (those of the arms' JS).
+
+    Returns
+    -------
+    dict or None
+        ``walkers``, ``frames_per_walker``, ``windows_available``, ``draws``, and ``in_pool`` and
+        ``held_out`` with ``mean``, ``p05``, ``p95`` of the JS; None when the runs hold fewer than
+        ``n_walkers + 1`` such windows.
+    """
+    frames = int(frames_per_walker)
+    if frames < 1 or n_walkers < 1:
+        return None
+    lo, hi = angle_range
+    edges = np.linspace(lo, hi, bins + 1)
+
+    def counts(phi_psi):
+        wrapped = wrap_degrees(phi_psi)
+        histogram, _, _ = np.histogram2d(wrapped[:, 0], wrapped[:, 1], bins=[edges, edges])
+        return histogram
+
+    blocks = np.array([counts(run[i * frames:(i + 1) * frames]) for run in runs for i in range(len(run) // frames)])
+    if len(blocks) < n_walkers + 1:
+        return None
+    total = sum(counts(run) for run in runs)
+    rng = np.random.default_rng(seed)
+    in_pool, held_out = [], []
+    for _ in range(int(n_draws)):
+        window = blocks[rng.choice(len(blocks), size=n_walkers, replace=False)].sum(axis=0)
+        in_pool.append(js_divergence(window, total))
+        held_out.append(js_divergence(window, total - window))
+
+    def spread(values):
+        return {"mean": float(np.mean(values)), "p05": float(np.percentile(values, 5)),
+                "p95": float(np.percentile(values, 95))}
+
+    return {"walkers": int(n_walkers), "frames_per_walker": frames, "windows_available": int(len(blocks)),
+            "draws": int(n_draws), "in_pool": spread(in_pool), "held_out": spread(held_out),
+            "method": "JS of n_walkers disjoint reference windows of the arm's length per walker, pooled, against "
+                      "all reference frames (in_pool, biased low) and against the other frames (held_out, biased "
+                      "high)"}
+
+
 def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=None):
-    """Numbers of one arm: time, speed, JS, basins, transitions, and its convergence curve.
+    """Numbers of one arm: time, speed, JS, temperature, basins, transitions, and its convergence curve.
+
+    Parameters
+    ----------
+    samples : WalkerSamples
+    reference_histogram : numpy.ndarray, shape (bins, bins), or None
+        None: no reference (JS entries are None, the curve is empty).
+    topology : openmm.app.Topology
+    wall_budget_s : float
+    extra : dict, optional
+        Merged into the summary.
 
     Returns
     -------
     summary : dict
-        JSON types; the keys of :data:`REQUIRED_ARM_KEYS` and more.
+        JSON types; the keys of :data:`REQUIRED_ARM_KEYS` (``time_to_bar`` is added by
+        :func:`run_benchmark`) and more.
     phi_psi : numpy.ndarray, shape (n_walkers, n_samples, 2)
-    js_curve : numpy.ndarray, shape (n_samples,)
+    js_curve : numpy.ndarray, shape (n_samples,), or None
     """
     phi_psi = samples.phi_psi(topology)
     pooled = phi_psi.reshape(-1, 2)
-    js_curve = convergence_curve(phi_psi, reference_histogram)
+    js_curve = None if reference_histogram is None else convergence_curve(phi_psi, reference_histogram)
     wall = float(samples.wall_s[-1])
     simulated_ns = samples.simulated_ps / 1000.0
     per_walker = [count_transitions(run) for run in phi_psi]
     counts = {a: {b: sum(t["counts"][a][b] for t in per_walker) for b in per_walker[0]["counts"][a]}
               for a in per_walker[0]["counts"]}
+    temperatures = np.asarray(samples.temperature_K, dtype=float)
     summary = {
         "walkers": int(samples.n_walkers),
         "samples_per_walker": int(len(samples.time_ps)),
@@ -348,7 +500,11 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
         "wall_seconds": wall,
         "wall_budget_seconds": float(wall_budget_s),
         "ns_per_day": simulated_ns / wall * 86400.0,
-        "js_to_reference": float(js_curve[-1]),
+        "js_to_reference": None if js_curve is None else float(js_curve[-1]),
+        "mean_temperature_K": float(temperatures.mean()),
+        "temperature_std_K": float(temperatures.std()),
+        "temperature_note": "kinetic temperature of the velocities the Context holds at each sample (half-step "
+                            "velocities for LangevinMiddleIntegrator, as StateDataReporter reads them), all walkers",
         "basins": basin_populations(pooled),
         "transitions": {"total": int(sum(t["total"] for t in per_walker)), "counts": counts,
                         "note": "counted within each walker's trajectory, then summed over walkers"},
@@ -357,52 +513,152 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
     return summary, phi_psi, js_curve
 
 
-def time_to_js(target_js, plain_js, plain_wall_s, plain_ns_per_day, hybrid_wall_s, reference_curve,
-               frame_interval_ps):
-    """Wall clock plain MD needs to reach ``target_js``, measured or estimated, and the speed-up.
+def time_to_js(target_js, js_curve, wall_s, ns_per_day=None, reference_curve=None, frame_interval_ps=None):
+    """Wall clock an arm needs to reach ``target_js``: read off its convergence curve, else estimated or unknown.
 
     Parameters
     ----------
     target_js : float
-        The JS the hybrid reached at the end of its budget.
-    plain_js, plain_wall_s : numpy.ndarray, shape (n_samples,)
-        The plain arm's convergence curve and the wall clock of each of its points.
-    plain_ns_per_day : float
-    hybrid_wall_s : float
-    reference_curve : tuple of numpy.ndarray
+    js_curve, wall_s : numpy.ndarray, shape (n_samples,)
+        The arm's convergence curve and the wall clock of each of its points.
+    ns_per_day : float, optional
+        The arm's measured speed; with ``reference_curve``, allows an estimate when the curve never gets
+        to ``target_js`` (for the plain-MD baseline only: the reference runs' curve describes plain MD).
+    reference_curve : tuple of numpy.ndarray, optional
         ``(frames, mean_js)`` from :func:`reference_window_curve`.
-    frame_interval_ps : float
+    frame_interval_ps : float, optional
         Time between reference frames, ps.
 
     Returns
     -------
     dict
-        ``target_js``, ``hybrid_wall_seconds``, ``plain_wall_seconds``, ``speedup``, ``estimated`` and
-        ``method`` (and, when estimated, ``plain_simulated_ns_needed``).
+        ``target_js``, ``wall_seconds`` (None when not reached and not estimated), ``reached`` (within
+        the run), ``estimated`` and ``method`` (and, when estimated, ``simulated_ns_needed``).
     """
-    result = {"target_js": float(target_js), "hybrid_wall_seconds": float(hybrid_wall_s)}
-    reached = np.nonzero(np.asarray(plain_js) <= target_js)[0]
+    result = {"target_js": float(target_js)}
+    reached = np.nonzero(np.asarray(js_curve) <= target_js)[0]
     if reached.size:
-        plain_time = float(plain_wall_s[reached[0]])
-        result.update(estimated=False, method="measured: first point of the plain convergence curve at or below "
-                      "the hybrid's final JS")
-    else:
-        frames, mean_js = reference_curve
-        length_frames, how = length_for_js(frames, mean_js, target_js)
-        needed_ns = length_frames * frame_interval_ps / 1000.0
-        method = (f"estimated: plain MD did not reach the hybrid's JS within its budget; simulated length for "
-                  f"that JS from the reference runs' mean-window-JS-vs-length curve ({how}), over the plain "
-                  "arm's measured ns/day")
-        plain_time = needed_ns / plain_ns_per_day * 86400.0
-        ran_s = float(plain_wall_s[-1]) if len(plain_wall_s) else 0.0
-        if plain_time < ran_s:  # the walkers share one start: they need more than independent windows
-            plain_time = ran_s
-            method += ("; that estimate is below the wall clock plain MD already ran without reaching the JS, "
-                       "which is used instead (a lower bound)")
-        result.update(estimated=True, method=method, plain_simulated_ns_needed=needed_ns)
-    result["plain_wall_seconds"] = plain_time
-    result["speedup"] = plain_time / hybrid_wall_s if np.isfinite(plain_time) else None
+        result.update(wall_seconds=float(wall_s[reached[0]]), reached=True, estimated=False,
+                      method="measured: first point of the convergence curve at or below the target")
+        return result
+    ran_s = float(wall_s[-1]) if len(wall_s) else 0.0
+    if reference_curve is None or ns_per_day is None:
+        result.update(wall_seconds=None, reached=False, estimated=False,
+                      method=f"not reached within the run ({ran_s:.1f} s of wall clock)")
+        return result
+    frames, mean_js = reference_curve
+    length_frames, how = length_for_js(frames, mean_js, target_js)
+    needed_ns = length_frames * frame_interval_ps / 1000.0
+    method = (f"estimated: not reached within the run; simulated length for that JS from the reference runs' "
+              f"mean-window-JS-vs-length curve ({how}), over the arm's measured ns/day")
+    seconds = needed_ns / ns_per_day * 86400.0
+    if seconds < ran_s:  # the walkers share one start: they need more than independent windows
+        seconds = ran_s
+        method += ("; that estimate is below the wall clock the arm already ran without reaching the JS, which is "
+                   "used instead (a lower bound)")
+    result.update(wall_seconds=seconds if np.isfinite(seconds) else None, reached=False, estimated=True,
+                  method=method, simulated_ns_needed=needed_ns)
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Arms
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class BenchmarkArm:
+    """One arm of a benchmark: walkers of one System, advanced by plain MD or by guarded jumps.
+
+    Attributes
+    ----------
+    name : str
+        Key in the report and file-name stem (letters, digits, ``_ . + -``; unique within a benchmark).
+    molecular_system : MolecularSystem
+        What the arm simulates (for hydrogen mass repartitioning: ``build_system(..., hydrogen_mass=...,
+        timestep=4 * unit.femtosecond)``).
+    forecaster : Forecaster or str, optional
+        The proposal of a hybrid arm (a forecaster, or a name or path for ``load_forecaster``); None for
+        plain MD.
+    forecaster_options : dict, optional
+        ``load_forecaster`` arguments for baselines and the surrogate (``stride_ps``, ``max_frames``, ...).
+    accelerator_options : dict
+        :class:`~openmm_forecast.accelerator.AcceleratorOptions` fields of a hybrid arm (the acceptance
+        rule: ``metropolis``, ``energy_tolerance_kT``, ...).
+    """
+
+    name: str
+    molecular_system: object
+    forecaster: object = None
+    forecaster_options: dict = None
+    accelerator_options: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _ARM_NAME.match(self.name):
+            raise ValueError(f"arm name {self.name!r} must start with a letter or digit and hold only letters, digits "
+                             "and _ . + - (it names files)")
+        if self.forecaster is None and (self.forecaster_options or self.accelerator_options):
+            raise ValueError(f"arm {self.name!r} is plain MD (no forecaster): it takes no forecaster or accelerator "
+                             "options")
+
+    @property
+    def kind(self):
+        """'plain' (OpenMM alone) or 'hybrid' (forecast jumps)."""
+        return "plain" if self.forecaster is None else "hybrid"
+
+    @property
+    def acceptance(self):
+        """Name of a hybrid arm's acceptance rule ('tolerance', 'metropolis', ...); None for plain MD."""
+        if self.forecaster is None:
+            return None
+        rule = self.accelerator_options.get("acceptance")
+        if rule is not None:
+            return rule if isinstance(rule, str) else getattr(rule, "name", type(rule).__name__)
+        return "metropolis" if self.accelerator_options.get("metropolis") else "tolerance"
+
+    @property
+    def timestep_fs(self):
+        return self.molecular_system.timestep.value_in_unit(unit.femtosecond)
+
+    @property
+    def hydrogen_mass_amu(self):
+        mass = self.molecular_system.hydrogen_mass
+        return None if mass is None else float(mass.value_in_unit(unit.dalton))
+
+    def label(self, forecaster=None):
+        """Short description for plots and summaries."""
+        if self.forecaster is None:
+            hmr = f", H {self.hydrogen_mass_amu:g} amu" if self.hydrogen_mass_amu is not None else ""
+            return f"{self.name}: plain MD {self.timestep_fs:g} fs{hmr}"
+        what = forecaster.metadata.architecture if forecaster is not None else os.fspath(self.forecaster)
+        return f"{self.name}: {what} + {self.acceptance}"
+
+    def create_walkers(self, n_walkers, seed, platform):
+        """The arm's walkers (PlainWalkers or ForecastWalkers) with seeds ``seed, seed + 1, ...``."""
+        if self.forecaster is None:
+            return PlainWalkers(self.molecular_system, n_walkers, seed=seed, platform=platform)
+        return ForecastWalkers(self.molecular_system, self.forecaster, n_walkers, seed=seed, platform=platform,
+                               forecaster_options=self.forecaster_options, **self.accelerator_options)
+
+
+def _check_arms(arms):
+    """Refuse an empty list, duplicate names, or arms that simulate different molecules or temperatures."""
+    if not arms:
+        raise ValueError("a benchmark needs at least one arm")
+    names = [arm.name for arm in arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"arm names must differ, got {names}")
+    first = arms[0].molecular_system
+    for arm in arms[1:]:
+        other = arm.molecular_system
+        if other.elements != first.elements:
+            raise ValueError(f"arm {arm.name!r} simulates another molecule than arm {arms[0].name!r}")
+        if reference_key(other) != reference_key(first) or other.setup != first.setup:
+            raise ValueError(f"arm {arm.name!r} has another potential ({other.setup}: {other.potential}) than arm "
+                             f"{arms[0].name!r} ({first.setup}: {first.potential}); one reference cannot judge both")
+        if abs(other.temperature.value_in_unit(unit.kelvin) - first.temperature.value_in_unit(unit.kelvin)) > 1e-9:
+            raise ValueError(f"arm {arm.name!r} runs at {other.temperature}, arm {arms[0].name!r} at "
+                             f"{first.temperature}: the arms must sample the same ensemble")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,7 +666,7 @@ def time_to_js(target_js, plain_js, plain_wall_s, plain_ns_per_day, hybrid_wall_
 # --------------------------------------------------------------------------------------------------
 
 
-def plot_convergence(curves, path, target_js=None, noise_js=None):
+def plot_convergence(curves, path, target_js=None, noise_js=None, target_label="JS bar"):
     """JS divergence against the reference versus wall-clock time, log-log, one line per arm.
 
     Parameters
@@ -419,7 +675,7 @@ def plot_convergence(curves, path, target_js=None, noise_js=None):
         ``{label: (wall_s, js)}``, arrays of equal length.
     path : str or os.PathLike
     target_js : float, optional
-        Drawn as a dotted horizontal line (the hybrid's final JS).
+        Drawn as a dotted horizontal line (the JS bar), labelled ``target_label``.
     noise_js : float, optional
         Drawn as a dashed line (JS between independent reference runs: plain MD's own noise).
     """
@@ -430,7 +686,7 @@ def plot_convergence(curves, path, target_js=None, noise_js=None):
     for label, (wall, js) in curves.items():
         ax.plot(wall, np.maximum(js, 1e-6), label=label, linewidth=1.6)
     if target_js is not None:
-        ax.axhline(target_js, color="0.3", linestyle=":", linewidth=1, label=f"hybrid final JS {target_js:.4f}")
+        ax.axhline(target_js, color="0.3", linestyle=":", linewidth=1, label=f"{target_label} {target_js:.4f}")
     if noise_js is not None:
         ax.axhline(noise_js, color="0.5", linestyle="--", linewidth=1, label=f"reference run vs run {noise_js:.4f}")
     ax.set_xscale("log")
@@ -449,137 +705,208 @@ def plot_convergence(curves, path, target_js=None, noise_js=None):
 # --------------------------------------------------------------------------------------------------
 
 
-def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_seconds=60.0, reference=None,
+def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, js_bar=None,
                   sample_interval=1.0 * unit.picosecond, reference_interval=1.0 * unit.picosecond, seed=1,
-                  platform=None, forecaster_options=None, slice_seconds=10.0, progress=None, **accelerator_options):
-    """Run plain MD and the accelerated walkers for the same wall-clock budget; write the report and plots.
+                  platform=None, slice_seconds=10.0, progress=None):
+    """Run every arm for the same wall-clock budget, interleaved; write the report and plots.
 
     Parameters
     ----------
-    molecular_system : MolecularSystem
-        The system both arms simulate (same potential, platform, time step, thermostat).
-    forecaster : Forecaster or str
-        For :class:`~openmm_forecast.walkers.ForecastWalkers`.
+    arms : list of BenchmarkArm
+        The first is the baseline the others are compared with (normally plain MD at the setup's time
+        step).  All simulate the same molecule, potential and temperature.
     out : str or os.PathLike
-        Output directory: ``report.json``, ``ramachandran.png``, ``convergence.png`` and the phi/psi of both
-        arms (``plain_phipsi.npy``, ``hybrid_phipsi.npy``, shape (n_walkers, n_samples, 2), degrees).
+        Output directory: ``report.json``, ``ramachandran.png``, ``convergence.png`` (with a reference) and
+        ``<arm>_phipsi.npy`` per arm (shape (n_walkers, n_samples, 2), degrees).
     n_walkers : int
     wall_seconds : float
         Wall-clock budget of each arm, seconds.
-    reference : str or os.PathLike, optional
-        Reference phi/psi (see :func:`load_reference_runs`); default :func:`default_reference_path`.
+    reference : str or os.PathLike or False, optional
+        Reference phi/psi of the same potential (see :func:`load_reference_runs`); default
+        :func:`default_reference_path` (refuses setups with no shipped reference); False: none (no JS, no
+        bar: speed, acceptance and temperature only).
+    js_bar : float, optional
+        The JS every arm's time is measured to; default: the baseline's final JS.
     sample_interval : openmm.unit.Quantity
         Simulated time between phi/psi samples (default 1 ps, the reference's frame interval: finite-sample
-        JS depends on the number of frames, so compare like with like).
+        JS depends on the number of frames, so compare like with like).  A whole number of every arm's
+        time steps.
     reference_interval : openmm.unit.Quantity
-        Time between the reference's frames (1 ps for the shared runs); converts its window-JS curve to ns.
+        Time between the reference's frames (1 ps for the shipped runs); converts its window-JS curve to ns.
     seed : int
-        First walker seed (walkers use ``seed, seed + 1, ...`` in both arms).
+        First walker seed (walkers use ``seed, seed + 1, ...`` in every arm).
     platform : str or openmm.Platform, optional
-        Default: the fastest for the system.
-    forecaster_options : dict, optional
-        ``load_forecaster`` arguments for baselines (``stride_ps``, ``max_frames``).
+        Platform of every arm; default: the fastest for the baseline's system.
     slice_seconds : float or None
-        The arms alternate in slices of this much wall clock (default 10 s), so that both see the same
-        machine load; None runs plain MD for its whole budget, then the hybrid.
+        The arms alternate in slices of this much wall clock (default 10 s), so that all see the same
+        machine load; None runs each arm for its whole budget, one after the other.
     progress : bool, optional
-    **accelerator_options
-        :class:`~openmm_forecast.accelerator.AcceleratorOptions` fields.
 
     Returns
     -------
     dict
-        The report (also in ``out/report.json``).
+        The report (also in ``out/report.json``; see docs/benchmark.md for its keys).
     """
     from .platforms import fastest_platform, get_platform
     from .plotting import plot_ramachandran
 
+    arms = list(arms)
+    _check_arms(arms)
     if not wall_seconds > 0:
         raise ValueError(f"wall_seconds must be > 0, got {wall_seconds}")
-    reference_path = default_reference_path() if reference is None else reference
-    runs, files = load_reference_runs(reference_path)
-    pooled_reference = np.concatenate(runs)
-    reference_histogram = ramachandran_histogram(pooled_reference)
+    if js_bar is not None and not 0 < js_bar < np.log(2):
+        raise ValueError(f"js_bar must be in (0, ln 2), got {js_bar}")
+    baseline = arms[0]
+    system = baseline.molecular_system
+    if reference is False:
+        if js_bar is not None:
+            raise ValueError("js_bar needs a reference")
+        reference_path, runs, files = None, None, []
+        logger.warning("no reference: the report has speeds, acceptance and temperatures, no JS and no time to a bar")
+    else:
+        reference_path = default_reference_path(system) if reference is None else reference
+        runs, files = load_reference_runs(reference_path)
+    pooled_reference = None if runs is None else np.concatenate(runs)
+    reference_histogram = None if runs is None else ramachandran_histogram(pooled_reference)
     interval_ps = float(sample_interval.value_in_unit(unit.picosecond))
     reference_interval_ps = float(reference_interval.value_in_unit(unit.picosecond))
     os.makedirs(out, exist_ok=True)
-    platform = fastest_platform(molecular_system) if platform is None else get_platform(platform)
+    platform = fastest_platform(system) if platform is None else get_platform(platform)
 
-    model_sha256 = _model_file_sha256(forecaster)
-    plain = PlainWalkers(molecular_system, n_walkers, seed=seed, platform=platform)
-    hybrid = ForecastWalkers(molecular_system, forecaster, n_walkers, seed=seed, platform=platform,
-                             forecaster_options=forecaster_options, **accelerator_options)
-    plain_samples, hybrid_samples = run_interleaved(
-        {"plain": plain, "hybrid": hybrid}, sample_interval, wall_seconds, slice_seconds, progress).values()
+    walkers = {arm.name: arm.create_walkers(n_walkers, seed, platform) for arm in arms}
+    samples = run_interleaved(walkers, sample_interval, wall_seconds, slice_seconds, progress)
 
-    topology = molecular_system.topology
-    plain_summary, plain_phi_psi, plain_js = summarize_arm(
-        plain_samples, reference_histogram, topology, wall_seconds, {"platform": platform.getName()})
-    stats = hybrid.stats().as_dict()
-    meta = hybrid.forecaster.metadata
-    hybrid_summary, hybrid_phi_psi, hybrid_js = summarize_arm(
-        hybrid_samples, reference_histogram, topology, wall_seconds,
-        {"platform": platform.getName(), "acceptance_rate": stats["acceptance_rate"],
-         "jumped_fraction": stats["jumped_fraction"], "forecast_calls": hybrid.forecast_calls,
-         "mean_batch_size": stats["jumps_attempted"] / hybrid.forecast_calls if hybrid.forecast_calls else None,
-         "stats": stats})
-    np.save(os.path.join(out, "plain_phipsi.npy"), plain_phi_psi)
-    np.save(os.path.join(out, "hybrid_phipsi.npy"), hybrid_phi_psi)
+    topology = system.topology
+    summaries, phi_psis, curves = {}, {}, {}
+    for arm in arms:
+        arm_walkers = walkers[arm.name]
+        extra = {"kind": arm.kind, "label": None, "timestep_fs": arm.timestep_fs,
+                 "hydrogen_mass_amu": arm.hydrogen_mass_amu, "potential": arm.molecular_system.potential,
+                 "platform": arm_walkers.platform_name}
+        forecaster = None
+        if arm.kind == "hybrid":
+            forecaster = arm_walkers.forecaster
+            stats = arm_walkers.stats().as_dict()
+            meta = forecaster.metadata
+            calls = arm_walkers.forecast_calls
+            extra.update(
+                acceptance=arm.acceptance, acceptance_rate=stats["acceptance_rate"],
+                jumped_fraction=stats["jumped_fraction"], forecast_calls=calls,
+                mean_batch_size=stats["jumps_attempted"] / calls if calls else None, stats=stats,
+                forecaster={"name": os.fspath(arm.forecaster) if isinstance(arm.forecaster, (str, os.PathLike)) else None,
+                            "architecture": meta.architecture, "fingerprint": forecaster_fingerprint(forecaster),
+                            "file_sha256": _model_file_sha256(arm.forecaster), "stride_ps": meta.stride_ps,
+                            "max_frames": meta.max_frames, "history": meta.history, "setup": meta.setup,
+                            "options": {k: (str(v) if unit.is_quantity(v) else v)
+                                        for k, v in (arm.forecaster_options or {}).items()}},
+                accelerator_options={k: (str(v) if unit.is_quantity(v) else v if isinstance(v, (bool, int, float, str,
+                                     type(None))) else repr(v)) for k, v in arm.accelerator_options.items()},
+            )
+        extra["label"] = arm.label(forecaster)
+        summaries[arm.name], phi_psis[arm.name], curves[arm.name] = summarize_arm(
+            samples[arm.name], reference_histogram, topology, wall_seconds, extra)
+        np.save(os.path.join(out, f"{arm.name}_phipsi.npy"), phi_psis[arm.name])
 
-    frame_curve = reference_window_curve(runs)
-    detail = time_to_js(hybrid_summary["js_to_reference"], plain_js, plain_samples.wall_s,
-                        plain_summary["ns_per_day"], hybrid_summary["wall_seconds"], frame_curve,
-                        reference_interval_ps)
-    noise = js_divergence(ramachandran_histogram(runs[0]), ramachandran_histogram(runs[1])) if len(runs) > 1 else None
-    report = {
-        "format": REPORT_FORMAT,
-        "machine": machine_info(),
-        "setup": molecular_system.setup,
-        "potential": molecular_system.potential,
-        "timestep_ps": molecular_system.timestep.value_in_unit(unit.picosecond),
-        "temperature_K": molecular_system.temperature.value_in_unit(unit.kelvin),
-        "walkers": int(n_walkers),
-        "seeds": list(hybrid.seeds),
-        "forecaster": {"name": os.fspath(forecaster) if isinstance(forecaster, (str, os.PathLike)) else None,
-                       "architecture": meta.architecture, "fingerprint": forecaster_fingerprint(hybrid.forecaster),
-                       "file_sha256": model_sha256,
-                       "stride_ps": meta.stride_ps, "max_frames": meta.max_frames, "history": meta.history,
-                       "setup": meta.setup, "options": dict(forecaster_options or {})},
-        "accelerator_options": {k: (str(v) if unit.is_quantity(v) else v) for k, v in accelerator_options.items()},
-        "protocol": ("same process, same seeds, platform and potential; the arms alternate in slices of "
-                     f"{slice_seconds if slice_seconds is not None else wall_seconds:g} s of wall clock (plain "
-                     "first) until each has used its budget (each stops at its first sample at or after it; an "
-                     "arm's clock counts only its own slices); Context creation and minimisation untimed; phi/psi "
-                     "of every walker every sample_interval_ps"),
-        "slice_seconds": slice_seconds,
-        "sample_interval_ps": interval_ps,
-        "plain": plain_summary,
-        "hybrid": hybrid_summary,
-        "speedup_ns_per_day": hybrid_summary["ns_per_day"] / plain_summary["ns_per_day"],
-        "speedup_time_to_js": detail["speedup"],
-        "time_to_js": detail,
-        "reference": {
+    bar = _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps)
+    reference_report = None
+    if runs is not None:
+        frame_curve = reference_window_curve(runs)
+        noise = js_divergence(ramachandran_histogram(runs[0]), ramachandran_histogram(runs[1])) if len(runs) > 1 else None
+        reference_report = {
             "path": os.path.abspath(reference_path), "files": files, "frames": int(len(pooled_reference)),
             "frame_interval_ps": reference_interval_ps, "js_between_runs": noise,
             "window_js_curve": {"frames": frame_curve[0].tolist(), "mean_js": frame_curve[1].tolist()},
-        },
+        }
+        note = _reference_mismatch(system, reference_path)
+        if note:
+            reference_report["note"] = note
+            logger.warning("%s", note)
+    report = {
+        "format": REPORT_FORMAT,
+        "machine": machine_info(),
+        "setup": system.setup,
+        "potential": system.potential,
+        "temperature_K": system.temperature.value_in_unit(unit.kelvin),
+        "walkers": int(n_walkers),
+        "seeds": list(walkers[baseline.name].seeds),
+        "baseline": baseline.name,
+        "arms": summaries,
+        "js_bar": bar,
+        "winner": _winner(summaries, bar),
+        "protocol": ("same process, same seeds, platform, potential and temperature in every arm; the arms alternate "
+                     f"in slices of {slice_seconds if slice_seconds is not None else wall_seconds:g} s of wall clock "
+                     "(in the order of 'arms') until each has used its budget (each stops at its first sample at or "
+                     "after it; an arm's clock counts only its own slices); Context creation and minimisation "
+                     "untimed; phi/psi and kinetic temperature of every walker every sample_interval_ps"),
+        "slice_seconds": slice_seconds,
+        "sample_interval_ps": interval_ps,
+        "reference": reference_report,
         "definitions": analysis_definitions(),
     }
-    note = _reference_mismatch(molecular_system, shipped=os.path.abspath(reference_path) == resource_path("reference"))
-    if note:
-        report["reference"]["note"] = note
-        logger.warning("%s", note)
     write_json(os.path.join(out, "report.json"), report, indent=2)
-    plot_ramachandran(
-        {f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference,
-         f"plain MD ({plain_summary['simulated_ns']:.3g} ns)": plain_phi_psi.reshape(-1, 2),
-         f"hybrid ({hybrid_summary['simulated_ns']:.3g} ns)": hybrid_phi_psi.reshape(-1, 2)},
-        os.path.join(out, "ramachandran.png"),
-    )
-    plot_convergence({f"plain MD ({platform.getName()})": (plain_samples.wall_s, plain_js),
-                      f"hybrid ({meta.architecture})": (hybrid_samples.wall_s, hybrid_js)},
-                     os.path.join(out, "convergence.png"), target_js=detail["target_js"], noise_js=noise)
+    panels = {} if pooled_reference is None else {
+        f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference}
+    panels.update({f"{name} ({summary['simulated_ns']:.3g} ns)": phi_psis[name].reshape(-1, 2)
+                   for name, summary in summaries.items()})
+    plot_ramachandran(panels, os.path.join(out, "ramachandran.png"))
+    if runs is not None:
+        plot_convergence({summaries[name]["label"]: (samples[name].wall_s, curves[name]) for name in summaries},
+                         os.path.join(out, "convergence.png"), target_js=bar["value"],
+                         noise_js=reference_report["js_between_runs"])
     return report
+
+
+def _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps):
+    """Add time to the bar, speed-ups and plain-MD noise to every arm's summary; return the bar's description."""
+    baseline = summaries[arms[0].name]
+    for summary in summaries.values():
+        summary["speedup_ns_per_day"] = summary["ns_per_day"] / baseline["ns_per_day"]
+    if runs is None:
+        for summary in summaries.values():
+            summary.update(time_to_bar=None, speedup_time_to_bar=None, plain_noise_same_length=None)
+        return {"value": None, "rule": None, "description": "no reference: no JS bar"}
+    if js_bar is None:
+        bar = {"value": baseline["js_to_reference"], "rule": "baseline_final",
+               "description": f"the JS the baseline arm {arms[0].name!r} reaches at the end of its budget"}
+    else:
+        bar = {"value": float(js_bar), "rule": "fixed", "description": f"fixed JS {js_bar:g}"}
+    frame_curve = reference_window_curve(runs)
+    base_name = arms[0].name
+    base_wall = samples[base_name].wall_s
+    baseline["time_to_bar"] = time_to_js(bar["value"], curves[base_name], base_wall, baseline["ns_per_day"],
+                                         frame_curve, reference_interval_ps)
+    base_time = baseline["time_to_bar"]["wall_seconds"]
+    same_interval = abs(interval_ps - reference_interval_ps) < 1e-9
+    for arm in arms:
+        summary = summaries[arm.name]
+        if arm is not arms[0]:
+            summary["time_to_bar"] = time_to_js(bar["value"], curves[arm.name], samples[arm.name].wall_s)
+            detail = time_to_js(summary["js_to_reference"], curves[base_name], base_wall, baseline["ns_per_day"],
+                                frame_curve, reference_interval_ps)
+            summary["time_to_js"] = detail
+            summary["speedup_time_to_js"] = (detail["wall_seconds"] / summary["wall_seconds"]
+                                             if detail["wall_seconds"] is not None else None)
+        arm_time = summary["time_to_bar"]["wall_seconds"]
+        summary["speedup_time_to_bar"] = base_time / arm_time if base_time is not None and arm_time else None
+        if arm_time is None and base_time is not None:
+            summary["speedup_time_to_bar_at_most"] = base_time / summary["wall_seconds"]
+        noise = plain_noise_js(runs, summary["walkers"], summary["samples_per_walker"]) if same_interval else None
+        summary["plain_noise_same_length"] = noise
+        if noise is not None:
+            summary["js_within_plain_noise"] = bool(summary["js_to_reference"] <= noise["held_out"]["p95"])
+    return bar
+
+
+def _winner(summaries, bar):
+    """The arm that reached the JS bar first (None without a bar or when none reached it)."""
+    if bar["value"] is None:
+        return None
+    reached = {name: s["time_to_bar"]["wall_seconds"] for name, s in summaries.items()
+               if s["time_to_bar"] and s["time_to_bar"]["reached"]}
+    if not reached:
+        return None
+    name = min(reached, key=reached.get)
+    return {"arm": name, "by": "shortest wall clock to the JS bar", "wall_seconds": reached[name]}
 
 
 def _model_file_sha256(forecaster):
@@ -597,21 +924,43 @@ def _model_file_sha256(forecaster):
         return hashlib.sha256(handle.read()).hexdigest()
 
 
+def _number(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+
 def format_summary(report):
-    """A few lines for the terminal: machine, speeds, JS, acceptance and the two speed-ups."""
-    m, p, h, t = report["machine"], report["plain"], report["hybrid"], report["time_to_js"]
-    speedup = report["speedup_time_to_js"]
+    """A few lines for the terminal: machine, the bar, each arm's speed, JS, temperature, acceptance, time to bar."""
+    m = report["machine"]
+    bar = report["js_bar"]
     lines = [
         f"machine: {m['cpu_model']} ({m['cpu_cores']} cores){', GPU ' + ', '.join(m['gpus']) if m['gpus'] else ', no GPU'}; "
         f"OpenMM {m['versions']['openmm']}, torch {m['versions']['torch']}",
-        f"setup {report['setup']}, {report['walkers']} walkers, forecaster {report['forecaster']['architecture']}",
-        f"plain MD ({p['platform']}): {p['simulated_ns']:.3f} ns in {p['wall_seconds']:.1f} s = {p['ns_per_day']:.0f} ns/day, "
-        f"JS {p['js_to_reference']:.4f}, {p['transitions']['total']} transitions",
-        f"hybrid: {h['simulated_ns']:.3f} ns in {h['wall_seconds']:.1f} s = {h['ns_per_day']:.0f} ns/day, "
-        f"JS {h['js_to_reference']:.4f}, {h['transitions']['total']} transitions, acceptance "
-        f"{h['acceptance_rate'] if h['acceptance_rate'] is None else format(h['acceptance_rate'], '.3f')}",
-        f"speed-up in ns/day (hybrid / plain): {report['speedup_ns_per_day']:.3f}",
-        f"speed-up in time to the hybrid's JS: "
-        f"{'n/a' if speedup is None else format(speedup, '.3g')} ({'ESTIMATED' if t['estimated'] else 'measured'})",
+        f"setup {report['setup']}, {report['walkers']} walkers per arm; JS bar: "
+        + ("none (no reference)" if bar["value"] is None else f"{bar['value']:.4f} ({bar['description']})"),
     ]
+    for name, arm in report["arms"].items():
+        line = (f"{arm['label']} ({arm['platform']}): {arm['simulated_ns']:.3f} ns in {arm['wall_seconds']:.1f} s = "
+                f"{arm['ns_per_day']:.0f} ns/day, T {arm['mean_temperature_K']:.1f} K")
+        if arm["kind"] == "hybrid":
+            line += f", acceptance {_number(arm['acceptance_rate'], '.3f')}"
+        if arm["js_to_reference"] is not None:
+            noise = arm["plain_noise_same_length"]
+            line += f", JS {arm['js_to_reference']:.4f}"
+            if noise is not None:
+                line += f" (plain MD at this length: {noise['in_pool']['mean']:.4f}-{noise['held_out']['p95']:.4f})"
+            reach = arm["time_to_bar"]
+            if reach["wall_seconds"] is None:
+                line += ", bar not reached"
+                if arm.get("speedup_time_to_bar_at_most") is not None:
+                    line += f" (speed-up < {arm['speedup_time_to_bar_at_most']:.3g}x)"
+            else:
+                line += (f", bar after {reach['wall_seconds']:.1f} s{' (ESTIMATED)' if reach['estimated'] else ''}")
+                if name != report["baseline"]:
+                    line += f" = {_number(arm['speedup_time_to_bar'], '.3g')}x faster than {report['baseline']}"
+        lines.append(line)
+    winner = report["winner"]
+    if winner is not None:
+        lines.append(f"winner: {report['arms'][winner['arm']]['label']} (first to the JS bar, {winner['wall_seconds']:.1f} s)")
+    elif bar["value"] is not None:
+        lines.append("winner: none (no arm reached the JS bar)")
     return "\n".join(lines)

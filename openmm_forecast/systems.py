@@ -17,6 +17,12 @@ Setups
 
 Every builder returns a :class:`MolecularSystem`; its integrator and Simulation helpers use
 ``LangevinMiddleIntegrator`` with the setup's temperature, friction and time step.
+
+Hydrogen mass repartitioning (``build_system(..., hydrogen_mass=1.5 * unit.amu, timestep=4 * unit.femtosecond)``)
+applies to every setup the same way (:func:`repartition_hydrogen_mass`, OpenMM's own rule): each hydrogen bonded
+to a heavy atom gets ``hydrogen_mass`` and the heavy atom loses what it gained, so every bonded pair, and the
+molecule, keeps its total mass.  Masses do not enter the Boltzmann distribution of positions: configurational
+averages (phi/psi, the references) are unchanged; only the dynamics and the stable time step change.
 """
 
 import dataclasses
@@ -90,6 +96,9 @@ class MolecularSystem:
         Description of the potential (force-field files, or the TorchScript file and its hash).
     solute_atoms : int
         Number of atoms of the molecule itself (the first atoms); waters, if any, follow.
+    hydrogen_mass : openmm.unit.Quantity or None
+        Mass given to every hydrogen bonded to a heavy atom (hydrogen mass repartitioning), or None for the
+        force field's masses.
     """
 
     setup: str
@@ -102,6 +111,7 @@ class MolecularSystem:
     constraints: str
     potential: str
     solute_atoms: int
+    hydrogen_mass: unit.Quantity = None
 
     @property
     def n_atoms(self):
@@ -190,6 +200,48 @@ def without_com_velocity(velocities_nm_ps, masses_amu):
     return velocities_nm_ps - masses @ velocities_nm_ps / masses.sum()
 
 
+def repartition_hydrogen_mass(system, topology, hydrogen_mass):
+    """Hydrogen mass repartitioning, in place: what ``ForceField.createSystem(hydrogenMass=...)`` does, for any System.
+
+    Every hydrogen bonded (in ``topology``) to a heavy atom gets the mass ``hydrogen_mass``; the heavy atom
+    loses the mass its hydrogen gained, so the pair's total mass, and the System's, are kept.  Hydrogens of
+    water (residue HOH) are left alone, as OpenMM does for rigid water.  Works for Systems not built by a
+    ForceField (the ``ml`` setup's TorchForce, a PythonForce): only masses change.
+
+    Parameters
+    ----------
+    system : openmm.System
+        Modified in place (before any Context is created from it).
+    topology : openmm.app.Topology
+        Bonds and elements of the System's particles.
+    hydrogen_mass : openmm.unit.Quantity
+        Mass units; > 0.
+
+    Raises
+    ------
+    UnitError
+        ``hydrogen_mass`` without mass units.
+    ValueError
+        A heavy atom would be left with a mass <= 0 (too many hydrogens for that mass).
+    """
+    target = positive(hydrogen_mass, unit.dalton, "hydrogen_mass")
+    hydrogen = app.element.hydrogen
+    for atom1, atom2 in topology.bonds():
+        if atom1.element is hydrogen:
+            atom1, atom2 = atom2, atom1
+        if atom2.element is not hydrogen or atom1.element in (hydrogen, None) or atom2.residue.name == "HOH":
+            continue
+        transfer = target - system.getParticleMass(atom2.index).value_in_unit(unit.dalton)
+        heavy = system.getParticleMass(atom1.index).value_in_unit(unit.dalton) - transfer
+        if heavy <= 0:
+            raise ValueError(
+                f"hydrogen_mass {target:g} amu leaves atom {atom1.index} ({atom1.name}, {atom1.element.symbol}) with "
+                f"mass {heavy:g} amu; choose a smaller hydrogen mass"
+            )
+        system.setParticleMass(atom2.index, target * unit.dalton)
+        system.setParticleMass(atom1.index, heavy * unit.dalton)
+
+
 def system_fingerprint(system):
     """SHA-256 hex digest of ``XmlSerializer.serialize(system)``.
 
@@ -232,6 +284,7 @@ def build_system(
     friction=1.0 / unit.picosecond,
     constraints="HBonds",
     potential_file=None,
+    hydrogen_mass=None,
 ):
     """Build a named alanine-dipeptide setup.
 
@@ -250,6 +303,11 @@ def build_system(
     potential_file : str, optional
         For ``ml`` only: path of a TorchScript potential, the name of a shipped one (``"ala2-ani-amber14"``),
         or ``"ani2x"`` (torchani's ANI-2x, only when its weights are already on this machine).
+    hydrogen_mass : openmm.unit.Quantity, optional
+        Hydrogen mass repartitioning (:func:`repartition_hydrogen_mass`): the mass of every hydrogen bonded
+        to a heavy atom, taken from that atom (for example ``1.5 * unit.amu`` with a 4 fs ``timestep``, the
+        combination openmm-setup offers for LangevinMiddleIntegrator; 3-4 amu in much of the literature).
+        Default None: the force field's masses.
 
     Returns
     -------
@@ -270,6 +328,8 @@ def build_system(
     positive(timestep, unit.picosecond, "timestep")
     positive(friction, unit.picosecond**-1, "friction", allow_zero=True)
     constraint_type = _constraints(constraints)
+    if hydrogen_mass is not None:
+        positive(hydrogen_mass, unit.dalton, "hydrogen_mass")
     if setup != "ml" and potential_file is not None:
         raise ValueError(f"potential_file is only used by the 'ml' setup, not by {setup!r}")
 
@@ -308,6 +368,9 @@ def build_system(
         force, potential = _torch_force(potential_file, elements)
         system.addForce(force)
         _check_potential_evaluates(system, positions, potential_file)
+    if hydrogen_mass is not None:
+        repartition_hydrogen_mass(system, topology, hydrogen_mass)
+        potential += f", hydrogen mass {hydrogen_mass.value_in_unit(unit.dalton):g} amu"
     return MolecularSystem(
         setup=setup,
         topology=topology,
@@ -319,6 +382,7 @@ def build_system(
         constraints=constraints_name(constraints),
         potential=potential,
         solute_atoms=solute_atoms,
+        hydrogen_mass=hydrogen_mass,
     )
 
 

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from .accelerator import AcceleratorStats, ForecastAccelerator
 from .errors import BadForecastError
+from .guards import degrees_of_freedom, kinetic_energy_kJ, kinetic_temperature_K
 from .units import positive, whole_steps
 
 
@@ -63,12 +64,17 @@ class WalkerSamples:
         Wall-clock seconds from the start of :meth:`_Walkers.sample` to each sample.
     interval_ps : float
         Simulated time between samples, ps.
+    temperature_K : numpy.ndarray, shape (n_samples, n_walkers)
+        Kinetic temperature of every walker at every sample, K, from the velocities the Context holds (for
+        LangevinMiddleIntegrator the half-step velocities, as ``StateDataReporter`` reads them) and the
+        System's degrees of freedom (:func:`~openmm_forecast.guards.degrees_of_freedom`).
     """
 
     positions_nm: np.ndarray
     time_ps: np.ndarray
     wall_s: np.ndarray
     interval_ps: float
+    temperature_K: np.ndarray
 
     @property
     def n_walkers(self):
@@ -97,6 +103,7 @@ class WalkerSamples:
             np.concatenate([part.time_ps + offset for part, offset in zip(parts, time_offsets)]),
             np.concatenate([part.wall_s + offset for part, offset in zip(parts, wall_offsets)]),
             parts[0].interval_ps,
+            np.concatenate([part.temperature_K for part in parts]),
         )
 
     def phi_psi(self, topology=None):
@@ -137,6 +144,8 @@ class _Walkers:
         self.molecular_system = molecular_system
         self.seeds = [int(s) for s in seeds]
         self.timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
+        self._masses_amu = molecular_system.masses
+        self._dof = degrees_of_freedom(molecular_system.system)
         return [molecular_system.create_simulation(platform=platform, seed=s, minimize=minimize) for s in self.seeds]
 
     @property
@@ -150,10 +159,17 @@ class _Walkers:
 
     def positions_nm(self):
         """Current positions of every walker, shape (n_walkers, n_atoms, 3), nm."""
-        return np.stack([
-            sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            for sim in self.simulations
-        ])
+        return self._positions_and_temperatures()[0]
+
+    def _positions_and_temperatures(self):
+        """Positions (n_walkers, n_atoms, 3) in nm and kinetic temperatures (n_walkers,) in K, one getState each."""
+        positions, temperatures = [], []
+        for sim in self.simulations:
+            state = sim.context.getState(getPositions=True, getVelocities=True)
+            positions.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+            velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+            temperatures.append(kinetic_temperature_K(kinetic_energy_kJ(velocities, self._masses_amu), self._dof))
+        return np.stack(positions), np.array(temperatures)
 
     def step(self, n_steps):
         """Advance every walker by ``n_steps`` time steps."""
@@ -186,14 +202,16 @@ class _Walkers:
             raise ValueError("give n_samples, wall_seconds or both")
         interval_ps = positive(interval, unit.picosecond, "interval")
         steps = whole_steps(interval_ps, self.timestep_ps, "interval")
-        positions, walls = [], []
+        positions, temperatures, walls = [], [], []
         disable = None if progress is None else not progress
         total = n_samples if wall_seconds is None else float(wall_seconds)
         with tqdm(total=total, disable=disable, desc=label, unit="sample" if wall_seconds is None else "s") as bar:
             start = time.perf_counter()
             while True:
                 self.step(steps)
-                positions.append(self.positions_nm().astype(np.float32))
+                x, temperature = self._positions_and_temperatures()
+                positions.append(x.astype(np.float32))
+                temperatures.append(temperature)
                 walls.append(time.perf_counter() - start)
                 bar.update(1 if wall_seconds is None else walls[-1] - bar.n)
                 if (n_samples is not None and len(positions) >= n_samples) or (
@@ -201,7 +219,8 @@ class _Walkers:
                 ):
                     break
         n = len(positions)
-        return WalkerSamples(np.stack(positions), interval_ps * np.arange(1, n + 1), np.array(walls), interval_ps)
+        return WalkerSamples(np.stack(positions), interval_ps * np.arange(1, n + 1), np.array(walls), interval_ps,
+                             np.stack(temperatures))
 
 
 class PlainWalkers(_Walkers):

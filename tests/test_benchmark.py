@@ -12,15 +12,22 @@ from openmm_forecast import build_system
 from openmm_forecast.analysis import js_divergence, ramachandran_histogram
 from openmm_forecast.benchmark import (
     REQUIRED_ARM_KEYS,
+    SHIPPED_REFERENCES,
+    BenchmarkArm,
     _reference_mismatch,
     convergence_curve,
+    default_reference_path,
+    format_summary,
     length_for_js,
     load_reference_runs,
+    plain_noise_js,
+    reference_key,
     reference_window_curve,
     run_benchmark,
     run_interleaved,
     time_to_js,
 )
+from openmm_forecast.systems import resource_path
 from openmm_forecast.cli import main
 from openmm_forecast.errors import DataFileError
 from openmm_forecast.forecasters import create_forecaster, save_forecaster
@@ -51,7 +58,7 @@ def reference_dir(tmp_path, rng):
 def check_arm(arm, n_walkers):
     for key in REQUIRED_ARM_KEYS:
         assert key in arm, key
-    for key in ("simulated_ns", "wall_seconds", "ns_per_day", "js_to_reference"):
+    for key in ("simulated_ns", "wall_seconds", "ns_per_day", "js_to_reference", "mean_temperature_K"):
         assert isinstance(arm[key], float) and np.isfinite(arm[key]), key
     assert arm["wall_seconds"] >= arm["wall_budget_seconds"]
     # Simulated time is walkers x samples x interval, and ns/day is that over the wall clock.
@@ -64,37 +71,87 @@ def check_arm(arm, n_walkers):
     assert arm["transitions"]["total"] == sum(sum(row.values()) for row in arm["transitions"]["counts"].values())
 
 
-def test_tiny_benchmark_writes_a_complete_consistent_report(vacuum_system, reference_dir, tmp_path):
+def test_tiny_benchmark_of_three_arms_writes_a_complete_consistent_report(vacuum_system, reference_dir, tmp_path):
     out = tmp_path / "bench"
-    report = run_benchmark(vacuum_system, "verlet", str(out), n_walkers=2, wall_seconds=1.5,
-                           reference=str(reference_dir), forecaster_options={"stride_ps": 0.01, "max_frames": 4},
-                           progress=False, platform="Reference", slice_seconds=0.5)
+    hmr = build_system("amber14-vacuum", hydrogen_mass=1.5 * unit.amu, timestep=4 * unit.femtosecond)
+    arms = [BenchmarkArm("plain", vacuum_system), BenchmarkArm("hmr", hmr),
+            BenchmarkArm("verlet-tolerance", vacuum_system, "verlet", {"stride_ps": 0.01, "max_frames": 4})]
+    report = run_benchmark(arms, str(out), n_walkers=2, wall_seconds=1.0, reference=str(reference_dir),
+                           progress=False, platform="Reference", slice_seconds=0.5, sample_interval=0.1 * unit.picosecond,
+                           reference_interval=0.1 * unit.picosecond)
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk["speedup_ns_per_day"] == pytest.approx(report["speedup_ns_per_day"])
+    assert on_disk == json.loads(json.dumps(report))
     for name in ("ramachandran.png", "convergence.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     machine = on_disk["machine"]
     assert isinstance(machine["cpu_model"], str) and machine["cpu_cores"] >= 1
     assert isinstance(machine["gpus"], list) and "Reference" in machine["openmm_platforms"]
     assert set(machine["versions"]) >= {"openmm", "torch", "numpy", "openmm_forecast"}
-    assert on_disk["setup"] == "amber14-vacuum" and on_disk["walkers"] == 2
-    check_arm(on_disk["plain"], 2)
-    check_arm(on_disk["hybrid"], 2)
-    hybrid, plain = on_disk["hybrid"], on_disk["plain"]
+    assert on_disk["setup"] == "amber14-vacuum" and on_disk["walkers"] == 2 and on_disk["baseline"] == "plain"
+    assert list(on_disk["arms"]) == ["plain", "hmr", "verlet-tolerance"]
+    for arm in on_disk["arms"].values():
+        check_arm(arm, 2)
+        # A thermostatted 22-atom molecule: the mean kinetic temperature of a few hundred samples is near 300 K.
+        assert 200 < arm["mean_temperature_K"] < 400
+    plain, hmr_arm, hybrid = (on_disk["arms"][name] for name in ("plain", "hmr", "verlet-tolerance"))
+    assert plain["kind"] == hmr_arm["kind"] == "plain" and hybrid["kind"] == "hybrid"
+    assert hmr_arm["timestep_fs"] == 4.0 and hmr_arm["hydrogen_mass_amu"] == 1.5 and plain["hydrogen_mass_amu"] is None
     # Exact dynamics as the forecaster: every jump passes the 1 kT guard.
-    assert hybrid["acceptance_rate"] == 1.0
-    assert on_disk["speedup_ns_per_day"] == pytest.approx(hybrid["ns_per_day"] / plain["ns_per_day"])
-    detail = on_disk["time_to_js"]
-    assert isinstance(detail["estimated"], bool) and isinstance(detail["method"], str)
-    assert detail["target_js"] == pytest.approx(hybrid["js_to_reference"])
-    assert on_disk["speedup_time_to_js"] == pytest.approx(detail["plain_wall_seconds"] / hybrid["wall_seconds"])
+    assert hybrid["acceptance"] == "tolerance" and hybrid["acceptance_rate"] == 1.0
+    assert hybrid["speedup_ns_per_day"] == pytest.approx(hybrid["ns_per_day"] / plain["ns_per_day"])
+    # The default bar is the baseline's final JS; the baseline reaches it (at the latest at its end), measured.
+    bar = on_disk["js_bar"]
+    assert bar["rule"] == "baseline_final" and bar["value"] == pytest.approx(plain["js_to_reference"])
+    assert plain["time_to_bar"]["reached"] and not plain["time_to_bar"]["estimated"]
+    assert plain["time_to_bar"]["wall_seconds"] <= plain["wall_seconds"]
+    for arm in (hmr_arm, hybrid):
+        reach = arm["time_to_bar"]
+        if reach["reached"]:
+            assert arm["speedup_time_to_bar"] == pytest.approx(plain["time_to_bar"]["wall_seconds"] / reach["wall_seconds"])
+        else:
+            assert arm["speedup_time_to_bar"] is None and reach["wall_seconds"] is None
+        assert arm["time_to_js"]["target_js"] == pytest.approx(arm["js_to_reference"])
+    winner = on_disk["winner"]
+    reached = {name: arm["time_to_bar"]["wall_seconds"] for name, arm in on_disk["arms"].items()
+               if arm["time_to_bar"]["reached"]}
+    assert winner["arm"] == min(reached, key=reached.get)
     assert len(on_disk["reference"]["files"]) == 2 and on_disk["reference"]["frames"] == 8000
     # The saved phi/psi reproduce the reported JS.
-    hybrid_phi_psi = np.load(out / "hybrid_phipsi.npy")
+    hybrid_phi_psi = np.load(out / "verlet-tolerance_phipsi.npy")
     assert hybrid_phi_psi.shape == (2, hybrid["samples_per_walker"], 2)
     reference = np.concatenate([np.load(reference_dir / f"run{s}_phipsi.npy") for s in (1, 2)])
     js = js_divergence(ramachandran_histogram(hybrid_phi_psi.reshape(-1, 2)), ramachandran_histogram(reference))
     assert js == pytest.approx(hybrid["js_to_reference"], rel=1e-9)
+    assert hybrid["plain_noise_same_length"]["frames_per_walker"] == hybrid["samples_per_walker"]
+    summary = format_summary(report)
+    assert "winner:" in summary and "hmr: plain MD 4 fs, H 1.5 amu" in summary
+
+
+def test_a_benchmark_without_reference_measures_speed_only(vacuum_system, tmp_path):
+    out = tmp_path / "noref"
+    report = run_benchmark([BenchmarkArm("plain", vacuum_system)], str(out), n_walkers=1, wall_seconds=0.2,
+                           reference=False, progress=False, platform="Reference", sample_interval=0.1 * unit.picosecond)
+    arm = report["arms"]["plain"]
+    assert arm["js_to_reference"] is None and arm["time_to_bar"] is None and arm["ns_per_day"] > 0
+    assert report["js_bar"]["value"] is None and report["winner"] is None and report["reference"] is None
+    assert (out / "ramachandran.png").exists() and not (out / "convergence.png").exists()
+    assert "no reference" in format_summary(report)
+
+
+def test_arms_must_differ_in_name_and_share_molecule_potential_and_temperature(vacuum_system, tmp_path):
+    with pytest.raises(ValueError, match="differ"):
+        run_benchmark([BenchmarkArm("a", vacuum_system), BenchmarkArm("a", vacuum_system)], str(tmp_path), reference=False)
+    with pytest.raises(ValueError, match="potential"):
+        run_benchmark([BenchmarkArm("a", vacuum_system), BenchmarkArm("b", build_system("amber14-obc2"))],
+                      str(tmp_path), reference=False)
+    hot = build_system("amber14-vacuum", temperature=310 * unit.kelvin)
+    with pytest.raises(ValueError, match="same ensemble"):
+        run_benchmark([BenchmarkArm("a", vacuum_system), BenchmarkArm("b", hot)], str(tmp_path), reference=False)
+    with pytest.raises(ValueError, match="names files"):
+        BenchmarkArm("../x", vacuum_system)
+    with pytest.raises(ValueError, match="plain MD"):
+        BenchmarkArm("a", vacuum_system, accelerator_options={"metropolis": True})
+    assert not os.listdir(tmp_path)
 
 
 def test_interleaved_arms_get_equal_budgets_and_continuous_records(vacuum_system):
@@ -134,21 +191,39 @@ def test_length_for_js_inverts_a_power_law():
     assert length_for_js(frames, flat, 0.01)[0] == np.inf
 
 
-def test_time_to_js_measured_and_estimated():
+def test_time_to_js_measured_estimated_or_not_reached():
     wall = np.array([1.0, 2.0, 3.0, 4.0])
-    plain_js = np.array([0.3, 0.1, 0.05, 0.04])
+    js = np.array([0.3, 0.1, 0.05, 0.04])
     curve = (np.array([10, 100, 1000]), np.array([0.1, 0.01, 0.001]))
-    measured = time_to_js(0.06, plain_js, wall, 1000.0, 2.0, curve, 1.0)
-    assert not measured["estimated"] and measured["plain_wall_seconds"] == 3.0 and measured["speedup"] == 1.5
-    # Plain never gets to 0.01 in its budget: 100 frames of 1 ps = 0.1 ns at 1000 ns/day is 8.64 s.
-    estimated = time_to_js(0.01, plain_js, wall, 1000.0, 2.0, curve, 1.0)
-    assert estimated["estimated"] and "reference" in estimated["method"]
-    assert estimated["plain_simulated_ns_needed"] == pytest.approx(0.1)
-    assert estimated["plain_wall_seconds"] == pytest.approx(8.64)
-    assert estimated["speedup"] == pytest.approx(4.32)
-    # An estimate shorter than what plain MD already ran without getting there is replaced by that run.
-    slow = time_to_js(0.01, plain_js, wall * 10, 1000.0, 2.0, curve, 1.0)
-    assert slow["estimated"] and slow["plain_wall_seconds"] == 40.0 and "lower bound" in slow["method"]
+    measured = time_to_js(0.06, js, wall, 1000.0, curve, 1.0)
+    assert measured["reached"] and not measured["estimated"] and measured["wall_seconds"] == 3.0
+    # Never gets to 0.01 in its run: 100 frames of 1 ps = 0.1 ns at 1000 ns/day is 8.64 s.
+    estimated = time_to_js(0.01, js, wall, 1000.0, curve, 1.0)
+    assert estimated["estimated"] and not estimated["reached"] and "reference" in estimated["method"]
+    assert estimated["simulated_ns_needed"] == pytest.approx(0.1)
+    assert estimated["wall_seconds"] == pytest.approx(8.64)
+    # An estimate shorter than what the arm already ran without getting there is replaced by that run.
+    slow = time_to_js(0.01, js, wall * 10, 1000.0, curve, 1.0)
+    assert slow["estimated"] and slow["wall_seconds"] == 40.0 and "lower bound" in slow["method"]
+    # Without the reference curve (arms other than plain MD) there is no estimate.
+    unknown = time_to_js(0.01, js, wall)
+    assert unknown["wall_seconds"] is None and not unknown["reached"] and not unknown["estimated"]
+
+
+def test_plain_noise_brackets_independent_samples_and_needs_enough_windows(rng):
+    runs = [synthetic_run(rng, 4000) for _ in range(2)]
+    noise = plain_noise_js(runs, n_walkers=4, frames_per_walker=200, n_draws=50)
+    assert noise["windows_available"] == 40
+    # Held out against a smaller reference that excludes the windows: higher than in the pool that contains them.
+    assert noise["in_pool"]["mean"] < noise["held_out"]["mean"]
+    # An independent sample of the same size from the same distribution falls in that range.
+    fresh = synthetic_run(rng, 800)
+    js = js_divergence(ramachandran_histogram(fresh), ramachandran_histogram(np.concatenate(runs)))
+    assert noise["in_pool"]["p05"] < js < noise["held_out"]["p95"]
+    # Twice as many frames per window: less noise.
+    longer = plain_noise_js(runs, n_walkers=4, frames_per_walker=400, n_draws=50)
+    assert longer["in_pool"]["mean"] < noise["in_pool"]["mean"]
+    assert plain_noise_js(runs, n_walkers=4, frames_per_walker=2000) is None  # 4 windows, none left to hold out
 
 
 def test_reference_window_curve_decreases_for_independent_samples(rng):
@@ -179,25 +254,73 @@ def test_cli_benchmark_with_a_model_file(vacuum_system, reference_dir, tmp_path,
                  "--out", str(out), "--reference", str(reference_dir), "--no-progress", "--platform", "Reference"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "speed-up in ns/day" in printed and "report:" in printed
-    forecaster = json.loads((out / "report.json").read_text())["forecaster"]
+    assert "winner" in printed and "report:" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["arms"]) == ["plain", "tiny-tolerance"]
+    forecaster = report["arms"]["tiny-tolerance"]["forecaster"]
     assert forecaster["architecture"] == TINY
     assert forecaster["file_sha256"] == hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest()
     assert main(["benchmark", "--model", "verlet", "--out", str(tmp_path / "x"), "--reference",
                  str(tmp_path / "nothing"), "--wall-seconds", "1"]) == 1
 
 
-def test_demo_refuses_to_run_without_the_shipped_model(monkeypatch, reference_dir, tmp_path, capsys):
-    monkeypatch.setattr(registry, "shipped_models", lambda: [])
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--reference", str(reference_dir)]) == 1
-    assert "ala2-amber14-vacuum" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "demo" / "report.json")
+def test_cli_arms_plain_hmr_and_a_rule(reference_dir, tmp_path):
+    out = tmp_path / "arms"
+    code = main(["benchmark", "--arm", "plain", "--arm", "hmr", "--arm", "v=verlet:metropolis", "--walkers", "1",
+                 "--wall-seconds", "0.3", "--out", str(out), "--reference", str(reference_dir), "--no-progress",
+                 "--platform", "Reference", "--hmr-mass", "2", "--sample-interval", "0.1", "--reference-interval", "0.1",
+                 "--js-bar", "0.5"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["arms"]) == ["plain", "hmr", "v"]
+    assert report["js_bar"] == {"value": 0.5, "rule": "fixed", "description": "fixed JS 0.5"}
+    assert report["arms"]["hmr"]["hydrogen_mass_amu"] == 2.0 and report["arms"]["hmr"]["timestep_fs"] == 4.0
+    assert report["arms"]["v"]["acceptance"] == "metropolis"
+    assert report["arms"]["v"]["accelerator_options"]["metropolis"] is True
 
 
-def test_a_run_under_other_conditions_than_the_reference_is_flagged(vacuum_system):
-    assert _reference_mismatch(vacuum_system, shipped=True) is None
+@pytest.mark.parametrize("arm, message", [("plain:metropolis", "takes no acceptance rule"),
+                                          ("verlet:sometimes", "unknown acceptance rule"), ("x=", "no model")])
+def test_cli_refuses_bad_arms_before_running(arm, message, tmp_path, capsys):
+    assert main(["benchmark", "--arm", arm, "--out", str(tmp_path / "bad"), "--no-reference"]) == 1
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "bad")
+
+
+def test_each_setup_gets_the_reference_of_its_own_potential(vacuum_system, monkeypatch, tmp_path):
+    monkeypatch.delenv("OPENMM_FORECAST_REFERENCE", raising=False)
+    assert default_reference_path(vacuum_system) == resource_path("reference")
+    obc2 = build_system("amber14-obc2")
+    assert reference_key(obc2) == "amber14-obc2"
+    assert default_reference_path(obc2) == resource_path(SHIPPED_REFERENCES["amber14-obc2"])
+    runs, files = load_reference_runs(default_reference_path(obc2))
+    assert len(runs) == 2 and all("obc2" in os.path.basename(name) for name in files)
+    # HMR changes masses, not the configurational distribution: the same reference.
+    assert reference_key(build_system("amber14-obc2", hydrogen_mass=1.5 * unit.amu)) == "amber14-obc2"
+    with pytest.raises(DataFileError, match="no reference ships for setup 'amber14-tip3p'.*--no-reference"):
+        default_reference_path(build_system("amber14-tip3p"))
+    monkeypatch.setenv("OPENMM_FORECAST_REFERENCE", str(tmp_path))
+    assert default_reference_path(obc2) == str(tmp_path)
+
+
+def test_ml_potentials_are_keyed_by_the_shipped_file_they_come_from(tmp_path):
+    import shutil
+
+    from openmm_forecast.potentials import shipped_potential
+
+    shipped = build_system("ml", potential_file="ala2-ani-amber14")
+    assert reference_key(shipped) == "ala2-ani-amber14"
+    copy = tmp_path / "ala2-ani-amber14.pt"
+    shutil.copy(shipped_potential("ala2-ani-amber14"), copy)
+    assert reference_key(build_system("ml", potential_file=str(copy))) == "ala2-ani-amber14"
+
+
+def test_a_run_under_other_conditions_than_the_shipped_reference_is_flagged(vacuum_system):
+    vacuum_reference = resource_path("reference")
+    assert _reference_mismatch(vacuum_system, vacuum_reference) is None
     hot = build_system("amber14-vacuum", temperature=400 * unit.kelvin)
-    assert "temperature 400 K" in _reference_mismatch(hot, shipped=True)
-    assert _reference_mismatch(hot, shipped=False) is None  # a user's reference: its temperature is unknown
+    assert "temperature 400 K" in _reference_mismatch(hot, vacuum_reference)
+    assert _reference_mismatch(hot, "/somewhere/else") is None  # a user's reference: its conditions are unknown
     implicit = build_system("amber14-obc2")
-    assert "setup 'amber14-obc2'" in _reference_mismatch(implicit, shipped=False)
+    assert "setup 'amber14-obc2'" in _reference_mismatch(implicit, vacuum_reference)
+    assert _reference_mismatch(implicit, resource_path(SHIPPED_REFERENCES["amber14-obc2"])) is None

@@ -188,3 +188,62 @@ def test_com_velocity_removal_zeroes_momentum_and_keeps_relative_motion(rng):
     assert not removes_com_motion(system)
     system.addForce(mm.CMMotionRemover())
     assert removes_com_motion(system)
+
+
+@pytest.mark.parametrize("setup", ["amber14-vacuum", "amber14-obc2"])
+def test_hydrogen_mass_repartitioning_matches_openmm_and_keeps_the_total_mass(setup):
+    plain = build_system(setup)
+    hmr = build_system(setup, hydrogen_mass=1.5 * unit.amu, timestep=4 * unit.femtosecond)
+    hydrogens = np.array([e == "H" for e in hmr.elements])
+    np.testing.assert_allclose(hmr.masses[hydrogens], 1.5)
+    assert hmr.masses.sum() == pytest.approx(plain.masses.sum(), abs=1e-9)
+    # Each heavy atom lost exactly what its hydrogens gained (every hydrogen here is bonded to a heavy atom).
+    for heavy in np.nonzero(~hydrogens)[0]:
+        bonded_h = [a2.index if a1.index == heavy else a1.index for a1, a2 in hmr.topology.bonds()
+                    if heavy in (a1.index, a2.index) and hydrogens[a2.index if a1.index == heavy else a1.index]]
+        gained = sum(1.5 - plain.masses[h] for h in bonded_h)
+        assert hmr.masses[heavy] == pytest.approx(plain.masses[heavy] - gained, abs=1e-12)
+    # The same masses as OpenMM's own createSystem(hydrogenMass=...).
+    files = ["amber14-all.xml"] + (["implicit/obc2.xml"] if setup == "amber14-obc2" else [])
+    reference = app.ForceField(*files).createSystem(hmr.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds,
+                                                    hydrogenMass=1.5 * unit.amu)
+    np.testing.assert_array_equal(of.systems.particle_masses(reference), hmr.masses)
+    assert hmr.hydrogen_mass == 1.5 * unit.amu and "hydrogen mass 1.5 amu" in hmr.potential
+    assert hmr.fingerprint() != plain.fingerprint()
+    assert _energy(hmr) == pytest.approx(_energy(plain), abs=1e-9)  # masses do not change the potential
+
+
+def test_hmr_at_4_fs_is_stable_and_at_temperature():
+    hmr = build_system("amber14-obc2", hydrogen_mass=1.5 * unit.amu, timestep=4 * unit.femtosecond)
+    simulation = hmr.create_simulation(platform="Reference", seed=3)
+    temperatures = []
+    for _ in range(30):
+        simulation.step(10)
+        state = simulation.context.getState(getEnergy=True, getPositions=True)
+        kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temperatures.append(2 * kinetic / (of.guards.degrees_of_freedom(hmr.system) * of.units.MOLAR_GAS_CONSTANT_KJ))
+    positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    assert np.isfinite(positions).all()
+    assert np.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    # Bonds intact after 300 steps (1.2 ps): every bonded distance within 20 % of its starting length.
+    start = hmr.positions.value_in_unit(unit.nanometer)
+    for a1, a2 in hmr.topology.bonds():
+        d0 = np.linalg.norm(np.subtract(start[a1.index], start[a2.index]))
+        assert abs(np.linalg.norm(positions[a1.index] - positions[a2.index]) / d0 - 1) < 0.2
+    # Heated from the minimum by the thermostat, not blowing up: the mean of the last 20 samples is near 300 K.
+    assert 150 < np.mean(temperatures[10:]) < 450
+
+
+def test_hydrogen_mass_is_checked():
+    with pytest.raises(of.UnitError):
+        build_system("amber14-vacuum", hydrogen_mass=1.5)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        build_system("amber14-vacuum", hydrogen_mass=-1 * unit.amu)
+    with pytest.raises(ValueError, match="leaves atom .* mass"):
+        build_system("amber14-vacuum", hydrogen_mass=5.5 * unit.amu)  # a methyl carbon: 12.01 - 3 x 4.49 < 0
+
+
+def test_hmr_repartitions_the_ml_setup_directly():
+    hmr = build_system("ml", potential_file="ala2-ani-amber14", hydrogen_mass=1.5 * unit.amu)
+    plain = build_system("amber14-vacuum", hydrogen_mass=1.5 * unit.amu)
+    np.testing.assert_array_equal(hmr.masses, plain.masses)

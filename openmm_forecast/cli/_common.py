@@ -39,16 +39,20 @@ def apply_threads(args):
     torch.set_num_threads(args.threads)
 
 
-def setup_from_args(args):
-    """Build the :class:`~openmm_forecast.systems.MolecularSystem` the setup arguments describe."""
+def setup_from_args(args, **overrides):
+    """Build the :class:`~openmm_forecast.systems.MolecularSystem` the setup arguments describe.
+
+    ``overrides``: ``build_system`` keywords that replace the arguments' (e.g. ``timestep``, ``hydrogen_mass``).
+    """
     from ..systems import build_system
 
     apply_threads(args)
-    return build_system(
-        args.setup,
+    kwargs = dict(
         temperature=args.temperature * unit.kelvin,
         timestep=args.timestep * unit.femtosecond,
         friction=args.friction / unit.picosecond,
         constraints=None if args.constraints == "none" else args.constraints,
         potential_file=args.potential_file,
     )
+    kwargs.update(overrides)
+    return build_system(args.setup, **kwargs)

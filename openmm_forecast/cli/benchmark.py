@@ -1,81 +1,175 @@
-"""``openmm-forecast benchmark``: plain OpenMM MD against forecast-accelerated walkers, same wall clock.
+"""``openmm-forecast benchmark``: plain MD, HMR and forecast-accelerated walkers, same wall clock, one process.
 
-Runs ``--walkers`` replicas with plain MD (fastest platform for the system) and the same replicas with
-forecast jumps batched over walkers, each for ``--wall-seconds``, alternating in slices of
-``--slice-seconds`` in this process; writes OUT/report.json
-(machine, speeds, JS divergences to the reference, basins, transitions, acceptance, speed-ups: see
-:mod:`openmm_forecast.benchmark`), OUT/ramachandran.png and OUT/convergence.png.
+Runs ``--walkers`` replicas in every arm (``--arm``, repeatable; default: plain MD and ``--model``), each for
+``--wall-seconds``, alternating in slices of ``--slice-seconds``; writes OUT/report.json (machine; per arm:
+speed, JS to the reference of the same potential, plain MD's noise at that length, time to the JS bar,
+temperature, acceptance, basins, transitions: see :mod:`openmm_forecast.benchmark`), OUT/ramachandran.png and
+OUT/convergence.png.
 """
 
 import logging
 
 from ._common import add_setup_arguments, apply_threads, setup_from_args
 
+ACCEPTANCE_RULES = ("tolerance", "metropolis")
+"""Acceptance rules an ``--arm`` may name after its proposal (``MODEL:RULE``)."""
+
+HMR_ARM = "hmr"
+PLAIN_ARM = "plain"
+
 
 def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
-    """Arguments shared by ``benchmark`` and ``demo``: budget, walkers, reference, forecaster settings."""
+    """Arguments shared by ``benchmark`` and ``demo``: budget, walkers, reference, bar, acceptance settings."""
     parser.add_argument("--walkers", type=int, default=walkers, help="replicas in each arm (default %(default)s)")
     parser.add_argument("--wall-seconds", type=float, default=wall_seconds,
                         help="wall-clock budget of each arm in seconds (default %(default)s)")
     parser.add_argument("--out", required=out is None, default=out, help="output directory" + (
         " (default %(default)s)" if out else ""))
     parser.add_argument("--reference", default=None,
-                        help="reference phi/psi: a directory of .npy runs (n_frames, 2) in degrees, 1 frame per ps, "
-                        "or one file (default: $OPENMM_FORECAST_REFERENCE, else the 2 x 100 ns amber14-vacuum runs "
-                        "shipped in the package)")
+                        help="reference phi/psi of the same potential: a directory of .npy runs (n_frames, 2) in "
+                        "degrees, 1 frame per ps, or one file (default: $OPENMM_FORECAST_REFERENCE, else the plain-MD "
+                        "runs shipped for the setup; setups without one are refused unless --reference or "
+                        "--no-reference is given)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="no reference: measure speed, acceptance and temperature only (no JS, no bar)")
+    parser.add_argument("--js-bar", type=float, default=None,
+                        help="JS every arm's time is measured to (default: the JS the first arm, plain MD, reaches at "
+                        "the end of its budget)")
     parser.add_argument("--reference-interval", type=float, default=1.0,
-                        help="ps between the reference's frames (default 1, the shared reference runs)")
+                        help="ps between the reference's frames (default 1, the shipped reference runs)")
     parser.add_argument("--sample-interval", type=float, default=1.0, help="ps between phi/psi samples (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="first walker seed (default 1)")
     parser.add_argument("--slice-seconds", type=float, default=10.0,
-                        help="the arms alternate in slices of this many wall-clock seconds (default 10; 0: plain MD "
-                        "for its whole budget, then the hybrid)")
-    parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
-    parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
+                        help="the arms alternate in slices of this many wall-clock seconds (default 10; 0: each arm "
+                        "for its whole budget, one after the other)")
+    parser.add_argument("--energy-tolerance", type=float, default=1.0,
+                        help="tolerance rule: accepted |dH| in kT (default 1)")
+    parser.add_argument("--metropolis", action="store_true",
+                        help="the rule of --model, and of arms that name none: Metropolis instead of the tolerance")
+    parser.add_argument("--segment-steps", type=int, default=None,
+                        help="hybrid arms: integration steps between jump rounds (default: the accelerator's, one "
+                        "stride)")
+    parser.add_argument("--hmr-timestep", type=float, default=4.0,
+                        help="the hmr arm's time step in fs (default %(default)s)")
+    parser.add_argument("--hmr-mass", type=float, default=1.5,
+                        help="the hmr arm's hydrogen mass in amu (default %(default)s, openmm-setup's choice for "
+                        "LangevinMiddleIntegrator at 4 fs)")
+    parser.add_argument("--stride", type=float, default=10.0,
+                        help="baseline proposals only: fs between forecast frames (default %(default)s)")
+    parser.add_argument("--max-frames", type=int, default=8,
+                        help="baseline proposals only: frames per forecast (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "benchmark",
-        help="plain MD vs accelerated walkers for the same wall-clock budget: speed, JS, report and plots",
+        help="plain MD, HMR and accelerated walkers for the same wall-clock budget: time to a JS bar, report, plots",
         description=__doc__.split("\n\n")[1],
     )
     add_setup_arguments(parser)
-    parser.add_argument("--model", required=True,
-                        help="forecaster: a shipped model, a model file, or a baseline ('verlet', 'ballistic', 'constant')")
-    parser.add_argument("--stride", type=float, default=10.0, help="baselines only: fs between forecast frames (default 10)")
-    parser.add_argument("--max-frames", type=int, default=8, help="baselines only: frames per forecast (default 8)")
+    parser.add_argument("--model", default=None,
+                        help="forecaster of the hybrid arm when no --arm is given: a shipped model, a model file, or "
+                        "a baseline ('verlet', 'ballistic', 'constant')")
+    parser.add_argument("--arm", action="append", default=None, metavar="[NAME=]MODEL[:RULE]",
+                        help="an arm (repeatable; the first is the baseline the others are compared with): 'plain' "
+                        "(MD at --timestep), 'hmr' (hydrogen mass repartitioning: --hmr-mass, --hmr-timestep), or a "
+                        f"forecaster with an acceptance rule ({', '.join(ACCEPTANCE_RULES)}; default: --metropolis or "
+                        "the tolerance), e.g. --arm plain --arm hmr --arm verlet:metropolis")
     add_benchmark_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def execute(args, molecular_system, model, forecaster_options=None):
-    """Run the benchmark the arguments describe and print its summary; returns the report."""
+def parse_arm(spec, default_rule):
+    """``[NAME=]MODEL[:RULE]`` -> (name, model, rule); rule None for 'plain' and 'hmr'.
+
+    Raises
+    ------
+    ValueError
+        An empty model, an unknown rule, or a rule after 'plain' or 'hmr'.
+    """
+    import os
+
+    name, _, rest = spec.partition("=") if "=" in spec else ("", "", spec)
+    model, _, rule = rest.partition(":") if rest.count(":") == 1 else (rest, "", "")
+    if not model:
+        raise ValueError(f"--arm {spec!r}: no model (expected [NAME=]MODEL[:RULE])")
+    if model in (PLAIN_ARM, HMR_ARM):
+        if rule:
+            raise ValueError(f"--arm {spec!r}: {model!r} is plain MD and takes no acceptance rule")
+        return name or model, model, None
+    rule = rule or default_rule
+    if rule not in ACCEPTANCE_RULES:
+        raise ValueError(f"--arm {spec!r}: unknown acceptance rule {rule!r}; choose from {', '.join(ACCEPTANCE_RULES)}")
+    stem = os.path.splitext(os.path.basename(model))[0]
+    return name or f"{stem}-{rule}", model, rule
+
+
+def arms_from_args(args, molecular_system, specs=None):
+    """The :class:`~openmm_forecast.benchmark.BenchmarkArm` list the arguments describe.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+    molecular_system : MolecularSystem
+        The setup at ``--timestep`` (shared by the plain and hybrid arms).
+    specs : list of str, optional
+        Arm specifications (default ``args.arm``, else plain MD and ``args.model``).
+    """
+    from openmm import unit
+
+    from ..benchmark import BenchmarkArm
+    from ..forecasters.registry import BASELINES
+
+    default_rule = "metropolis" if args.metropolis else "tolerance"
+    if specs is None:
+        specs = args.arm or ([PLAIN_ARM, args.model] if args.model else None)
+    if not specs:
+        raise ValueError("give --model (plain MD against it) or one --arm per arm")
+    arms = []
+    for spec in specs:
+        name, model, rule = parse_arm(spec, default_rule)
+        if model == PLAIN_ARM:
+            arms.append(BenchmarkArm(name, molecular_system))
+        elif model == HMR_ARM:
+            hmr = setup_from_args(args, timestep=args.hmr_timestep * unit.femtosecond,
+                                  hydrogen_mass=args.hmr_mass * unit.dalton)
+            arms.append(BenchmarkArm(name, hmr))
+        else:
+            options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames} if model in BASELINES else None
+            accelerator = {"metropolis": rule == "metropolis", "energy_tolerance_kT": args.energy_tolerance}
+            if args.segment_steps is not None:
+                accelerator["segment_steps"] = args.segment_steps
+            arms.append(BenchmarkArm(name, molecular_system, model, options, accelerator))
+    return arms
+
+
+def execute(args, arms):
+    """Run the benchmark of ``arms`` with the budget the arguments give and print its summary; returns the report."""
     from openmm import unit
 
     from ..benchmark import format_summary, run_benchmark
 
     if not getattr(args, "verbose", False):  # per-walker re-equilibration notices: counted in the report instead
         logging.getLogger("openmm_forecast.accelerator").setLevel(logging.WARNING)
+    if args.no_reference and args.reference is not None:
+        raise ValueError("--no-reference and --reference exclude each other")
     apply_threads(args)
     report = run_benchmark(
-        molecular_system, model, args.out, n_walkers=args.walkers, wall_seconds=args.wall_seconds,
-        reference=args.reference, sample_interval=args.sample_interval * unit.picosecond,
-        reference_interval=args.reference_interval * unit.picosecond, seed=args.seed,
-        platform=args.platform, forecaster_options=forecaster_options, progress=False if args.no_progress else None,
+        arms, args.out, n_walkers=args.walkers, wall_seconds=args.wall_seconds,
+        reference=False if args.no_reference else args.reference, js_bar=args.js_bar,
+        sample_interval=args.sample_interval * unit.picosecond,
+        reference_interval=args.reference_interval * unit.picosecond, seed=args.seed, platform=args.platform,
+        progress=False if args.no_progress else None,
         slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
-        energy_tolerance_kT=args.energy_tolerance, metropolis=args.metropolis,
     )
     print(format_summary(report))
-    print(f"report: {args.out}/report.json, plots: {args.out}/ramachandran.png, {args.out}/convergence.png")
+    plots = "ramachandran.png" + (", convergence.png" if report["reference"] is not None else "")
+    print(f"report: {args.out}/report.json, plots: {plots} in {args.out}")
     return report
 
 
 def run(args):
-    from ..forecasters.registry import BASELINES
-
     molecular_system = setup_from_args(args)
-    options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames} if args.model in BASELINES else None
-    execute(args, molecular_system, args.model, options)
+    execute(args, arms_from_args(args, molecular_system))
     return 0
