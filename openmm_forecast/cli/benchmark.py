@@ -9,7 +9,7 @@ forecast jumps batched over walkers, each for ``--wall-seconds``, alternating in
 
 import logging
 
-from ._common import add_setup_arguments, apply_threads, setup_from_args
+from ._common import add_baseline_arguments, add_setup_arguments, apply_threads, baseline_options, setup_from_args
 
 
 def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
@@ -43,9 +43,9 @@ def add_parser(subparsers):
     )
     add_setup_arguments(parser)
     parser.add_argument("--model", required=True,
-                        help="forecaster: a shipped model, a model file, or a baseline ('verlet', 'ballistic', 'constant')")
-    parser.add_argument("--stride", type=float, default=10.0, help="baselines only: fs between forecast frames (default 10)")
-    parser.add_argument("--max-frames", type=int, default=8, help="baselines only: frames per forecast (default 8)")
+                        help="forecaster: a shipped model, a model file, 'surrogate' (velocity Verlet on --surrogate) "
+                        "or a baseline ('verlet', 'ballistic', 'constant')")
+    add_baseline_arguments(parser)
     add_benchmark_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -73,9 +73,6 @@ def execute(args, molecular_system, model, forecaster_options=None):
 
 
 def run(args):
-    from ..forecasters.registry import BASELINES
-
     molecular_system = setup_from_args(args)
-    options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames} if args.model in BASELINES else None
-    execute(args, molecular_system, args.model, options)
+    execute(args, molecular_system, args.model, baseline_options(args))
     return 0
