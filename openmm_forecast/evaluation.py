@@ -407,6 +407,9 @@ def evaluate(
             spans.append(entry)
         result = {
             "metadata": json.loads(fm.to_json()),
+            # Volume-preserving and reversible (surrogate, verlet): only then is acceptance min(1, exp(-dH/kT))
+            # an exact Metropolis rate; for a learned forecaster the dH columns are a guard's view only.
+            "structure_preserving": forecaster.structure_preserving,
             "spans": spans,
             "forecast_seconds_all_samples": seconds,
         }

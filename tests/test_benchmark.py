@@ -324,3 +324,44 @@ def test_a_run_under_other_conditions_than_the_shipped_reference_is_flagged(vacu
     implicit = build_system("amber14-obc2")
     assert "setup 'amber14-obc2'" in _reference_mismatch(implicit, vacuum_reference)
     assert _reference_mismatch(implicit, resource_path(SHIPPED_REFERENCES["amber14-obc2"])) is None
+
+
+def _demo_args(argv):
+    from openmm_forecast.cli import build_parser
+
+    return build_parser().parse_args(["demo"] + argv)
+
+
+def test_demo_arms_and_settings_per_setup():
+    from openmm_forecast.cli.demo import demo_arms
+
+    args = _demo_args([])
+    assert args.setup == "amber14-obc2" and demo_arms(args) == ["plain", "hmr", "surrogate:metropolis"]
+    # The surrogate's settings fill what the command line leaves open, and only that.
+    assert (args.stride, args.max_frames, args.segment_steps, args.jumps_per_cycle) == (498.0, 1, 1, 1)
+    args = _demo_args(["--no-hmr", "--stride", "98"])
+    assert demo_arms(args) == ["plain", "surrogate:metropolis"] and args.stride == 98.0
+    args = _demo_args(["--setup", "amber14-vacuum"])
+    assert demo_arms(args) == ["plain", "ala2-amber14-vacuum:tolerance"] and args.segment_steps is None
+    with pytest.raises(SystemExit):
+        _demo_args(["--setup", "amber14-tip3p"])
+
+
+def test_vacuum_demo_refuses_to_run_without_the_shipped_model(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(registry, "shipped_models", lambda: [])
+    assert main(["demo", "--setup", "amber14-vacuum", "--out", str(tmp_path / "demo")]) == 1
+    assert "ala2-amber14-vacuum" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "demo" / "report.json")
+
+
+def test_default_demo_runs_obc2_arms_against_the_obc2_reference(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENMM_FORECAST_REFERENCE", raising=False)
+    out = tmp_path / "demo"
+    assert main(["demo", "--walkers", "1", "--wall-seconds", "0.2", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "amber14-obc2" in printed and "winner" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["setup"] == "amber14-obc2" and list(report["arms"]) == ["plain", "hmr", "surrogate-metropolis"]
+    assert report["reference"]["path"] == resource_path(SHIPPED_REFERENCES["amber14-obc2"])
+    assert report["arms"]["surrogate-metropolis"]["acceptance"] == "metropolis"
+    assert report["arms"]["surrogate-metropolis"]["forecaster"]["architecture"] == "surrogate"

@@ -20,6 +20,33 @@ def add_setup_arguments(parser):
     add_threads_argument(parser)
 
 
+def add_baseline_arguments(parser):
+    """Arguments of the forecasters built from arguments rather than loaded (see :func:`baseline_options`)."""
+    parser.add_argument("--stride", type=float, default=10.0,
+                        help="baselines and surrogate only: fs between forecast frames (default %(default)s)")
+    parser.add_argument("--max-frames", type=int, default=8,
+                        help="baselines and surrogate only: frames per forecast (default %(default)s)")
+    parser.add_argument("--surrogate", default="amber14-vacuum", choices=SETUPS,
+                        help="--model surrogate only: the setup whose System the proposal integrates, built for "
+                        "the same atoms and constraints (default %(default)s)")
+    parser.add_argument("--surrogate-timestep", type=float, default=2.0,
+                        help="--model surrogate only: its velocity Verlet time step in fs (default %(default)s)")
+
+
+def baseline_options(args, model=None):
+    """``load_forecaster`` keywords for ``model`` (default ``args.model``) when it is a baseline or the surrogate,
+    else None."""
+    from ..forecasters.registry import BASELINES
+
+    model = args.model if model is None else model
+    if model not in BASELINES:
+        return None
+    options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames}
+    if model == "surrogate":
+        options.update(surrogate=args.surrogate, timestep=args.surrogate_timestep * unit.femtosecond)
+    return options
+
+
 def add_threads_argument(parser):
     """``--threads``: torch's CPU threads (see :func:`apply_threads`)."""
     parser.add_argument(

@@ -9,7 +9,7 @@ OUT/convergence.png.
 
 import logging
 
-from ._common import add_setup_arguments, apply_threads, setup_from_args
+from ._common import add_baseline_arguments, add_setup_arguments, apply_threads, baseline_options, setup_from_args
 
 ACCEPTANCE_RULES = ("tolerance", "metropolis")
 """Acceptance rules an ``--arm`` may name after its proposal (``MODEL:RULE``)."""
@@ -49,15 +49,14 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
     parser.add_argument("--segment-steps", type=int, default=None,
                         help="hybrid arms: integration steps between jump rounds (default: the accelerator's, one "
                         "stride)")
+    parser.add_argument("--jumps-per-cycle", type=int, default=None,
+                        help="hybrid arms: most jumps after each integration segment (default: the accelerator's, 4)")
     parser.add_argument("--hmr-timestep", type=float, default=4.0,
                         help="the hmr arm's time step in fs (default %(default)s)")
     parser.add_argument("--hmr-mass", type=float, default=1.5,
                         help="the hmr arm's hydrogen mass in amu (default %(default)s, openmm-setup's choice for "
                         "LangevinMiddleIntegrator at 4 fs)")
-    parser.add_argument("--stride", type=float, default=10.0,
-                        help="baseline proposals only: fs between forecast frames (default %(default)s)")
-    parser.add_argument("--max-frames", type=int, default=8,
-                        help="baseline proposals only: frames per forecast (default %(default)s)")
+    add_baseline_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -70,39 +69,52 @@ def add_parser(subparsers):
     add_setup_arguments(parser)
     parser.add_argument("--model", default=None,
                         help="forecaster of the hybrid arm when no --arm is given: a shipped model, a model file, or "
-                        "a baseline ('verlet', 'ballistic', 'constant')")
-    parser.add_argument("--arm", action="append", default=None, metavar="[NAME=]MODEL[:RULE]",
+                        "'surrogate' (velocity Verlet on --surrogate) or a baseline ('verlet', 'ballistic', 'constant')")
+    parser.add_argument("--arm", action="append", default=None, metavar="[NAME=]MODEL[:RULE][@STRIDE_FS]",
                         help="an arm (repeatable; the first is the baseline the others are compared with): 'plain' "
                         "(MD at --timestep), 'hmr' (hydrogen mass repartitioning: --hmr-mass, --hmr-timestep), or a "
                         f"forecaster with an acceptance rule ({', '.join(ACCEPTANCE_RULES)}; default: --metropolis or "
-                        "the tolerance), e.g. --arm plain --arm hmr --arm verlet:metropolis")
+                        "the tolerance) and optionally its own stride in fs, e.g. --arm plain --arm hmr --arm surrogate:metropolis@248")
     add_benchmark_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def parse_arm(spec, default_rule):
-    """``[NAME=]MODEL[:RULE]`` -> (name, model, rule); rule None for 'plain' and 'hmr'.
+    """``[NAME=]MODEL[:RULE][@STRIDE_FS]`` -> (name, model, rule, stride_fs).
+
+    ``rule`` is None for 'plain' and 'hmr'; ``stride_fs`` None unless given (then it replaces ``--stride`` for
+    this arm's baseline or surrogate proposal).
 
     Raises
     ------
     ValueError
-        An empty model, an unknown rule, or a rule after 'plain' or 'hmr'.
+        An empty model, an unknown rule, a rule or stride after 'plain' or 'hmr', or a stride that is not a
+        positive number.
     """
     import os
 
     name, _, rest = spec.partition("=") if "=" in spec else ("", "", spec)
+    rest, _, stride = rest.rpartition("@") if "@" in rest else (rest, "", "")
     model, _, rule = rest.partition(":") if rest.count(":") == 1 else (rest, "", "")
     if not model:
-        raise ValueError(f"--arm {spec!r}: no model (expected [NAME=]MODEL[:RULE])")
+        raise ValueError(f"--arm {spec!r}: no model (expected [NAME=]MODEL[:RULE][@STRIDE_FS])")
+    stride_fs = None
+    if stride:
+        try:
+            stride_fs = float(stride)
+        except ValueError:
+            stride_fs = -1.0
+        if not stride_fs > 0:
+            raise ValueError(f"--arm {spec!r}: the stride after '@' must be a positive number of fs, got {stride!r}")
     if model in (PLAIN_ARM, HMR_ARM):
-        if rule:
-            raise ValueError(f"--arm {spec!r}: {model!r} is plain MD and takes no acceptance rule")
-        return name or model, model, None
+        if rule or stride:
+            raise ValueError(f"--arm {spec!r}: {model!r} is plain MD and takes no acceptance rule or stride")
+        return name or model, model, None, None
     rule = rule or default_rule
     if rule not in ACCEPTANCE_RULES:
         raise ValueError(f"--arm {spec!r}: unknown acceptance rule {rule!r}; choose from {', '.join(ACCEPTANCE_RULES)}")
     stem = os.path.splitext(os.path.basename(model))[0]
-    return name or f"{stem}-{rule}", model, rule
+    return name or f"{stem}-{rule}" + (f"-{stride}fs" if stride else ""), model, rule, stride_fs
 
 
 def arms_from_args(args, molecular_system, specs=None):
@@ -119,7 +131,6 @@ def arms_from_args(args, molecular_system, specs=None):
     from openmm import unit
 
     from ..benchmark import BenchmarkArm
-    from ..forecasters.registry import BASELINES
 
     default_rule = "metropolis" if args.metropolis else "tolerance"
     if specs is None:
@@ -128,7 +139,7 @@ def arms_from_args(args, molecular_system, specs=None):
         raise ValueError("give --model (plain MD against it) or one --arm per arm")
     arms = []
     for spec in specs:
-        name, model, rule = parse_arm(spec, default_rule)
+        name, model, rule, stride_fs = parse_arm(spec, default_rule)
         if model == PLAIN_ARM:
             arms.append(BenchmarkArm(name, molecular_system))
         elif model == HMR_ARM:
@@ -136,10 +147,16 @@ def arms_from_args(args, molecular_system, specs=None):
                                   hydrogen_mass=args.hmr_mass * unit.dalton)
             arms.append(BenchmarkArm(name, hmr))
         else:
-            options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames} if model in BASELINES else None
+            options = baseline_options(args, model)
+            if stride_fs is not None:
+                if options is None:
+                    raise ValueError(f"--arm {spec!r}: a stride is set only for baseline and surrogate proposals, not for "
+                                     f"the learned forecaster {model!r}")
+                options["stride_ps"] = stride_fs / 1000.0
             accelerator = {"metropolis": rule == "metropolis", "energy_tolerance_kT": args.energy_tolerance}
-            if args.segment_steps is not None:
-                accelerator["segment_steps"] = args.segment_steps
+            for option in ("segment_steps", "jumps_per_cycle"):
+                if getattr(args, option) is not None:
+                    accelerator[option] = getattr(args, option)
             arms.append(BenchmarkArm(name, molecular_system, model, options, accelerator))
     return arms
 

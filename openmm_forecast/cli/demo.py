@@ -1,40 +1,76 @@
-"""``openmm-forecast demo``: the shipped forecaster against plain OpenMM on alanine dipeptide, a few minutes.
+"""``openmm-forecast demo``: plain OpenMM MD against the best available method, a few minutes, no GPU.
 
-The benchmark of ``openmm-forecast benchmark`` on the embedded default: alanine dipeptide, amber14 in
-vacuum (HBonds, 2 fs, 300 K), the shipped forecaster 'ala2-amber14-vacuum', on the CPU; prints a short
-summary and writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default runs/demo).
+Default (``--setup amber14-obc2``, where a step is expensive): alanine dipeptide in OBC2 implicit solvent,
+plain MD at 2 fs, hydrogen mass repartitioning at 4 fs, and the surrogate proposal (velocity Verlet on the
+amber14-vacuum System, exact with the Metropolis rule), interleaved in one process; says which reached the
+JS bar (plain MD's final JS against the shipped OBC2 reference) first.  ``--setup amber14-vacuum``: the
+shipped learned forecaster against plain MD in vacuum, where a step is too cheap for any jump to pay.
+Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default runs/demo).
 """
 
-from ._common import add_threads_argument
-from .benchmark import add_benchmark_arguments, execute
+from ._common import add_threads_argument, setup_from_args
+from .benchmark import HMR_ARM, add_benchmark_arguments, arms_from_args, execute
+
+DEMOS = {
+    "amber14-obc2": {
+        "arms": ["plain", HMR_ARM, "surrogate:metropolis"],
+        # One 2 fs Langevin step, then one 498 fs surrogate jump: 500 fs per cycle, so that cycles tile the 1 ps
+        # samples (a leftover shorter than a stride would be integrated one step per cycle).
+        "settings": {"stride": 498.0, "max_frames": 1, "segment_steps": 1, "jumps_per_cycle": 1},
+        "what": "plain MD (2 fs), HMR (4 fs) and the surrogate proposal with the Metropolis rule",
+    },
+    "amber14-vacuum": {
+        "arms": ["plain", "ala2-amber14-vacuum:tolerance"],
+        "settings": {},
+        "what": "plain MD and the shipped learned forecaster 'ala2-amber14-vacuum' (1 kT tolerance)",
+    },
+}
+"""The arms of each demo and its proposal settings (used where the command line gives none)."""
 
 DEMO_MODEL = "ala2-amber14-vacuum"
-"""The shipped forecaster the demo runs."""
+"""The shipped forecaster of the vacuum demo."""
 
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "demo",
-        help="a few minutes: the shipped forecaster vs plain OpenMM on alanine dipeptide (report and plots)",
+        help="a few minutes: plain MD vs HMR vs the surrogate proposal on alanine dipeptide in implicit solvent "
+        "(or --setup amber14-vacuum: the shipped forecaster), report and plots",
         description=__doc__.split("\n\n")[1],
     )
-    add_benchmark_arguments(parser, walkers=8, wall_seconds=90.0, out="runs/demo")
+    parser.add_argument("--setup", default="amber14-obc2", choices=sorted(DEMOS),
+                        help="amber14-obc2 (default: the surrogate wins) or amber14-vacuum (the learned forecaster "
+                        "loses to plain MD)")
+    parser.add_argument("--no-hmr", action="store_true", help="amber14-obc2: leave out the HMR arm")
+    add_benchmark_arguments(parser, walkers=4, wall_seconds=80.0, out="runs/demo")
     add_threads_argument(parser)
-    parser.set_defaults(func=run, platform=None)
+    parser.set_defaults(func=run, platform=None, stride=None, max_frames=None, temperature=300.0, timestep=2.0,
+                        friction=1.0, constraints="HBonds", potential_file=None)
+
+
+def demo_arms(args):
+    """The ``--arm`` specifications of the chosen demo, with its settings filled in where ``args`` has None."""
+    demo = DEMOS[args.setup]
+    for name, value in demo["settings"].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    args.stride = 10.0 if args.stride is None else args.stride
+    args.max_frames = 8 if args.max_frames is None else args.max_frames
+    return [spec for spec in demo["arms"] if not (args.no_hmr and spec == HMR_ARM)]
 
 
 def run(args):
     from ..errors import ModelFileError
     from ..forecasters.registry import models_directory, shipped_models
-    from ..systems import build_system
 
-    if DEMO_MODEL not in shipped_models():
+    specs = demo_arms(args)
+    if args.setup == "amber14-vacuum" and DEMO_MODEL not in shipped_models():
         raise ModelFileError(
-            f"the demo needs the shipped forecaster {DEMO_MODEL!r} ({models_directory()}/{DEMO_MODEL}.pt), which "
-            "is not installed; train it (scripts/make_default_forecaster.sh) or run 'openmm-forecast benchmark "
-            "--model verlet ...' for the pipeline with a baseline"
+            f"the vacuum demo needs the shipped forecaster {DEMO_MODEL!r} ({models_directory()}/{DEMO_MODEL}.pt), "
+            "which is not installed; train it (scripts/make_default_forecaster.sh), or run the default demo "
+            "(amber14-obc2), which needs no trained model"
         )
-    print(f"demo: {args.walkers} walkers of amber14-vacuum alanine dipeptide, {args.wall_seconds:g} s of wall clock "
-          f"each for plain OpenMM MD and for forecaster {DEMO_MODEL!r}, interleaved")
-    execute(args, build_system("amber14-vacuum"), DEMO_MODEL)
+    print(f"demo: {args.walkers} walkers of {args.setup} alanine dipeptide, {args.wall_seconds:g} s of wall clock each "
+          f"for {DEMOS[args.setup]['what'] if not args.no_hmr else ', '.join(specs)}, interleaved")
+    execute(args, arms_from_args(args, setup_from_args(args), specs))
     return 0

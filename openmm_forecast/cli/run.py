@@ -20,7 +20,7 @@ from openmm import app, unit
 
 from .._io import atomic_write_path, check_output_directory, write_json
 from ..units import whole_steps
-from ._common import add_setup_arguments, setup_from_args
+from ._common import add_baseline_arguments, add_setup_arguments, baseline_options, setup_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ RESUMABLE_FLAGS = {
     "setup": "--setup", "temperature": "--temperature", "timestep": "--timestep", "friction": "--friction",
     "constraints": "--constraints", "potential_file": "--potential-file", "model": "--model", "seed": "--seed",
     "report_interval": "--report-interval", "stride": "--stride", "max_frames": "--max-frames",
+    "surrogate": "--surrogate", "surrogate_timestep": "--surrogate-timestep",
     "energy_tolerance": "--energy-tolerance", "metropolis": "--metropolis", "platform": "--platform",
 }
 """Settings recorded in run.json that a resumed run must keep, with their flags."""
@@ -45,7 +46,8 @@ def add_parser(subparsers):
     )
     add_setup_arguments(parser)
     parser.add_argument("--model", required=True,
-                        help="forecaster: 'verlet', 'ballistic', 'constant', a shipped model or a model file")
+                        help="forecaster: 'surrogate' (velocity Verlet on --surrogate), 'verlet', 'ballistic', "
+                        "'constant', a shipped model or a model file")
     parser.add_argument("--time", type=float, required=True,
                         help="total simulated time in ps (a resumed run continues up to it)")
     parser.add_argument("--out", required=True, help="output directory")
@@ -56,9 +58,7 @@ def add_parser(subparsers):
     parser.add_argument("--checkpoint-interval", type=float, default=10.0, help="ps between checkpoints (default 10)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.chk (start from the beginning when there is none)")
-    parser.add_argument("--stride", type=float, default=10.0,
-                        help="baselines only: fs between forecast frames (default 10)")
-    parser.add_argument("--max-frames", type=int, default=8, help="baselines only: frames per forecast (default 8)")
+    add_baseline_arguments(parser)
     parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
     parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -109,7 +109,6 @@ def truncate_log(path, last_step):
 def run(args):
     from ..accelerator import ForecastAccelerator
     from ..forecasters import load_forecaster
-    from ..forecasters.registry import BASELINES
 
     paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS, SETTINGS)}
     check_output_directory(args.out, "--out")
@@ -139,10 +138,7 @@ def run(args):
     checkpoint_steps = whole_steps(args.checkpoint_interval, timestep_ps, "--checkpoint-interval")
     os.makedirs(args.out, exist_ok=True)
 
-    forecaster_options = {}
-    if args.model in BASELINES:
-        forecaster_options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames}
-    forecaster = load_forecaster(args.model, molecular_system=molecular_system, **forecaster_options)
+    forecaster = load_forecaster(args.model, molecular_system=molecular_system, **(baseline_options(args) or {}))
     simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed, minimize=not resuming)
     accelerator = ForecastAccelerator(
         simulation, forecaster, molecular_system=molecular_system, seed=args.seed,
@@ -203,6 +199,8 @@ def _settings(args):
     }
     if args.model in BASELINES:
         settings.update(stride=args.stride, max_frames=args.max_frames)
+    if args.model == "surrogate":
+        settings.update(surrogate=args.surrogate, surrogate_timestep=args.surrogate_timestep)
     if args.platform is not None:
         settings["platform"] = args.platform
     return settings

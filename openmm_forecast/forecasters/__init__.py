@@ -1,6 +1,8 @@
 """Forecasters: learned and baseline flow maps behind one interface (see :mod:`.base`).
 
-Baselines: :class:`ConstantForecaster`, :class:`BallisticForecaster`, :class:`VerletForecaster`.
+Baselines: :class:`ConstantForecaster`, :class:`BallisticForecaster`, :class:`VerletForecaster`, and the
+physical proposal :class:`SurrogateForecaster` (velocity Verlet on a cheaper System; certified
+``structure_preserving``, so exact in Metropolis mode).
 Learned architectures are registered by name (:func:`available_architectures`), built untrained with
 :func:`build_forecaster` / :func:`create_forecaster`, saved with :func:`save_forecaster` and loaded with
 :func:`load_forecaster`.
@@ -21,6 +23,7 @@ flight ``x + v t``.
 
 from .base import Forecaster, ForecasterMetadata
 from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
+from .surrogate import SurrogateForecaster
 from .registry import (
     available_architectures,
     build_forecaster,
@@ -39,6 +42,7 @@ __all__ = [
     "ConstantForecaster",
     "Forecaster",
     "ForecasterMetadata",
+    "SurrogateForecaster",
     "TorchForecaster",
     "VerletForecaster",
     "available_architectures",

@@ -14,10 +14,22 @@ import dataclasses
 import json
 
 import numpy as np
+from openmm import unit
 
 from ..errors import ModelMismatchError
+from ..units import positive
 
 METADATA_FORMAT = 1
+
+
+def stride_in_ps(stride):
+    """A forecast stride in ps from a time Quantity or a plain number of ps (finite, > 0)."""
+    if unit.is_quantity(stride):
+        return float(positive(stride, unit.picosecond, "stride_ps"))
+    stride = float(stride)
+    if not (stride > 0 and np.isfinite(stride)):
+        raise ValueError(f"stride_ps must be finite and > 0 ps, got {stride}")
+    return stride
 
 
 @dataclasses.dataclass
@@ -114,6 +126,14 @@ class Forecaster(abc.ABC):
     def name(self):
         """Architecture name (from the metadata)."""
         return self.metadata.architecture
+
+    @property
+    def structure_preserving(self):
+        """Whether the forecast is a volume-preserving, time-reversible map of (positions, velocities)
+        (``metadata.extra['structure_preserving']``; False when absent).  Only then does the Metropolis
+        rule sample the Boltzmann distribution exactly: the surrogate and verlet forecasters are; no learned
+        forecaster is."""
+        return bool(self.metadata.extra.get("structure_preserving", False))
 
     def forecast(self, positions, velocities, n_frames=None):
         """Forecast future states.

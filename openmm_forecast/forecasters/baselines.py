@@ -8,7 +8,8 @@
 ``verlet``
     The true dynamics: velocity Verlet (RATTLE with constraints) at a small time step in a private OpenMM
     Context, from each walker's state.  The accuracy ceiling every learned model is measured against, and
-    the source of NVE training targets.
+    the source of NVE training targets.  It is the :class:`~.surrogate.SurrogateForecaster` whose surrogate
+    is the System itself (the same integration code).
 
 All three read only the current state (``history = 1``).
 """
@@ -17,22 +18,8 @@ All three read only the current state (``history = 1``).
 import numpy as np
 from openmm import unit
 
-from .._runtime import openmm as mm
-from ..integrators import velocity_verlet_integrator
-from ..platforms import get_platform
-from ..systems import system_fingerprint
-from ..units import positive, strip_units
-from .base import Forecaster, ForecasterMetadata
-
-
-def stride_in_ps(stride):
-    """A forecast stride in ps from a time Quantity or a plain number of ps (finite, > 0)."""
-    if unit.is_quantity(stride):
-        return float(positive(stride, unit.picosecond, "stride_ps"))
-    stride = float(stride)
-    if not (stride > 0 and np.isfinite(stride)):
-        raise ValueError(f"stride_ps must be finite and > 0 ps, got {stride}")
-    return stride
+from .base import Forecaster, ForecasterMetadata, stride_in_ps
+from .surrogate import SurrogateForecaster
 
 
 class ConstantForecaster(Forecaster):
@@ -85,13 +72,8 @@ class BallisticForecaster(ConstantForecaster):
         return new_positions, np.broadcast_to(v0, new_positions.shape).copy()
 
 
-class VerletForecaster(Forecaster):
-    """The true NVE dynamics: velocity Verlet at a small time step, one walker at a time.
-
-    Each walker's current state is loaded into a private Context (a copy of the System, constraints
-    included; the caller's Context is never touched) and integrated with
-    :func:`openmm_forecast.integrators.velocity_verlet_integrator`; the state is read every
-    ``stride_ps``.  Positions and velocities of a frame refer to the same time.
+class VerletForecaster(SurrogateForecaster):
+    """The true NVE dynamics: the :class:`~.surrogate.SurrogateForecaster` of the System itself, at 0.25 fs.
 
     Parameters
     ----------
@@ -107,73 +89,11 @@ class VerletForecaster(Forecaster):
         alanine dipeptide in vacuum).
     platform : str or openmm.Platform
         OpenMM platform of the private Context (default 'Reference': fastest for a small molecule on a CPU).
-
-    Notes
-    -----
-    Periodic systems use the System's default box vectors (the forecast interface carries no box): do
-    not use this forecaster with a barostat.
     """
 
-    def __init__(
-        self,
-        molecular_system,
-        stride_ps,
-        max_frames=1,
-        timestep=0.25 * unit.femtosecond,
-        platform="Reference",
-    ):
-        if isinstance(molecular_system, tuple):
-            system, elements = molecular_system
-            n_constraints = system.getNumConstraints()
-            metadata_kwargs = {"constraints": f"{n_constraints} constraints" if n_constraints else "none"}
-        else:
-            system, elements = molecular_system.system, molecular_system.elements
-            metadata_kwargs = dict(
-                setup=molecular_system.setup,
-                potential=molecular_system.potential,
-                constraints=molecular_system.constraints,
-                temperature_K=float(strip_units(molecular_system.temperature, unit.kelvin, "temperature")),
-            )
-        if system.getNumParticles() != len(elements):
-            raise ValueError(
-                f"the System has {system.getNumParticles()} particles but {len(elements)} elements were given"
-            )
-        stride = stride_in_ps(stride_ps)
-        dt_ps = positive(timestep, unit.picosecond, "timestep")
-        steps = int(round(stride / dt_ps))
-        if steps < 1 or abs(steps * dt_ps - stride) > 1e-9 * stride:
-            raise ValueError(
-                f"stride_ps ({stride} ps) must be a whole multiple of the integration time step ({dt_ps} ps); "
-                f"choose a stride of n * {dt_ps} ps or another timestep"
-            )
-        self.metadata = ForecasterMetadata(
-            architecture="verlet",
-            elements=list(elements),
-            stride_ps=stride,
-            max_frames=max_frames,
-            history=1,
-            system_fingerprint=system_fingerprint(system),
-            extra={"timestep_ps": dt_ps, "steps_per_stride": steps},
-            **metadata_kwargs,
-        )
-        self.steps_per_stride = steps
-        self._integrator = velocity_verlet_integrator(dt_ps * unit.picosecond)
-        # The Context keeps its own copy of the System's parameters; no deep copy, which would round-trip the System
-        # through XML and crashes for a System holding an openmm-torch TorchForce.
-        self._context = mm.Context(system, self._integrator, get_platform(platform))
+    architecture = "verlet"
 
-    def _forecast(self, positions, velocities, n_frames):
-        n_walkers = positions.shape[0]
-        shape = (n_walkers, n_frames) + positions.shape[2:]
-        out_x, out_v = np.empty(shape), np.empty(shape)
-        for walker in range(n_walkers):
-            self._context.setPositions(positions[walker, -1])
-            self._context.setVelocities(velocities[walker, -1])
-            for frame in range(n_frames):
-                self._integrator.step(self.steps_per_stride)
-                state = self._context.getState(getPositions=True, getVelocities=True)
-                out_x[walker, frame] = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-                out_v[walker, frame] = state.getVelocities(asNumpy=True).value_in_unit(
-                    unit.nanometer / unit.picosecond
-                )
-        return out_x, out_v
+    def __init__(self, molecular_system, stride_ps, max_frames=1, timestep=0.25 * unit.femtosecond,
+                 platform="Reference"):
+        super().__init__(molecular_system, stride_ps, max_frames, surrogate=None, timestep=timestep,
+                         platform=platform)

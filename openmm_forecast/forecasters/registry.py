@@ -24,14 +24,19 @@ import torch
 from ..errors import ModelFileError
 from .base import ForecasterMetadata
 from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
+from .surrogate import SurrogateForecaster
 from .torch_forecaster import TorchForecaster, load_model_file
 
 BASELINES = {
     "constant": ConstantForecaster,
     "ballistic": BallisticForecaster,
     "verlet": VerletForecaster,
+    "surrogate": SurrogateForecaster,
 }
 """Baseline forecasters by name (not learned; built from their constructor arguments)."""
+
+_INTEGRATING = ("verlet", "surrogate")
+"""Baselines that integrate a System: built from the MolecularSystem itself, not only its elements."""
 
 ENTRY_POINT_GROUP = "openmm_forecast.architectures"
 
@@ -83,7 +88,7 @@ def available_architectures(include_baselines=False):
     Parameters
     ----------
     include_baselines : bool
-        Also list the baselines ('ballistic', 'constant', 'verlet').
+        Also list the baselines ('ballistic', 'constant', 'surrogate', 'verlet').
     """
     _load_entry_points()
     names = set(_BUILDERS)
@@ -184,7 +189,7 @@ def create_forecaster(name, **kwargs):
     Parameters
     ----------
     name : str
-        'constant', 'ballistic', 'verlet', or a registered learned architecture.
+        'constant', 'ballistic', 'verlet', 'surrogate', or a registered learned architecture.
     **kwargs
         For a baseline: its constructor arguments.  For a learned architecture: metadata fields
         (``elements``, ``stride_ps``, ``max_frames``, ``history``, ...), ``device``, ``dtype`` and the
@@ -221,16 +226,17 @@ def load_forecaster(name_or_path, molecular_system=None, device="cpu", **baselin
     Parameters
     ----------
     name_or_path : str or os.PathLike
-        'constant', 'ballistic' or 'verlet'; the name of a shipped model (:func:`shipped_models`); or
-        the path of a model file written by :func:`save_forecaster`.
+        'constant', 'ballistic', 'verlet' or 'surrogate'; the name of a shipped model
+        (:func:`shipped_models`); or the path of a model file written by :func:`save_forecaster`.
     molecular_system : MolecularSystem, optional
         The system the forecaster will drive.  Required by the baselines; when given, a learned model
         is checked against it (atom count, elements, setup).
     device : str or torch.device
         Where a learned model runs.
     **baseline_kwargs
-        Baselines only: ``stride_ps`` (required), ``max_frames``, and for 'verlet' ``timestep`` and
-        ``platform``.
+        Baselines only: ``stride_ps`` (required), ``max_frames``; for 'verlet' and 'surrogate'
+        ``timestep`` and ``platform``; for 'surrogate' ``surrogate`` (a setup name, MolecularSystem or
+        System; see :class:`~.surrogate.SurrogateForecaster`).
 
     Returns
     -------
@@ -249,8 +255,8 @@ def load_forecaster(name_or_path, molecular_system=None, device="cpu", **baselin
             raise ValueError(f"the {name_or_path!r} baseline needs molecular_system (the system it will drive)")
         if "stride_ps" not in baseline_kwargs:
             raise ValueError(f"the {name_or_path!r} baseline needs stride_ps (time between forecast frames)")
-        if name_or_path == "verlet":
-            return VerletForecaster(molecular_system, **baseline_kwargs)
+        if name_or_path in _INTEGRATING:
+            return BASELINES[name_or_path](molecular_system, **baseline_kwargs)
         kwargs = dict(setup=molecular_system.setup, constraints=molecular_system.constraints, **baseline_kwargs)
         return BASELINES[name_or_path](molecular_system.elements, **kwargs)
     if baseline_kwargs:
