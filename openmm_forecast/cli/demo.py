@@ -14,9 +14,9 @@ from .benchmark import HMR_ARM, add_benchmark_arguments, arms_from_args, execute
 DEMOS = {
     "amber14-obc2": {
         "arms": ["plain", HMR_ARM, "surrogate:metropolis"],
-        # One 2 fs Langevin step, then one 498 fs surrogate jump: 500 fs per cycle, so that cycles tile the 1 ps
+        # One 2 fs Langevin step, then one 248 fs surrogate jump: 250 fs per cycle, so that cycles tile the 1 ps
         # samples (a leftover shorter than a stride would be integrated one step per cycle).
-        "settings": {"stride": 498.0, "max_frames": 1, "segment_steps": 1, "jumps_per_cycle": 1},
+        "settings": {"stride": 248.0, "max_frames": 1, "segment_steps": 1, "jumps_per_cycle": 1},
         "what": "plain MD (2 fs), HMR (4 fs) and the surrogate proposal with the Metropolis rule",
     },
     "amber14-vacuum": {
