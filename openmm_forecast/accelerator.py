@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from ._runtime import openmm as mm
 from .checkpoint import forecaster_fingerprint, read_checkpoint, write_checkpoint
-from .errors import BadForecastError, CheckpointError, UnsupportedSystemError
+from .errors import BadForecastError, CheckpointError, UnsupportedSystemError, is_potential_evaluation_failure
 from .guards import (
     REJECTION_REASONS,
     SanityGuard,
@@ -802,7 +802,9 @@ class ForecastAccelerator:
             except mm.OpenMMException as error:  # e.g. NaN after constraint projection on a GPU platform
                 self._restore(before)
                 logger.debug("candidate refused by OpenMM: %s", error)
-                reason, dh_kJ = "nonfinite", float("nan")
+                # a PotentialEvaluationError in a PythonForce (an SCF failure) arrives as its message only
+                reason = "evaluation" if is_potential_evaluation_failure(error) else "nonfinite"
+                dh_kJ = float("nan")
             except BaseException:
                 self._restore(before)  # never leave a candidate in the Context
                 raise

@@ -42,3 +42,26 @@ class UnsupportedSystemError(ForecastError, ValueError):
 
 class DataFileError(ForecastError, ValueError):
     """A trajectory data file is missing, corrupt, or incompatible with the requested operation."""
+
+
+class OptionalDependencyError(ForecastError, ImportError):
+    """An optional package that a feature needs is not installed; the message says how to install it."""
+
+
+POTENTIAL_EVALUATION_FAILED = "potential evaluation failed"
+"""First words of every :class:`PotentialEvaluationError` message (see :func:`is_potential_evaluation_failure`)."""
+
+
+class PotentialEvaluationError(ForecastError, RuntimeError):
+    """The potential could not be evaluated at a configuration (for example an SCF that does not converge).
+
+    Raised inside an ``openmm.PythonForce`` computation, it reaches the caller of OpenMM as an
+    ``openmm.OpenMMException`` carrying only its message, which starts with
+    :data:`POTENTIAL_EVALUATION_FAILED`.
+    """
+
+
+def is_potential_evaluation_failure(error):
+    """Whether an exception (an ``openmm.OpenMMException`` from a PythonForce, or the error itself) is a
+    :class:`PotentialEvaluationError`."""
+    return isinstance(error, PotentialEvaluationError) or str(error).lstrip().startswith(POTENTIAL_EVALUATION_FAILED)

@@ -2,11 +2,14 @@
 
 :func:`fit_potential` runs the whole recipe of ``openmm-forecast fit-potential``:
 
-1. configurations: Langevin MD of the reference setup, without constraints, at each configured
+1. configurations: Langevin MD of the sampling setup (``setup``), without constraints, at each configured
    temperature (300 K states for accuracy where MD goes, 600-900 K states to cover barriers and
    stretched bonds) plus randomly displaced copies of those frames (so that MD with the fitted
    potential is pushed back, not out, when it strays);
-2. labels: the reference System's potential energy (kJ/mol) and forces (kJ/mol/nm) of every frame;
+2. labels: the reference System's potential energy (kJ/mol) and forces (kJ/mol/nm) of every frame
+   (``reference_setup``, by default the sampling setup; an expensive reference such as ``gfn2-xtb``
+   then labels configurations that a cheap setup sampled).  Frames whose reference cannot be evaluated
+   (an SCF failure) are dropped and counted;
 3. a time-ordered split: the last ``validation_fraction`` of each trajectory is held out (displaced
    frames follow the frame they were made from), so validation frames are not near-copies of training
    frames;
@@ -40,9 +43,9 @@ from tqdm.auto import tqdm
 from ._io import atomic_write_path, write_json
 from ._runtime import openmm as mm
 from .config import check_field, from_mapping, read_yaml_mapping, to_plain_dict, write_yaml
-from .errors import CheckpointError, UnsupportedSystemError
+from .errors import CheckpointError, UnsupportedSystemError, is_potential_evaluation_failure
 from .potentials import HARTREE_TO_KJ_PER_MOL, build_ani_potential, load_potential, save_potential
-from .systems import build_system, system_fingerprint
+from .systems import SETUPS, build_system, system_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +124,13 @@ class StabilityCheckConfig:
 
 @dataclasses.dataclass
 class PotentialFitConfig:
-    """Configuration of :func:`fit_potential` (YAML sections of the same names; unknown keys rejected)."""
+    """Configuration of :func:`fit_potential` (YAML sections of the same names; unknown keys rejected).
+
+    ``setup`` samples the configurations; ``reference_setup`` (default: the same) labels them.
+    """
 
     setup: str = "amber14-vacuum"
+    reference_setup: str = None
     run_dir: str = "runs/potential"
     seed: int = 1
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
@@ -169,6 +176,8 @@ def _validate(config):
     if config.model.export_dtype not in ("float32", "float64"):
         raise ValueError(f"model.export_dtype must be 'float32' or 'float64', got {config.model.export_dtype!r}")
     check_field(config.md_check, "time_ps", float, lambda v: v >= 0, ">= 0", where="md_check.time_ps")
+    if config.reference_setup is not None and config.reference_setup not in SETUPS:
+        raise ValueError(f"reference_setup must be one of {', '.join(SETUPS)} (or left out), got {config.reference_setup!r}")
 
 
 def config_from_dict(data):
@@ -235,6 +244,9 @@ def sample_configurations(molecular_system, temperature_K, n_frames, *, frame_in
 def label_configurations(system, positions, platform="Reference"):
     """Potential energies and forces of an OpenMM System at each configuration.
 
+    A configuration where the potential cannot be evaluated (a
+    :class:`~openmm_forecast.errors.PotentialEvaluationError`, e.g. an SCF failure) gets NaN labels.
+
     Parameters
     ----------
     system : openmm.System
@@ -253,7 +265,14 @@ def label_configurations(system, positions, platform="Reference"):
     forces = np.empty(positions.shape)
     for index, frame in enumerate(positions):
         context.setPositions(frame)
-        state = context.getState(getEnergy=True, getForces=True)
+        try:
+            state = context.getState(getEnergy=True, getForces=True)
+        except mm.OpenMMException as error:
+            if not is_potential_evaluation_failure(error):
+                raise
+            logger.info("configuration %d not labelled: %s", index, error)
+            energies[index], forces[index] = np.nan, np.nan
+            continue
         energies[index] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         forces[index] = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
     return energies, forces
@@ -267,16 +286,20 @@ def generate_dataset(config, progress=True):
     dict
         ``positions`` (M, N, 3) nm, ``energies`` (M,) kJ/mol, ``forces`` (M, N, 3) kJ/mol/nm,
         ``source`` (M,) int index into ``source_names`` (e.g. '300K', 'distorted'),
-        ``validation`` (M,) bool, ``elements`` (N,) str, ``fingerprint`` of the reference System.
+        ``validation`` (M,) bool, ``elements`` (N,) str, ``fingerprint`` of the reference System,
+        ``unlabelled`` (configurations dropped: the reference failed there), ``sampling_seconds`` and
+        ``labelling_seconds`` (wall clock).
     """
     sampling = config.sampling
-    reference = _reference_system(config.setup)
+    started = time.perf_counter()
+    sampler = _reference_system(config.setup)
+    reference = sampler if config.reference_setup in (None, config.setup) else _reference_system(config.reference_setup)
     rng = np.random.default_rng(config.seed)
     positions, source, validation, names = [], [], [], []
     states = tqdm(sampling.states, desc="sampling", disable=not progress)
     for index, state in enumerate(states):
         frames = sample_configurations(
-            reference, state["temperature_K"], state["frames"], frame_interval_ps=sampling.frame_interval_ps,
+            sampler, state["temperature_K"], state["frames"], frame_interval_ps=sampling.frame_interval_ps,
             equilibration_ps=sampling.equilibration_ps, timestep_fs=sampling.timestep_fs,
             friction_per_ps=sampling.friction_per_ps, seed=config.seed * 1000 + index + 1, platform=sampling.platform,
         )
@@ -294,21 +317,25 @@ def generate_dataset(config, progress=True):
         positions = np.concatenate([positions, distorted])
         source = np.concatenate([source, np.full(len(distorted), len(names) - 1)])
         validation = np.concatenate([validation, validation[parents]])
+    sampled = time.perf_counter()
     energies, forces = label_configurations(reference.system, positions, platform=sampling.platform)
+    labelled = np.isfinite(energies) & np.isfinite(forces).all(axis=(1, 2))
     return {
-        "positions": positions, "energies": energies, "forces": forces, "source": source,
-        "validation": validation, "source_names": np.array(names), "elements": np.array(reference.elements),
-        "fingerprint": np.array(system_fingerprint(reference.system)),
+        "positions": positions[labelled], "energies": energies[labelled], "forces": forces[labelled],
+        "source": source[labelled], "validation": validation[labelled], "source_names": np.array(names),
+        "elements": np.array(reference.elements), "fingerprint": np.array(system_fingerprint(reference.system)),
+        "unlabelled": np.array(int((~labelled).sum())), "sampling_seconds": np.array(sampled - started),
+        "labelling_seconds": np.array(time.perf_counter() - sampled),
     }
 
 
 def _data_key(config):
     """What the dataset depends on: a dataset made for another key must not be reused."""
-    return json.dumps(
-        {"setup": config.setup, "seed": config.seed, "sampling": dataclasses.asdict(config.sampling),
-         "validation_fraction": config.training.validation_fraction},
-        sort_keys=True,
-    )
+    key = {"setup": config.setup, "seed": config.seed, "sampling": dataclasses.asdict(config.sampling),
+           "validation_fraction": config.training.validation_fraction}
+    if config.reference_setup not in (None, config.setup):  # (keys of datasets made before it existed stay valid)
+        key["reference_setup"] = config.reference_setup
+    return json.dumps(key, sort_keys=True)
 
 
 def load_or_generate_dataset(config, run_dir, progress=True):
@@ -608,8 +635,10 @@ def md_stability_check(potential_file, reference_setup, settings, seed=1, platfo
     if frames:
         frames = np.array(frames)
         energies, forces = label_configurations(_reference_system(reference_setup).system, frames)
+        labelled = np.isfinite(energies)
         module, _ = load_potential(potential_file)
-        errors = _metrics(module, frames, energies, forces)
+        errors = _metrics(module, frames[labelled], energies[labelled], forces[labelled])
+        errors["unlabelled"] = int((~labelled).sum())
         errors["energy_rmse_after_mean_shift_kJ_per_mol"] = float(np.sqrt(max(
             errors["energy_rmse_kJ_per_mol"] ** 2 - errors["energy_mean_error_kJ_per_mol"] ** 2, 0.0)))
         report["errors_on_own_trajectory"] = errors
@@ -664,12 +693,13 @@ def fit_potential(config, run_dir=None, progress=True):
         If ``run_dir`` holds results of a run with other data or model settings.
     """
     run_dir = run_dir or config.run_dir
+    reference_setup = config.reference_setup or config.setup
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, "config.yaml")
     effective = dict(config.to_dict(), run_dir=run_dir)
     if os.path.exists(config_path):
         previous = read_yaml_mapping(config_path, "fit-potential settings")
-        for section in ("setup", "seed", "sampling", "model"):
+        for section in ("setup", "reference_setup", "seed", "sampling", "model"):
             if previous.get(section) != effective[section]:
                 raise CheckpointError(
                     f"{run_dir} holds a run with a different {section!r}; use another run_dir to start afresh"
@@ -695,14 +725,18 @@ def fit_potential(config, run_dir=None, progress=True):
         export = copy.deepcopy(potential).to(torch.float64 if config.model.export_dtype == "float64" else torch.float32)
         potential_file = os.path.join(run_dir, "potential.pt")
         save_potential(export, potential_file, {
-            "reference_setup": config.setup, "reference_fingerprint": str(data["fingerprint"]),
+            "reference_setup": reference_setup, "sampling_setup": config.setup,
+            "reference_fingerprint": str(data["fingerprint"]),
             "architecture": dataclasses.asdict(config.model), "training_configurations": int(len(train[0])),
             "best_epoch": result["best_epoch"],
             "versions": {"torch": torch.__version__, "torchani": _version("torchani"), "openmm": mm.__version__},
         })
         module, _ = load_potential(potential_file)
         metrics = {
-            "potential_file": os.path.abspath(potential_file), "reference_setup": config.setup,
+            "potential_file": os.path.abspath(potential_file), "reference_setup": reference_setup,
+            "sampling_setup": config.setup, "unlabelled_configurations": int(data.get("unlabelled", 0)),
+            "sampling_seconds": float(data.get("sampling_seconds", float("nan"))),
+            "labelling_seconds": float(data.get("labelling_seconds", float("nan"))),
             "machine": platform_module.processor() or platform_module.machine(),
             "torch_threads": config.training.threads,
             "training": {k: v for k, v in result.items() if k != "history"},
@@ -724,7 +758,7 @@ def fit_potential(config, run_dir=None, progress=True):
         write_json(os.path.join(run_dir, "metrics.json"), metrics)
         if config.md_check.time_ps > 0:
             metrics["md_check"] = md_stability_check(
-                potential_file, config.setup, config.md_check, seed=config.seed, progress=progress)
+                potential_file, reference_setup, config.md_check, seed=config.seed, progress=progress)
             write_json(os.path.join(run_dir, "metrics.json"), metrics)
     finally:
         torch.set_num_threads(threads)

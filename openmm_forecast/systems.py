@@ -14,6 +14,12 @@ Setups
     to energy in kJ/mol).  Masses and constraints come from the amber14 topology; every other force is
     removed.  ``potential_file="ani2x"`` uses torchani's ANI-2x when its weights exist locally (never
     downloaded).
+``gfn2-xtb``
+    GFN2-xTB from tblite (optional: ``pip install 'openmm-forecast[xtb]'``) through an ``openmm.PythonForce``
+    (:class:`~openmm_forecast.xtb.GFN2xTBComputation`), vacuum.  Masses and constraints come from the amber14
+    topology; every other force is removed.  The starting positions are the amber14-vacuum energy minimum
+    (xTB's SCF can fail at the raw PDB geometry); :meth:`MolecularSystem.create_simulation` then lowers the
+    xTB energy with :func:`~openmm_forecast.xtb.relax` (OpenMM's minimiser steps into SCF failures).  An SCF that does not converge raises :class:`~openmm_forecast.errors.PotentialEvaluationError`.
 
 Every builder returns a :class:`MolecularSystem`; its integrator and Simulation helpers use
 ``LangevinMiddleIntegrator`` with the setup's temperature, friction and time step.
@@ -38,10 +44,16 @@ import numpy as np
 from openmm import app, unit
 
 from ._runtime import openmm as mm
-from .errors import ModelFileError, ModelMismatchError, UnknownSetupError
+from .errors import (
+    ModelFileError,
+    ModelMismatchError,
+    PotentialEvaluationError,
+    UnknownSetupError,
+    is_potential_evaluation_failure,
+)
 from .units import positive
 
-SETUPS = ("amber14-vacuum", "amber14-obc2", "amber14-tip3p", "ml")
+SETUPS = ("amber14-vacuum", "amber14-obc2", "amber14-tip3p", "ml", "gfn2-xtb")
 """Names accepted by :func:`build_system`."""
 
 ALANINE_DIPEPTIDE_PDB = "alanine-dipeptide.pdb"
@@ -153,7 +165,13 @@ class MolecularSystem:
         integrator : openmm.Integrator, optional
             Integrator to use instead of :meth:`integrator`.
         minimize : bool
-            Minimise the energy before drawing velocities.
+            Minimise the energy before drawing velocities (``gfn2-xtb``: 100 capped steepest-descent steps,
+            :func:`~openmm_forecast.xtb.relax`).
+
+        Raises
+        ------
+        PotentialEvaluationError
+            The potential could not be evaluated during the minimisation (``gfn2-xtb``: an SCF failure).
         """
         from .platforms import fastest_platform, get_platform
 
@@ -162,7 +180,17 @@ class MolecularSystem:
         simulation = app.Simulation(self.topology, self.system, integrator, platform)
         simulation.context.setPositions(self.positions)
         if minimize:
-            simulation.minimizeEnergy()
+            try:
+                if self.setup == "gfn2-xtb":  # OpenMM's L-BFGS tries steps where the SCF fails
+                    from .xtb import relax
+
+                    relax(simulation.context)
+                else:
+                    simulation.minimizeEnergy()
+            except mm.OpenMMException as error:
+                if is_potential_evaluation_failure(error):
+                    raise PotentialEvaluationError(f"{error} (while minimising setup {self.setup!r})") from error
+                raise
         simulation.context.setVelocitiesToTemperature(self.temperature, int(seed))
         return simulation
 
@@ -321,6 +349,8 @@ def build_system(
         If a quantity lacks units or has the wrong dimension.
     ModelFileError, ModelMismatchError
         For ``ml``: a missing or unreadable potential, or one that does not fit alanine dipeptide.
+    OptionalDependencyError
+        For ``gfn2-xtb``: tblite is not installed (the message says how to install it).
     """
     if setup not in SETUPS:
         raise UnknownSetupError(f"unknown setup {setup!r}; available setups: {', '.join(SETUPS)}")
@@ -337,8 +367,7 @@ def build_system(
     topology, positions = pdb.topology, pdb.positions
     solute_atoms = topology.getNumAtoms()
     if setup == "amber14-vacuum":
-        forcefield = app.ForceField("amber14-all.xml")
-        system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint_type)
+        system = _amber14_vacuum(topology, constraint_type)
         potential = "amber14-all.xml"
     elif setup == "amber14-obc2":
         forcefield = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
@@ -357,13 +386,21 @@ def build_system(
             rigidWater=True,
         )
         potential = "amber14-all.xml+amber14/tip3p.xml, PME 1.0 nm"
+    elif setup == "gfn2-xtb":
+        from .xtb import GFN2xTBComputation, require_tblite
+
+        require_tblite()
+        system = _amber14_vacuum(topology, constraint_type)
+        positions = _energy_minimum(system, positions)
+        _remove_forces(system)
+        computation = GFN2xTBComputation([atom.element.atomic_number for atom in topology.atoms()])
+        system.addForce(mm.PythonForce(computation))
+        potential = computation.describe()
     else:
         if potential_file is None:
             raise ValueError("the 'ml' setup needs potential_file: a TorchScript potential file, or 'ani2x'")
-        forcefield = app.ForceField("amber14-all.xml")
-        system = forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint_type)
-        while system.getNumForces():
-            system.removeForce(0)
+        system = _amber14_vacuum(topology, constraint_type)
+        _remove_forces(system)  # the masses and constraints stay
         elements = [atom.element.symbol for atom in topology.atoms()]
         force, potential = _torch_force(potential_file, elements)
         system.addForce(force)
@@ -384,6 +421,26 @@ def build_system(
         solute_atoms=solute_atoms,
         hydrogen_mass=hydrogen_mass,
     )
+
+
+def _amber14_vacuum(topology, constraint_type):
+    """The amber14-all.xml System of ``topology`` without cutoff (the ``amber14-vacuum`` setup's)."""
+    return app.ForceField("amber14-all.xml").createSystem(
+        topology, nonbondedMethod=app.NoCutoff, constraints=constraint_type)
+
+
+def _remove_forces(system):
+    """Remove every force of an OpenMM System (its particles, masses and constraints stay)."""
+    while system.getNumForces():
+        system.removeForce(0)
+
+
+def _energy_minimum(system, positions):
+    """Positions (nm, Quantity) of the energy minimum of ``system`` nearest ``positions`` (Reference platform)."""
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    mm.LocalEnergyMinimizer.minimize(context)
+    return context.getState(getPositions=True).getPositions()
 
 
 def _check_potential_evaluates(system, positions, potential_file):

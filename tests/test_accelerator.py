@@ -901,3 +901,38 @@ def test_forecast_of_wrong_shape_raises_and_leaves_the_context_untouched(system,
 def test_public_api():
     assert openmm_forecast.ForecastAccelerator is ForecastAccelerator
     assert "AcceleratorStats" in openmm_forecast.__all__
+
+
+class FailsFarAway:
+    """PythonForce computation: no energy, but a PotentialEvaluationError when the molecule is 5 nm away."""
+
+    def __call__(self, state):
+        from openmm_forecast.errors import POTENTIAL_EVALUATION_FAILED, PotentialEvaluationError
+
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        if np.linalg.norm(x.mean(axis=0)) > 5.0:
+            raise PotentialEvaluationError(f"{POTENTIAL_EVALUATION_FAILED}: SCF not converged (test double)")
+        return 0.0, np.zeros(x.shape)
+
+
+@pytest.mark.parametrize("metropolis", [False, True], ids=["tolerance", "metropolis"])
+def test_a_potential_that_fails_at_the_candidate_rejects_the_jump(metropolis):
+    """An exception of the potential at a forecast (an SCF failure) is a rejection, never a crash."""
+    system = build_system("amber14-vacuum")
+    system.system.addForce(mm.PythonForce(FailsFarAway()))
+    plain = langevin_simulation(system, seed=8)
+    plain.step(60)
+
+    def far_away(call, x, v):  # sane and, for amber, of the same energy: accepted but for the failure
+        return x + 10.0, v
+
+    simulation = langevin_simulation(system, seed=8)
+    forecaster = Transformed(ConstantForecaster(system.elements, 0.004, max_frames=4), far_away)
+    accelerator = ForecastAccelerator(simulation, forecaster, molecular_system=system, progress=False,
+                                      metropolis=metropolis, seed=1)
+    accelerator.step(60)
+    stats = accelerator.stats
+    assert stats.jumps_attempted >= 2 and stats.jumps_accepted == 0
+    assert stats.rejections["evaluation"] == stats.jumps_attempted
+    if not metropolis:  # every span was integrated: the run is plain MD
+        assert np.array_equal(positions_nm(simulation), positions_nm(plain))

@@ -1,6 +1,7 @@
 """ANI potentials: TorchForce agreement, forces, file round trips, refusals, training, ANI-2x loading."""
 
 import copy
+import importlib.util
 import json
 import os
 import socket
@@ -360,3 +361,56 @@ def test_shipped_potential_reproduces_amber_at_300K():
 def test_public_names():
     assert openmm_forecast.save_potential is save_potential
     assert openmm_forecast.load_potential is load_potential
+
+
+class FailsFarAway:
+    """PythonForce computation: no energy, but a PotentialEvaluationError when the molecule is 5 nm away."""
+
+    def __call__(self, state):
+        from openmm_forecast.errors import POTENTIAL_EVALUATION_FAILED, PotentialEvaluationError
+
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        if np.linalg.norm(x.mean(axis=0)) > 5.0:
+            raise PotentialEvaluationError(f"{POTENTIAL_EVALUATION_FAILED}: SCF not converged (test double)")
+        return 0.0, np.zeros(x.shape)
+
+
+def test_a_configuration_the_reference_cannot_evaluate_gets_nan_labels(configurations):
+    import openmm
+
+    reference = build_system("amber14-vacuum", constraints=None)
+    plain_e, plain_f = label_configurations(reference.system, configurations[:3])
+    reference.system.addForce(openmm.PythonForce(FailsFarAway()))
+    x = configurations[:3].copy()
+    x[1] += 10.0  # the reference fails here only
+    energies, forces = label_configurations(reference.system, x)
+    assert np.isnan(energies[1]) and np.isnan(forces[1]).all()
+    assert np.allclose(energies[[0, 2]], plain_e[[0, 2]]) and np.allclose(forces[[0, 2]], plain_f[[0, 2]])
+
+
+def test_reference_setup_must_be_a_setup():
+    with pytest.raises(ValueError, match="reference_setup must be one of"):
+        config_from_dict({"reference_setup": "gfn3-xtb"})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tblite") is None, reason="tblite not installed")
+def test_fit_potential_labels_amber_configurations_with_gfn2_xtb(tmp_path):
+    from openmm_forecast.xtb import GFN2xTBComputation
+
+    config = _tiny_config(tmp_path / "run")
+    config.reference_setup = "gfn2-xtb"
+    config.sampling.states = [{"temperature_K": 300.0, "frames": 12}]
+    config.sampling.distorted_frames = 4
+    config.md_check.time_ps = 0.0
+    metrics = fit_potential(config, progress=False)
+    assert metrics["reference_setup"] == "gfn2-xtb" and metrics["sampling_setup"] == "amber14-vacuum"
+    assert metrics["unlabelled_configurations"] == 0 and metrics["labelling_seconds"] > 0
+    with np.load(tmp_path / "run" / "dataset.npz") as data:
+        x, energies, forces = data["positions"], data["energies"], data["forces"]
+    assert len(x) == 16
+    computation = GFN2xTBComputation([atom.element.atomic_number for atom in build_system("amber14-vacuum").topology.atoms()])
+    for index in (0, 15):  # a sampled and a displaced frame: xTB's labels, not amber's
+        energy, force = computation.energy_and_forces(x[index])
+        assert energies[index] == pytest.approx(energy, rel=1e-12) and np.allclose(forces[index], force, atol=1e-8)
+    metadata = load_potential(metrics["potential_file"])[1]
+    assert metadata["reference_setup"] == "gfn2-xtb" and metadata["sampling_setup"] == "amber14-vacuum"
