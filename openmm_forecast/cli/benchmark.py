@@ -9,7 +9,14 @@ forecast jumps batched over walkers, each for ``--wall-seconds``, alternating in
 
 import logging
 
-from ._common import add_baseline_arguments, add_setup_arguments, apply_threads, baseline_options, setup_from_args
+from ._common import (
+    add_acceptance_arguments,
+    add_baseline_arguments,
+    add_setup_arguments,
+    apply_threads,
+    baseline_options,
+    setup_from_args,
+)
 
 
 def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
@@ -30,8 +37,7 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
     parser.add_argument("--slice-seconds", type=float, default=10.0,
                         help="the arms alternate in slices of this many wall-clock seconds (default 10; 0: plain MD "
                         "for its whole budget, then the hybrid)")
-    parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
-    parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
+    add_acceptance_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -65,7 +71,7 @@ def execute(args, molecular_system, model, forecaster_options=None):
         reference_interval=args.reference_interval * unit.picosecond, seed=args.seed,
         platform=args.platform, forecaster_options=forecaster_options, progress=False if args.no_progress else None,
         slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
-        energy_tolerance_kT=args.energy_tolerance, metropolis=args.metropolis,
+        energy_tolerance_kT=args.energy_tolerance, acceptance=args.acceptance,
     )
     print(format_summary(report))
     print(f"report: {args.out}/report.json, plots: {args.out}/ramachandran.png, {args.out}/convergence.png")
