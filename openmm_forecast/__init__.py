@@ -6,6 +6,7 @@ floats in nm, ps, kJ/mol, K and amu.
 """
 
 from . import _runtime  # noqa: F401  (torch before openmm; must stay first)
+from .acceptance import AcceptanceRule, DynamicsRule, MetropolisRule, ToleranceRule
 from .accelerator import AcceleratorStats, ForecastAccelerator
 from .errors import (
     BadForecastError,
@@ -57,6 +58,7 @@ from .benchmark import run_benchmark
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcceptanceRule", "DynamicsRule", "MetropolisRule", "ToleranceRule",
     "AcceleratorStats",
     "ForecastAccelerator",
     "BadForecastError",

@@ -530,9 +530,9 @@ class ForecastAccelerator:
     spans, no re-equilibration, a fixed span).  Each jump then leaves the Boltzmann distribution
     ``exp(-(U + K) / kT)`` of the synchronous state exactly invariant (restricted to sane geometries)
     when the forecaster is a volume-preserving, time-reversible map (``forecaster.structure_preserving``):
-    the ``surrogate`` and ``verlet`` forecasters, even at the wrong time step or with a wrong potential.  The whole chain is exact when the integration between
-    jumps is too; a finite-step Langevin integrator is not, and velocity reversals after rejections
-    amplify its O(dt) error (harmonic wells, verlet on a twice stiffer well as forecaster, ~60 %
+    the ``surrogate`` and ``verlet`` forecasters, even at the wrong time step or with a wrong potential.  The
+    whole chain is exact when the integration between jumps is too; a finite-step Langevin integrator is
+    not, and velocity reversals after rejections amplify its O(dt) error (harmonic wells, verlet on a twice stiffer well as forecaster, ~60 %
     rejections, LangevinMiddleIntegrator at friction 50/ps, 20 fs of it per jump: <x^2> 10 +- 3 % low at
     10 fs, 5 +- 3 % at 2 fs, while accepting every jump gives 44 % low): use a small step or long segments.
     ``adapt_span=True`` makes the span depend on past outcomes and the chain approximate.  A learned
@@ -819,10 +819,12 @@ class ForecastAccelerator:
                 with self.stats.timing("guard"):
                     after = self._write_candidate(positions[-1], velocities[-1], before, n_frames)
                     dh_kJ = after.hamiltonian_kJ - before.hamiltonian_kJ
-                    decision = self.rule.decide(dh_kJ, after.hamiltonian_kJ - after.potential_kJ, self.kT_kJ, self._rng)
+                    kinetic_kJ = after.hamiltonian_kJ - after.potential_kJ
+                    decision = self.rule.decide(dh_kJ, kinetic_kJ, self.kT_kJ, self._rng)
                     reason = decision.reason
                     if reason is None and decision.velocity_scale != 1.0:  # no new energy evaluation
-                        after = self._set_velocities(decision.velocity_scale * after.velocities_nm_ps, same_positions_as=after)
+                        scaled = decision.velocity_scale * after.velocities_nm_ps
+                        after = self._set_velocities(scaled, same_positions_as=after)
             except mm.OpenMMException as error:  # e.g. NaN after constraint projection on a GPU platform
                 self._restore(before)
                 logger.debug("candidate refused by OpenMM: %s", error)

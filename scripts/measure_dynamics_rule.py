@@ -11,7 +11,9 @@ platform, the same seeds, interleaved in slices of wall clock in one process
 - ``plain``: plain MD;
 - ``learned-dynamics``: the shipped learned forecaster ``ala2-amber14-vacuum`` with ``acceptance='dynamics'``;
 - ``surrogate-dynamics``: the surrogate proposal (amber14-vacuum itself, velocity Verlet at 2 fs, 10 fs frames,
-  up to 8) with ``acceptance='dynamics'``.
+  up to 8) with ``acceptance='dynamics'``;
+- on request (``--arms``): ``surrogate-metropolis`` and ``surrogate-tolerance``, the same proposal under the
+  other rules (Metropolis is exact: a control for how the temperature is read).
 
 Per arm: simulated ns, ns/day, JS divergence of the pooled phi/psi histogram against the shipped 200 ns
 reference (36 x 36 bins, natural log), basin populations, mean kinetic temperature (a reporter every ps reads
@@ -33,7 +35,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import openmm_forecast  # noqa: E402  (torch before openmm)
 from openmm_forecast._io import write_json  # noqa: E402
 from openmm_forecast.analysis import basin_populations, js_divergence, ramachandran_histogram  # noqa: E402
-from openmm_forecast.benchmark import default_reference_path, load_reference_runs, machine_info, run_interleaved  # noqa: E402
+from openmm_forecast.benchmark import (  # noqa: E402
+    default_reference_path,
+    load_reference_runs,
+    machine_info,
+    run_interleaved,
+)
 from openmm_forecast.guards import degrees_of_freedom, kinetic_temperature_K  # noqa: E402
 from openmm_forecast.walkers import ForecastWalkers, PlainWalkers  # noqa: E402
 
@@ -59,6 +66,8 @@ def main(argv=None):
     parser.add_argument("--walkers", type=int, default=4)
     parser.add_argument("--slice-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--arms", nargs="+", default=["plain", "learned-dynamics", "surrogate-dynamics"],
+                        help="arms to run (default %(default)s; also surrogate-metropolis, surrogate-tolerance)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -68,13 +77,19 @@ def main(argv=None):
     molecular_system = openmm_forecast.build_system("amber14-vacuum")
     seeds = [args.seed + i for i in range(args.walkers)]
     common = dict(seeds=seeds, platform="Reference")
-    arms = {
-        "plain": PlainWalkers(molecular_system, **common),
-        "learned-dynamics": ForecastWalkers(molecular_system, "ala2-amber14-vacuum", acceptance="dynamics", **common),
-        "surrogate-dynamics": ForecastWalkers(
-            molecular_system, "surrogate", acceptance="dynamics",
-            forecaster_options={"stride_ps": 0.01, "max_frames": 8, "timestep": 2.0 * unit.femtosecond}, **common),
+    surrogate = {"stride_ps": 0.01, "max_frames": 8, "timestep": 2.0 * unit.femtosecond}
+    builders = {
+        "plain": lambda: PlainWalkers(molecular_system, **common),
+        "learned-dynamics": lambda: ForecastWalkers(
+            molecular_system, "ala2-amber14-vacuum", acceptance="dynamics", **common),
+        **{f"surrogate-{rule}": (lambda rule=rule: ForecastWalkers(
+            molecular_system, "surrogate", acceptance=rule, forecaster_options=surrogate, **common))
+           for rule in ("dynamics", "metropolis", "tolerance")},
     }
+    unknown = set(args.arms) - set(builders)
+    if unknown:
+        parser.error(f"unknown arms {sorted(unknown)}; choose from {', '.join(builders)}")
+    arms = {name: builders[name]() for name in args.arms}
     dof = degrees_of_freedom(molecular_system.system)
     steps_per_ps = int(round(1.0 / molecular_system.timestep.value_in_unit(unit.picosecond)))
     reporters = {}
