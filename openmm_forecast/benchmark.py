@@ -544,8 +544,10 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
                        "architecture": meta.architecture, "fingerprint": forecaster_fingerprint(hybrid.forecaster),
                        "file_sha256": model_sha256,
                        "stride_ps": meta.stride_ps, "max_frames": meta.max_frames, "history": meta.history,
-                       "setup": meta.setup, "options": dict(forecaster_options or {})},
-        "accelerator_options": {k: (str(v) if unit.is_quantity(v) else v) for k, v in accelerator_options.items()},
+                       "setup": meta.setup, "options": _plain_options(forecaster_options or {}),
+                       "structure_preserving": hybrid.forecaster.structure_preserving},
+        "accelerator_options": _plain_options(accelerator_options),
+        "acceptance": repr(hybrid.walkers[0].rule),
         "protocol": ("same process, same seeds, platform and potential; the arms alternate in slices of "
                      f"{slice_seconds if slice_seconds is not None else wall_seconds:g} s of wall clock (plain "
                      "first) until each has used its budget (each stops at its first sample at or after it; an "
@@ -580,6 +582,12 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
                       f"hybrid ({meta.architecture})": (hybrid_samples.wall_s, hybrid_js)},
                      os.path.join(out, "convergence.png"), target_js=detail["target_js"], noise_js=noise)
     return report
+
+
+def _plain_options(options):
+    """Options as JSON types: quantities and objects (a surrogate System, an acceptance rule) as text."""
+    return {key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+            for key, value in options.items()}
 
 
 def _model_file_sha256(forecaster):

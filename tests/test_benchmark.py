@@ -64,6 +64,20 @@ def check_arm(arm, n_walkers):
     assert arm["transitions"]["total"] == sum(sum(row.values()) for row in arm["transitions"]["counts"].values())
 
 
+def test_benchmark_report_records_the_surrogate_and_the_rule(vacuum_system, reference_dir, tmp_path):
+    """Options that are not JSON types (a time step, a rule object) are recorded as text, not a crash."""
+    from openmm_forecast.acceptance import DynamicsRule
+
+    report = run_benchmark(vacuum_system, "surrogate", str(tmp_path / "bench"), n_walkers=1, wall_seconds=0.5,
+                           reference=str(reference_dir), progress=False, platform="Reference", slice_seconds=None,
+                           forecaster_options={"stride_ps": 0.01, "max_frames": 2, "timestep": 2 * unit.femtosecond},
+                           acceptance=DynamicsRule(drift_window=5))
+    on_disk = json.loads((tmp_path / "bench" / "report.json").read_text())
+    assert on_disk["acceptance"] == report["acceptance"] == "DynamicsRule(drift_window=5)"
+    assert on_disk["forecaster"]["structure_preserving"] is True
+    assert on_disk["forecaster"]["options"]["timestep"] == "2 fs"
+
+
 def test_tiny_benchmark_writes_a_complete_consistent_report(vacuum_system, reference_dir, tmp_path):
     out = tmp_path / "bench"
     report = run_benchmark(vacuum_system, "verlet", str(out), n_walkers=2, wall_seconds=1.5,
