@@ -6,6 +6,7 @@ floats in nm, ps, kJ/mol, K and amu.
 """
 
 from . import _runtime  # noqa: F401  (torch before openmm; must stay first)
+from .acceptance import AcceptanceRule, DynamicsRule, MetropolisRule, ToleranceRule
 from .accelerator import AcceleratorStats, ForecastAccelerator
 from .errors import (
     BadForecastError,
@@ -54,11 +55,12 @@ from .potentials import TorchANIPotential, ani2x_module, build_ani_potential, lo
 from .systems import SETUPS, MolecularSystem, build_system
 from .training import TrainingConfig, train
 from .walkers import ForecastWalkers, PlainWalkers
-from .benchmark import run_benchmark
+from .benchmark import BenchmarkArm, run_benchmark
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcceptanceRule", "DynamicsRule", "MetropolisRule", "ToleranceRule",
     "AcceleratorStats",
     "ForecastAccelerator",
     "BadForecastError",
@@ -96,6 +98,6 @@ __all__ = [
     "TrainingConfig", "evaluate", "train",
     "BASINS", "basin_populations", "compute_phi_psi", "count_transitions", "js_convergence", "js_divergence",
     "js_divergence_phi_psi", "load_phi_psi", "plot_ramachandran", "ramachandran_histogram", "window_js",
-    "ForecastWalkers", "PlainWalkers", "run_benchmark",
+    "BenchmarkArm", "ForecastWalkers", "PlainWalkers", "run_benchmark",
     "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",
 ]

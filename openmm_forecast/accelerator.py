@@ -7,7 +7,8 @@ state of the loop is explicit: the Context (positions, velocities, box, time, st
 span ``span_frames``, the count of full-span acceptances in a row, the accumulated energy drift
 ``drift_kJ``, the Metropolis random stream, and a history of recent states (rebuilt every cycle).
 
-0. Maintenance (tolerance mode only).  If the accumulated drift of accepted jumps exceeds
+0. Maintenance (tolerance and dynamics rules).  If the accumulated drift of accepted jumps (the dynamics
+   rule: of its last ``drift_window`` accepted jumps) exceeds
    ``drift_tolerance_kT`` or the instantaneous kinetic temperature is outside ``temperature_sigmas``
    standard deviations of the target, the cycle is a re-equilibration: ``reequilibration_steps`` of the
    simulation's own (thermostatted) integrator; the drift is reset.  Nothing else happens in that cycle.
@@ -26,8 +27,9 @@ span ``span_frames``, the count of full-span acceptances in a row, the accumulat
    c. sanity (:class:`~openmm_forecast.guards.SanityGuard`): every frame finite, no clash, no stretched
       bond, no inverted stereocentre.  Nothing has been written to the Context yet.
    d. energy: the last frame is written to the Context and projected onto the constraints (positions,
-      then velocities); ``dH = (U + K)_after - (U + K)_before`` decides
-      (:func:`~openmm_forecast.guards.energy_decision`).
+      then velocities); the acceptance rule (:mod:`~openmm_forecast.acceptance`) decides from
+      ``dH = (U + K)_after - (U + K)_before`` and may rescale the candidate's velocities (dynamics rule).
+      A rule may take part of the thermostat's step for the span before the jump (dynamics: ``O/2``).
    e. accept: time and step count advance by the span; with a Langevin integrator the velocities get
       the thermostat's exact Ornstein-Uhlenbeck step for the span (``thermostat_jumps``: the jump is the
       Hamiltonian part of a Langevin splitting, so friction acts on all simulated time); reporters due at
@@ -35,9 +37,10 @@ span ``span_frames``, the count of full-span acceptances in a row, the accumulat
       acceptances in a row the span doubles (at most ``max_frames``).  If maintenance is now due, the
       cycle ends.
       reject: the exact pre-jump State is restored (positions, velocities, box, time, step) and the span
-      halves (at least 1).  Tolerance mode: the span is covered by the simulation's own integrator and
-      the cycle ends.  Metropolis mode: the velocities are reversed, the configuration is kept for the
-      span (reporters due at its end report it) and the cycle goes on, as after an acceptance.
+      halves (at least 1).  Then the rule covers the span: tolerance and dynamics rules integrate it with
+      the simulation's own integrator and the cycle ends; the Metropolis rule reverses the velocities,
+      keeps the configuration for the span (reporters due at its end report it) and the cycle goes on, as
+      after an acceptance.
 
 Rejected forecasts never reach a reporter, and nothing non-finite ever reaches the Context.
 """
@@ -53,12 +56,12 @@ from tqdm.auto import tqdm
 
 from ._runtime import openmm as mm
 from .checkpoint import forecaster_fingerprint, read_checkpoint, write_checkpoint
+from .acceptance import acceptance_rule
 from .errors import BadForecastError, CheckpointError, UnsupportedSystemError, is_potential_evaluation_failure
 from .guards import (
     REJECTION_REASONS,
     SanityGuard,
     degrees_of_freedom,
-    energy_decision,
     kinetic_energy_kJ,
     kinetic_temperature_K,
 )
@@ -98,22 +101,28 @@ class AcceleratorOptions:
         Span of the first jump (default ``max_frames``).
     adapt_span : bool, optional
         Halve the span after a rejection, double it after ``grow_after`` full-span acceptances in a row
-        (default: True, except in Metropolis mode, whose exactness needs a fixed span).
+        (default: the rule's ``adapts_span``: True, except for the Metropolis rule, whose exactness needs a
+        fixed span).
     grow_after : int
         See ``adapt_span`` (default 4).
+    acceptance : str or AcceptanceRule
+        How a sane jump is judged and what a rejection does (:mod:`openmm_forecast.acceptance`):
+        'tolerance' (default), 'metropolis', 'dynamics', or a rule object; resolved to the rule object.
     energy_tolerance_kT : float
-        Accept a jump when ``|dH| <= energy_tolerance_kT * kT`` (default 1.0; unused in Metropolis mode).
+        Accept a jump when ``|dH| <= energy_tolerance_kT * kT`` (default 1.0; used by ``acceptance='tolerance'``
+        given by name; a ToleranceRule object carries its own).
     drift_tolerance_kT : float
-        Re-equilibrate when the accumulated ``dH`` of accepted jumps exceeds this many kT (default 5).
+        Re-equilibrate when the accumulated ``dH`` of accepted jumps exceeds this many kT (default 5; the
+        dynamics rule sums its last ``drift_window`` accepted jumps only).
     temperature_sigmas : float or None
         Re-equilibrate when the kinetic temperature is more than this many standard deviations
         (``T sqrt(2 / dof)``) from the target (default 4; None disables).
     reequilibration_steps : int
         Steps of the simulation's integrator per re-equilibration (default 500; 0 disables it).
-        Re-equilibration is part of the tolerance mode only.  Without a thermostat it cannot remove the
-        drift, which is then kept: past ``drift_tolerance_kT`` the run continues as plain MD.
+        Re-equilibration is part of the tolerance and dynamics rules only.  Without a thermostat it cannot
+        remove the drift, which is then kept: past ``drift_tolerance_kT`` the run continues as plain MD.
     metropolis : bool
-        Exact mode: accept with probability ``min(1, exp(-dH / kT))``, reverse velocities on rejection.
+        Alias of ``acceptance='metropolis'`` (True with another ``acceptance`` is refused).
     seed : int, optional
         Seed of the Metropolis random stream (default: fresh entropy; the stream is checkpointed).
     temperature : openmm.unit.Quantity, optional
@@ -137,7 +146,8 @@ class AcceleratorOptions:
         exact Ornstein-Uhlenbeck velocity step of the Langevin thermostat over the jump's span,
         ``v <- a v + sqrt((1 - a^2) kT / m) xi`` with ``a = exp(-friction * span)``, so that the thermostat
         acts on all simulated time, not only on the integrated part (default True).  A jump is then the
-        Hamiltonian part of a Langevin splitting: forecast flow, then friction and noise.
+        Hamiltonian part of a Langevin splitting: forecast flow, then friction and noise (the dynamics rule
+        splits the step, half before the jump and half after).
     allow_custom_integrator : bool
         Accept a ``CustomIntegrator`` other than openmm-forecast's velocity Verlet; you vouch that its
         ``getStepSize()`` is its time step and that its state is positions and velocities.
@@ -157,6 +167,7 @@ class AcceleratorOptions:
     drift_tolerance_kT: float = 5.0
     temperature_sigmas: float = 4.0
     reequilibration_steps: int = 500
+    acceptance: object = None
     metropolis: bool = False
     seed: int = None
     temperature: unit.Quantity = None
@@ -186,6 +197,12 @@ class AcceleratorOptions:
             raise ValueError(f"temperature_sigmas must be a finite number > 0 or None, got {sigmas!r}")
         if self.seed is not None:
             _require_int("seed", self.seed, minimum=0)
+        if self.metropolis and self.acceptance is not None:
+            if getattr(self.acceptance, "name", self.acceptance) != "metropolis":
+                raise ValueError(f"metropolis=True contradicts acceptance={self.acceptance!r}; pass one of them")
+        default = "metropolis" if self.metropolis else "tolerance"
+        self.acceptance = acceptance_rule(default if self.acceptance is None else self.acceptance,
+                                          self.energy_tolerance_kT)
 
 
 def _require_int(name, value, minimum):
@@ -263,7 +280,7 @@ class AcceleratorStats:
         self.jumped_ps += span_ps
 
     def record_reject(self, reason):
-        self.rejections[reason] += 1
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1  # a user's rule may add reasons
 
     @contextlib.contextmanager
     def timing(self, key):
@@ -500,22 +517,26 @@ class ForecastAccelerator:
     jumps added: the accumulated drift is then kept, so once it passes ``drift_tolerance_kT`` every cycle
     re-equilibrates and the run goes on as plain MD (a warning says so), keeping ``H`` within the bound.
 
-    *Exactness.*  The tolerance mode (default) produces dynamics: rejected spans are integrated.  It
+    *Exactness.*  The acceptance rule (``acceptance``, :mod:`openmm_forecast.acceptance`) decides.  The
+    tolerance rule (default) produces dynamics: rejected spans are integrated.  It
     biases the ensemble by up to the accepted ``|dH|`` per jump; the thermostatted integrator between
-    jumps and the re-equilibrations remove the accumulated drift.  The Metropolis mode
-    (``metropolis=True``) samples instead, as generalised hybrid Monte Carlo: a jump is accepted with
+    jumps and the re-equilibrations remove the accumulated drift.  The dynamics rule (FlashMD's recipe)
+    accepts every sane jump and rescales its momenta so that ``H`` is kept: it hides the energy error
+    rather than bounding it, and its fidelity is measured (docs/benchmark.md), not guaranteed.  The
+    Metropolis rule (``acceptance='metropolis'``, alias ``metropolis=True``) samples instead, as
+    generalised hybrid Monte Carlo: a jump is accepted with
     probability ``min(1, exp(-dH / kT))``; a rejected jump keeps the configuration for its span with
     reversed velocities, and what follows does not depend on the outcome (no integration of rejected
     spans, no re-equilibration, a fixed span).  Each jump then leaves the Boltzmann distribution
     ``exp(-(U + K) / kT)`` of the synchronous state exactly invariant (restricted to sane geometries)
-    when the forecaster is a volume-preserving, time-reversible map: the ``verlet`` baseline, even at the
-    wrong time step or with a wrong potential.  The whole chain is exact when the integration between
-    jumps is too; a finite-step Langevin integrator is not, and velocity reversals after rejections
-    amplify its O(dt) error (harmonic wells, verlet on a twice stiffer well as forecaster, ~60 %
+    when the forecaster is a volume-preserving, time-reversible map (``forecaster.structure_preserving``):
+    the ``surrogate`` and ``verlet`` forecasters, even at the wrong time step or with a wrong potential.  The
+    whole chain is exact when the integration between jumps is too; a finite-step Langevin integrator is
+    not, and velocity reversals after rejections amplify its O(dt) error (harmonic wells, verlet on a twice stiffer well as forecaster, ~60 %
     rejections, LangevinMiddleIntegrator at friction 50/ps, 20 fs of it per jump: <x^2> 10 +- 3 % low at
     10 fs, 5 +- 3 % at 2 fs, while accepting every jump gives 44 % low): use a small step or long segments.
     ``adapt_span=True`` makes the span depend on past outcomes and the chain approximate.  A learned
-    forecaster is neither volume-preserving nor exactly reversible, so with one the Metropolis mode is
+    forecaster is neither volume-preserving nor exactly reversible, so with one the Metropolis rule is
     approximate too, with a bias controlled by ``dH``.
 
     *Reference platform.*  All Contexts of a process on OpenMM's Reference platform share one random
@@ -538,7 +559,8 @@ class ForecastAccelerator:
 
         self.history = meta.history
         opts = self.options
-        self.adapt_span = (not opts.metropolis) if opts.adapt_span is None else bool(opts.adapt_span)
+        self.rule = opts.acceptance
+        self.adapt_span = self.rule.adapts_span if opts.adapt_span is None else bool(opts.adapt_span)
         self.max_frames = meta.max_frames if opts.max_frames is None else opts.max_frames
         if self.max_frames > meta.max_frames:
             raise ValueError(f"max_frames ({self.max_frames}) exceeds the forecaster's max_frames ({meta.max_frames})")
@@ -557,6 +579,7 @@ class ForecastAccelerator:
         self._rng = np.random.Generator(np.random.PCG64(opts.seed))
         self.stats = AcceleratorStats(max_dh_samples=opts.max_dh_samples)
         self.drift_kJ = 0.0
+        self._drift_terms_kJ = []  # dH of the accepted jumps in the rule's drift window (rules with one)
         self._jumps_switched_off = False
         self._accepted_in_row = 0
         self._history = []  # (positions nm, velocities nm/ps) stride_steps apart, newest last
@@ -754,17 +777,13 @@ class ForecastAccelerator:
             n_frames, reports = self._plan_jump(end_step)
             if n_frames == 0:
                 return
+            self._prepare_jump(n_frames)
             if not self._keeps_jumping(self._jump(n_frames, reports)):
                 return
 
     def _keeps_jumping(self, accepted):
-        """Whether the cycle goes on after a jump: after an acceptance unless maintenance is due (tolerance
-        mode), after a rejection only in Metropolis mode (whose schedule must not depend on outcomes).  A
-        Metropolis rejection leaves one state of history, so with ``history > 1`` every Metropolis cycle ends
-        after its first jump, whatever the outcome."""
-        if self.options.metropolis:
-            return self.history == 1
-        return accepted and not self._reequilibration_due()
+        """Whether the cycle goes on after a jump (the rule's :meth:`~.AcceptanceRule.keeps_jumping`)."""
+        return self.rule.keeps_jumping(self, accepted)
 
     def _plan_jump(self, end_step):
         """Frames of the next jump (0: none fits) and the reporters' next reports.
@@ -784,6 +803,10 @@ class ForecastAccelerator:
                 limit = min(limit, report["steps"])
         return min(self.span_frames, limit // self.stride_steps), reports
 
+    def _prepare_jump(self, n_frames):
+        """Before proposing a planned jump: the rule's share of the thermostat's step for the span."""
+        self._thermalise(self.rule.thermostat_before * n_frames * self.stride_steps * self.timestep_ps)
+
     def _jump(self, n_frames, reports):
         """Propose, check, then accept or restore one jump of ``n_frames`` frames; True when accepted."""
         self.stats.record_attempt(n_frames)
@@ -796,9 +819,12 @@ class ForecastAccelerator:
                 with self.stats.timing("guard"):
                     after = self._write_candidate(positions[-1], velocities[-1], before, n_frames)
                     dh_kJ = after.hamiltonian_kJ - before.hamiltonian_kJ
-                    reason = energy_decision(
-                        dh_kJ, self.kT_kJ, self.options.energy_tolerance_kT, self.options.metropolis, self._rng
-                    )
+                    kinetic_kJ = after.hamiltonian_kJ - after.potential_kJ
+                    decision = self.rule.decide(dh_kJ, kinetic_kJ, self.kT_kJ, self._rng)
+                    reason = decision.reason
+                    if reason is None and decision.velocity_scale != 1.0:  # no new energy evaluation
+                        scaled = decision.velocity_scale * after.velocities_nm_ps
+                        after = self._set_velocities(scaled, same_positions_as=after)
             except mm.OpenMMException as error:  # e.g. NaN after constraint projection on a GPU platform
                 self._restore(before)
                 logger.debug("candidate refused by OpenMM: %s", error)
@@ -917,7 +943,7 @@ class ForecastAccelerator:
         self._history.extend(earlier)
         self._history.append((after.positions_nm, after.velocities_nm_ps))
         del self._history[: -self.history]
-        self.drift_kJ += dh_kJ
+        self._add_drift(dh_kJ)
         span_steps = n_frames * self.stride_steps
         self.stats.record_accept(n_frames, span_steps * self.timestep_ps)
         if self.adapt_span and n_frames == self.span_frames:
@@ -926,8 +952,18 @@ class ForecastAccelerator:
                 self.span_frames = min(self.max_frames, 2 * self.span_frames)
                 self._accepted_in_row = 0
         logger.debug("step %d: jump of %d frames accepted, dH %.3f kJ/mol", after.state.getStepCount(), n_frames, dh_kJ)
-        self._thermalise(span_steps * self.timestep_ps)
+        self._thermalise((1.0 - self.rule.thermostat_before) * span_steps * self.timestep_ps)
         self._report_due(reports, span_steps)
+
+    def _add_drift(self, dh_kJ):
+        """Count an accepted jump's ``dH`` in the drift (only the last ``rule.drift_window`` when it has one)."""
+        window = self.rule.drift_window
+        if window is None:
+            self.drift_kJ += dh_kJ
+            return
+        self._drift_terms_kJ.append(float(dh_kJ))
+        del self._drift_terms_kJ[:-window]
+        self.drift_kJ = float(sum(self._drift_terms_kJ))
 
     def _projected_frames(self, positions, velocities, after):
         """Intermediate forecast frames for the history, projected onto the constraints like the last one.
@@ -968,13 +1004,8 @@ class ForecastAccelerator:
         return frames
 
     def _reject(self, before, reason, n_frames, reports):
-        """Restore the pre-jump state, then cover the span.
-
-        Tolerance mode: the span is integrated by the simulation's own integrator.  Metropolis mode
-        (generalised hybrid Monte Carlo): the configuration is kept for the span with its velocities
-        reversed, and reporters due at the span's end report it, as hybrid Monte Carlo repeats a rejected
-        sample; the next move does not depend on the outcome, which keeps the chain exact.
-        """
+        """Restore the pre-jump state, then let the rule cover the span (:meth:`~.AcceptanceRule.after_rejection`:
+        :meth:`_integrate` it, or :meth:`_keep_reversed`)."""
         self.stats.record_reject(reason)
         with self.stats.timing("transfer"):
             self._restore(before)
@@ -983,9 +1014,15 @@ class ForecastAccelerator:
             self._accepted_in_row = 0
         logger.debug("step %d: jump of %d frames rejected (%s)", before.state.getStepCount(), n_frames, reason)
         self._history.clear()
-        if not self.options.metropolis:
-            self._integrate(n_frames * self.stride_steps)
-            return
+        self.rule.after_rejection(self, before, n_frames, reports)
+
+    def _keep_reversed(self, before, n_frames, reports):
+        """Cover a rejected span as generalised hybrid Monte Carlo does (the Metropolis rule).
+
+        The configuration ``before`` (restored) is kept for the span with its velocities reversed, then
+        thermalised over the span; reporters due at the span's end report it, as hybrid Monte Carlo
+        repeats a rejected sample.  The next move does not depend on the outcome, which keeps the chain exact.
+        """
         with self.stats.timing("transfer"):
             self._advance_clock(before, n_frames)
             self._current = self._set_velocities(-before.velocities_nm_ps, same_positions_as=before)
@@ -1002,7 +1039,7 @@ class ForecastAccelerator:
         It leaves the Maxwell-Boltzmann distribution invariant and does nothing without friction.  When
         the System has a ``CMMotionRemover``, the centre-of-mass velocity is removed as the remover would.
         """
-        if self.friction_per_ps == 0.0:
+        if self.friction_per_ps == 0.0 or span_ps == 0.0:
             return
         with self.stats.timing("transfer"):
             decay = np.exp(-self.friction_per_ps * span_ps)
@@ -1082,7 +1119,7 @@ class ForecastAccelerator:
         return kinetic_temperature_K(kinetic, self.dof)
 
     def _reequilibration_due(self):
-        if self.options.metropolis or self.options.reequilibration_steps == 0:
+        if not self.rule.maintains or self.options.reequilibration_steps == 0:
             return False
         if self._drift_exceeded():
             return True
@@ -1107,8 +1144,8 @@ class ForecastAccelerator:
             if not self._jumps_switched_off:
                 self._jumps_switched_off = True
                 logger.warning(
-                    "step %d: the jumps changed the total energy by %.2f kJ/mol (more than %g kT) and the "
-                    "integrator has no thermostat to remove it: continuing as plain MD (no more jumps)",
+                    "step %d: the energy errors of the accepted jumps add up to %.2f kJ/mol (more than %g kT) and "
+                    "the integrator has no thermostat to remove them: continuing as plain MD (no more jumps)",
                     self.simulation.currentStep, self.drift_kJ, self.options.drift_tolerance_kT,
                 )
             self._integrate(remaining)
@@ -1125,6 +1162,7 @@ class ForecastAccelerator:
         self.stats.reequilibrations += 1
         if self._thermostatted:
             self.drift_kJ = 0.0
+            self._drift_terms_kJ.clear()
 
     # ---- checkpoints ---------------------------------------------------------------------------------
 
@@ -1143,6 +1181,7 @@ class ForecastAccelerator:
                 "span_frames": self.span_frames,
                 "accepted_in_row": self._accepted_in_row,
                 "drift_kJ": self.drift_kJ,
+                "drift_terms_kJ": list(self._drift_terms_kJ),
             },
             "stats": self.stats.to_state(),
             "rng": self._rng.bit_generator.state,
@@ -1164,6 +1203,7 @@ class ForecastAccelerator:
         try:  # read everything before changing anything
             state = record["accelerator"]
             span_frames, accepted_in_row, drift_kJ = state["span_frames"], state["accepted_in_row"], state["drift_kJ"]
+            drift_terms_kJ = [float(term) for term in state.get("drift_terms_kJ", [])]
             stats = AcceleratorStats.from_state(record["stats"])
             rng = np.random.Generator(np.random.PCG64())
             rng.bit_generator.state = record["rng"]
@@ -1188,6 +1228,7 @@ class ForecastAccelerator:
             context.loadCheckpoint(current)
             raise CheckpointError(f"checkpoint {name!r} is inconsistent: step {step} recorded, {found} in its Context")
         self.span_frames, self._accepted_in_row, self.drift_kJ = span_frames, accepted_in_row, drift_kJ
+        self._drift_terms_kJ = drift_terms_kJ
         self.stats = stats
         self._rng, self.sanity_guard = rng, sanity_guard
         self._history.clear()

@@ -797,10 +797,10 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
                             "architecture": meta.architecture, "fingerprint": forecaster_fingerprint(forecaster),
                             "file_sha256": _model_file_sha256(arm.forecaster), "stride_ps": meta.stride_ps,
                             "max_frames": meta.max_frames, "history": meta.history, "setup": meta.setup,
-                            "options": {k: (str(v) if unit.is_quantity(v) else v)
-                                        for k, v in (arm.forecaster_options or {}).items()}},
-                accelerator_options={k: (str(v) if unit.is_quantity(v) else v if isinstance(v, (bool, int, float, str,
-                                     type(None))) else repr(v)) for k, v in arm.accelerator_options.items()},
+                            "options": _plain_options(arm.forecaster_options or {}),
+                            "structure_preserving": forecaster.structure_preserving},
+                accelerator_options=_plain_options(arm.accelerator_options),
+                acceptance_rule=repr(arm_walkers.walkers[0].rule),
             )
         extra["label"] = arm.label(forecaster)
         summaries[arm.name], phi_psis[arm.name], curves[arm.name] = summarize_arm(
@@ -907,6 +907,12 @@ def _winner(summaries, bar):
         return None
     name = min(reached, key=reached.get)
     return {"arm": name, "by": "shortest wall clock to the JS bar", "wall_seconds": reached[name]}
+
+
+def _plain_options(options):
+    """Options as JSON types: quantities and objects (a surrogate System, an acceptance rule) as text."""
+    return {key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+            for key, value in options.items()}
 
 
 def _model_file_sha256(forecaster):

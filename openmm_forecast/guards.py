@@ -18,11 +18,10 @@ A forecast is checked in two stages, cheapest and Context-free first:
    Every frame of a forecast is checked, not only the last: a path that passes through an impossible
    geometry is not trusted.
 
-2. **Energy** (:func:`energy_decision`), on the candidate state written into the Context and projected
-   onto the constraints: ``dH = H_after - H_before`` with ``H = U + K``.  The exact flow conserves H, so
-   ``|dH|`` measures the forecast's error in the currency that matters for sampling.  Either a tolerance
-   (``|dH| <= tolerance * kT``, reason ``'energy'`` otherwise) or a Metropolis test (accept with
-   probability ``min(1, exp(-dH / kT))``, reason ``'metropolis'`` otherwise).
+2. **Energy**, on the candidate state written into the Context and projected onto the constraints:
+   ``dH = H_after - H_before`` with ``H = U + K``.  The exact flow conserves H, so ``|dH|`` measures the
+   forecast's error in the currency that matters for sampling.  The accelerator's acceptance rule judges it
+   (:mod:`openmm_forecast.acceptance`: a tolerance, a Metropolis test, or momentum rescaling).
 
 :data:`REJECTION_REASONS` lists every reason a guard can give.  Units: nm, nm/ps, amu, kJ/mol, K.
 """
@@ -30,12 +29,16 @@ A forecast is checked in two stages, cheapest and Context-free first:
 import numpy as np
 from openmm import unit
 
+from .acceptance import REJECTION_REASONS as ACCEPTANCE_REASONS
 from .systems import particle_masses, removes_com_motion
 from .units import MOLAR_GAS_CONSTANT_KJ
 
-REJECTION_REASONS = ("nonfinite", "clash", "bond", "chirality", "evaluation", "energy", "metropolis")
-"""Why a jump can be rejected: sanity reasons (in the order they are checked), ``'evaluation'`` (the potential
-could not be evaluated at the candidate, e.g. an SCF that did not converge), then energy reasons."""
+SANITY_REASONS = ("nonfinite", "clash", "bond", "chirality")
+"""Why the sanity guard rejects a jump, in the order they are checked."""
+
+REJECTION_REASONS = SANITY_REASONS + ("evaluation",) + ACCEPTANCE_REASONS
+"""Why a jump can be rejected: sanity reasons, ``'evaluation'`` (the potential could not be evaluated at the
+candidate, e.g. an SCF that did not converge), then those of the built-in acceptance rules."""
 
 VDW_RADII_NM = {
     "H": 0.120, "C": 0.170, "N": 0.155, "O": 0.152, "F": 0.147, "P": 0.180, "S": 0.180, "Cl": 0.175,
@@ -94,36 +97,6 @@ def kinetic_temperature_K(kinetic_kJ, dof):
     if dof <= 0:
         return float("nan")
     return 2.0 * kinetic_kJ / (dof * MOLAR_GAS_CONSTANT_KJ)
-
-
-def energy_decision(dH_kJ, kT_kJ, tolerance_kT=1.0, metropolis=False, rng=None):
-    """Accept or reject a jump from its energy change.
-
-    Parameters
-    ----------
-    dH_kJ : float
-        ``H_after - H_before`` in kJ/mol (NaN or Inf is always rejected, reason ``'energy'``).
-    kT_kJ : float
-        Thermal energy in kJ/mol.
-    tolerance_kT : float
-        Tolerance mode: accept when ``|dH| <= tolerance_kT * kT``.
-    metropolis : bool
-        Metropolis mode: accept with probability ``min(1, exp(-dH / kT))``; ``tolerance_kT`` is unused.
-    rng : numpy.random.Generator
-        Metropolis mode only: exactly one uniform number is drawn per finite ``dH``, accepted or not,
-        so that the random stream does not depend on the outcome.
-
-    Returns
-    -------
-    str or None
-        None when accepted, else the reason: ``'energy'`` or ``'metropolis'``.
-    """
-    if not np.isfinite(dH_kJ):
-        return "energy"
-    if metropolis:
-        uniform = rng.random()
-        return None if uniform < np.exp(min(0.0, -dH_kJ / kT_kJ)) else "metropolis"
-    return None if abs(dH_kJ) <= tolerance_kT * kT_kJ else "energy"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -347,6 +347,8 @@ class ForecastWalkers(_Walkers):
             plans = [plan for plan in plans if plan[2] > 0]
             if not plans:
                 return
+            for walker, _, n_frames, _ in plans:
+                walker._prepare_jump(n_frames)
             self._propose([walker for walker, *_ in plans], max(plan[2] for plan in plans))
             jumping = [
                 (walker, end) for walker, end, n_frames, reports in plans

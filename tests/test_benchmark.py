@@ -71,6 +71,23 @@ def check_arm(arm, n_walkers):
     assert arm["transitions"]["total"] == sum(sum(row.values()) for row in arm["transitions"]["counts"].values())
 
 
+def test_benchmark_report_records_the_surrogate_and_the_rule(vacuum_system, reference_dir, tmp_path):
+    """Options that are not JSON types (a time step, a rule object) are recorded as text, not a crash."""
+    from openmm_forecast.acceptance import DynamicsRule
+
+    arm = BenchmarkArm("surrogate-dynamics", vacuum_system, "surrogate",
+                       {"stride_ps": 0.01, "max_frames": 2, "timestep": 2 * unit.femtosecond},
+                       {"acceptance": DynamicsRule(drift_window=5)})
+    report = run_benchmark([BenchmarkArm("plain", vacuum_system), arm], str(tmp_path / "bench"), n_walkers=1,
+                           wall_seconds=0.5, reference=str(reference_dir), progress=False, platform="Reference",
+                           slice_seconds=None)
+    on_disk = json.loads((tmp_path / "bench" / "report.json").read_text())["arms"]["surrogate-dynamics"]
+    assert on_disk["acceptance"] == report["arms"]["surrogate-dynamics"]["acceptance"] == "dynamics"
+    assert on_disk["acceptance_rule"] == "DynamicsRule(drift_window=5)"
+    assert on_disk["forecaster"]["structure_preserving"] is True
+    assert on_disk["forecaster"]["options"]["timestep"] == "2 fs"
+
+
 def test_tiny_benchmark_of_three_arms_writes_a_complete_consistent_report(vacuum_system, reference_dir, tmp_path):
     out = tmp_path / "bench"
     hmr = build_system("amber14-vacuum", hydrogen_mass=1.5 * unit.amu, timestep=4 * unit.femtosecond)
@@ -276,7 +293,7 @@ def test_cli_arms_plain_hmr_and_a_rule(reference_dir, tmp_path):
     assert report["js_bar"] == {"value": 0.5, "rule": "fixed", "description": "fixed JS 0.5"}
     assert report["arms"]["hmr"]["hydrogen_mass_amu"] == 2.0 and report["arms"]["hmr"]["timestep_fs"] == 4.0
     assert report["arms"]["v"]["acceptance"] == "metropolis"
-    assert report["arms"]["v"]["accelerator_options"]["metropolis"] is True
+    assert report["arms"]["v"]["accelerator_options"]["acceptance"] == "metropolis"
 
 
 @pytest.mark.parametrize("arm, message", [("plain:metropolis", "takes no acceptance rule"),

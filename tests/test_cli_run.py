@@ -83,3 +83,28 @@ def test_resume_refuses_changed_settings_and_foreign_directories(tmp_path, capsy
     assert main(_arguments(other, 0.2, "--resume")) == 1
     assert "not a run to resume" in capsys.readouterr().err
     assert (other / "trajectory.dcd").read_bytes() == before
+
+
+def test_surrogate_and_acceptance_rule_are_recorded_and_kept_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = _arguments(out, 0.2, "--acceptance", "metropolis", "--surrogate-timestep", "1")
+    arguments[arguments.index("verlet")] = "surrogate"
+    assert main(arguments) == 0
+    recorded = json.loads((out / "run.json").read_text())
+    assert (recorded["model"], recorded["surrogate"], recorded["surrogate_timestep"], recorded["acceptance"]) == (
+        "surrogate", "amber14-vacuum", 1.0, "metropolis")
+    assert "rejections" in json.loads((out / "stats.json").read_text())["stats"]
+    resumed = [a for a in arguments if a not in ("--acceptance", "metropolis")] + ["--metropolis", "--resume"]
+    resumed[resumed.index("0.2")] = "0.4"
+    for flag, value in (("--surrogate-timestep", "2"), ("--acceptance", "dynamics")):
+        changed = resumed + [flag, value]
+        assert main(changed) == 1
+        assert flag in capsys.readouterr().err
+    assert main(resumed) == 0  # --metropolis is --acceptance metropolis
+    # run.json of a run from before --acceptance (a 'metropolis' flag) still resumes, with its rule.
+    old = dict(recorded)
+    del old["acceptance"]
+    old["metropolis"] = True
+    (out / "run.json").write_text(json.dumps(old))
+    resumed[resumed.index("0.4")] = "0.6"
+    assert main(resumed) == 0

@@ -8,7 +8,6 @@ from openmm_forecast.guards import (
     VDW_RADII_NM,
     SanityGuard,
     degrees_of_freedom,
-    energy_decision,
     find_stereocentres,
     kinetic_energy_kJ,
     kinetic_temperature_K,
@@ -160,28 +159,3 @@ def test_degrees_of_freedom_and_temperature(vacuum_system):
     standard_error = 300 * np.sqrt(2.0 / dof) / np.sqrt(len(temperatures))
     assert abs(np.mean(temperatures) - 300) < 4 * standard_error  # 4 standard errors: 13.6 K
     assert np.isnan(kinetic_temperature_K(1.0, 0))  # no kinetic degrees of freedom: no temperature
-
-
-def test_energy_decision_tolerance_mode():
-    kT = kT_kJ(300.0)
-    assert energy_decision(0.9 * kT, kT, tolerance_kT=1.0) is None
-    assert energy_decision(-0.9 * kT, kT, tolerance_kT=1.0) is None
-    assert energy_decision(1.1 * kT, kT, tolerance_kT=1.0) == "energy"
-    assert energy_decision(-1.1 * kT, kT, tolerance_kT=1.0) == "energy"
-    assert energy_decision(float("nan"), kT) == "energy"
-    assert energy_decision(float("-inf"), kT) == "energy"
-
-
-def test_metropolis_acceptance_probability_and_one_draw_per_decision():
-    kT = kT_kJ(300.0)
-    rng = np.random.default_rng(7)
-    n = 20000
-    accepted = sum(energy_decision(kT, kT, metropolis=True, rng=rng) is None for _ in range(n))
-    p = np.exp(-1.0)
-    assert abs(accepted / n - p) < 4 * np.sqrt(p * (1 - p) / n)
-    assert all(energy_decision(-0.1 * kT, kT, metropolis=True, rng=rng) is None for _ in range(100))
-    assert energy_decision(50 * kT, kT, metropolis=True, rng=rng) == "metropolis"
-    a, b = np.random.default_rng(11), np.random.default_rng(11)
-    energy_decision(-5.0, kT, metropolis=True, rng=a)
-    b.random()
-    assert a.random() == b.random()

@@ -243,7 +243,13 @@ def test_hydrogen_mass_is_checked():
         build_system("amber14-vacuum", hydrogen_mass=5.5 * unit.amu)  # a methyl carbon: 12.01 - 3 x 4.49 < 0
 
 
-def test_hmr_repartitions_the_ml_setup_directly():
-    hmr = build_system("ml", potential_file="ala2-ani-amber14", hydrogen_mass=1.5 * unit.amu)
-    plain = build_system("amber14-vacuum", hydrogen_mass=1.5 * unit.amu)
-    np.testing.assert_array_equal(hmr.masses, plain.masses)
+@pytest.mark.parametrize("setup", ["ml", "gfn2-xtb"])
+def test_hmr_repartitions_systems_without_a_force_field_directly(setup):
+    if setup == "gfn2-xtb":
+        pytest.importorskip("tblite")
+    kwargs = {"potential_file": "ala2-ani-amber14"} if setup == "ml" else {}
+    hmr = build_system(setup, hydrogen_mass=1.5 * unit.amu, **kwargs)
+    # The same masses as amber14's createSystem(hydrogenMass=...) gives the same atoms.
+    reference = app.ForceField("amber14-all.xml").createSystem(hmr.topology, nonbondedMethod=app.NoCutoff,
+                                                               constraints=app.HBonds, hydrogenMass=1.5 * unit.amu)
+    np.testing.assert_array_equal(hmr.masses, of.systems.particle_masses(reference))

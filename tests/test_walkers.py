@@ -95,7 +95,8 @@ def test_batched_forecast_equals_one_walker_at_a_time(system, verlet, tiny_model
     assert np.abs(batched_x[0] - batched_x[1]).max() > 1e-4
 
 
-@pytest.mark.parametrize("options", [{}, {"metropolis": True}], ids=["tolerance", "metropolis"])
+@pytest.mark.parametrize("options", [{}, {"metropolis": True}, {"acceptance": "dynamics"}],
+                         ids=["tolerance", "metropolis", "dynamics"])
 def test_walkers_in_a_batch_follow_their_solo_trajectories(frictionless, tiny_model, options):
     system = frictionless
     together = ForecastWalkers(system, tiny_model, seeds=[3, 4], platform="Reference", **options)

@@ -47,6 +47,20 @@ def baseline_options(args, model=None):
     return options
 
 
+def add_acceptance_arguments(parser):
+    """``--acceptance`` (with ``--metropolis`` as its shorthand) and ``--energy-tolerance``."""
+    from ..acceptance import RULES
+
+    parser.add_argument("--acceptance", choices=sorted(RULES), default="tolerance",
+                        help="acceptance rule of the jumps (default %(default)s): 'tolerance' accepts |dH| within "
+                        "--energy-tolerance, 'metropolis' is exact with a structure-preserving proposal (surrogate, "
+                        "verlet), 'dynamics' rescales momenta to keep H (FlashMD)")
+    parser.add_argument("--metropolis", dest="acceptance", action="store_const", const="metropolis",
+                        help="shorthand for --acceptance metropolis")
+    parser.add_argument("--energy-tolerance", type=float, default=1.0,
+                        help="accepted |dH| in kT of --acceptance tolerance (default %(default)s)")
+
+
 def add_threads_argument(parser):
     """``--threads``: torch's CPU threads (see :func:`apply_threads`)."""
     parser.add_argument(

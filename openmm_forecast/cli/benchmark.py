@@ -9,9 +9,17 @@ OUT/convergence.png.
 
 import logging
 
-from ._common import add_baseline_arguments, add_setup_arguments, apply_threads, baseline_options, setup_from_args
+from ..acceptance import RULES
+from ._common import (
+    add_acceptance_arguments,
+    add_baseline_arguments,
+    add_setup_arguments,
+    apply_threads,
+    baseline_options,
+    setup_from_args,
+)
 
-ACCEPTANCE_RULES = ("tolerance", "metropolis")
+ACCEPTANCE_RULES = tuple(sorted(RULES))
 """Acceptance rules an ``--arm`` may name after its proposal (``MODEL:RULE``)."""
 
 HMR_ARM = "hmr"
@@ -42,10 +50,7 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
     parser.add_argument("--slice-seconds", type=float, default=10.0,
                         help="the arms alternate in slices of this many wall-clock seconds (default 10; 0: each arm "
                         "for its whole budget, one after the other)")
-    parser.add_argument("--energy-tolerance", type=float, default=1.0,
-                        help="tolerance rule: accepted |dH| in kT (default 1)")
-    parser.add_argument("--metropolis", action="store_true",
-                        help="the rule of --model, and of arms that name none: Metropolis instead of the tolerance")
+    add_acceptance_arguments(parser)
     parser.add_argument("--segment-steps", type=int, default=None,
                         help="hybrid arms: integration steps between jump rounds (default: the accelerator's, one "
                         "stride)")
@@ -73,8 +78,8 @@ def add_parser(subparsers):
     parser.add_argument("--arm", action="append", default=None, metavar="[NAME=]MODEL[:RULE][@STRIDE_FS]",
                         help="an arm (repeatable; the first is the baseline the others are compared with): 'plain' "
                         "(MD at --timestep), 'hmr' (hydrogen mass repartitioning: --hmr-mass, --hmr-timestep), or a "
-                        f"forecaster with an acceptance rule ({', '.join(ACCEPTANCE_RULES)}; default: --metropolis or "
-                        "the tolerance) and optionally its own stride in fs, e.g. --arm plain --arm hmr --arm surrogate:metropolis@248")
+                        f"forecaster with an acceptance rule ({', '.join(ACCEPTANCE_RULES)}; default: --acceptance) and "
+                        "optionally its own stride in fs, e.g. --arm plain --arm hmr --arm surrogate:metropolis@248")
     add_benchmark_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -132,7 +137,7 @@ def arms_from_args(args, molecular_system, specs=None):
 
     from ..benchmark import BenchmarkArm
 
-    default_rule = "metropolis" if args.metropolis else "tolerance"
+    default_rule = args.acceptance
     if specs is None:
         specs = args.arm or ([PLAIN_ARM, args.model] if args.model else None)
     if not specs:
@@ -153,7 +158,7 @@ def arms_from_args(args, molecular_system, specs=None):
                     raise ValueError(f"--arm {spec!r}: a stride is set only for baseline and surrogate proposals, not for "
                                      f"the learned forecaster {model!r}")
                 options["stride_ps"] = stride_fs / 1000.0
-            accelerator = {"metropolis": rule == "metropolis", "energy_tolerance_kT": args.energy_tolerance}
+            accelerator = {"acceptance": rule, "energy_tolerance_kT": args.energy_tolerance}
             for option in ("segment_steps", "jumps_per_cycle"):
                 if getattr(args, option) is not None:
                     accelerator[option] = getattr(args, option)

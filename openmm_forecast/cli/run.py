@@ -20,7 +20,13 @@ from openmm import app, unit
 
 from .._io import atomic_write_path, check_output_directory, write_json
 from ..units import whole_steps
-from ._common import add_baseline_arguments, add_setup_arguments, baseline_options, setup_from_args
+from ._common import (
+    add_acceptance_arguments,
+    add_baseline_arguments,
+    add_setup_arguments,
+    baseline_options,
+    setup_from_args,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ RESUMABLE_FLAGS = {
     "constraints": "--constraints", "potential_file": "--potential-file", "model": "--model", "seed": "--seed",
     "report_interval": "--report-interval", "stride": "--stride", "max_frames": "--max-frames",
     "surrogate": "--surrogate", "surrogate_timestep": "--surrogate-timestep",
-    "energy_tolerance": "--energy-tolerance", "metropolis": "--metropolis", "platform": "--platform",
+    "energy_tolerance": "--energy-tolerance", "acceptance": "--acceptance", "platform": "--platform",
 }
 """Settings recorded in run.json that a resumed run must keep, with their flags."""
 
@@ -59,8 +65,7 @@ def add_parser(subparsers):
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.chk (start from the beginning when there is none)")
     add_baseline_arguments(parser)
-    parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
-    parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
+    add_acceptance_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -142,7 +147,7 @@ def run(args):
     simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed, minimize=not resuming)
     accelerator = ForecastAccelerator(
         simulation, forecaster, molecular_system=molecular_system, seed=args.seed,
-        energy_tolerance_kT=args.energy_tolerance, metropolis=args.metropolis,
+        energy_tolerance_kT=args.energy_tolerance, acceptance=args.acceptance,
         progress=False if args.no_progress else None,
     )
     if resuming:
@@ -195,7 +200,7 @@ def _settings(args):
         "setup": args.setup, "temperature": args.temperature, "timestep": args.timestep, "friction": args.friction,
         "constraints": args.constraints, "potential_file": args.potential_file, "model": args.model,
         "seed": args.seed, "report_interval": args.report_interval, "energy_tolerance": args.energy_tolerance,
-        "metropolis": args.metropolis,
+        "acceptance": args.acceptance,
     }
     if args.model in BASELINES:
         settings.update(stride=args.stride, max_frames=args.max_frames)
@@ -211,9 +216,12 @@ def _read_settings(path):
         return None
     with open(path) as handle:
         try:
-            return json.load(handle)
+            settings = json.load(handle)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}); it records the run's settings") from error
+    if "metropolis" in settings and "acceptance" not in settings:  # written before --acceptance existed
+        settings["acceptance"] = "metropolis" if settings.pop("metropolis") else "tolerance"
+    return settings
 
 
 def _check_same_settings(recorded, settings, path):
