@@ -32,6 +32,7 @@ from .forecasters import (
 from .analysis import (
     BASINS,
     basin_populations,
+    check_phi_psi,
     compute_phi_psi,
     count_transitions,
     js_convergence,
@@ -88,7 +89,7 @@ __all__ = [
     "save_potential",
     "velocity_verlet_integrator",
     "TrainingConfig", "evaluate", "train",
-    "BASINS", "basin_populations", "compute_phi_psi", "count_transitions", "js_convergence", "js_divergence",
+    "BASINS", "basin_populations", "check_phi_psi", "compute_phi_psi", "count_transitions", "js_convergence", "js_divergence",
     "js_divergence_phi_psi", "load_phi_psi", "plot_ramachandran", "ramachandran_histogram", "window_js",
     "ForecastWalkers", "PlainWalkers", "run_benchmark",
     "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",

@@ -38,10 +38,12 @@ import platform as platform_module
 import numpy as np
 from openmm import unit
 
-from ._io import write_json
+from ._io import load_npy, write_json
 from .analysis import (
     DEFAULT_BINS,
     DEFAULT_RANGE,
+    MIN_PHI_PSI_FRAMES,
+    check_phi_psi,
     analysis_definitions,
     basin_populations,
     count_transitions,
@@ -144,7 +146,8 @@ def load_reference_runs(path):
     ----------
     path : str or os.PathLike
         A ``.npy`` file of shape (n_frames, 2), or a directory whose ``.npy`` files of that shape are each
-        one independent run (files of other shapes are skipped).
+        one independent run (files of other shapes are skipped; phi/psi arrays are validated as by
+        :func:`~openmm_forecast.analysis.load_phi_psi`: degrees, at least two frames, finite).
 
     Returns
     -------
@@ -155,7 +158,9 @@ def load_reference_runs(path):
     Raises
     ------
     DataFileError
-        Missing path, or no phi/psi array in it.
+        Missing path, no phi/psi array in it, or a phi/psi array that fails
+        :func:`~openmm_forecast.analysis.check_phi_psi` (radians, one frame, non-finite), or a file that is not
+        a .npy file.
     """
     if path is None:
         raise DataFileError(
@@ -168,12 +173,9 @@ def load_reference_runs(path):
     files = sorted(glob.glob(os.path.join(path, "*.npy"))) if os.path.isdir(path) else [path]
     runs, used = [], []
     for name in files:
-        try:
-            array = np.load(name, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise DataFileError(f"cannot read reference file {name}: {error}") from error
-        if array.ndim == 2 and array.shape[1] == 2 and len(array) > 0 and np.isfinite(array).all():
-            runs.append(wrap_degrees(array))
+        array = load_npy(name, "reference phi/psi in degrees, shape (n_frames, 2)")
+        if array.ndim == 2 and array.shape[1] == 2:
+            runs.append(wrap_degrees(check_phi_psi(array, f"reference file {name}", min_frames=MIN_PHI_PSI_FRAMES)))
             used.append(os.path.abspath(name))
     if not runs:
         raise DataFileError(f"{path!r} holds no phi/psi array of shape (n_frames, 2) in a .npy file")
@@ -280,7 +282,7 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
                 piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
                 pieces[name].append(piece)
                 used[name] += piece.wall_s[-1]
-                bar.n = sum(min(value, wall_seconds) for value in used.values())
+                bar.n = round(sum(min(value, wall_seconds) for value in used.values()), 1)
                 bar.refresh()
                 bar.set_postfix_str(f"{name} {used[name]:.0f}/{wall_seconds:g} s")
     return {name: WalkerSamples.concatenate(parts) for name, parts in pieces.items()}
