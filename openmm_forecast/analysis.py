@@ -130,12 +130,12 @@ def check_phi_psi(phi_psi, name="phi_psi", min_frames=1):
         raise DataFileError(
             f"{name} must be phi/psi angles in degrees of shape (n_frames, 2), got shape {array.shape}"
         )
+    if not np.all(np.isfinite(array)):
+        raise DataFileError(f"{name} contains NaN or infinite angles")
     if len(array) < min_frames:
         raise DataFileError(
             f"{name} holds {len(array)} frame(s) of phi/psi; at least {min_frames} are needed for a distribution"
         )
-    if not np.all(np.isfinite(array)):
-        raise DataFileError(f"{name} contains NaN or infinite angles")
     if np.abs(array).max() <= np.pi:
         raise DataFileError(
             f"{name}: every one of its {len(array)} phi/psi frames is within +-pi, so they look like radians; "
