@@ -16,6 +16,7 @@ from .errors import (
     ModelMismatchError,
     UnitError,
     UnknownSetupError,
+    RunInterrupted,
     UnsupportedSystemError,
 )
 from .forecasters import (
@@ -78,6 +79,7 @@ __all__ = [
     "SETUPS",
     "UnitError",
     "UnknownSetupError",
+    "RunInterrupted",
     "UnsupportedSystemError",
     "build_system",
     "fastest_platform",

@@ -38,7 +38,7 @@ import platform as platform_module
 import numpy as np
 from openmm import unit
 
-from ._io import load_npy, write_json
+from ._io import check_output_directory, load_npy, write_json
 from .analysis import (
     DEFAULT_BINS,
     DEFAULT_RANGE,
@@ -129,6 +129,10 @@ def _reference_mismatch(molecular_system, shipped):
     reference = "the shipped reference (amber14-vacuum, 300 K)" if shipped else "the reference"
     return (f"this run differs from {reference} in {', '.join(differences)}: its JS also measures that difference, "
             "and the time-to-JS compares both arms against another ensemble's distribution")
+
+
+BENCHMARK_OUTPUTS = ("report.json", "ramachandran.png", "convergence.png", "plain_phipsi.npy", "hybrid_phipsi.npy")
+"""Files :func:`run_benchmark` writes into its output directory."""
 
 
 def default_reference_path():
@@ -453,7 +457,8 @@ def plot_convergence(curves, path, target_js=None, noise_js=None):
 
 def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_seconds=60.0, reference=None,
                   sample_interval=1.0 * unit.picosecond, reference_interval=1.0 * unit.picosecond, seed=1,
-                  platform=None, forecaster_options=None, slice_seconds=10.0, progress=None, **accelerator_options):
+                  platform=None, forecaster_options=None, slice_seconds=10.0, progress=None, overwrite=False,
+                  **accelerator_options):
     """Run plain MD and the accelerated walkers for the same wall-clock budget; write the report and plots.
 
     Parameters
@@ -485,6 +490,9 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
         The arms alternate in slices of this much wall clock (default 10 s), so that both see the same
         machine load; None runs plain MD for its whole budget, then the hybrid.
     progress : bool, optional
+    overwrite : bool
+        Replace the outputs (:data:`BENCHMARK_OUTPUTS`) of an earlier benchmark in ``out``; by default such a
+        directory is refused before any work.
     **accelerator_options
         :class:`~openmm_forecast.accelerator.AcceleratorOptions` fields.
 
@@ -498,6 +506,7 @@ def run_benchmark(molecular_system, forecaster, out, *, n_walkers=8, wall_second
 
     if not wall_seconds > 0:
         raise ValueError(f"wall_seconds must be > 0, got {wall_seconds}")
+    check_output_directory(out, "out", BENCHMARK_OUTPUTS, overwrite, hint="choose another out or pass overwrite")
     reference_path = default_reference_path() if reference is None else reference
     runs, files = load_reference_runs(reference_path)
     pooled_reference = np.concatenate(runs)

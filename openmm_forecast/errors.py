@@ -42,3 +42,19 @@ class UnsupportedSystemError(ForecastError, ValueError):
 
 class DataFileError(ForecastError, ValueError):
     """A trajectory data file is missing, corrupt, or incompatible with the requested operation."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped at a consistent point on request (a signal): every jump finished or undone.
+
+    Attributes
+    ----------
+    signum : int
+        The signal that asked (2: SIGINT, Ctrl-C; 15: SIGTERM).
+    step : int
+        ``simulation.currentStep`` where it stopped.
+    """
+
+    def __init__(self, signum, step):
+        super().__init__(signum, step)
+        self.signum, self.step = int(signum), int(step)

@@ -33,8 +33,9 @@ from openmm import unit
 from .systems import particle_masses, removes_com_motion
 from .units import MOLAR_GAS_CONSTANT_KJ
 
-REJECTION_REASONS = ("nonfinite", "clash", "bond", "chirality", "energy", "metropolis")
-"""Why a jump can be rejected: sanity reasons (in the order they are checked), then energy reasons."""
+REJECTION_REASONS = ("nonfinite", "clash", "bond", "chirality", "energy", "metropolis", "forecast_error")
+"""Why a jump can be rejected: sanity reasons (in the order they are checked), then energy reasons, then a
+forecaster that raised an exception (the accelerator's, not a guard's, reason)."""
 
 VDW_RADII_NM = {
     "H": 0.120, "C": 0.170, "N": 0.155, "O": 0.152, "F": 0.147, "P": 0.180, "S": 0.180, "Cl": 0.175,

@@ -20,7 +20,7 @@ from openmm import app, unit
 
 from .._io import atomic_write_path, check_output_directory, write_json
 from ..units import whole_steps
-from ._common import add_setup_arguments, setup_from_args
+from ._common import add_setup_arguments, finite_float, setup_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +46,20 @@ def add_parser(subparsers):
     add_setup_arguments(parser)
     parser.add_argument("--model", required=True,
                         help="forecaster: 'verlet', 'ballistic', 'constant', a shipped model or a model file")
-    parser.add_argument("--time", type=float, required=True,
+    parser.add_argument("--time", type=finite_float, required=True,
                         help="total simulated time in ps (a resumed run continues up to it)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the thermostat, the velocities and the Metropolis stream")
-    parser.add_argument("--report-interval", type=float, default=1.0,
+    parser.add_argument("--report-interval", type=finite_float, default=1.0,
                         help="ps between trajectory frames and log lines (default 1)")
-    parser.add_argument("--checkpoint-interval", type=float, default=10.0, help="ps between checkpoints (default 10)")
+    parser.add_argument("--checkpoint-interval", type=finite_float, default=10.0, help="ps between checkpoints (default 10)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.chk (start from the beginning when there is none)")
-    parser.add_argument("--stride", type=float, default=10.0,
+    parser.add_argument("--stride", type=finite_float, default=10.0,
                         help="baselines only: fs between forecast frames (default 10)")
     parser.add_argument("--max-frames", type=int, default=8, help="baselines only: frames per forecast (default 8)")
-    parser.add_argument("--energy-tolerance", type=float, default=1.0, help="accepted |dH| in kT (default 1)")
+    parser.add_argument("--energy-tolerance", type=finite_float, default=1.0, help="accepted |dH| in kT (default 1)")
     parser.add_argument("--metropolis", action="store_true", help="Metropolis acceptance instead of the tolerance")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
