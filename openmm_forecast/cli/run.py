@@ -7,18 +7,27 @@ and ``stats.json`` (the accelerator's statistics, rewritten at every checkpoint)
 the interrupted run are removed first, so nothing is lost or duplicated.  A resumed run must keep the
 settings in ``run.json`` (temperature, time step, model, report interval, ...; only ``--time``,
 ``--checkpoint-interval``, ``--threads`` and ``--no-progress`` may change), and its platform defaults to
-the recorded one.
+the recorded one.  ``--resume`` in a directory with a trajectory or log but no checkpoint is refused
+(nothing to continue from, and starting again would overwrite them).
+
+Ctrl-C (SIGINT) or SIGTERM: the current cycle ends (every jump finished or undone), a final checkpoint and
+``stats.json`` are written, the command to resume is printed, and the exit code is 130 (143 for SIGTERM).
+A second signal stops at once (the last checkpoint stands).
 """
 
+import contextlib
 import json
 import logging
 import os
+import shlex
+import signal
 import struct
 import time
 
 from openmm import app, unit
 
 from .._io import atomic_write_path, check_output_directory, write_json
+from ..errors import RunInterrupted
 from ..units import whole_steps
 from ._common import add_setup_arguments, finite_float, setup_from_args
 
@@ -55,7 +64,7 @@ def add_parser(subparsers):
                         help="ps between trajectory frames and log lines (default 1)")
     parser.add_argument("--checkpoint-interval", type=finite_float, default=10.0, help="ps between checkpoints (default 10)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoint.chk (start from the beginning when there is none)")
+                        help="continue from OUT/checkpoint.chk (start from the beginning when OUT holds no run yet)")
     parser.add_argument("--stride", type=finite_float, default=10.0,
                         help="baselines only: fs between forecast frames (default 10)")
     parser.add_argument("--max-frames", type=int, default=8, help="baselines only: frames per forecast (default 8)")
@@ -112,17 +121,17 @@ def run(args):
     from ..forecasters.registry import BASELINES
 
     paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS, SETTINGS)}
-    check_output_directory(args.out, "--out")
-    outputs = [name for name in (TRAJECTORY, LOG, CHECKPOINT) if os.path.exists(paths[name])]
+    check_output_directory(args.out, "--out", () if args.resume else (TRAJECTORY, LOG, CHECKPOINT),
+                           hint="pass --resume to continue the run or choose another --out")
+    outputs = [name for name in (TRAJECTORY, LOG) if os.path.exists(paths[name])]
     recorded = _read_settings(paths[SETTINGS])
-    if not args.resume and outputs:
-        raise ValueError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     resuming = args.resume and os.path.exists(paths[CHECKPOINT])
     if args.resume:
-        if recorded is None and outputs and not resuming:
+        if outputs and not resuming:
             raise ValueError(
-                f"{args.out} holds {', '.join(outputs)} but no {SETTINGS} or {CHECKPOINT}: not a run to resume "
-                "(nothing would be continued, and its files would be overwritten); choose another --out"
+                f"{args.out} holds {', '.join(outputs)} but no {CHECKPOINT} (a run stopped before its first "
+                "checkpoint, or another command's output): nothing to continue from, and starting again would "
+                f"overwrite them; remove {' and '.join(outputs)} to start again, or choose another --out"
             )
         if recorded is None and resuming:
             logger.warning("%s has no %s (an older run): its settings cannot be checked", args.out, SETTINGS)
@@ -175,11 +184,25 @@ def run(args):
     )
 
     start = time.perf_counter()
-    while simulation.currentStep < total_steps:
-        accelerator.step(min(checkpoint_steps, total_steps - simulation.currentStep))
+    try:
+        with _progress_bar(args, simulation.currentStep, total_steps) as bar, _stop_on_signals(accelerator):
+            accelerator.progress_bar = bar
+            while simulation.currentStep < total_steps:
+                accelerator.step(min(checkpoint_steps, total_steps - simulation.currentStep))
+                accelerator.save_checkpoint(paths[CHECKPOINT])
+                wall_s = time.perf_counter() - start
+                write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, wall_s))
+    except RunInterrupted as interruption:
         accelerator.save_checkpoint(paths[CHECKPOINT])
-        wall_s = time.perf_counter() - start
-        write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, wall_s))
+        write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start))
+        arguments = list(getattr(args, "argv", None) or [])
+        arguments += [] if "--resume" in arguments else ["--resume"]
+        print(
+            f"interrupted ({signal.Signals(interruption.signum).name}) at step {simulation.currentStep} "
+            f"({simulation.currentStep * timestep_ps:g} ps of {args.time:g}); checkpoint written to "
+            f"{paths[CHECKPOINT]}. Resume with:\n  openmm-forecast {shlex.join(arguments)}"
+        )
+        return 128 + interruption.signum
     summary = _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start)
     write_json(paths[STATS], summary)
     stats = summary["stats"]
@@ -189,6 +212,37 @@ def run(args):
         f"{stats['integrated_ps']:.3f} ps integrated; outputs in {args.out}"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(args, done_steps, total_steps):
+    """One tqdm bar for the whole run (overall ETA), with log lines printed above it, not onto it."""
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    disable = True if args.no_progress else None
+    with tqdm(total=total_steps, initial=done_steps, unit="step", desc="run", disable=disable) as bar:
+        with logging_redirect_tqdm():
+            yield bar
+
+
+@contextlib.contextmanager
+def _stop_on_signals(accelerator):
+    """While the block runs, SIGINT and SIGTERM ask ``accelerator`` to stop at its next cycle boundary; a
+    second signal interrupts at once (``KeyboardInterrupt``)."""
+    def handler(signum, frame):
+        if getattr(handler, "asked", False):
+            raise KeyboardInterrupt(signum)
+        handler.asked = True
+        logger.warning("%s: stopping after the current cycle (again to stop at once)", signal.Signals(signum).name)
+        accelerator.request_stop(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _settings(args):

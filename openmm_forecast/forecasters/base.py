@@ -41,8 +41,8 @@ class ForecasterMetadata:
         Name of the system setup the model was trained on (None: not tied to one).
     potential : str or None
         Description of the potential whose dynamics the model learned.
-    constraints : str
-        Constraints of the training dynamics ('HBonds', 'none', ...).
+    constraints : str or None
+        Constraints of the training dynamics ('HBonds', 'none', ...; None: not recorded, not checked).
     temperature_K : float or None
         Temperature of the training states, in K.
     data_fingerprint : str or None
@@ -60,7 +60,7 @@ class ForecasterMetadata:
     history: int = 1
     setup: str = None
     potential: str = None
-    constraints: str = "none"
+    constraints: str = None
     temperature_K: float = None
     data_fingerprint: str = None
     system_fingerprint: str = None
