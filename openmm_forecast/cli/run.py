@@ -146,7 +146,6 @@ def run(args):
     total_steps = whole_steps(args.time, timestep_ps, "--time")
     interval = whole_steps(args.report_interval, timestep_ps, "--report-interval")
     checkpoint_steps = whole_steps(args.checkpoint_interval, timestep_ps, "--checkpoint-interval")
-    os.makedirs(args.out, exist_ok=True)
 
     forecaster_options = {}
     if args.model in BASELINES:
@@ -158,6 +157,7 @@ def run(args):
         energy_tolerance_kT=args.energy_tolerance, metropolis=args.metropolis,
         progress=False if args.no_progress else None,
     )
+    os.makedirs(args.out, exist_ok=True)  # only now: refused input leaves no directory behind
     if resuming:
         accelerator.load_checkpoint(paths[CHECKPOINT])
         if recorded is None:  # a run from before run.json: record its settings now, checked from now on
