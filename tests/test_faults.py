@@ -308,7 +308,7 @@ MODEL_CASES = [
     ("forecaster raises RuntimeError", _raise(RuntimeError("model failed")), None, "forecast_error"),
     ("forecaster raises FloatingPointError", _raise(FloatingPointError("overflow")), None, "forecast_error"),
     ("potential raises during a jump", _translated, "raise", "nonfinite"),
-    ("potential gives NaN during a jump", _translated, "nan", "nonfinite"),
+    ("potential gives NaN during a jump", _translated, "nan", "energy"),  # a non-finite dH fails the energy check
 ]
 
 
@@ -416,7 +416,7 @@ def _tip3p_accelerator(barostat=False, metropolis=False):
     forecaster = VerletForecaster(molecular_system, stride_ps=0.004, max_frames=2, timestep=1 * unit.femtosecond,
                                   platform="CPU")
     return ForecastAccelerator(simulation, forecaster, molecular_system=molecular_system, progress=False,
-                               metropolis=metropolis, segment_steps=4)
+                               metropolis=metropolis, segment_steps=4, temperature_sigmas=None)  # minimised: cold
 
 
 def test_the_tip3p_box_admits_a_barostat_in_plain_openmm():
@@ -434,7 +434,7 @@ def test_the_tip3p_box_admits_a_barostat_in_plain_openmm():
 @pytest.mark.parametrize("metropolis", [False, True], ids=["tolerance", "metropolis"])
 def test_the_exact_proposal_keeps_accepting_on_supported_solvated_systems(metropolis):
     accelerator = _tip3p_accelerator(metropolis=metropolis)
-    accelerator.step(60)
+    accelerator.step(40)
     stats = accelerator.stats
     assert stats.jumps_attempted >= 4
     assert stats.jumps_accepted >= 0.8 * stats.jumps_attempted, stats.as_dict()
