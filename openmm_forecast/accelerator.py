@@ -659,7 +659,7 @@ class ForecastAccelerator:
         if simulated is None and self.simulation.system.getNumConstraints() == 0:
             simulated = "none"
         try:
-            trained = constraints_name(meta.constraints)
+            trained = None if meta.constraints is None else constraints_name(meta.constraints)
         except (ValueError, KeyError):  # not a named constraint set (e.g. "12 constraints"): nothing to compare
             trained = None
         if trained is not None and simulated is not None and trained != constraints_name(simulated):
