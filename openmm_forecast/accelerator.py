@@ -563,6 +563,12 @@ class ForecastAccelerator:
     stream: a forecaster that steps its own Context (the ``verlet`` baseline) changes the thermostat's
     noise (still random), so such a run is reproducible but not identical to plain MD with the same seed.
 
+    *Failures and interruptions.*  A forecaster that raises is a rejected jump (reason ``forecast_error``,
+    one warning); a potential that fails or gives NaN on a candidate rejects it too.  :meth:`request_stop`
+    (from a signal handler, as ``openmm-forecast run`` does on Ctrl-C) ends :meth:`step` at the next cycle
+    boundary with :class:`~openmm_forecast.errors.RunInterrupted`; ``progress_bar`` (a tqdm bar) is
+    updated instead of one bar per :meth:`step` call.
+
     *Constraints and boxes.*  Accepted frames are projected onto the constraints (positions, then
     velocities) before their energy is evaluated.  The forecaster sees the Context's unwrapped positions,
     so molecules stay whole in periodic systems; a jump keeps the box.

@@ -375,7 +375,25 @@ SETTINGS_CASES = [
     ("verlet baseline at 500 K: its own conditions", lambda: _verlet_at(500.0), None, None),
     ("barostat on amber14-tip3p (real Simulation)", lambda: _tip3p_accelerator(barostat=True), UnsupportedSystemError,
      "MonteCarloBarostat"),
+    ("barostat on amber14-tip3p walkers", lambda: _tip3p_walkers_with_barostat(), UnsupportedSystemError,
+     "MonteCarloBarostat"),
 ]
+
+
+def _tip3p_walkers_with_barostat():
+    import dataclasses
+
+    _tip3p_system()
+    molecular_system = dataclasses.replace(
+        _TIP3P["system"], system=_with_force(_TIP3P["system"].system, mm.MonteCarloBarostat(1.0, 300.0, 10)))
+    return ForecastWalkers(molecular_system, "verlet", 1, platform="CPU", minimize=False,
+                           forecaster_options={"stride_ps": 0.004, "timestep": 1 * unit.femtosecond})
+
+
+def _tip3p_system():
+    if "system" not in _TIP3P:
+        _TIP3P["system"] = build_system("amber14-tip3p")
+    return _TIP3P["system"]
 
 
 @pytest.mark.parametrize("case", SETTINGS_CASES, ids=[case[0] for case in SETTINGS_CASES])
@@ -402,9 +420,7 @@ _TIP3P = {}
 
 
 def _tip3p_accelerator(barostat=False, metropolis=False):
-    if "system" not in _TIP3P:
-        _TIP3P["system"] = build_system("amber14-tip3p")
-    molecular_system = _TIP3P["system"]
+    molecular_system = _tip3p_system()
     system = molecular_system.system
     if barostat:
         system = _with_force(system, mm.MonteCarloBarostat(1.0 * unit.bar, 300.0 * unit.kelvin, 10))
