@@ -528,29 +528,80 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_old_one_and_its_leftover_is_
     assert json.loads(path.read_text()) == {"new": True} and not list(tmp_path.glob(".checkpoint.chk.partial-*"))
 
 
-def test_resume_from_a_truncated_checkpoint_is_refused_and_loses_nothing(files, tmp_path, capsys):
-    out = _copy_run(files["run"], tmp_path / "r", drop="")
-    checkpoint = out / "checkpoint.chk"
-    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
-    before = {path.name: path.read_bytes() for path in out.iterdir()}
-    assert main(_run_arguments(out, 0.4, "--resume")) == 1
-    assert "checkpoint" in capsys.readouterr().err
-    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+def _truncate(name, keep):
+    def damage(out):
+        path = out / name
+        path.write_bytes(path.read_bytes()[:keep])
+    return damage
 
 
-def test_resume_from_a_checkpoint_of_another_model_is_refused(files, tmp_path, capsys):
-    out = _copy_run(files["run"], tmp_path / "r", drop="")
+def _replace(name, content):
+    def damage(out):
+        (out / name).write_bytes(content)
+    return damage
+
+
+def _remove(name):
+    def damage(out):
+        (out / name).unlink()
+    return damage
+
+
+def _other_model(out):
     settings = json.loads((out / "run.json").read_text())
-    settings.update(model="ballistic")
-    (out / "run.json").write_text(json.dumps(settings))
-    assert main(_run_arguments(out, 0.4, "--resume", "--model", "ballistic")) == 1
-    assert "checkpoint" in capsys.readouterr().err.lower()
+    (out / "run.json").write_text(json.dumps({**settings, "model": "ballistic"}))
+
+
+def _foreign_dcd(out):
+    import shutil
+
+    other = out.parent / "other"
+    assert main(["simulate", "--setup", "amber14-vacuum", "--time", "0.2", "--report-interval", "0.1",
+                 "--equilibration", "0", "--platform", "Reference", "--out", str(other)]) == 0
+    header = bytearray((other / "trajectory.dcd").read_bytes())
+    header[104 + int.from_bytes(header[92:96], "little") : 108 + int.from_bytes(header[92:96], "little")] = \
+        (23).to_bytes(4, "little")  # a trajectory of 23 atoms
+    (out / "trajectory.dcd").write_bytes(bytes(header))
+    shutil.rmtree(other)
+
+
+ALL = [50, 100, 150, 200]
+# (id, damage(out) of a finished 0.2 ps run, extra flags, exit code, error text (refusals) or the frames and log
+# steps after resuming to 0.4 ps)
+FILE_CASES = [
+    ("truncated checkpoint.chk", _truncate("checkpoint.chk", 100), [], 1, "checkpoint"),
+    ("checkpoint.chk of another model", _other_model, ["--model", "ballistic"], 1, "checkpoint"),
+    ("run.json not JSON", _replace("run.json", b"{half"), [], 1, "not valid JSON"),
+    ("trajectory.dcd of another run", _foreign_dcd, [], 1, "another run"),
+    ("trajectory.dcd not a DCD", _replace("trajectory.dcd", b"x" * 200), [], 1, "not a DCD file"),
+    ("trajectory.dcd cut mid-frame", _truncate("trajectory.dcd", -100), [], 0, (3, ALL)),  # its last frame lost, warned
+    ("log.csv cut mid-line", _truncate("log.csv", -7), [], 0, (4, [50, 150, 200])),  # its cut line dropped
+    ("topology.pdb missing", _remove("topology.pdb"), [], 0, (4, ALL)),
+]
+
+
+@pytest.mark.parametrize("case", FILE_CASES, ids=[case[0] for case in FILE_CASES])
+def test_resume_with_damaged_or_foreign_files(case, files, tmp_path, capsys, caplog):
+    _, damage, extra, code, expected = case
+    out = _copy_run(files["run"], tmp_path / "r", drop="")
+    damage(out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    with caplog.at_level(logging.WARNING):
+        assert main(_run_arguments(out, 0.4, "--resume", *extra)) == code
+    if not code and expected[0] == 3:
+        assert any("1 frames were lost" in record.getMessage() for record in caplog.records)
+    if code:
+        error = capsys.readouterr().err
+        assert expected in error and "Traceback" not in error, error
+        assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # nothing touched
+    else:
+        assert _frames(out) == expected[0]
+        log = (out / "log.csv").read_text().splitlines()
+        assert [int(float(line.split(",")[0])) for line in log if not line.startswith("#")] == expected[1]
 
 
 INTERRUPTION_CASES = 2 + 1 + 1
 """Signals (2), SIGKILL during a run, SIGKILL during a checkpoint write."""
-FOREIGN_FILE_CASES = 2
-"""Truncated checkpoint, checkpoint of another model (file cases of the CLI table count there)."""
 
 
 # ---- the README table ----------------------------------------------------------------------------------
@@ -565,7 +616,7 @@ def suite_counts():
         "Failing forecasters and potentials": len(MODEL_CASES) + MODEL_CASES_BATCHED,
         "Mismatched physical settings": len(SETTINGS_CASES) + 1 + 2,  # + plain-OpenMM barostat box, exactness x2
         "Kills and signals": INTERRUPTION_CASES,
-        "Truncated and foreign files": FOREIGN_FILE_CASES,
+        "Truncated and foreign files": len(FILE_CASES),
     }
 
 

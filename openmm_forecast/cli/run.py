@@ -74,8 +74,16 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def truncate_dcd(path, last_step):
+def truncate_dcd(path, last_step, expected_atoms=None):
     """Drop the frames of an OpenMM DCD file recorded after ``last_step`` (and any partly written frame).
+
+    Parameters
+    ----------
+    path : str
+    last_step : int
+    expected_atoms : int, optional
+        Refuse (``ValueError``, nothing changed) a file with another number of atoms: the trajectory of
+        another run, to which appending would write garbage.
 
     Returns
     -------
@@ -84,16 +92,28 @@ def truncate_dcd(path, last_step):
     """
     with open(path, "r+b") as handle:
         header = handle.read(100)
+        if len(header) < 100 or header[4:8] != b"CORD":
+            raise ValueError(f"{path} is not a DCD file (a trajectory of another program, or damaged)")
         first_step, interval = struct.unpack("<2i", header[12:20])
         has_box = struct.unpack("<i", header[48:52])[0]
         handle.seek(92)
         comments = struct.unpack("<i", handle.read(4))[0]
         handle.seek(104 + comments)
         n_atoms = struct.unpack("<i", handle.read(4))[0]
+        if expected_atoms is not None and n_atoms != expected_atoms:
+            raise ValueError(
+                f"{path} holds frames of {n_atoms} atoms, this run has {expected_atoms}: the trajectory of another "
+                "run; move it away to resume"
+            )
         header_bytes = 104 + comments + 8
         frame_bytes = 3 * (8 + 4 * n_atoms) + (56 if has_box else 0)
         complete = (os.path.getsize(path) - header_bytes) // frame_bytes
-        keep = 0 if last_step < first_step else min(complete, (last_step - first_step) // interval + 1)
+        due = 0 if last_step < first_step else (last_step - first_step) // interval + 1
+        keep = min(complete, due)
+        if keep < due:
+            logger.warning("%s holds %d whole frames up to the checkpoint's step %d, which is due %d: %d frames were "
+                           "lost (the file was cut); the run continues after them", path, keep, last_step, due,
+                           due - keep)
         handle.truncate(header_bytes + keep * frame_bytes)
         handle.seek(8)
         handle.write(struct.pack("<i", keep))
@@ -164,15 +184,17 @@ def run(args):
             write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
         step = simulation.currentStep
         if os.path.exists(paths[TRAJECTORY]):
-            kept = truncate_dcd(paths[TRAJECTORY], step)
+            kept = truncate_dcd(paths[TRAJECTORY], step, expected_atoms=simulation.system.getNumParticles())
             logger.info("resuming at step %d; %d trajectory frames kept", step, kept)
         if os.path.exists(paths[LOG]):
             truncate_log(paths[LOG], step)
     else:
         write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
+    if not resuming or not os.path.exists(paths[TOPOLOGY]):  # a resumed run rewrites a missing topology
         state = simulation.context.getState(getPositions=True)
-        with open(paths[TOPOLOGY], "w") as handle:
-            app.PDBFile.writeFile(molecular_system.topology, state.getPositions(), handle)
+        with atomic_write_path(paths[TOPOLOGY]) as temporary:
+            with open(temporary, "w") as handle:
+                app.PDBFile.writeFile(molecular_system.topology, state.getPositions(), handle)
     simulation.reporters.append(
         app.DCDReporter(paths[TRAJECTORY], interval, append=resuming and os.path.exists(paths[TRAJECTORY]))
     )
