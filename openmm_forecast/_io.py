@@ -61,7 +61,8 @@ def remove_stale_partials(path):
         The files removed.
     """
     path = os.fspath(path)
-    pattern = os.path.join(os.path.dirname(os.path.abspath(path)), f".{glob.escape(os.path.basename(path))}{PARTIAL_MARK}*")
+    directory, name = os.path.split(os.path.abspath(path))
+    pattern = os.path.join(directory, f".{glob.escape(name)}{PARTIAL_MARK}*")
     removed = []
     for candidate in glob.glob(pattern):
         pid = candidate.rsplit(PARTIAL_MARK, 1)[1]
