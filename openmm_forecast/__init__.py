@@ -19,6 +19,7 @@ from .errors import (
     PotentialEvaluationError,
     UnitError,
     UnknownSetupError,
+    RunInterrupted,
     UnsupportedSystemError,
 )
 from .forecasters import (
@@ -36,6 +37,7 @@ from .forecasters import (
 from .analysis import (
     BASINS,
     basin_populations,
+    check_phi_psi,
     compute_phi_psi,
     count_transitions,
     js_convergence,
@@ -85,6 +87,7 @@ __all__ = [
     "SETUPS",
     "UnitError",
     "UnknownSetupError",
+    "RunInterrupted",
     "UnsupportedSystemError",
     "build_system",
     "fastest_platform",
@@ -96,7 +99,8 @@ __all__ = [
     "save_potential",
     "velocity_verlet_integrator",
     "TrainingConfig", "evaluate", "train",
-    "BASINS", "basin_populations", "compute_phi_psi", "count_transitions", "js_convergence", "js_divergence",
+    "BASINS", "basin_populations", "check_phi_psi", "compute_phi_psi", "count_transitions", "js_convergence",
+    "js_divergence",
     "js_divergence_phi_psi", "load_phi_psi", "plot_ramachandran", "ramachandran_histogram", "window_js",
     "BenchmarkArm", "ForecastWalkers", "PlainWalkers", "run_benchmark",
     "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",

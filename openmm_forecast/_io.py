@@ -1,8 +1,19 @@
-"""Atomic file writes: a reader, or a run killed mid-write, sees the old file or the new one, never half of one."""
+"""Files: atomic writes, the output-directory policy of every command, and reading ``.npy`` files.
+
+Atomic writes: a reader, or a run killed mid-write, sees the old file or the new one, never half of one.
+"""
 
 import contextlib
+import glob
 import json
 import os
+
+import numpy as np
+
+PARTIAL_MARK = ".partial-"
+"""Temporary files of :func:`atomic_write_path` are ``.<name>.partial-<pid>`` next to ``<name>``."""
+
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @contextlib.contextmanager
@@ -11,6 +22,7 @@ def atomic_write_path(path):
 
     The temporary file is removed when the block raises.  The file is synced to disk before the rename,
     and gets ordinary permissions (``0666 & ~umask``, as ``open`` gives), unlike ``tempfile.mkstemp``'s 0600.
+    Temporary files of ``path`` left by killed processes (whose PID no longer runs) are removed first.
 
     Parameters
     ----------
@@ -25,7 +37,8 @@ def atomic_write_path(path):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.partial-{os.getpid()}")
+    remove_stale_partials(path)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}{PARTIAL_MARK}{os.getpid()}")
     try:
         yield temporary
         descriptor = os.open(temporary, os.O_RDONLY)
@@ -39,6 +52,37 @@ def atomic_write_path(path):
             os.remove(temporary)
 
 
+def remove_stale_partials(path):
+    """Remove the temporary files of ``path`` whose writer (the PID in their name) no longer runs.
+
+    Returns
+    -------
+    list of str
+        The files removed.
+    """
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    pattern = os.path.join(directory, f".{glob.escape(name)}{PARTIAL_MARK}*")
+    removed = []
+    for candidate in glob.glob(pattern):
+        pid = candidate.rsplit(PARTIAL_MARK, 1)[1]
+        if pid.isdigit() and not _process_runs(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(candidate)
+                removed.append(candidate)
+    return removed
+
+
+def _process_runs(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def write_json(path, content, indent=1):
     """Write ``content`` as JSON to ``path`` atomically (see :func:`atomic_write_path`)."""
     with atomic_write_path(path) as temporary:
@@ -46,7 +90,66 @@ def write_json(path, content, indent=1):
             json.dump(content, handle, indent=indent)
 
 
-def check_output_directory(path, name="output directory"):
-    """Refuse ``path`` (before any work is done) when it exists and is not a directory."""
+def check_output_directory(path, name="output directory", products=(), overwrite=False, hint=None):
+    """The output policy of every command, applied before any work is done: never destroy written results.
+
+    Refuses ``path`` when it exists and is not a directory, and when it already holds any of ``products``
+    (the files the command writes) unless ``overwrite``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    name : str
+        How the user gave ``path`` (``"--out"``), for the message.
+    products : iterable of str
+        File names, relative to ``path``, that the command writes.
+    overwrite : bool
+        Allow replacing existing ``products`` (the user asked for it, e.g. ``--overwrite``).
+    hint : str, optional
+        What to do instead, appended to the message (default: choose another directory).
+
+    Raises
+    ------
+    ValueError
+    """
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{name} {os.fspath(path)!r} is a file, not a directory")
+    existing = [product for product in products if os.path.exists(os.path.join(path, product))]
+    if existing and not overwrite:
+        raise ValueError(
+            f"{name} {os.fspath(path)!r} already holds {', '.join(existing)} (nothing was overwritten); "
+            + (hint or f"choose another {name}")
+        )
+
+
+def load_npy(path, what="array"):
+    """``numpy.load`` of a ``.npy`` file, with a clear :class:`~openmm_forecast.errors.DataFileError` for
+    anything else (a text file, a truncated or pickled array, a missing file).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    what : str
+        What the file should hold, for the message ("phi/psi in degrees", ...).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    from .errors import DataFileError
+
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(NPY_MAGIC))
+    except OSError as error:
+        raise DataFileError(f"cannot read {path}: {error}") from error
+    if magic != NPY_MAGIC:
+        raise DataFileError(
+            f"{path} is not a NumPy .npy file (it does not start with the .npy header; a text file written by "
+            f"np.savetxt?); it should hold {what}, saved with np.save"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataFileError(f"{path} is a damaged or pickled .npy file ({error}); it should hold {what}") from error

@@ -57,7 +57,14 @@ from tqdm.auto import tqdm
 from ._runtime import openmm as mm
 from .checkpoint import forecaster_fingerprint, read_checkpoint, write_checkpoint
 from .acceptance import acceptance_rule
-from .errors import BadForecastError, CheckpointError, UnsupportedSystemError, is_potential_evaluation_failure
+from .errors import (
+    BadForecastError,
+    CheckpointError,
+    ModelMismatchError,
+    RunInterrupted,
+    UnsupportedSystemError,
+    is_potential_evaluation_failure,
+)
 from .guards import (
     REJECTION_REASONS,
     SanityGuard,
@@ -66,7 +73,7 @@ from .guards import (
     kinetic_temperature_K,
 )
 from .integrators import velocity_verlet_integrator
-from .systems import particle_masses, removes_com_motion, system_fingerprint, without_com_velocity
+from .systems import constraints_name, particle_masses, removes_com_motion, system_fingerprint, without_com_velocity
 from .units import kT_kJ, positive, whole_steps
 
 logger = logging.getLogger(__name__)
@@ -78,6 +85,18 @@ SOLVENT_RESIDUES = {"HOH", "WAT", "SOL", "TIP3", "TIP4", "TIP5", "SPC", "NA", "C
 """Residue names of water and ions: atoms in such residues beyond the forecaster's atoms mean a solvated system."""
 
 WALL_CLOCK_KEYS = ("integration", "forecast", "guard", "transfer")
+
+TEMPERATURE_MISMATCH = 0.05
+"""Relative difference of the forecaster's training temperature and the simulation's above which a warning says so."""
+
+_warned = set()
+
+
+def _warn_once(key, message, *arguments):
+    """``logger.warning`` the first time ``key`` is seen in this process (walkers share one warning)."""
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message, *arguments)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,6 +453,32 @@ def _check_integrator(integrator, allow_custom):
     )
 
 
+def _check_supported_system(system):
+    """Refuse what the accelerator cannot drive: barostats, virtual sites, Drude particles.
+
+    A barostat changes the box between jumps that do not see it (a forecast carries no box), so even the
+    exact ``verlet`` proposal is rejected (3 of 28 jumps accepted with a MonteCarloBarostat, 18 of 18
+    without); virtual sites and Drude particles are not positions a forecaster predicts.
+    """
+    for force in system.getForces():
+        name = type(force).__name__
+        if "Barostat" in name:
+            raise UnsupportedSystemError(
+                f"the System has a {name}: constant-pressure simulations are not supported (a forecast carries no "
+                "box, so volume moves and jumps would not mix correctly); remove the barostat (equilibrate the "
+                "density with plain MD first, then accelerate at constant volume)"
+            )
+        if name == "DrudeForce":
+            raise UnsupportedSystemError("the System has Drude particles (DrudeForce): polarisable systems are "
+                                         "not supported")
+    virtual = [i for i in range(system.getNumParticles()) if system.isVirtualSite(i)]
+    if virtual:
+        raise UnsupportedSystemError(
+            f"the System has {len(virtual)} virtual sites (first: particle {virtual[0]}): not supported (a "
+            "forecaster predicts atoms only); use a water model without them (TIP3P) or an implicit solvent"
+        )
+
+
 @dataclasses.dataclass
 class Snapshot:
     """The state of one walker at one instant, as the Context holds it and as the forecaster sees it.
@@ -494,8 +539,11 @@ class ForecastAccelerator:
     ModelMismatchError
         The forecaster was made for other atoms (count, elements, order) or another setup.
     UnsupportedSystemError
-        An unsupported integrator, a stride that is not a whole number of steps, virtual sites, or extra
-        atoms (solvent) the forecaster does not describe: solvated systems are not supported.
+        An unsupported integrator, a stride that is not a whole number of steps, a barostat, virtual sites,
+        Drude particles, or extra atoms (solvent) the forecaster does not describe.
+    ModelMismatchError
+        Also: the forecaster was trained with other constraints than the simulation's (a different
+        temperature is a warning; see :meth:`_check_training_conditions`).
     ValueError
         Invalid options.
 
@@ -543,6 +591,12 @@ class ForecastAccelerator:
     stream: a forecaster that steps its own Context (the ``verlet`` baseline) changes the thermostat's
     noise (still random), so such a run is reproducible but not identical to plain MD with the same seed.
 
+    *Failures and interruptions.*  A forecaster that raises is a rejected jump (reason ``forecast_error``,
+    one warning); a potential that fails or gives NaN on a candidate rejects it too.  :meth:`request_stop`
+    (from a signal handler, as ``openmm-forecast run`` does on Ctrl-C) ends :meth:`step` at the next cycle
+    boundary with :class:`~openmm_forecast.errors.RunInterrupted`; ``progress_bar`` (a tqdm bar) is
+    updated instead of one bar per :meth:`step` call.
+
     *Constraints and boxes.*  Accepted frames are projected onto the constraints (positions, then
     velocities) before their energy is evaluated.  The forecaster sees the Context's unwrapped positions,
     so molecules stay whole in periodic systems; a jump keeps the box.
@@ -551,11 +605,13 @@ class ForecastAccelerator:
     def __init__(self, simulation, forecaster, *, molecular_system=None, forecaster_options=None, **options):
         self.simulation = simulation
         self.options = AcceleratorOptions(**options)
+        _check_supported_system(simulation.system)
         self.forecaster = self._resolve_forecaster(forecaster, molecular_system, forecaster_options or {})
         meta = self.forecaster.metadata
         integrator = simulation.integrator
         _check_integrator(integrator, self.options.allow_custom_integrator)
         self._check_atoms(molecular_system)
+        self._check_training_conditions(molecular_system)
 
         self.history = meta.history
         opts = self.options
@@ -589,6 +645,8 @@ class ForecastAccelerator:
         self._current = None  # Snapshot of the Context now
         self._system_fingerprint = system_fingerprint(simulation.system)
         self._forecaster_fingerprint = forecaster_fingerprint(self.forecaster)
+        self.progress_bar = None  # a tqdm bar that step() updates instead of opening its own (one bar per run)
+        self._stop_signal = None  # set by request_stop (e.g. from a signal handler)
 
     # ---- construction helpers ---------------------------------------------------------------------
 
@@ -621,6 +679,44 @@ class ForecastAccelerator:
                 "supported: use an implicit-solvent or vacuum setup"
             )
         self.forecaster.check_compatible(elements, setup=getattr(molecular_system, "setup", None))
+
+    def _check_training_conditions(self, molecular_system):
+        """Compare the forecaster's training conditions with the simulation's.
+
+        Constraints that differ are refused: the forecaster's frames lie on another constraint manifold, so
+        the projection changes every jump (issue 12: 0 of 47 jumps accepted for such mismatches).  A different temperature is only warned about, once: the jumps stay guarded, a model
+        may well serve nearby temperatures, and annealing (``setTemperature``) must keep working.  The time
+        step is not a training condition (the forecaster maps physical time; the stride must be a whole
+        number of steps, checked by :meth:`_read_integrator`).  Baselines built on this simulation's own
+        system record its conditions and never trigger either.
+        """
+        meta, integrator = self.forecaster.metadata, self.simulation.integrator
+        simulated = getattr(molecular_system, "constraints", None)
+        if simulated is None and self.simulation.system.getNumConstraints() == 0:
+            simulated = "none"
+        try:
+            trained = None if meta.constraints is None else constraints_name(meta.constraints)
+        except (ValueError, KeyError):  # not a named constraint set (e.g. "12 constraints"): nothing to compare
+            trained = None
+        if trained is not None and simulated is not None and trained != constraints_name(simulated):
+            raise ModelMismatchError(
+                f"forecaster {meta.architecture!r} was trained with constraints {trained!r}, but the simulation "
+                f"has constraints {constraints_name(simulated)!r}: its frames would not fit this system's "
+                "constraints; simulate with the forecaster's constraints or train one for these"
+            )
+        if meta.temperature_K is None or not hasattr(integrator, "getTemperature"):
+            return
+        simulated_K = integrator.getTemperature().value_in_unit(unit.kelvin)
+        trained_K = float(meta.temperature_K)
+        if abs(simulated_K - trained_K) > TEMPERATURE_MISMATCH * trained_K:
+            _warn_once(
+                ("temperature", self._forecaster_key(), trained_K, simulated_K),
+                "forecaster %r was trained at %g K but the simulation runs at %g K: expect fewer accepted jumps "
+                "(every jump is still checked)", meta.architecture, trained_K, simulated_K,
+            )
+
+    def _forecaster_key(self):
+        return (self.forecaster.metadata.architecture, self.forecaster.metadata.data_fingerprint)
 
     def _sanity_guard(self, reference_nm):
         """The SanityGuard of this simulation with ``reference_nm`` (n_atoms, 3) as its sane structure."""
@@ -749,13 +845,34 @@ class ForecastAccelerator:
         self._read_integrator()
         self._advance(whole_steps(time_ps, self.timestep_ps, "simulated_time", allow_zero=True))
 
+    def request_stop(self, signum=2):
+        """Ask a running :meth:`step` to stop at the end of its current cycle (safe in a signal handler).
+
+        Every jump is then finished or undone, and :meth:`step` raises
+        :class:`~openmm_forecast.errors.RunInterrupted` with ``signum`` and the step reached; the
+        simulation is consistent there, ready for :meth:`save_checkpoint`.
+
+        Parameters
+        ----------
+        signum : int
+            The signal that asked (default 2, SIGINT).
+        """
+        self._stop_signal = int(signum)
+
     def _advance(self, n_steps):
         """Cycles until ``n_steps`` more steps are done (the integrator's settings already read)."""
         end_step = self.simulation.currentStep + n_steps
         with self.stats.timing("transfer"):
             self._capture()
-        with tqdm(total=n_steps, unit="step", disable=self._progress_disabled(), desc="forecast MD") as bar:
+        if self.progress_bar is not None:
+            progress = contextlib.nullcontext(self.progress_bar)
+        else:
+            progress = tqdm(total=n_steps, unit="step", disable=self._progress_disabled(), desc="forecast MD")
+        with progress as bar:
             while self.simulation.currentStep < end_step:
+                if self._stop_signal is not None:
+                    signum, self._stop_signal = self._stop_signal, None
+                    raise RunInterrupted(signum, self.simulation.currentStep)
                 before = self.simulation.currentStep
                 self._cycle(end_step)
                 bar.update(self.simulation.currentStep - before)
@@ -811,7 +928,16 @@ class ForecastAccelerator:
         """Propose, check, then accept or restore one jump of ``n_frames`` frames; True when accepted."""
         self.stats.record_attempt(n_frames)
         before = self._current
-        positions, velocities = self.propose(n_frames)
+        try:
+            positions, velocities = self.propose(n_frames)
+        except BadForecastError:  # a broken contract (wrong shapes): a bug to fix, not a forecast to reject
+            raise
+        except Exception as error:  # a model that fails is a rejected jump; nothing reached the Context
+            _warn_once(("forecast_error", self._forecaster_key(), type(error).__name__),
+                       "forecaster %r raised %s: %s (the jump is rejected; later ones like it are counted as "
+                       "'forecast_error')", self.forecaster.name, type(error).__name__, error)
+            self._reject(before, "forecast_error", n_frames, reports)
+            return False
         with self.stats.timing("guard"):
             reason = self.sanity_guard.check(positions, velocities)
         if reason is None:

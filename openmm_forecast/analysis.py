@@ -47,6 +47,7 @@ import os
 
 import numpy as np
 
+from ._io import load_npy
 from .errors import DataFileError, ForecastError, UnsupportedSystemError
 
 DEFAULT_BINS = 36
@@ -78,7 +79,7 @@ class Basin:
 
     def contains(self, phi_psi):
         """Boolean mask, shape (n_frames,), of the frames inside the basin (angles in degrees)."""
-        phi_psi = wrap_degrees(_as_phi_psi(phi_psi))
+        phi_psi = wrap_degrees(check_phi_psi(phi_psi))
         return _in_interval(phi_psi[:, 0], self.phi) & _in_interval(phi_psi[:, 1], self.psi)
 
     def as_dict(self):
@@ -110,13 +111,36 @@ def _in_interval(angles, interval):
     return (angles >= lo) | (angles < hi)
 
 
-def _as_phi_psi(phi_psi, name="phi_psi"):
-    """``phi_psi`` as a float array of shape (n_frames, 2) with n_frames >= 1 and finite values."""
+MIN_PHI_PSI_FRAMES = 2
+"""Fewest frames a phi/psi file or reference may hold: one frame is a structure, not a distribution."""
+
+
+def check_phi_psi(phi_psi, name="phi_psi", min_frames=1):
+    """The one validation of phi/psi input: a float array of shape (n_frames, 2) in degrees.
+
+    Refuses a wrong shape, fewer than ``min_frames`` frames, NaN or Inf, and angles that look like radians
+    (every value within +-pi: alanine dipeptide never has phi and psi all within +-3.2 degrees).
+
+    Raises
+    ------
+    DataFileError
+    """
     array = np.asarray(phi_psi, dtype=float)
     if array.ndim != 2 or array.shape[1] != 2 or array.shape[0] == 0:
-        raise ValueError(f"{name} must be phi/psi angles in degrees of shape (n_frames, 2), got shape {array.shape}")
+        raise DataFileError(
+            f"{name} must be phi/psi angles in degrees of shape (n_frames, 2), got shape {array.shape}"
+        )
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite angles")
+        raise DataFileError(f"{name} contains NaN or infinite angles")
+    if len(array) < min_frames:
+        raise DataFileError(
+            f"{name} holds {len(array)} frame(s) of phi/psi; at least {min_frames} are needed for a distribution"
+        )
+    if np.abs(array).max() <= np.pi:
+        raise DataFileError(
+            f"{name}: every one of its {len(array)} phi/psi frames is within +-pi, so they look like radians; "
+            "phi/psi are in degrees (np.degrees converts them)"
+        )
     return array
 
 
@@ -226,25 +250,26 @@ def load_phi_psi(path, topology=None):
     Raises
     ------
     DataFileError
-        If the file does not exist, has an unknown extension, or holds arrays of the wrong shape.
+        If the file does not exist, has an unknown extension, is not what its extension says, or holds
+        arrays of the wrong shape, fewer than :data:`MIN_PHI_PSI_FRAMES` frames, or angles in radians.
     """
-    import mdtraj
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataFileError(f"{path} does not exist")
+    angles = _read_phi_psi(path, topology)
+    return wrap_degrees(check_phi_psi(angles, name=path, min_frames=MIN_PHI_PSI_FRAMES))
+
+
+def _read_phi_psi(path, topology):
+    """phi/psi of an existing file by its extension (see :func:`load_phi_psi`), not yet validated."""
+    import mdtraj
+
     extension = os.path.splitext(path)[1].lower()
     try:
         if extension == ".npy":
-            array = np.load(path, allow_pickle=False)
+            array = load_npy(path, "phi/psi in degrees (n_frames, 2) or positions in nm (n_frames, n_atoms, 3)")
             if array.ndim == 2 and array.shape[1] == 2:
-                angles = _as_phi_psi(array, name=path)
-                if len(angles) >= 10 and np.abs(angles).max() <= np.pi:
-                    raise DataFileError(
-                        f"{path}: every one of its {len(angles)} phi/psi values is within +-pi, so they look like "
-                        "radians; phi/psi files are in degrees (np.degrees converts them)"
-                    )
-                return wrap_degrees(angles)
+                return array
             if array.ndim == 3 and array.shape[2] == 3:
                 return phi_psi_from_positions(array, topology)
             raise DataFileError(
@@ -325,7 +350,7 @@ def ramachandran_histogram(phi_psi, bins=DEFAULT_BINS, range=DEFAULT_RANGE):
     ValueError
         If no frame falls inside ``range``.
     """
-    phi_psi = wrap_degrees(_as_phi_psi(phi_psi))
+    phi_psi = wrap_degrees(check_phi_psi(phi_psi))
     lo, hi = range
     counts, _, _ = np.histogram2d(phi_psi[:, 0], phi_psi[:, 1], bins=bins, range=[[lo, hi], [lo, hi]])
     total = counts.sum()
@@ -392,7 +417,7 @@ def js_convergence(phi_psi, reference, n_points=20, min_frames=100, bins=DEFAULT
     js : numpy.ndarray
         Shape (n,), JS divergence of ``phi_psi[:frame_count]`` against ``reference``.
     """
-    phi_psi = _as_phi_psi(phi_psi)
+    phi_psi = check_phi_psi(phi_psi)
     reference_histogram = ramachandran_histogram(reference, bins, range)
     n_frames = len(phi_psi)
     first = max(1, min(int(min_frames), n_frames))
@@ -426,7 +451,7 @@ def window_js(phi_psi, reference, window_frames, bins=DEFAULT_BINS, range=DEFAUL
     numpy.ndarray
         Shape (n_frames // window_frames,), the JS divergence of each window.
     """
-    phi_psi = _as_phi_psi(phi_psi)
+    phi_psi = check_phi_psi(phi_psi)
     window_frames = int(window_frames)
     if window_frames < 1 or window_frames > len(phi_psi):
         raise ValueError(f"window_frames must be between 1 and n_frames={len(phi_psi)}, got {window_frames}")
@@ -455,7 +480,7 @@ def assign_basins(phi_psi, basins=BASINS):
     numpy.ndarray
         Shape (n_frames,), int: index into ``basins`` or -1.
     """
-    phi_psi = _as_phi_psi(phi_psi)
+    phi_psi = check_phi_psi(phi_psi)
     labels = np.full(len(phi_psi), -1, dtype=int)
     for index, basin in enumerate(basins):
         inside = basin.contains(phi_psi)

@@ -51,10 +51,12 @@ import re
 import numpy as np
 from openmm import unit
 
-from ._io import write_json
+from ._io import check_output_directory, load_npy, write_json
 from .analysis import (
     DEFAULT_BINS,
     DEFAULT_RANGE,
+    MIN_PHI_PSI_FRAMES,
+    check_phi_psi,
     analysis_definitions,
     basin_populations,
     count_transitions,
@@ -217,6 +219,10 @@ def _reference_mismatch(molecular_system, reference_path):
             "against another ensemble's distribution")
 
 
+BENCHMARK_OUTPUTS = ("report.json", "ramachandran.png", "convergence.png")
+"""Files :func:`run_benchmark` always writes into its output directory (with ``<arm>_phipsi.npy`` per arm)."""
+
+
 def load_reference_runs(path):
     """Independent reference runs of phi/psi (degrees), from a directory of .npy files or one file.
 
@@ -224,7 +230,8 @@ def load_reference_runs(path):
     ----------
     path : str or os.PathLike
         A ``.npy`` file of shape (n_frames, 2), or a directory whose ``.npy`` files of that shape are each
-        one independent run (files of other shapes are skipped).
+        one independent run (files of other shapes are skipped; phi/psi arrays are validated as by
+        :func:`~openmm_forecast.analysis.load_phi_psi`: degrees, at least two frames, finite).
 
     Returns
     -------
@@ -235,7 +242,9 @@ def load_reference_runs(path):
     Raises
     ------
     DataFileError
-        Missing path, or no phi/psi array in it.
+        Missing path, no phi/psi array in it, or a phi/psi array that fails
+        :func:`~openmm_forecast.analysis.check_phi_psi` (radians, one frame, non-finite), or a file that is not
+        a .npy file.
     """
     if path is None:
         raise DataFileError(
@@ -248,12 +257,9 @@ def load_reference_runs(path):
     files = sorted(glob.glob(os.path.join(path, "*.npy"))) if os.path.isdir(path) else [path]
     runs, used = [], []
     for name in files:
-        try:
-            array = np.load(name, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise DataFileError(f"cannot read reference file {name}: {error}") from error
-        if array.ndim == 2 and array.shape[1] == 2 and len(array) > 0 and np.isfinite(array).all():
-            runs.append(wrap_degrees(array))
+        array = load_npy(name, "reference phi/psi in degrees, shape (n_frames, 2)")
+        if array.ndim == 2 and array.shape[1] == 2:
+            runs.append(wrap_degrees(check_phi_psi(array, f"reference file {name}", min_frames=MIN_PHI_PSI_FRAMES)))
             used.append(os.path.abspath(name))
     if not runs:
         raise DataFileError(f"{path!r} holds no phi/psi array of shape (n_frames, 2) in a .npy file")
@@ -360,7 +366,7 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
                 piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
                 pieces[name].append(piece)
                 used[name] += piece.wall_s[-1]
-                bar.n = sum(min(value, wall_seconds) for value in used.values())
+                bar.n = round(sum(min(value, wall_seconds) for value in used.values()), 1)
                 bar.refresh()
                 bar.set_postfix_str(f"{name} {used[name]:.0f}/{wall_seconds:g} s")
     return {name: WalkerSamples.concatenate(parts) for name, parts in pieces.items()}
@@ -707,7 +713,7 @@ def plot_convergence(curves, path, target_js=None, noise_js=None, target_label="
 
 def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, js_bar=None,
                   sample_interval=1.0 * unit.picosecond, reference_interval=1.0 * unit.picosecond, seed=1,
-                  platform=None, slice_seconds=10.0, progress=None):
+                  platform=None, slice_seconds=10.0, progress=None, overwrite=False):
     """Run every arm for the same wall-clock budget, interleaved; write the report and plots.
 
     Parameters
@@ -741,6 +747,9 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         The arms alternate in slices of this much wall clock (default 10 s), so that all see the same
         machine load; None runs each arm for its whole budget, one after the other.
     progress : bool, optional
+    overwrite : bool
+        Replace the outputs (:data:`BENCHMARK_OUTPUTS`) of an earlier benchmark in ``out``; by default such a
+        directory is refused before any work.
 
     Returns
     -------
@@ -754,6 +763,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     _check_arms(arms)
     if not wall_seconds > 0:
         raise ValueError(f"wall_seconds must be > 0, got {wall_seconds}")
+    check_output_directory(out, "out", BENCHMARK_OUTPUTS, overwrite, hint="choose another out or pass overwrite")
     if js_bar is not None and not 0 < js_bar < np.log(2):
         raise ValueError(f"js_bar must be in (0, ln 2), got {js_bar}")
     baseline = arms[0]

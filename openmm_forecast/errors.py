@@ -65,3 +65,19 @@ def is_potential_evaluation_failure(error):
     """Whether an exception (an ``openmm.OpenMMException`` from a PythonForce, or the error itself) is a
     :class:`PotentialEvaluationError`."""
     return isinstance(error, PotentialEvaluationError) or str(error).lstrip().startswith(POTENTIAL_EVALUATION_FAILED)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped at a consistent point on request (a signal): every jump finished or undone.
+
+    Attributes
+    ----------
+    signum : int
+        The signal that asked (2: SIGINT, Ctrl-C; 15: SIGTERM).
+    step : int
+        ``simulation.currentStep`` where it stopped.
+    """
+
+    def __init__(self, signum, step):
+        super().__init__(signum, step)
+        self.signum, self.step = int(signum), int(step)

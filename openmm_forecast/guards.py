@@ -36,9 +36,10 @@ from .units import MOLAR_GAS_CONSTANT_KJ
 SANITY_REASONS = ("nonfinite", "clash", "bond", "chirality")
 """Why the sanity guard rejects a jump, in the order they are checked."""
 
-REJECTION_REASONS = SANITY_REASONS + ("evaluation",) + ACCEPTANCE_REASONS
+REJECTION_REASONS = SANITY_REASONS + ("evaluation", "forecast_error") + ACCEPTANCE_REASONS
 """Why a jump can be rejected: sanity reasons, ``'evaluation'`` (the potential could not be evaluated at the
-candidate, e.g. an SCF that did not converge), then those of the built-in acceptance rules."""
+candidate, e.g. an SCF that did not converge), ``'forecast_error'`` (the forecaster raised an exception: the
+accelerator's reason, not a guard's), then those of the built-in acceptance rules."""
 
 VDW_RADII_NM = {
     "H": 0.120, "C": 0.170, "N": 0.155, "O": 0.152, "F": 0.147, "P": 0.180, "S": 0.180, "Cl": 0.175,

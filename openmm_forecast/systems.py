@@ -7,8 +7,10 @@ Setups
 ``amber14-obc2``
     amber14-all.xml with the OBC2 implicit-solvent model (implicit/obc2.xml), no cutoff.
 ``amber14-tip3p``
-    amber14-all.xml with TIP3P water (amber14/tip3p.xml), 1.0 nm padding, PME with a 1.0 nm cutoff,
-    periodic.  The molecule is atoms 0-21; waters follow.
+    amber14-all.xml with TIP3P water (amber14/tip3p.xml), 1.2 nm padding (a 2.4 nm cube, 1291 atoms), PME
+    with a 1.0 nm cutoff, periodic.  The molecule is atoms 0-21; waters follow.  (1.0 nm padding gave a
+    2.0 nm box, exactly twice the cutoff, on which OpenMM refuses any barostat: the density could not be
+    equilibrated at constant pressure.)
 ``ml``
     An openmm-torch ``TorchForce`` from a TorchScript potential file (positions in nm, shape (n_atoms, 3),
     to energy in kJ/mol).  Masses and constraints come from the amber14 topology; every other force is
@@ -61,6 +63,9 @@ PHI_ATOMS = (4, 6, 8, 14)
 """0-based atom indices of the phi dihedral (C-N-CA-C) of alanine dipeptide."""
 PSI_ATOMS = (6, 8, 14, 16)
 """0-based atom indices of the psi dihedral (N-CA-C-N) of alanine dipeptide."""
+
+TIP3P_PADDING = 1.2 * unit.nanometer
+"""Water padding of ``amber14-tip3p``: its box must exceed twice the 1.0 nm cutoff, so that a barostat may shrink it."""
 
 _CONSTRAINTS = {None: None, "none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}
 
@@ -376,7 +381,7 @@ def build_system(
     elif setup == "amber14-tip3p":
         forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
         modeller = app.Modeller(topology, positions)
-        modeller.addSolvent(forcefield, model="tip3p", padding=1.0 * unit.nanometer)
+        modeller.addSolvent(forcefield, model="tip3p", padding=TIP3P_PADDING)
         topology, positions = modeller.topology, modeller.positions
         system = forcefield.createSystem(
             topology,

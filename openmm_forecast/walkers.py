@@ -256,8 +256,10 @@ class _Walker(ForecastAccelerator):
 
     def propose(self, n_frames):
         """The first ``n_frames`` frames of this walker's slice of the batched forecast (set by the driver)."""
-        positions, velocities = self.proposal
-        self.proposal = None
+        proposal, self.proposal = self.proposal, None
+        if isinstance(proposal, Exception):  # the batched forecast failed: this walker's jump is rejected
+            raise proposal
+        positions, velocities = proposal
         return positions[:n_frames], velocities[:n_frames]
 
 
@@ -361,9 +363,15 @@ class ForecastWalkers(_Walkers):
         x = np.stack([np.stack([x for x, _ in w._history[-history:]]) for w in walkers])
         v = np.stack([np.stack([v for _, v in w._history[-history:]]) for w in walkers])
         start = time.perf_counter()
-        positions, velocities = self.forecaster.forecast(x, v, n_frames)
-        self.forecast_wall_s += time.perf_counter() - start
-        self.forecast_calls += 1
+        try:
+            positions, velocities = self.forecaster.forecast(x, v, n_frames)
+        except Exception as error:  # each walker rejects its jump, with reason 'forecast_error'
+            for walker in walkers:
+                walker.proposal = error
+            return
+        finally:
+            self.forecast_wall_s += time.perf_counter() - start
+            self.forecast_calls += 1
         expected = (len(walkers), n_frames, x.shape[2], 3)
         if np.shape(positions) != expected or np.shape(velocities) != expected:
             raise BadForecastError(

@@ -45,10 +45,14 @@ def test_run_refuses_to_overwrite_and_bad_times(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main(_arguments(tmp_path / "odd", 0.0031)) == 1
     assert "multiple of the time step" in capsys.readouterr().err
-    # Killed before its first checkpoint: --resume starts again from the beginning, overwriting the partial run.
+    # Killed before its first checkpoint: --resume has nothing to continue from and overwrites nothing (issue 12:
+    # it used to start again, and 101 frames became 10).
     (out / "checkpoint.chk").unlink()
-    assert main(_arguments(out, 0.2, "--resume")) == 0
-    assert mdtraj.load(str(out / "trajectory.dcd"), top=str(out / "topology.pdb")).n_frames == 2
+    frames = (out / "trajectory.dcd").read_bytes()
+    capsys.readouterr()
+    assert main(_arguments(out, 0.2, "--resume")) == 1
+    assert "no checkpoint.chk" in capsys.readouterr().err
+    assert (out / "trajectory.dcd").read_bytes() == frames
 
 
 def test_resume_refuses_changed_settings_and_foreign_directories(tmp_path, capsys):
@@ -81,7 +85,7 @@ def test_resume_refuses_changed_settings_and_foreign_directories(tmp_path, capsy
                  "--platform", "Reference", "--out", str(other)]) == 0
     before = (other / "trajectory.dcd").read_bytes()
     assert main(_arguments(other, 0.2, "--resume")) == 1
-    assert "not a run to resume" in capsys.readouterr().err
+    assert "nothing to continue from" in capsys.readouterr().err
     assert (other / "trajectory.dcd").read_bytes() == before
 
 

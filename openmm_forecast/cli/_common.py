@@ -1,16 +1,36 @@
 """Argument helpers shared by the commands."""
 
+import argparse
+import math
+
 from openmm import unit
 
 from ..systems import SETUPS
 
 
+def finite_float(text):
+    """``type=`` of every float flag: a finite number (argparse names the flag in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def add_overwrite_argument(parser):
+    """``--overwrite``: replace the report files of an earlier run in ``--out`` (see ``check_output_directory``)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the outputs of an earlier run in --out (default: refuse, nothing is replaced)")
+
+
 def add_setup_arguments(parser):
     """Arguments that choose and parametrise a system setup (see :func:`setup_from_args`)."""
     parser.add_argument("--setup", default="amber14-vacuum", choices=SETUPS, help="system setup (default %(default)s)")
-    parser.add_argument("--temperature", type=float, default=300.0, help="temperature in K (default %(default)s)")
-    parser.add_argument("--timestep", type=float, default=2.0, help="time step in fs (default %(default)s)")
-    parser.add_argument("--friction", type=float, default=1.0, help="Langevin friction in 1/ps (default %(default)s)")
+    parser.add_argument("--temperature", type=finite_float, default=300.0, help="temperature in K (default %(default)s)")
+    parser.add_argument("--timestep", type=finite_float, default=2.0, help="time step in fs (default %(default)s)")
+    parser.add_argument("--friction", type=finite_float, default=1.0, help="Langevin friction in 1/ps (default %(default)s)")
     parser.add_argument(
         "--constraints", default="HBonds", choices=["HBonds", "AllBonds", "HAngles", "none"],
         help="constraints (default %(default)s)",
@@ -22,14 +42,14 @@ def add_setup_arguments(parser):
 
 def add_baseline_arguments(parser):
     """Arguments of the forecasters built from arguments rather than loaded (see :func:`baseline_options`)."""
-    parser.add_argument("--stride", type=float, default=10.0,
+    parser.add_argument("--stride", type=finite_float, default=10.0,
                         help="baselines and surrogate only: fs between forecast frames (default %(default)s)")
     parser.add_argument("--max-frames", type=int, default=8,
                         help="baselines and surrogate only: frames per forecast (default %(default)s)")
     parser.add_argument("--surrogate", default="amber14-vacuum", choices=SETUPS,
                         help="--model surrogate only: the setup whose System the proposal integrates, built for "
                         "the same atoms and constraints (default %(default)s)")
-    parser.add_argument("--surrogate-timestep", type=float, default=2.0,
+    parser.add_argument("--surrogate-timestep", type=finite_float, default=2.0,
                         help="--model surrogate only: its velocity Verlet time step in fs (default %(default)s)")
 
 
@@ -57,7 +77,7 @@ def add_acceptance_arguments(parser):
                         "verlet), 'dynamics' rescales momenta to keep H (FlashMD)")
     parser.add_argument("--metropolis", dest="acceptance", action="store_const", const="metropolis",
                         help="shorthand for --acceptance metropolis")
-    parser.add_argument("--energy-tolerance", type=float, default=1.0,
+    parser.add_argument("--energy-tolerance", type=finite_float, default=1.0,
                         help="accepted |dH| in kT of --acceptance tolerance (default %(default)s)")
 
 

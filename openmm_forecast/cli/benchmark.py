@@ -13,9 +13,11 @@ from ..acceptance import RULES
 from ._common import (
     add_acceptance_arguments,
     add_baseline_arguments,
+    add_overwrite_argument,
     add_setup_arguments,
     apply_threads,
     baseline_options,
+    finite_float,
     setup_from_args,
 )
 
@@ -29,7 +31,7 @@ PLAIN_ARM = "plain"
 def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
     """Arguments shared by ``benchmark`` and ``demo``: budget, walkers, reference, bar, acceptance settings."""
     parser.add_argument("--walkers", type=int, default=walkers, help="replicas in each arm (default %(default)s)")
-    parser.add_argument("--wall-seconds", type=float, default=wall_seconds,
+    parser.add_argument("--wall-seconds", type=finite_float, default=wall_seconds,
                         help="wall-clock budget of each arm in seconds (default %(default)s)")
     parser.add_argument("--out", required=out is None, default=out, help="output directory" + (
         " (default %(default)s)" if out else ""))
@@ -40,14 +42,14 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
                         "--no-reference is given)")
     parser.add_argument("--no-reference", action="store_true",
                         help="no reference: measure speed, acceptance and temperature only (no JS, no bar)")
-    parser.add_argument("--js-bar", type=float, default=None,
+    parser.add_argument("--js-bar", type=finite_float, default=None,
                         help="JS every arm's time is measured to (default: the JS the first arm, plain MD, reaches at "
                         "the end of its budget)")
-    parser.add_argument("--reference-interval", type=float, default=1.0,
+    parser.add_argument("--reference-interval", type=finite_float, default=1.0,
                         help="ps between the reference's frames (default 1, the shipped reference runs)")
-    parser.add_argument("--sample-interval", type=float, default=1.0, help="ps between phi/psi samples (default 1)")
+    parser.add_argument("--sample-interval", type=finite_float, default=1.0, help="ps between phi/psi samples (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="first walker seed (default 1)")
-    parser.add_argument("--slice-seconds", type=float, default=10.0,
+    parser.add_argument("--slice-seconds", type=finite_float, default=10.0,
                         help="the arms alternate in slices of this many wall-clock seconds (default 10; 0: each arm "
                         "for its whole budget, one after the other)")
     add_acceptance_arguments(parser)
@@ -56,13 +58,14 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
                         "stride)")
     parser.add_argument("--jumps-per-cycle", type=int, default=None,
                         help="hybrid arms: most jumps after each integration segment (default: the accelerator's, 4)")
-    parser.add_argument("--hmr-timestep", type=float, default=4.0,
+    parser.add_argument("--hmr-timestep", type=finite_float, default=4.0,
                         help="the hmr arm's time step in fs (default %(default)s)")
-    parser.add_argument("--hmr-mass", type=float, default=1.5,
+    parser.add_argument("--hmr-mass", type=finite_float, default=1.5,
                         help="the hmr arm's hydrogen mass in amu (default %(default)s, openmm-setup's choice for "
                         "LangevinMiddleIntegrator at 4 fs)")
     add_baseline_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_overwrite_argument(parser)
 
 
 def add_parser(subparsers):
@@ -170,8 +173,11 @@ def execute(args, arms):
     """Run the benchmark of ``arms`` with the budget the arguments give and print its summary; returns the report."""
     from openmm import unit
 
-    from ..benchmark import format_summary, run_benchmark
+    from .._io import check_output_directory
+    from ..benchmark import BENCHMARK_OUTPUTS, format_summary, run_benchmark
 
+    check_output_directory(args.out, "--out", BENCHMARK_OUTPUTS, args.overwrite,
+                           hint="choose another --out or pass --overwrite")
     if not getattr(args, "verbose", False):  # per-walker re-equilibration notices: counted in the report instead
         logging.getLogger("openmm_forecast.accelerator").setLevel(logging.WARNING)
     if args.no_reference and args.reference is not None:
@@ -184,6 +190,7 @@ def execute(args, arms):
         reference_interval=args.reference_interval * unit.picosecond, seed=args.seed, platform=args.platform,
         progress=False if args.no_progress else None,
         slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
+        overwrite=args.overwrite,
     )
     print(format_summary(report))
     plots = "ramachandran.png" + (", convergence.png" if report["reference"] is not None else "")

@@ -8,7 +8,12 @@ surfaces side by side).  Inputs are anything :func:`openmm_forecast.analysis.loa
 import logging
 import os
 
+from ._common import add_overwrite_argument
+
 logger = logging.getLogger(__name__)
+
+OUTPUTS = ("report.json", "ramachandran.png")
+"""Files ``compare`` writes into ``--out``."""
 
 
 def add_parser(subparsers):
@@ -25,6 +30,7 @@ def add_parser(subparsers):
                         help="names of the runs in the report and plot (default: file names)")
     parser.add_argument("--topology", default=None, help="topology (PDB) for coordinate files without one")
     parser.add_argument("--bins", type=int, default=None, help="histogram bins per angle (default 36, 10 degrees)")
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -39,7 +45,7 @@ def run(args):
         js_divergence_phi_psi,
         load_phi_psi,
     )
-    from .._io import write_json
+    from .._io import check_output_directory, write_json
     from ..plotting import plot_ramachandran
 
     bins = DEFAULT_BINS if args.bins is None else args.bins
@@ -48,6 +54,7 @@ def run(args):
     labels = args.labels or [os.path.splitext(os.path.basename(p))[0] for p in (args.a, args.b)]
     if labels[0] == labels[1]:
         labels = [f"A: {labels[0]}", f"B: {labels[1]}"]
+    check_output_directory(args.out, "--out", OUTPUTS, args.overwrite, hint="choose another --out or pass --overwrite")
     runs = {label: load_phi_psi(path, topology=args.topology) for label, path in zip(labels, (args.a, args.b))}
     os.makedirs(args.out, exist_ok=True)
 

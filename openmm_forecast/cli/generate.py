@@ -5,7 +5,7 @@ import time
 
 from openmm import unit
 
-from ._common import add_setup_arguments, setup_from_args
+from ._common import add_setup_arguments, finite_float, setup_from_args
 
 
 def add_parser(subparsers):
@@ -21,18 +21,18 @@ def add_parser(subparsers):
     parser.add_argument("--mode", choices=["nvt", "nve"], required=True, help="kind of data")
     parser.add_argument("--out", required=True, help="HDF5 file to write (resumed if it exists)")
     parser.add_argument("--seed", type=int, default=1, help="seed (>= 1) of thermostat and velocities (default 1)")
-    parser.add_argument("--equilibration-ps", type=float, default=100.0, help="ps of equilibration (default 100)")
+    parser.add_argument("--equilibration-ps", type=finite_float, default=100.0, help="ps of equilibration (default 100)")
     nvt = parser.add_argument_group("nvt mode")
     nvt.add_argument("--frames", type=int, help="number of frames")
-    nvt.add_argument("--interval-fs", type=float, default=1000.0, help="fs between frames (default 1000)")
+    nvt.add_argument("--interval-fs", type=finite_float, default=1000.0, help="fs between frames (default 1000)")
     nve = parser.add_argument_group("nve mode")
     nve.add_argument("--segments", type=int, help="number of segments")
-    nve.add_argument("--segment-fs", type=float, default=40.0, help="fs spanned by a segment (default 40)")
-    nve.add_argument("--frame-interval-fs", type=float, default=2.0, help="fs between segment frames (default 2)")
-    nve.add_argument("--nve-timestep-fs", type=float, default=0.5, help="velocity Verlet step in fs (default 0.5)")
-    nve.add_argument("--spacing-ps", type=float, default=1.0, help="ps of Langevin chain between segment starts")
+    nve.add_argument("--segment-fs", type=finite_float, default=40.0, help="fs spanned by a segment (default 40)")
+    nve.add_argument("--frame-interval-fs", type=finite_float, default=2.0, help="fs between segment frames (default 2)")
+    nve.add_argument("--nve-timestep-fs", type=finite_float, default=0.5, help="velocity Verlet step in fs (default 0.5)")
+    nve.add_argument("--spacing-ps", type=finite_float, default=1.0, help="ps of Langevin chain between segment starts")
     parser.add_argument(
-        "--commit-seconds", type=float, default=30.0, help="wall seconds between commits to the file (default 30)"
+        "--commit-seconds", type=finite_float, default=30.0, help="wall seconds between commits to the file (default 30)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

@@ -7,24 +7,34 @@ and ``stats.json`` (the accelerator's statistics, rewritten at every checkpoint)
 the interrupted run are removed first, so nothing is lost or duplicated.  A resumed run must keep the
 settings in ``run.json`` (temperature, time step, model, report interval, ...; only ``--time``,
 ``--checkpoint-interval``, ``--threads`` and ``--no-progress`` may change), and its platform defaults to
-the recorded one.
+the recorded one.  ``--resume`` in a directory with a trajectory or log but no checkpoint is refused
+(nothing to continue from, and starting again would overwrite them).
+
+Ctrl-C (SIGINT) or SIGTERM: the current cycle ends (every jump finished or undone), a final checkpoint and
+``stats.json`` are written, the command to resume is printed, and the exit code is 130 (143 for SIGTERM).
+A second signal stops at once (the last checkpoint stands).
 """
 
+import contextlib
 import json
 import logging
 import os
+import shlex
+import signal
 import struct
 import time
 
 from openmm import app, unit
 
 from .._io import atomic_write_path, check_output_directory, write_json
+from ..errors import RunInterrupted
 from ..units import whole_steps
 from ._common import (
     add_acceptance_arguments,
     add_baseline_arguments,
     add_setup_arguments,
     baseline_options,
+    finite_float,
     setup_from_args,
 )
 
@@ -54,24 +64,32 @@ def add_parser(subparsers):
     parser.add_argument("--model", required=True,
                         help="forecaster: 'surrogate' (velocity Verlet on --surrogate), 'verlet', 'ballistic', "
                         "'constant', a shipped model or a model file")
-    parser.add_argument("--time", type=float, required=True,
+    parser.add_argument("--time", type=finite_float, required=True,
                         help="total simulated time in ps (a resumed run continues up to it)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the thermostat, the velocities and the Metropolis stream")
-    parser.add_argument("--report-interval", type=float, default=1.0,
+    parser.add_argument("--report-interval", type=finite_float, default=1.0,
                         help="ps between trajectory frames and log lines (default 1)")
-    parser.add_argument("--checkpoint-interval", type=float, default=10.0, help="ps between checkpoints (default 10)")
+    parser.add_argument("--checkpoint-interval", type=finite_float, default=10.0, help="ps between checkpoints (default 10)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoint.chk (start from the beginning when there is none)")
+                        help="continue from OUT/checkpoint.chk (start from the beginning when OUT holds no run yet)")
     add_baseline_arguments(parser)
     add_acceptance_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
-def truncate_dcd(path, last_step):
+def truncate_dcd(path, last_step, expected_atoms=None):
     """Drop the frames of an OpenMM DCD file recorded after ``last_step`` (and any partly written frame).
+
+    Parameters
+    ----------
+    path : str
+    last_step : int
+    expected_atoms : int, optional
+        Refuse (``ValueError``, nothing changed) a file with another number of atoms: the trajectory of
+        another run, to which appending would write garbage.
 
     Returns
     -------
@@ -80,16 +98,28 @@ def truncate_dcd(path, last_step):
     """
     with open(path, "r+b") as handle:
         header = handle.read(100)
+        if len(header) < 100 or header[4:8] != b"CORD":
+            raise ValueError(f"{path} is not a DCD file (a trajectory of another program, or damaged)")
         first_step, interval = struct.unpack("<2i", header[12:20])
         has_box = struct.unpack("<i", header[48:52])[0]
         handle.seek(92)
         comments = struct.unpack("<i", handle.read(4))[0]
         handle.seek(104 + comments)
         n_atoms = struct.unpack("<i", handle.read(4))[0]
+        if expected_atoms is not None and n_atoms != expected_atoms:
+            raise ValueError(
+                f"{path} holds frames of {n_atoms} atoms, this run has {expected_atoms}: the trajectory of another "
+                "run; move it away to resume"
+            )
         header_bytes = 104 + comments + 8
         frame_bytes = 3 * (8 + 4 * n_atoms) + (56 if has_box else 0)
         complete = (os.path.getsize(path) - header_bytes) // frame_bytes
-        keep = 0 if last_step < first_step else min(complete, (last_step - first_step) // interval + 1)
+        due = 0 if last_step < first_step else (last_step - first_step) // interval + 1
+        keep = min(complete, due)
+        if keep < due:
+            logger.warning("%s holds %d whole frames up to the checkpoint's step %d, which is due %d: %d frames were "
+                           "lost (the file was cut); the run continues after them", path, keep, last_step, due,
+                           due - keep)
         handle.truncate(header_bytes + keep * frame_bytes)
         handle.seek(8)
         handle.write(struct.pack("<i", keep))
@@ -116,17 +146,17 @@ def run(args):
     from ..forecasters import load_forecaster
 
     paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS, SETTINGS)}
-    check_output_directory(args.out, "--out")
-    outputs = [name for name in (TRAJECTORY, LOG, CHECKPOINT) if os.path.exists(paths[name])]
+    check_output_directory(args.out, "--out", () if args.resume else (TRAJECTORY, LOG, CHECKPOINT),
+                           hint="pass --resume to continue the run or choose another --out")
+    outputs = [name for name in (TRAJECTORY, LOG) if os.path.exists(paths[name])]
     recorded = _read_settings(paths[SETTINGS])
-    if not args.resume and outputs:
-        raise ValueError(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
     resuming = args.resume and os.path.exists(paths[CHECKPOINT])
     if args.resume:
-        if recorded is None and outputs and not resuming:
+        if outputs and not resuming:
             raise ValueError(
-                f"{args.out} holds {', '.join(outputs)} but no {SETTINGS} or {CHECKPOINT}: not a run to resume "
-                "(nothing would be continued, and its files would be overwritten); choose another --out"
+                f"{args.out} holds {', '.join(outputs)} but no {CHECKPOINT} (a run stopped before its first "
+                "checkpoint, or another command's output): nothing to continue from, and starting again would "
+                f"overwrite them; remove {' and '.join(outputs)} to start again, or choose another --out"
             )
         if recorded is None and resuming:
             logger.warning("%s has no %s (an older run): its settings cannot be checked", args.out, SETTINGS)
@@ -141,7 +171,6 @@ def run(args):
     total_steps = whole_steps(args.time, timestep_ps, "--time")
     interval = whole_steps(args.report_interval, timestep_ps, "--report-interval")
     checkpoint_steps = whole_steps(args.checkpoint_interval, timestep_ps, "--checkpoint-interval")
-    os.makedirs(args.out, exist_ok=True)
 
     forecaster = load_forecaster(args.model, molecular_system=molecular_system, **(baseline_options(args) or {}))
     simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed, minimize=not resuming)
@@ -150,21 +179,24 @@ def run(args):
         energy_tolerance_kT=args.energy_tolerance, acceptance=args.acceptance,
         progress=False if args.no_progress else None,
     )
+    os.makedirs(args.out, exist_ok=True)  # only now: refused input leaves no directory behind
     if resuming:
         accelerator.load_checkpoint(paths[CHECKPOINT])
         if recorded is None:  # a run from before run.json: record its settings now, checked from now on
             write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
         step = simulation.currentStep
         if os.path.exists(paths[TRAJECTORY]):
-            kept = truncate_dcd(paths[TRAJECTORY], step)
+            kept = truncate_dcd(paths[TRAJECTORY], step, expected_atoms=simulation.system.getNumParticles())
             logger.info("resuming at step %d; %d trajectory frames kept", step, kept)
         if os.path.exists(paths[LOG]):
             truncate_log(paths[LOG], step)
     else:
         write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
+    if not resuming or not os.path.exists(paths[TOPOLOGY]):  # a resumed run rewrites a missing topology
         state = simulation.context.getState(getPositions=True)
-        with open(paths[TOPOLOGY], "w") as handle:
-            app.PDBFile.writeFile(molecular_system.topology, state.getPositions(), handle)
+        with atomic_write_path(paths[TOPOLOGY]) as temporary:
+            with open(temporary, "w") as handle:
+                app.PDBFile.writeFile(molecular_system.topology, state.getPositions(), handle)
     simulation.reporters.append(
         app.DCDReporter(paths[TRAJECTORY], interval, append=resuming and os.path.exists(paths[TRAJECTORY]))
     )
@@ -176,11 +208,25 @@ def run(args):
     )
 
     start = time.perf_counter()
-    while simulation.currentStep < total_steps:
-        accelerator.step(min(checkpoint_steps, total_steps - simulation.currentStep))
+    try:
+        with _progress_bar(args, simulation.currentStep, total_steps) as bar, _stop_on_signals(accelerator):
+            accelerator.progress_bar = bar
+            while simulation.currentStep < total_steps:
+                accelerator.step(min(checkpoint_steps, total_steps - simulation.currentStep))
+                accelerator.save_checkpoint(paths[CHECKPOINT])
+                wall_s = time.perf_counter() - start
+                write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, wall_s))
+    except RunInterrupted as interruption:
         accelerator.save_checkpoint(paths[CHECKPOINT])
-        wall_s = time.perf_counter() - start
-        write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, wall_s))
+        write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start))
+        arguments = list(getattr(args, "argv", None) or [])
+        arguments += [] if "--resume" in arguments else ["--resume"]
+        print(
+            f"interrupted ({signal.Signals(interruption.signum).name}) at step {simulation.currentStep} "
+            f"({simulation.currentStep * timestep_ps:g} ps of {args.time:g}); checkpoint written to "
+            f"{paths[CHECKPOINT]}. Resume with:\n  openmm-forecast {shlex.join(arguments)}"
+        )
+        return 128 + interruption.signum
     summary = _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start)
     write_json(paths[STATS], summary)
     stats = summary["stats"]
@@ -190,6 +236,37 @@ def run(args):
         f"{stats['integrated_ps']:.3f} ps integrated; outputs in {args.out}"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(args, done_steps, total_steps):
+    """One tqdm bar for the whole run (overall ETA), with log lines printed above it, not onto it."""
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    disable = True if args.no_progress else None
+    with tqdm(total=total_steps, initial=done_steps, unit="step", desc="run", disable=disable) as bar:
+        with logging_redirect_tqdm():
+            yield bar
+
+
+@contextlib.contextmanager
+def _stop_on_signals(accelerator):
+    """While the block runs, SIGINT and SIGTERM ask ``accelerator`` to stop at its next cycle boundary; a
+    second signal interrupts at once (``KeyboardInterrupt``)."""
+    def handler(signum, frame):
+        if getattr(handler, "asked", False):
+            raise KeyboardInterrupt(signum)
+        handler.asked = True
+        logger.warning("%s: stopping after the current cycle (again to stop at once)", signal.Signals(signum).name)
+        accelerator.request_stop(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _settings(args):

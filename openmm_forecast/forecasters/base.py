@@ -22,13 +22,28 @@ from ..units import positive
 METADATA_FORMAT = 1
 
 
+MAX_PLAIN_STRIDE_PS = 1.0
+"""Largest stride accepted as a plain number of ps; a longer one must be a Quantity (``10`` meant as fs is 10 ps)."""
+
+
 def stride_in_ps(stride):
-    """A forecast stride in ps from a time Quantity or a plain number of ps (finite, > 0)."""
+    """A forecast stride in ps from a time Quantity, or a plain number of ps in (0, :data:`MAX_PLAIN_STRIDE_PS`].
+
+    Plain numbers above 1 ps are refused as implausible (a stride is a few fs to a few hundred fs; the CLI's
+    ``--stride`` is in fs): ``stride_ps=10`` would silently mean 10 ps per frame.
+    """
     if unit.is_quantity(stride):
         return float(positive(stride, unit.picosecond, "stride_ps"))
+    if isinstance(stride, bool) or not isinstance(stride, (int, float, np.integer, np.floating)):
+        raise TypeError(f"stride_ps must be a time Quantity or a number of ps, got {stride!r}")
     stride = float(stride)
     if not (stride > 0 and np.isfinite(stride)):
         raise ValueError(f"stride_ps must be finite and > 0 ps, got {stride}")
+    if stride > MAX_PLAIN_STRIDE_PS:
+        raise ValueError(
+            f"stride_ps={stride:g} is read as ps ({stride * 1000:g} fs per forecast frame), an implausible stride; "
+            f"give a Quantity (e.g. {stride:g}*unit.femtosecond) or a plain number of ps <= {MAX_PLAIN_STRIDE_PS:g}"
+        )
     return stride
 
 
@@ -53,8 +68,8 @@ class ForecasterMetadata:
         Name of the system setup the model was trained on (None: not tied to one).
     potential : str or None
         Description of the potential whose dynamics the model learned.
-    constraints : str
-        Constraints of the training dynamics ('HBonds', 'none', ...).
+    constraints : str or None
+        Constraints of the training dynamics ('HBonds', 'none', ...; None: not recorded, not checked).
     temperature_K : float or None
         Temperature of the training states, in K.
     data_fingerprint : str or None
@@ -72,7 +87,7 @@ class ForecasterMetadata:
     history: int = 1
     setup: str = None
     potential: str = None
-    constraints: str = "none"
+    constraints: str = None
     temperature_K: float = None
     data_fingerprint: str = None
     system_fingerprint: str = None

@@ -13,6 +13,7 @@ A model file is that module, scripted, with its :class:`ForecasterMetadata` as J
 ``metadata.json``: self-contained, loadable with ``torch.jit.load`` and no openmm-forecast training code.
 """
 
+import json
 import os
 
 import numpy as np
@@ -170,6 +171,11 @@ def load_model_file(path, device="cpu"):
             f"{path!r} is a TorchScript module without openmm-forecast metadata ({METADATA_FILE}); "
             "save forecasters with openmm_forecast.save_forecaster"
         )
+    if _is_potential_metadata(text):
+        raise ModelFileError(
+            f"{path!r} is a potential (an energy function, U(positions)), not a forecaster: use it with "
+            "--setup ml --potential-file (build_system('ml', potential_file=...)), and give --model a forecaster"
+        )
     try:
         metadata = ForecasterMetadata.from_json(text)
     except Exception as error:
@@ -178,3 +184,13 @@ def load_model_file(path, device="cpu"):
         return TorchForecaster(module, metadata, device=device)
     except ValueError as error:
         raise ModelFileError(f"{path!r} is inconsistent: {error}") from error
+
+
+def _is_potential_metadata(text):
+    """Whether a ``metadata.json`` is that of an openmm-forecast potential (see :mod:`openmm_forecast.potentials`)."""
+    from ..potentials import METADATA_FORMAT as POTENTIAL_FORMAT
+
+    try:
+        return json.loads(text).get("format") == POTENTIAL_FORMAT
+    except (ValueError, AttributeError):
+        return False

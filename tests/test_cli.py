@@ -1,0 +1,102 @@
+"""The command line as a whole: --version, every float flag finite, one progress bar per run, rounded bars,
+and Ctrl-C/SIGTERM of any command without a traceback."""
+
+import argparse
+import io
+import logging
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+import tqdm.auto
+
+import openmm_forecast
+from openmm_forecast.benchmark import run_interleaved
+from openmm_forecast.cli import build_parser, main
+from openmm_forecast.cli._common import finite_float
+from openmm_forecast.walkers import WalkerSamples
+
+REAL_TQDM = tqdm.auto.tqdm
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"openmm-forecast {openmm_forecast.__version__}"
+
+
+def _actions(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
+        else:
+            yield parser.prog, action
+
+
+def test_every_float_flag_refuses_inf_and_nan():
+    flags = [(prog, action.option_strings) for prog, action in _actions(build_parser()) if action.type is float]
+    assert flags == [], f"float flags that accept inf/nan (use finite_float): {flags}"
+    assert sum(action.type is finite_float for _, action in _actions(build_parser())) >= 20
+
+
+class RecordingBar(REAL_TQDM):
+    """A real tqdm bar, always enabled, writing to a string; records itself and the logging handlers at updates."""
+
+    bars = []
+
+    def __init__(self, *args, **kwargs):
+        kwargs.update(disable=False, file=io.StringIO())
+        super().__init__(*args, **kwargs)
+        self.redirected = []
+        RecordingBar.bars.append(self)
+
+    def update(self, n=1):
+        self.redirected.append(any("Tqdm" in type(h).__name__ for h in logging.getLogger().handlers))
+        return super().update(n)
+
+
+def test_run_shows_one_bar_for_the_whole_run_with_log_lines_above_it(tmp_path, monkeypatch):
+    import openmm_forecast.accelerator as accelerator_module
+
+    RecordingBar.bars = []
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    monkeypatch.setattr(accelerator_module, "tqdm", RecordingBar)
+    arguments = ["run", "--model", "verlet", "--time", "0.4", "--report-interval", "0.1", "--checkpoint-interval",
+                 "0.1", "--platform", "Reference", "--out", str(tmp_path / "run")]
+    assert main(arguments) == 0
+    assert len(RecordingBar.bars) == 1, "one bar for the run, not one per checkpoint chunk"
+    bar = RecordingBar.bars[0]
+    assert bar.total == 200 and bar.n == 200
+    assert bar.redirected and all(bar.redirected)  # log lines go through tqdm.write, not onto the bar
+
+
+class FakeArm:
+    def sample(self, interval, wall_seconds, progress):
+        wall = np.array([wall_seconds / 3.0 + 0.000123456])
+        return WalkerSamples(np.zeros((1, 1, 22, 3), dtype=np.float32), np.array([1.0]), wall, 1.0)
+
+
+def test_benchmark_bar_shows_rounded_seconds(monkeypatch):
+    RecordingBar.bars = []
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    run_interleaved({"plain": FakeArm(), "hybrid": FakeArm()}, 1.0, wall_seconds=1.0, slice_seconds=0.5,
+                    progress=True)
+    text = RecordingBar.bars[0].fp.getvalue()
+    assert re.search(r"\d\.\d{3,}/", text) is None, text
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_any_command_stops_on_a_signal_without_a_traceback(signum, code, monkeypatch, tmp_path, capsys):
+    import openmm_forecast.cli.compare as compare
+
+    def interrupted(args):
+        os.kill(os.getpid(), signum)  # SIGINT: Python's KeyboardInterrupt; SIGTERM: the CLI's handler
+        raise AssertionError("the signal did not stop the command")
+
+    monkeypatch.setattr(compare, "run", interrupted)
+    assert main(["compare", "a.npy", "b.npy", "--out", str(tmp_path)]) == code
+    error = capsys.readouterr().err.strip()
+    assert "interrupted" in error and len(error.splitlines()) == 1 and "Traceback" not in error
