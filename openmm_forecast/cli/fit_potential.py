@@ -7,8 +7,9 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "fit-potential",
         help="fit an ANI-architecture ML potential to a reference setup (TorchScript for the 'ml' setup)",
-        description="Sample configurations of the reference setup (Langevin MD at several temperatures plus "
-        "displaced frames), label them with its energies and forces, train a torchani ANI model and export it "
+        description="Sample configurations of the config's setup (Langevin MD at several temperatures plus "
+        "displaced frames), label them with its energies and forces (or those of the config's reference_setup, "
+        "e.g. gfn2-xtb), train a torchani ANI model and export it "
         "as RUN_DIR/potential.pt (nm -> kJ/mol, loadable by openmm-torch and build_system('ml', potential_file=...)). "
         "Writes RUN_DIR/config.yaml, dataset.npz, checkpoint.pt, metrics.json, history.json and training.png. "
         "Rerunning the same command resumes from the checkpoint.",
