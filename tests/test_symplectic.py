@@ -142,7 +142,7 @@ def test_model_file_round_trip_keeps_the_certificate(tmp_path):
                                   heads=2)
     assert not is_structure_preserving(mdtrajnet.metadata)
     with pytest.raises(ValueError, match="reference_positions"):
-        create_forecaster("symplectic", elements=["C", "C"], stride_ps=0.01)
+        create_forecaster("symplectic", elements=["C", "C"], stride_ps=0.01, reference_positions=[[0.0, 0.0, 0.0]])
     with pytest.raises(ValueError, match="history"):
         create_forecaster("symplectic", elements=["C", "C"], stride_ps=0.01, history=2,
                           reference_positions=_chain_positions(2))

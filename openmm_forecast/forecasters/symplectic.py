@@ -56,6 +56,9 @@ REST_LENGTH_SCALE_NM = 0.01
 ENERGY_SCALE_KJ = 10.0
 """Unit of the learned radial-basis weights, kJ/mol."""
 
+NO_REFERENCE_DISTANCE_NM = 0.3
+"""Initial rest length of every pair without a reference structure (its initial stiffness is then 1)."""
+
 
 def initial_stiffness(distance_nm):
     """Initial pair stiffness (kJ/mol/nm^2) from a reference distance: ~3e5 for C-H bonds, ~1e5 for C-C,
@@ -79,7 +82,8 @@ class SymplecticShears(ResidualForecastModule):
         Kick-drift-kick steps per stride (step ``stride_ps / substeps``).
     reference_positions : array_like, shape (N, 3), optional
         A sane structure, nm: initial rest lengths and stiffnesses.  Default: the shipped alanine dipeptide
-        when ``elements`` are its atoms.
+        when ``elements`` are its atoms; otherwise every pair starts at ``NO_REFERENCE_DISTANCE_NM`` with a
+        negligible stiffness (the map starts close to free flight).
     n_rbf : int
         Gaussian radial basis functions per pair over [0, ``r_max_nm``].
     r_max_nm : float
@@ -113,12 +117,11 @@ class SymplecticShears(ResidualForecastModule):
         self.substeps = int(substeps)
         self.stiffness_scale, self.rest_length_scale = STIFFNESS_SCALE, REST_LENGTH_SCALE_NM
         self.energy_scale = ENERGY_SCALE_KJ
-        reference = _reference_positions(elements, reference_positions)
         first, second = np.triu_indices(n, k=1)
         incidence = np.zeros((len(first), n))
         incidence[np.arange(len(first)), first] = 1.0
         incidence[np.arange(len(first)), second] = -1.0
-        distances = np.linalg.norm(reference[first] - reference[second], axis=-1)
+        distances = _reference_distances(elements, reference_positions, first, second)
         mass = masses_amu(elements, masses)
         dtype = torch.get_default_dtype()
         self.register_buffer("masses", torch.tensor(mass, dtype=dtype))
@@ -184,24 +187,22 @@ def masses_amu(elements, masses=None):
     return masses_of(elements) if masses is None else np.asarray(masses, dtype=float)
 
 
-def _reference_positions(elements, reference_positions):
-    """The reference structure (N, 3) in nm: given, or alanine dipeptide's for its atoms."""
+def _reference_distances(elements, reference_positions, first, second):
+    """Pair distances (P,) in nm of the reference structure: given, alanine dipeptide's for its atoms, or else
+    ``NO_REFERENCE_DISTANCE_NM`` for every pair (harmonic terms then start negligible)."""
     if reference_positions is None:
+        from openmm import unit
+
         from ..systems import load_alanine_dipeptide
 
         pdb = load_alanine_dipeptide()
         if [atom.element.symbol for atom in pdb.topology.atoms()] != list(elements):
-            raise ValueError(
-                "symplectic needs reference_positions (a sane structure of the atoms, nm) for atoms other than "
-                "alanine dipeptide's"
-            )
-        from openmm import unit
-
-        return np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=float)
+            return np.full(len(first), NO_REFERENCE_DISTANCE_NM)
+        reference_positions = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     reference = np.asarray(reference_positions, dtype=float)
     if reference.shape != (len(elements), 3) or not np.isfinite(reference).all():
         raise ValueError(f"reference_positions must be finite, of shape ({len(elements)}, 3) nm, got {reference.shape}")
-    return reference
+    return np.linalg.norm(reference[first] - reference[second], axis=-1)
 
 
 register_architecture("symplectic", SymplecticShears)
