@@ -46,6 +46,7 @@ from torch import nn
 
 from ._layers import ResidualForecastModule
 from .registry import register_architecture
+from .torch_forecaster import masses_of
 
 STIFFNESS_SCALE = 1.0e5
 """Unit of the learned pair stiffnesses, kJ/mol/nm^2 (a C-H bond is about 3e5)."""
@@ -122,7 +123,7 @@ class SymplecticShears(ResidualForecastModule):
         incidence[np.arange(len(first)), first] = 1.0
         incidence[np.arange(len(first)), second] = -1.0
         distances = _reference_distances(elements, reference_positions, first, second)
-        mass = masses_amu(elements, masses)
+        mass = masses_of(elements) if masses is None else np.asarray(masses, dtype=float)
         dtype = torch.get_default_dtype()
         self.register_buffer("masses", torch.tensor(mass, dtype=dtype))
         self.register_buffer("incidence", torch.tensor(incidence, dtype=dtype))  # (P, N): r_p = incidence @ x
@@ -178,13 +179,6 @@ class SymplecticShears(ResidualForecastModule):
             frames_x.append(x)
             frames_v.append(p / m)
         return torch.stack(frames_x, dim=1), torch.stack(frames_v, dim=1)
-
-
-def masses_amu(elements, masses=None):
-    """Masses in amu: ``masses`` if given, else the standard masses of ``elements`` (numpy, shape (N,))."""
-    from .torch_forecaster import masses_of
-
-    return masses_of(elements) if masses is None else np.asarray(masses, dtype=float)
 
 
 def _reference_distances(elements, reference_positions, first, second):
