@@ -31,6 +31,7 @@ from .forecasters import (
     TorchForecaster,
     VerletForecaster,
     available_architectures,
+    is_structure_preserving,
     load_forecaster,
     save_forecaster,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "TorchForecaster",
     "VerletForecaster",
     "available_architectures",
+    "is_structure_preserving",
     "load_forecaster",
     "save_forecaster",
     "CheckpointError",

@@ -49,6 +49,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import warnings
 
 import numpy as np
 from openmm import unit
@@ -65,6 +66,7 @@ from .errors import (
     UnsupportedSystemError,
     is_potential_evaluation_failure,
 )
+from .forecasters.base import is_structure_preserving
 from .guards import (
     REJECTION_REASONS,
     SanityGuard,
@@ -584,8 +586,11 @@ class ForecastAccelerator:
     rejections, LangevinMiddleIntegrator at friction 50/ps, 20 fs of it per jump: <x^2> 10 +- 3 % low at
     10 fs, 5 +- 3 % at 2 fs, while accepting every jump gives 44 % low): use a small step or long segments.
     ``adapt_span=True`` makes the span depend on past outcomes and the chain approximate.  A learned
-    forecaster is neither volume-preserving nor exactly reversible, so with one the Metropolis rule is
-    approximate too, with a bias controlled by ``dH``.
+    forecaster is in general neither volume-preserving nor exactly reversible, so with one the Metropolis
+    rule is approximate too, with a bias controlled by ``dH``; the exception are learned maps certified
+    structure-preserving (``is_structure_preserving(metadata)``, the ``symplectic`` architecture: Verlet on
+    a learned potential), exact on a System without constraints (with constraints, the projection breaks
+    volume preservation: a warning says so).
 
     *Reference platform.*  All Contexts of a process on OpenMM's Reference platform share one random
     stream: a forecaster that steps its own Context (the ``verlet`` baseline) changes the thermostat's
@@ -626,6 +631,17 @@ class ForecastAccelerator:
         self.masses_amu = particle_masses(simulation.system)
         self.dof = degrees_of_freedom(simulation.system)
         self._has_constraints = simulation.system.getNumConstraints() > 0
+        # A certified map built without constraints (the symplectic architecture) is exact only on a System
+        # without them; the surrogate and verlet proposals integrate with the System's own constraints (RATTLE).
+        unconstrained_map = meta.constraints is None or meta.constraints == "none"
+        if self.rule.name == "metropolis" and self._has_constraints and unconstrained_map and is_structure_preserving(meta):
+            warnings.warn(
+                f"the {meta.architecture!r} forecaster is certified symplectic and reversible for systems without "
+                f"constraints, but this System has {simulation.system.getNumConstraints()} constraints: projecting "
+                "its forecasts onto them is not volume-preserving, so the Metropolis mode is approximate here "
+                "(build the system with constraints=None for an exact chain)",
+                UserWarning, stacklevel=2,
+            )
         self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS  # velocities lag positions by dt/2
         self._check_temperature_option(integrator)
         self._read_integrator()

@@ -76,7 +76,7 @@ def test_run_shows_one_bar_for_the_whole_run_with_log_lines_above_it(tmp_path, m
 class FakeArm:
     def sample(self, interval, wall_seconds, progress):
         wall = np.array([wall_seconds / 3.0 + 0.000123456])
-        return WalkerSamples(np.zeros((1, 1, 22, 3), dtype=np.float32), np.array([1.0]), wall, 1.0)
+        return WalkerSamples(np.zeros((1, 1, 22, 3), dtype=np.float32), np.array([1.0]), wall, 1.0, np.full((1, 1), 300.0))
 
 
 def test_benchmark_bar_shows_rounded_seconds(monkeypatch):

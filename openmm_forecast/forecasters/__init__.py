@@ -15,13 +15,16 @@ architecture      history  frames                  rotations and reflections    
 mdtrajnet         1        direct, span an input   equivariant (O(3))                      conserved
 asteroid          >= 1     autoregressive          not equivariant: train with rotations   conserved
 multiscale_ode    1        RK4 ODE, any span       equivariant (O(3))                      conserved
+symplectic        1        Verlet substeps, k x    equivariant (O(3))                      conserved
 ================  =======  ======================  ======================================  =============
 
-All three are exactly invariant under translations and Galilean boosts, and predict corrections to free
-flight ``x + v t``.
+All four are exactly invariant under translations and Galilean boosts; the first three predict corrections
+to free flight ``x + v t``.  ``symplectic`` is velocity Verlet on a learned potential: symplectic
+(volume-preserving) and time-reversible by construction, so the accelerator's Metropolis mode is exact
+with it (``is_structure_preserving(metadata)``).
 """
 
-from .base import Forecaster, ForecasterMetadata
+from .base import Forecaster, ForecasterMetadata, is_structure_preserving
 from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
 from .surrogate import SurrogateForecaster
 from .registry import (
@@ -35,7 +38,7 @@ from .registry import (
 from .torch_forecaster import TorchForecaster, save_forecaster
 
 # Built-in learned architectures register themselves on import.
-from . import asteroid, mdtrajnet, multiscale_ode  # noqa: E402,F401  isort: skip
+from . import asteroid, mdtrajnet, multiscale_ode, symplectic  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BallisticForecaster",
@@ -46,6 +49,7 @@ __all__ = [
     "TorchForecaster",
     "VerletForecaster",
     "available_architectures",
+    "is_structure_preserving",
     "build_forecaster",
     "create_forecaster",
     "load_forecaster",

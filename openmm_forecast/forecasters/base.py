@@ -128,6 +128,12 @@ class ForecasterMetadata:
         return cls(**data)
 
 
+def is_structure_preserving(metadata):
+    """Whether a forecaster is certified symplectic (volume-preserving) and time-reversible by construction,
+    so that the accelerator's Metropolis mode is exact with it (``metadata.extra['structure_preserving']``)."""
+    return bool(metadata.extra.get("structure_preserving", False))
+
+
 class Forecaster(abc.ABC):
     """Base class of every forecaster.
 
