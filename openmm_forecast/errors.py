@@ -42,3 +42,7 @@ class UnsupportedSystemError(ForecastError, ValueError):
 
 class DataFileError(ForecastError, ValueError):
     """A trajectory data file is missing, corrupt, or incompatible with the requested operation."""
+
+
+class PluginError(ForecastError, RuntimeError):
+    """The C++ plugin (``plugin/``, library ``libOpenMMForecast.so``) is not built or failed to load."""
