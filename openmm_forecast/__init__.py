@@ -7,6 +7,7 @@ floats in nm, ps, kJ/mol, K and amu.
 
 from . import _runtime  # noqa: F401  (torch before openmm; must stay first)
 from .accelerator import AcceleratorStats, ForecastAccelerator
+from .plugin import ForecastIntegrator
 from .errors import (
     BadForecastError,
     CheckpointError,
@@ -16,6 +17,7 @@ from .errors import (
     ModelMismatchError,
     UnitError,
     UnknownSetupError,
+    PluginError,
     UnsupportedSystemError,
 )
 from .forecasters import (
@@ -58,6 +60,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AcceleratorStats",
     "ForecastAccelerator",
+    "ForecastIntegrator",
+    "PluginError",
     "BadForecastError",
     "BallisticForecaster",
     "ConstantForecaster",
