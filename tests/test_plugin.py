@@ -88,12 +88,22 @@ def test_plugin_load_failure_is_named(monkeypatch, tmp_path):
         ForecastIntegrator("x.pt", TIMESTEP, 300 * unit.kelvin, 0 / unit.picosecond)
 
 
-@pytest.mark.parametrize("platform", ["Reference", "CPU"])
-def test_same_jumps_and_states_as_python_driver(vacuum_system, forecaster, model_file, platform):
+CROSS_CHECKS = {
+    "jumps": ("Reference", dict(drift_tolerance_kT=50.0, reequilibration_steps=20)),
+    "jumps-cpu": ("CPU", dict(drift_tolerance_kT=50.0, reequilibration_steps=20)),
+    # re-equilibration resets the drift (declared thermostatted although friction is 0, to stay deterministic)
+    "reequilibration": ("Reference", dict(thermostatted=True, reequilibration_steps=20)),
+    # NVE: past 5 kT of drift the run continues as plain MD
+    "nve-switch-off": ("Reference", dict()),
+}
+
+
+@pytest.mark.parametrize("case", CROSS_CHECKS)
+def test_same_jumps_and_states_as_python_driver(vacuum_system, forecaster, model_file, case):
     """Deterministic settings (no friction: no noise; tolerance mode: no random numbers): the plugin's
     accept/reject sequence (dH of every checked jump) and final state equal the Python driver's."""
+    platform, options = CROSS_CHECKS[case]
     state = start_state(vacuum_system)
-    options = dict(drift_tolerance_kT=50.0, reequilibration_steps=20)
     python = plugin_simulation(
         vacuum_system, openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 0 / unit.picosecond, TIMESTEP), platform, state)
     accelerator = ForecastAccelerator(python, forecaster, **options)
@@ -110,6 +120,8 @@ def test_same_jumps_and_states_as_python_driver(vacuum_system, forecaster, model
     assert got.attempted_by_frames == expected.attempted_by_frames
     assert {k: v for k, v in got.rejections.items() if v} == {k: v for k, v in expected.rejections.items() if v}
     assert got.reequilibrations == expected.reequilibrations
+    assert (got.reequilibrations > 0) == (case == "reequilibration")
+    assert plugin.integrator.getJumpState()["jumps_switched_off"] == accelerator._jumps_switched_off == (case == "nve-switch-off")
     np.testing.assert_allclose(got.dh_kJ, expected.dh_kJ, rtol=0, atol=1e-7)
     assert got.jumped_ps == pytest.approx(expected.jumped_ps) and got.integrated_ps == pytest.approx(expected.integrated_ps)
     a = python.context.getState(getPositions=True, getVelocities=True)
