@@ -223,3 +223,17 @@ def test_metropolis_mode_keeps_span_and_covers_time(vacuum_system, model_file):
     assert stats.reequilibrations == 0 and integrator.getJumpState()["span_frames"] == 1
     assert stats.jumped_ps + stats.integrated_ps + stats.kept_ps == pytest.approx(0.6)
     assert stats.kept_ps > 0 and (stats.kept_ps / STRIDE_PS) == pytest.approx(round(stats.kept_ps / STRIDE_PS))
+
+
+def test_checkpoint_of_another_forecaster_is_refused(vacuum_system, model_file, tmp_path):
+    state = start_state(vacuum_system)
+    first = plugin_simulation(
+        vacuum_system, ForecastIntegrator(model_file, TIMESTEP, 300 * unit.kelvin, 1 / unit.picosecond), "Reference", state)
+    first.step(20)
+    checkpoint = first.context.createCheckpoint()
+    other_file = tmp_path / "other.pt"
+    openmm_forecast.save_forecaster(free_flight(vacuum_system.elements, max_frames=2), other_file)
+    other = plugin_simulation(
+        vacuum_system, ForecastIntegrator(str(other_file), TIMESTEP, 300 * unit.kelvin, 1 / unit.picosecond), "Reference", state)
+    with pytest.raises(openmm.OpenMMException, match="written with another forecaster"):
+        other.context.loadCheckpoint(checkpoint)
