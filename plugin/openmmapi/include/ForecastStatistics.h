@@ -18,8 +18,9 @@ struct ForecastStatistics {
     std::map<std::string, long long> rejections{{"nonfinite", 0}, {"bond", 0}, {"energy", 0}, {"metropolis", 0}, {"forecaster", 0}};
     std::map<int, long long> attemptedByFrames, acceptedByFrames;
     double jumpedPs = 0, integratedPs = 0, keptPs = 0;
-    /** Wall-clock seconds in "integration", "forecast", "guard" (sanity checks, projection, energy) and "transfer". */
-    std::map<std::string, double> wallSeconds{{"integration", 0}, {"forecast", 0}, {"guard", 0}, {"transfer", 0}};
+    /** Wall-clock seconds in "integration", "forecast", "guard" (sanity checks, projection, energy) and "transfer";
+     *  "energy" is the part of "guard" and "transfer" spent in force and energy evaluations. */
+    std::map<std::string, double> wallSeconds{{"integration", 0}, {"forecast", 0}, {"guard", 0}, {"transfer", 0}, {"energy", 0}};
     /** dH of the most recent energy-checked jumps (at most maxDhSamples), accepted or rejected. */
     std::vector<double> dhKJ;
     size_t maxDhSamples = 10000;

@@ -374,7 +374,10 @@ void PortableIntegrateForecastStepKernel::integrate(int steps) {
 
 void PortableIntegrateForecastStepKernel::capture() {
     Snapshot snapshot;
-    snapshot.potential = context->calcForcesAndEnergy(true, true, groups);
+    {
+        Timer timer(stats.wallSeconds["energy"]);
+        snapshot.potential = context->calcForcesAndEnergy(true, true, groups);
+    }
     context->getForces(snapshot.forces);
     context->getPositions(snapshot.positions);
     context->getVelocities(snapshot.contextVelocities);
@@ -401,6 +404,7 @@ PortableIntegrateForecastStepKernel::Snapshot PortableIntegrateForecastStepKerne
     if (hasConstraints)
         context->applyVelocityConstraints(constraintTolerance);
     if (samePositionsAs == nullptr) {
+        Timer timer(stats.wallSeconds["energy"]);
         snapshot.potential = context->calcForcesAndEnergy(true, true, groups);
         context->getForces(snapshot.forces);
     }
