@@ -8,6 +8,7 @@ floats in nm, ps, kJ/mol, K and amu.
 from . import _runtime  # noqa: F401  (torch before openmm; must stay first)
 from .acceptance import AcceptanceRule, DynamicsRule, MetropolisRule, ToleranceRule
 from .accelerator import AcceleratorStats, ForecastAccelerator
+from .plugin import ForecastIntegrator
 from .errors import (
     BadForecastError,
     CheckpointError,
@@ -20,6 +21,7 @@ from .errors import (
     UnitError,
     UnknownSetupError,
     RunInterrupted,
+    PluginError,
     UnsupportedSystemError,
 )
 from .forecasters import (
@@ -66,6 +68,8 @@ __all__ = [
     "AcceptanceRule", "DynamicsRule", "MetropolisRule", "ToleranceRule",
     "AcceleratorStats",
     "ForecastAccelerator",
+    "ForecastIntegrator",
+    "PluginError",
     "BadForecastError",
     "BallisticForecaster",
     "ConstantForecaster",

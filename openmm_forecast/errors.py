@@ -81,3 +81,7 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, signum, step):
         super().__init__(signum, step)
         self.signum, self.step = int(signum), int(step)
+
+
+class PluginError(ForecastError, RuntimeError):
+    """The C++ plugin (``plugin/``, library ``libOpenMMForecast.so``) is not built or failed to load."""
