@@ -311,7 +311,7 @@ def test_each_setup_gets_the_reference_of_its_own_potential(vacuum_system, monke
     assert reference_key(obc2) == "amber14-obc2"
     assert default_reference_path(obc2) == resource_path(SHIPPED_REFERENCES["amber14-obc2"])
     runs, files = load_reference_runs(default_reference_path(obc2))
-    assert len(runs) == 2 and all("obc2" in os.path.basename(name) for name in files)
+    assert len(runs) >= 2 and all("obc2" in os.path.basename(name) for name in files)
     # HMR changes masses, not the configurational distribution: the same reference.
     assert reference_key(build_system("amber14-obc2", hydrogen_mass=1.5 * unit.amu)) == "amber14-obc2"
     with pytest.raises(DataFileError, match="no reference ships for setup 'amber14-tip3p'.*--no-reference"):

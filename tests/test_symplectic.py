@@ -19,7 +19,7 @@ from openmm_forecast.forecasters import (
     load_forecaster,
     save_forecaster,
 )
-from openmm_forecast.guards import energy_decision
+from openmm_forecast.acceptance import MetropolisRule
 from openmm_forecast.units import kT_kJ
 
 REFERENCE = mm.Platform.getPlatformByName("Reference")
@@ -151,9 +151,12 @@ def test_model_file_round_trip_keeps_the_certificate(tmp_path):
 # ---- Metropolis mode on toys with known distributions ------------------------------------------------
 #
 # Generalised hybrid Monte Carlo with the map as proposal, decided by the accelerator's own rule
-# (guards.energy_decision): velocities drawn from Maxwell-Boltzmann, one jump, accept with
+# (acceptance.MetropolisRule): velocities drawn from Maxwell-Boltzmann, one jump, accept with
 # min(1, exp(-dH / kT)).  Many independent replicas in one batched forecast call: fast, and the
 # standard error comes from independent replica averages.
+
+
+RULE = MetropolisRule()
 
 
 def _contracting(forecaster, factor):
@@ -188,7 +191,7 @@ def _hmc_bond_lengths(propose, energy_kJ, x, masses, pairs, iterations, seed):
         new_x, new_v = propose(x, v)
         dh = (energy_kJ(new_x) + 0.5 * (masses[None, :, None] * new_v**2).sum((1, 2))
               - energy_kJ(x) - 0.5 * (masses[None, :, None] * v**2).sum((1, 2)))
-        accept = np.array([energy_decision(d, KT, metropolis=True, rng=rng) is None for d in dh])
+        accept = np.array([RULE.decide(d, 0.0, KT, rng).reason is None for d in dh])
         x = np.where(accept[:, None, None], new_x, x)
         accepted += accept.sum()
         lengths.append(np.linalg.norm(x[:, first] - x[:, second], axis=-1))
