@@ -26,6 +26,7 @@ from .forecasters import (
     TorchForecaster,
     VerletForecaster,
     available_architectures,
+    is_structure_preserving,
     load_forecaster,
     save_forecaster,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "TorchForecaster",
     "VerletForecaster",
     "available_architectures",
+    "is_structure_preserving",
     "load_forecaster",
     "save_forecaster",
     "CheckpointError",

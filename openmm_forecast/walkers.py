@@ -339,8 +339,9 @@ class ForecastWalkers(_Walkers):
         history = walkers[0].history
         x = np.stack([np.stack([x for x, _ in w._history[-history:]]) for w in walkers])
         v = np.stack([np.stack([v for _, v in w._history[-history:]]) for w in walkers])
+        forces = np.stack([w._current.forces_kJ_nm for w in walkers]) if self.forecaster.uses_forces else None
         start = time.perf_counter()
-        positions, velocities = self.forecaster.forecast(x, v, n_frames)
+        positions, velocities = self.forecaster.forecast(x, v, n_frames, forces=forces)
         self.forecast_wall_s += time.perf_counter() - start
         self.forecast_calls += 1
         expected = (len(walkers), n_frames, x.shape[2], 3)

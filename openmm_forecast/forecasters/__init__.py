@@ -19,7 +19,7 @@ All three are exactly invariant under translations and Galilean boosts, and pred
 flight ``x + v t``.
 """
 
-from .base import Forecaster, ForecasterMetadata
+from .base import Forecaster, ForecasterMetadata, is_structure_preserving, uses_forces
 from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
 from .registry import (
     available_architectures,
@@ -44,8 +44,10 @@ __all__ = [
     "available_architectures",
     "build_forecaster",
     "create_forecaster",
+    "is_structure_preserving",
     "load_forecaster",
     "register_architecture",
     "save_forecaster",
     "shipped_models",
+    "uses_forces",
 ]

@@ -9,7 +9,8 @@ A builder is a callable ``builder(elements, stride_ps, history, **hyperparameter
 returning a module that satisfies the contract in :mod:`openmm_forecast.forecasters.torch_forecaster`;
 a module whose forecasts commute with rotations by construction says so with the class attribute
 ``rotation_equivariant = True`` (recorded in the metadata as ``extra['rotation_equivariant']``, and
-checked by the tests).
+checked by the tests); a module that reads the start forces (a fourth ``forward`` argument) has the
+attribute ``uses_forces = True`` (recorded as ``extra['uses_forces']``).
 Its hyperparameters must be JSON-serialisable: they are stored in the metadata
 (``extra['hyperparameters']``) so that a trained model can be rebuilt from its metadata and weights.
 """
@@ -145,6 +146,7 @@ def build_forecaster(architecture, metadata_kwargs, device="cpu", dtype="float32
     finally:
         torch.set_default_dtype(default_dtype)
     metadata.extra["rotation_equivariant"] = bool(getattr(module, "rotation_equivariant", False))
+    metadata.extra["uses_forces"] = bool(getattr(module, "uses_forces", False))
     return TorchForecaster(module.to(_DTYPES[dtype]), metadata, device=device)
 
 
