@@ -295,6 +295,8 @@ class SegmentData:
     file_of_segment : numpy.ndarray of int, shape (n_segments,)
         Index of the file (in ``paths``) each segment comes from.
     paths : list of str
+    seeds : list of int or None
+        Generation seed of each file (from its metadata).
     """
 
     positions: np.ndarray
@@ -305,6 +307,7 @@ class SegmentData:
     fingerprints: list
     file_of_segment: np.ndarray
     paths: list
+    seeds: list = None
 
     @property
     def n_segments(self):
@@ -344,7 +347,7 @@ def load_segments(paths):
     """
     from .data import data_fingerprint, load_trajectory
 
-    positions, velocities, fingerprints, owners = [], [], [], []
+    positions, velocities, fingerprints, owners, seeds = [], [], [], [], []
     first = None
     for index, path in enumerate(paths):
         trajectory = load_trajectory(path)
@@ -368,6 +371,7 @@ def load_segments(paths):
         positions.append(trajectory.positions)
         velocities.append(trajectory.velocities)
         fingerprints.append(data_fingerprint(path))
+        seeds.append(meta.get("seed"))
         owners.append(np.full(len(trajectory), index))
     return SegmentData(
         positions=np.concatenate(positions),
@@ -378,6 +382,7 @@ def load_segments(paths):
         fingerprints=fingerprints,
         file_of_segment=np.concatenate(owners),
         paths=list(paths),
+        seeds=seeds,
     )
 
 
@@ -822,7 +827,8 @@ class Trainer:
 
     def split_record(self):
         """The validation segments of each data file:
-        ``{fingerprint: {'file', 'n_segments', 'validation_segments'}}``.
+        ``{fingerprint: {'file', 'seed', 'n_segments', 'validation_segments', 'split_seed'}}`` (the file's
+        generation seed; validation segments are drawn from the training files with ``split_seed``).
 
         Segment indices are those of the file itself (0-based), so that an evaluation on the same file
         can use exactly the held-out segments; ``n_segments`` (how many the file held) lets it recognise the
@@ -833,8 +839,9 @@ class Trainer:
             mine = np.flatnonzero(self.data.file_of_segment == index)
             first = int(mine[0])
             local = [int(s) - first for s in self.val_segments if self.data.file_of_segment[s] == index]
-            record[fingerprint] = {"file": os.path.basename(path), "n_segments": len(mine),
-                                   "validation_segments": local}
+            record[fingerprint] = {"file": os.path.basename(path), "seed": self.data.seeds[index],
+                                   "n_segments": len(mine), "validation_segments": local,
+                                   "split_seed": self.config.split_seed}
         return record
 
     def _rng_state(self):

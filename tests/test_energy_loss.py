@@ -60,9 +60,9 @@ def test_energy_aware_loss_lowers_the_energy_error_against_mse(files, tmp_path):
         report = evaluate(model, heldout, None, baselines=(), timing=False, progress=False, max_samples=120)
         spans = next(iter(report["forecasters"].values()))["spans"]
         results[name] = [s["projected"] for s in spans]
-    mse = np.array([s["median_abs_dH_kJ"] for s in results["mse"]])
-    aware = np.array([s["median_abs_dH_kJ"] for s in results["energy"]])
+    mse = np.array([s["dH_median_abs_kJ"] for s in results["mse"]])
+    aware = np.array([s["dH_median_abs_kJ"] for s in results["energy"]])
     assert (aware < mse).all(), (aware, mse)
-    assert abs(np.mean([s["mean_dH_kJ"] for s in results["energy"]])) < abs(
-        np.mean([s["mean_dH_kJ"] for s in results["mse"]])
+    assert abs(np.mean([s["dH_mean_kJ"] for s in results["energy"]])) < abs(
+        np.mean([s["dH_mean_kJ"] for s in results["mse"]])
     )
