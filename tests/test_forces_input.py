@@ -21,6 +21,7 @@ from openmm_forecast.integrators import velocity_verlet_integrator
 from openmm_forecast.walkers import ForecastWalkers
 
 REFERENCE_FILE = os.path.join(os.path.dirname(__file__), "data", "ala2_amber14_vacuum_shipped_forecast.npz")
+OLD_MODEL_FILE = os.path.join(os.path.dirname(__file__), "data", "ala2-amber14-vacuum-2026-11-21.pt")
 
 
 class ForceRecorder(Forecaster):
@@ -133,10 +134,26 @@ def test_untrained_force_model_is_the_damped_verlet_step(vacuum_system, rng):
         np.testing.assert_allclose(pv[:, k], v + g * a * t, atol=1e-10)
 
 
-def test_shipped_model_file_still_loads_and_forecasts_as_before():
-    """The shipped model (no forces argument) gives the forecasts recorded before forecasters took forces."""
+def test_force_model_is_rotation_equivariant(vacuum_system, rng):
+    from openmm_forecast.forecasters.symmetry import equivariance_error
+
+    torch.manual_seed(3)
+    forecaster = create_forecaster("mdtrajnet", elements=vacuum_system.elements, stride_ps=0.01, max_frames=2,
+                                   d_model=8, layers=1, heads=2, uses_forces=True, dtype="float64")
+    with torch.no_grad():  # a non-zero learned correction
+        forecaster.module.vector_out.weight.normal_(0.0, 0.1)
+    x = rng.normal(size=(2, 1, 22, 3)) * 0.3
+    v = rng.normal(size=(2, 1, 22, 3))
+    f = rng.normal(size=(2, 22, 3)) * 500
+    errors = equivariance_error(forecaster, x, v, forces=f)
+    assert errors["relative_positions"] < 1e-10 and errors["relative_velocities"] < 1e-10
+
+
+def test_model_files_of_the_first_releases_still_load_and_forecast_as_before():
+    """The model shipped before forecasters took forces (no forces argument; kept in tests/data) gives the
+    forecasts recorded with the code of that time."""
     reference = np.load(REFERENCE_FILE)
-    forecaster = load_forecaster("ala2-amber14-vacuum")
+    forecaster = load_forecaster(OLD_MODEL_FILE)
     assert not forecaster.uses_forces
     x, v = forecaster.forecast(reference["positions"], reference["velocities"])
     np.testing.assert_array_equal(x, reference["forecast_positions"])
