@@ -161,3 +161,18 @@ def test_model_files_of_the_first_releases_still_load_and_forecast_as_before():
     # forces given to a model that does not read them change nothing
     x2, _ = forecaster.forecast(reference["positions"], reference["velocities"], forces=np.ones_like(x[:, 0]))
     np.testing.assert_array_equal(x2, x)
+
+
+def test_augmentation_carries_the_forces_along(rng):
+    """Time reversal keeps the forces (they depend on positions only); rotations turn them with the state."""
+    from openmm_forecast.training import augment
+
+    x = torch.as_tensor(rng.normal(size=(64, 4, 5, 3)))
+    v = torch.as_tensor(rng.normal(size=(64, 4, 5, 3)))
+    f = 3.0 * x  # a force field of the positions alone: F(x) = 3 x, frame by frame
+    rx, rv, rf = augment(x, v, 1, torch.Generator().manual_seed(1), rotations=False, time_reversal=True, forces=f)
+    assert torch.equal(rf, 3.0 * rx) and not torch.equal(rx, x)  # some windows were reversed
+    rx, rv, rf = augment(x, v, 1, torch.Generator().manual_seed(1), rotations=True, time_reversal=False, forces=f)
+    # the rotation of each window, read off its velocities, is the one its forces got
+    rotation_of_v = torch.linalg.lstsq(v.reshape(64, -1, 3), rv.reshape(64, -1, 3)).solution
+    torch.testing.assert_close(rf, torch.einsum("btnj,bji->btni", f, rotation_of_v))
