@@ -21,7 +21,6 @@ from openmm_forecast.integrators import velocity_verlet_integrator
 from openmm_forecast.walkers import ForecastWalkers
 
 REFERENCE_FILE = os.path.join(os.path.dirname(__file__), "data", "ala2_amber14_vacuum_shipped_forecast.npz")
-OLD_MODEL_FILE = os.path.join(os.path.dirname(__file__), "data", "ala2-amber14-vacuum-2026-11-21.pt")
 
 
 class ForceRecorder(Forecaster):
@@ -149,11 +148,11 @@ def test_force_model_is_rotation_equivariant(vacuum_system, rng):
     assert errors["relative_positions"] < 1e-10 and errors["relative_velocities"] < 1e-10
 
 
-def test_model_files_of_the_first_releases_still_load_and_forecast_as_before():
-    """The model shipped before forecasters took forces (no forces argument; kept in tests/data) gives the
-    forecasts recorded with the code of that time."""
+def test_shipped_model_file_still_loads_and_forecasts_as_before():
+    """The shipped model (written before forecasters took forces: no forces argument) gives the forecasts
+    recorded with the code of that time."""
     reference = np.load(REFERENCE_FILE)
-    forecaster = load_forecaster(OLD_MODEL_FILE)
+    forecaster = load_forecaster("ala2-amber14-vacuum")
     assert not forecaster.uses_forces
     x, v = forecaster.forecast(reference["positions"], reference["velocities"])
     np.testing.assert_array_equal(x, reference["forecast_positions"])
