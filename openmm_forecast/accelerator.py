@@ -499,8 +499,9 @@ class Snapshot:
     potential_kJ : float
         ``U`` in kJ/mol.
     forces_kJ_nm : numpy.ndarray or None, shape (n_atoms, 3)
-        Forces in kJ/mol/nm (kept for leapfrog-type integrators, None otherwise): a change of velocities
-        alone reuses them and ``U`` instead of evaluating the potential again.
+        Forces in kJ/mol/nm (kept for leapfrog-type integrators and for forecasters that read them, None
+        otherwise; read with the energy, no extra evaluation): a change of velocities alone reuses them and
+        ``U`` instead of evaluating the potential again.
     """
 
     state: object
@@ -643,6 +644,7 @@ class ForecastAccelerator:
                 UserWarning, stacklevel=2,
             )
         self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS  # velocities lag positions by dt/2
+        self._keeps_forces = self._leapfrog or self.forecaster.uses_forces  # read with every energy
         self._check_temperature_option(integrator)
         self._read_integrator()
 
@@ -1009,8 +1011,9 @@ class ForecastAccelerator:
         """
         x = np.stack([x for x, _ in self._history[-self.history :]])[None]
         v = np.stack([v for _, v in self._history[-self.history :]])[None]
+        forces = self._current.forces_kJ_nm[None] if self.forecaster.uses_forces else None  # of history[-1]
         with self.stats.timing("forecast"):
-            positions, velocities = self.forecaster.forecast(x, v, n_frames)
+            positions, velocities = self.forecaster.forecast(x, v, n_frames, forces=forces)
         expected = (1, n_frames, x.shape[2], 3)
         if np.shape(positions) != expected or np.shape(velocities) != expected:
             raise BadForecastError(
@@ -1050,7 +1053,7 @@ class ForecastAccelerator:
             context.applyVelocityConstraints(self._constraint_tolerance)
         evaluate = same_positions_as is None
         state = context.getState(
-            getPositions=True, getVelocities=True, getEnergy=evaluate, getForces=evaluate and self._leapfrog,
+            getPositions=True, getVelocities=True, getEnergy=evaluate, getForces=evaluate and self._keeps_forces,
             groups=self._groups,
         )
         synchronous = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
@@ -1066,10 +1069,10 @@ class ForecastAccelerator:
         return self._snapshot(state, synchronous, potential_kJ, forces)
 
     def _potential_and_forces(self, state):
-        """``U`` (kJ/mol) and, for leapfrog-type integrators, the forces (kJ/mol/nm) of a State that has them."""
+        """``U`` (kJ/mol) and, when kept (see :class:`Snapshot`), the forces (kJ/mol/nm) of a State that has them."""
         potential_kJ = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         forces = None
-        if self._leapfrog:
+        if self._keeps_forces:
             forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         return potential_kJ, forces
 
@@ -1238,7 +1241,7 @@ class ForecastAccelerator:
         """
         context = self.simulation.context
         state = context.getState(
-            getPositions=True, getVelocities=True, getEnergy=True, getForces=self._leapfrog, groups=self._groups
+            getPositions=True, getVelocities=True, getEnergy=True, getForces=self._keeps_forces, groups=self._groups
         )
         velocities = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
         potential_kJ, forces = self._potential_and_forces(state)

@@ -8,10 +8,19 @@ every span ``k * stride`` it supports, from start states of held-out segments:
 - potential-energy error ``|U(x') - U(x_true)|`` and total-energy change ``|H' - H|`` in kJ/mol, with
   ``H = U + K`` of the start state; ``U`` from the data's OpenMM System rebuilt with
   :func:`openmm_forecast.systems.build_system` from the data file's metadata;
-- the fraction of forecasts with ``|H' - H|`` within 1 kT and 2 kT;
+- the fraction of forecasts with ``|H' - H|`` within 1 kT and 2 kT, the median ``|H' - H|`` and the mean
+  signed ``H' - H`` (the bias: MSE-trained maps lose energy);
+- the Metropolis acceptance ``<min(1, exp(-(H' - H)/kT))>``, flagged ``metropolis_meaningful`` only for
+  maps certified volume-preserving and time-reversible (:func:`~openmm_forecast.forecasters.base.is_structure_preserving`):
+  for any other map a high number certifies nothing (a map that loses energy reads close to 1);
 - with constraints, the same after projecting the forecast onto them (``applyConstraints``, then
   ``applyVelocityConstraints``), as the accelerator would;
-- wall-clock time per call at batch sizes 1 and 256.
+- an energy budget of the error (projected forecasts, when there are constraints): per force term of the
+  System (``bond``, ``angle``, ``torsion``, ``nonbonded``, ``implicit_solvent``; evaluated on copies of its
+  standard forces, one force group per term; other forces such as a ``TorchForce`` are left out) and
+  ``kinetic``, the mean and mean absolute value of ``E_term(forecast) - E_term(true state)``, kJ/mol;
+- wall-clock time per call at batch sizes 1, 16 and 256 (forces at the start states are passed to the
+  forecasters that read them, computed once, outside the timing: the accelerator has them already).
 
 Held-out segments: when the data file is one a model was trained on, only the validation segments
 recorded in the model's metadata are used; a separate file (generated with another seed) is used whole.
@@ -66,6 +75,97 @@ def _summary(values):
     }
 
 
+TERM_NAMES = {
+    "HarmonicBondForce": "bond",
+    "HarmonicAngleForce": "angle",
+    "PeriodicTorsionForce": "torsion",
+    "RBTorsionForce": "torsion",
+    "CMAPTorsionForce": "torsion",
+    "NonbondedForce": "nonbonded",
+    "CustomNonbondedForce": "nonbonded",
+    "GBSAOBCForce": "implicit_solvent",
+    "CustomGBForce": "implicit_solvent",
+}
+"""Energy-budget term of each OpenMM force class; other classes keep their class name."""
+
+
+class EnergyBudget:
+    """Potential energy per force term, on a private System holding copies of the System's standard forces.
+
+    Each force whose class is in :data:`TERM_NAMES` is copied (``XmlSerializer.clone``, one force at a
+    time) into a new System with the same particles and constraints, in one force group per term.  Other
+    forces (an openmm-torch ``TorchForce``, a ``PythonForce``, custom forces) are left out and named in
+    :attr:`left_out`: the budget then does not add up to the total.
+
+    Parameters
+    ----------
+    system : openmm.System
+        Not modified.
+    platform : str
+
+    Raises
+    ------
+    ValueError
+        No force of the System has a budget term.
+    """
+
+    def __init__(self, system, platform="Reference"):
+        from .platforms import get_platform
+
+        copy = mm.System()
+        for index in range(system.getNumParticles()):
+            copy.addParticle(system.getParticleMass(index))
+        for index in range(system.getNumConstraints()):
+            copy.addConstraint(*system.getConstraintParameters(index))
+        self.groups, self.left_out = {}, []
+        for force in system.getForces():
+            name = type(force).__name__
+            if name in ("CMMotionRemover", "MonteCarloBarostat"):
+                continue
+            if name not in TERM_NAMES:
+                self.left_out.append(name)
+                continue
+            term = TERM_NAMES[name]
+            self.groups.setdefault(term, len(self.groups))
+            clone = mm.XmlSerializer.clone(force)
+            clone.setForceGroup(self.groups[term])
+            copy.addForce(clone)
+        if not self.groups:
+            raise ValueError(f"no force of the System has an energy-budget term (forces: {', '.join(self.left_out)})")
+        self.context = mm.Context(copy, mm.VerletIntegrator(0.001), get_platform(platform))
+
+    def terms(self, positions):
+        """``{term: energies}`` in kJ/mol of positions (nm, shape (n, N, 3)); each array of shape (n,)."""
+        out = {term: np.empty(len(positions)) for term in self.groups}
+        for i, x in enumerate(positions):
+            self.context.setPositions(x)
+            for term, group in self.groups.items():
+                state = self.context.getState(getEnergy=True, groups={group})
+                out[term][i] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        return out
+
+
+def energy_budget(budget, px, pv, true_x, true_v, masses):
+    """Mean and mean absolute error of each energy term and of the kinetic energy (kJ/mol).
+
+    Parameters
+    ----------
+    budget : EnergyBudget
+    px, pv, true_x, true_v : numpy.ndarray, shape (n, N, 3)
+        Forecast and true states (nm, nm/ps).
+    masses : numpy.ndarray, shape (N,)
+
+    Returns
+    -------
+    dict
+        ``{term: {'mean': float, 'mean_abs': float}}``, terms of the System and 'kinetic'.
+    """
+    predicted, true = budget.terms(px), budget.terms(true_x)
+    errors = {term: predicted[term] - true[term] for term in predicted}
+    errors["kinetic"] = kinetic_energy(pv, masses) - kinetic_energy(true_v, masses)
+    return {term: {"mean": float(np.mean(e)), "mean_abs": float(np.mean(np.abs(e)))} for term, e in errors.items()}
+
+
 class EnergyEvaluator:
     """Potential energies and constraint projections with a private OpenMM Context.
 
@@ -98,6 +198,17 @@ class EnergyEvaluator:
             self.context.setPositions(x)
             out[i] = self.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         return out.reshape(positions.shape[:-2])
+
+    def forces(self, positions):
+        """Forces in kJ/mol/nm at positions (nm, shape (..., N, 3)); same shape."""
+        positions = np.asarray(positions)
+        flat = positions.reshape(-1, *positions.shape[-2:])
+        out = np.empty(flat.shape)
+        per_nm = unit.kilojoule_per_mole / unit.nanometer
+        for i, x in enumerate(flat):
+            self.context.setPositions(x)
+            out[i] = self.context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(per_nm)
+        return out.reshape(positions.shape)
 
     def project(self, positions, velocities):
         """Project states onto the constraints (positions, then velocities); returns copies."""
@@ -205,16 +316,17 @@ def held_out_segments(forecasters, path, n_segments, fingerprint=None):
     return np.array(sorted(segments)), how
 
 
-def _time_calls(forecaster, positions, velocities, n_frames, batch, min_seconds=0.5, max_calls=50):
+def _time_calls(forecaster, positions, velocities, n_frames, batch, forces=None, min_seconds=0.5, max_calls=50):
     """Median wall-clock seconds of one ``forecast`` call with ``batch`` walkers."""
     reps = int(np.ceil(batch / len(positions)))
     x = np.concatenate([positions] * reps)[:batch]
     v = np.concatenate([velocities] * reps)[:batch]
-    forecaster.forecast(x, v, n_frames)  # warm-up (TorchScript optimisation, caches)
+    f = None if forces is None else np.concatenate([forces] * reps)[:batch]
+    forecaster.forecast(x, v, n_frames, forces=f)  # warm-up (TorchScript optimisation, caches)
     times, started = [], time.perf_counter()
     while len(times) < max_calls and (len(times) < 3 or time.perf_counter() - started < min_seconds):
         start = time.perf_counter()
-        forecaster.forecast(x, v, n_frames)
+        forecaster.forecast(x, v, n_frames, forces=f)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -228,13 +340,13 @@ def evaluate(
     max_samples=500,
     seed=1,
     timing=True,
-    timing_batch_sizes=(1, 256),
+    timing_batch_sizes=(1, 16, 256),
     platform="Reference",
     device="cpu",
     potential_file=None,
     progress=True,
 ):
-    """Evaluate forecasters and baselines on held-out NVE segments.
+    """Evaluate forecasters and baselines on held-out NVE segments (metrics: see the module docstring).
 
     Parameters
     ----------
@@ -244,7 +356,8 @@ def evaluate(
     data : str or os.PathLike
         An NVE data file (:func:`~openmm_forecast.data.generate_nve_segments`).
     out : str or os.PathLike, optional
-        Directory for ``report.json``, ``rmsd_vs_span.png`` and ``energy_change_hist.png``.
+        Directory for ``report.json``, ``rmsd_vs_span.png``, ``energy_change_hist.png`` and
+        ``energy_vs_span.png``.
     baselines : sequence of str
         Baselines to evaluate at the stride and spans of the first model.
     max_samples : int
@@ -344,8 +457,17 @@ def evaluate(
     kT = kT_kJ(float(meta["temperature_K"]))
 
     energy = EnergyEvaluator(molecular_system.system, platform=platform)
+    try:
+        budget = EnergyBudget(molecular_system.system, platform=platform)
+    except ValueError as error:
+        logger.warning("no energy budget: %s", error)
+        budget = None
+    if budget is not None and budget.left_out:
+        logger.warning("the energy budget leaves out %s: its terms do not add up to dH", ", ".join(budget.left_out))
     x0, v0 = positions[seg, frame], velocities[seg, frame]
     h0 = energy.potential(x0) + kinetic_energy(v0, masses)
+    # forces at the start states, for forecasters that read them (the accelerator has them from its energy check)
+    f0 = energy.forces(x0) if any(f.uses_forces for f in forecasters.values()) else None
     cache = {}
 
     def truth(offset):
@@ -365,6 +487,7 @@ def evaluate(
             "temperature_K": float(meta["temperature_K"]),
             "nve_timestep_ps": float(meta["nve_timestep_ps"]),
             "frame_interval_ps": frame_interval,
+            "data_seed": meta.get("seed"),
             "held_out": how,
             "n_segments_used": int(len(segments)),
             "n_samples": int(len(starts)),
@@ -382,9 +505,13 @@ def evaluate(
         history_offsets = np.arange(-(fm.history - 1), 1) * step
         x_in = positions[seg[:, None], frame[:, None] + history_offsets[None, :]]
         v_in = velocities[seg[:, None], frame[:, None] + history_offsets[None, :]]
+        f_in = f0 if forecaster.uses_forces else None
         start = time.perf_counter()
         chunks = [
-            forecaster.forecast(x_in[i : i + 64], v_in[i : i + 64], fm.max_frames) for i in range(0, len(x_in), 64)
+            forecaster.forecast(
+                x_in[i : i + 64], v_in[i : i + 64], fm.max_frames, forces=None if f_in is None else f_in[i : i + 64]
+            )
+            for i in range(0, len(x_in), 64)
         ]
         pred_x, pred_v = np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
         seconds = time.perf_counter() - start
@@ -399,23 +526,28 @@ def evaluate(
                 "n_finite": int(ok.sum()),
                 **_state_metrics(px[ok], pv[ok], true_x[ok], true_v[ok], true_u[ok], h0[ok], masses, kT, energy),
             }
+            qx, qv = px[ok], pv[ok]
             if energy.has_constraints:
-                qx, qv = energy.project(px[ok], pv[ok])
+                qx, qv = energy.project(qx, qv)
                 entry["projected"] = _state_metrics(
                     qx, qv, true_x[ok], true_v[ok], true_u[ok], h0[ok], masses, kT, energy
                 )
+            if budget is not None and len(qx):
+                entry["energy_budget_kJ"] = energy_budget(budget, qx, qv, true_x[ok], true_v[ok], masses)
             spans.append(entry)
         result = {
             "metadata": json.loads(fm.to_json()),
             # Volume-preserving and reversible (surrogate, verlet): only then is acceptance min(1, exp(-dH/kT))
             # an exact Metropolis rate; for a learned forecaster the dH columns are a guard's view only.
             "structure_preserving": forecaster.structure_preserving,
+            "metropolis_meaningful": forecaster.structure_preserving,
+            "uses_forces": forecaster.uses_forces,
             "spans": spans,
             "forecast_seconds_all_samples": seconds,
         }
         if timing:
             result["timing"] = {
-                f"batch_{b}_seconds_per_call": _time_calls(forecaster, x_in, v_in, fm.max_frames, b)
+                f"batch_{b}_seconds_per_call": _time_calls(forecaster, x_in, v_in, fm.max_frames, b, forces=f_in)
                 for b in timing_batch_sizes
             }
         if label in learned and "validation" in fm.extra:
@@ -425,7 +557,8 @@ def evaluate(
         result["metadata"]["extra"] = {
             key: value
             for key, value in result["metadata"]["extra"].items()
-            if key in ("hyperparameters", "dtype", "timestep_ps", "steps_per_stride")
+            if key in ("hyperparameters", "dtype", "timestep_ps", "steps_per_stride", "uses_forces",
+                       "structure_preserving")
         }
 
     for offset in sorted(cache):
@@ -447,14 +580,20 @@ def _state_metrics(px, pv, true_x, true_v, true_u, h0, masses, kT, energy):
     if len(px) == 0:
         return {"position_rmsd_A": None}
     u = energy.potential(px)
-    dh = np.abs(u + kinetic_energy(pv, masses) - h0)
+    signed = u + kinetic_energy(pv, masses) - h0
+    dh = np.abs(signed)
+    with np.errstate(over="ignore"):
+        acceptance = np.minimum(1.0, np.exp(-signed / kT))
     return {
         "position_rmsd_A": _summary(10.0 * rms_error(px, true_x)),
         "velocity_rmse_nm_per_ps": _summary(rms_error(pv, true_v)),
         "potential_energy_error_kJ": _summary(np.abs(u - true_u)),
         "total_energy_change_kJ": _summary(dh),
+        "dH_median_abs_kJ": float(np.median(dh)),
+        "dH_mean_kJ": float(np.mean(signed)),
         "within_1kT": float(np.mean(dh <= kT)),
         "within_2kT": float(np.mean(dh <= 2 * kT)),
+        "metropolis_acceptance": float(np.mean(acceptance)),
         "_abs_dH": dh.tolist(),
     }
 
@@ -466,6 +605,7 @@ def write_report(report, out):
     write_json(path, _without_raw(report))
     plot_rmsd_vs_span(report, os.path.join(out, "rmsd_vs_span.png"))
     plot_energy_change(report, os.path.join(out, "energy_change_hist.png"))
+    plot_energy_vs_span(report, os.path.join(out, "energy_vs_span.png"))
     return path
 
 
@@ -531,6 +671,36 @@ def plot_energy_change(report, path):
         ax.set_title("shortest span" if which == 0 else "longest span")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("forecasts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_energy_vs_span(report, path):
+    """Fraction within 1 kT and mean ``H' - H`` (kJ/mol) against span (fs), projected when there are constraints."""
+    from .plotting import _pyplot
+
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, result in report["forecasters"].items():
+        spans = [s for s in result["spans"] if s.get("position_rmsd_A")]
+        entries = [s.get("projected", s) for s in spans]
+        fs = [1000 * s["span_ps"] for s in spans]
+        style = "--" if label.split()[0] in BASELINE_NAMES else "-"
+        left.plot(fs, [e["within_1kT"] for e in entries], marker="o", linestyle=style, label=label)
+        right.plot(fs, [e["dH_mean_kJ"] for e in entries], marker="o", linestyle=style, label=label)
+    kT = report["kT_kJ_per_mol"]
+    for sign in (-1, 1):
+        right.axhline(sign * 0.5 * kT, color="k", linestyle=":", linewidth=0.8)
+    left.set_ylim(0, 1.02)
+    left.set_ylabel("fraction with |H' - H| <= 1 kT")
+    right.set_ylabel("mean H' - H (kJ/mol); dotted: +-0.5 kT")
+    for ax in (left, right):
+        ax.set_xlabel("span (fs)")
+        ax.grid(True, alpha=0.3)
+    left.legend(fontsize=7)
+    fig.suptitle(f"{report['data']['setup']}, {report['data']['n_samples']} held-out starts")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -11,7 +11,8 @@ Loss (dimensionless, in units of kT per degree of freedom)
 With masses ``m_i`` (amu), position errors ``dx`` (nm), velocity errors ``dv`` (nm/ps) and a time scale
 ``tau`` (ps, default: the stride),
 
-``L = w_x <mu dx^2> / (kT tau^2) + w_v <m dv^2> / kT + w_K <(K' - K)^2> / kT^2``
+``L = w_x <mu dx^2> / (kT tau^2) + w_v <m dv^2> / kT + w_K <(K' - K)^2> / kT^2
++ w_E <dH^2> / kT^2 + w_B mean_k(<dH>^2) / kT^2``
 
 where ``<.>`` averages over samples, frames, atoms and components and ``K`` is the kinetic energy of a
 frame (kJ/mol).  Velocity errors are mass-weighted: ``m dv^2 / 2`` is the kinetic energy they carry.
@@ -19,7 +20,14 @@ Position errors are weighted by ``mu = m`` (``position_weighting: mass``) or by 
 atom (``uniform``): the energy a position error costs goes through the forces and force constants, which
 are not proportional to the mass, and the uniform weight is what the position RMSD measures.  The
 ``tau`` scaling makes a position error ``dx`` cost as much as a velocity error ``dx / tau``.  The last,
-optional term is a cheap energy-aware penalty (kinetic energies need no force field).
+optional term is a cheap energy-aware penalty (kinetic energies need no force field).  The last two
+(``energy_weight``, ``energy_bias_weight``) weigh errors by what they cost in total energy, ``dH`` being
+an estimate of ``H(forecast) - H(target)`` from the System's bonds and angles (exact) and the forces at
+the target (first order): see :mod:`openmm_forecast.energy_loss`.
+
+Forces: architectures that read the start forces (``uses_forces``) and the energy terms need the forces
+of every data frame; they are computed once with the data's System (rebuilt from the file's metadata,
+Reference platform) and cached in the run directory (``forces-<fingerprint>.npy``).
 
 Augmentation: random rotations of a whole window about its current centroid (for architectures that are
 not rotation-equivariant), and time reversal (a window played backwards with negated velocities is
@@ -97,6 +105,8 @@ class TrainingConfig:
         Maximum gradient norm (None: no clipping).
     position_weight, velocity_weight, kinetic_energy_weight : float
         ``w_x``, ``w_v``, ``w_K`` of the loss (see the module docstring).
+    energy_weight, energy_bias_weight : float
+        ``w_E``, ``w_B`` of the energy-aware terms (see the module docstring; 0: not computed).
     position_weighting : {'mass', 'uniform'}
         Atom weights ``mu`` of the position term (see the module docstring).
     loss_time_ps : float or None
@@ -156,6 +166,8 @@ class TrainingConfig:
     position_weight: float = 1.0
     velocity_weight: float = 1.0
     kinetic_energy_weight: float = 0.0
+    energy_weight: float = 0.0
+    energy_bias_weight: float = 0.0
     position_weighting: str = "mass"
     loss_time_ps: float = None
     augment_rotations: object = "auto"
@@ -190,7 +202,8 @@ class TrainingConfig:
         check_field(self, "learning_rate", float, lambda v: 0 < v < 1, "in (0, 1)")
         check_field(self, "weight_decay", float, lambda v: v >= 0, ">= 0")
         check_field(self, "min_lr_fraction", float, lambda v: 0 <= v <= 1, "in [0, 1]")
-        for name in ("position_weight", "velocity_weight", "kinetic_energy_weight"):
+        for name in ("position_weight", "velocity_weight", "kinetic_energy_weight", "energy_weight",
+                     "energy_bias_weight"):
             check_field(self, name, float, lambda v: v >= 0 and math.isfinite(v), "finite and >= 0")
         if self.position_weight + self.velocity_weight == 0:
             raise ValueError("position_weight and velocity_weight cannot both be 0")
@@ -282,6 +295,8 @@ class SegmentData:
     file_of_segment : numpy.ndarray of int, shape (n_segments,)
         Index of the file (in ``paths``) each segment comes from.
     paths : list of str
+    seeds : list of int or None
+        Generation seed of each file (from its metadata).
     """
 
     positions: np.ndarray
@@ -292,6 +307,7 @@ class SegmentData:
     fingerprints: list
     file_of_segment: np.ndarray
     paths: list
+    seeds: list = None
 
     @property
     def n_segments(self):
@@ -331,7 +347,7 @@ def load_segments(paths):
     """
     from .data import data_fingerprint, load_trajectory
 
-    positions, velocities, fingerprints, owners = [], [], [], []
+    positions, velocities, fingerprints, owners, seeds = [], [], [], [], []
     first = None
     for index, path in enumerate(paths):
         trajectory = load_trajectory(path)
@@ -355,6 +371,7 @@ def load_segments(paths):
         positions.append(trajectory.positions)
         velocities.append(trajectory.velocities)
         fingerprints.append(data_fingerprint(path))
+        seeds.append(meta.get("seed"))
         owners.append(np.full(len(trajectory), index))
     return SegmentData(
         positions=np.concatenate(positions),
@@ -365,6 +382,7 @@ def load_segments(paths):
         fingerprints=fingerprints,
         file_of_segment=np.concatenate(owners),
         paths=list(paths),
+        seeds=seeds,
     )
 
 
@@ -398,7 +416,7 @@ def sample_starts(segments, n_frames, step, history, max_frames):
     return np.stack(np.broadcast_arrays(segments[:, None], frames[None, :]), axis=-1).reshape(-1, 2)
 
 
-def gather_windows(positions, velocities, starts, step, history, max_frames):
+def gather_windows(positions, velocities, starts, step, history, max_frames, forces=None):
     """Windows of ``history + max_frames`` states, ``step`` data frames apart.
 
     Parameters
@@ -406,39 +424,54 @@ def gather_windows(positions, velocities, starts, step, history, max_frames):
     positions, velocities : torch.Tensor, shape (n_segments, n_frames, N, 3)
     starts : torch.Tensor of int64, shape (B, 2)
         (segment, current frame) pairs (see :func:`sample_starts`).
+    forces : torch.Tensor, shape (n_segments, n_frames, N, 3), optional
+        kJ/mol/nm; gathered too when given.
 
     Returns
     -------
     positions, velocities : torch.Tensor, shape (B, history + max_frames, N, 3)
         The first ``history`` states are the input (oldest first), the rest the targets.
+    forces : torch.Tensor, same shape
+        Only when ``forces`` is given.
     """
     offsets = torch.arange(-(history - 1), max_frames + 1, device=starts.device) * step
     frames = starts[:, 1:2] + offsets[None, :]
     segments = starts[:, 0:1].expand_as(frames)
-    return positions[segments, frames], velocities[segments, frames]
+    if forces is None:
+        return positions[segments, frames], velocities[segments, frames]
+    return positions[segments, frames], velocities[segments, frames], forces[segments, frames]
 
 
-def augment(positions, velocities, history, generator, rotations=False, time_reversal=False):
+def augment(positions, velocities, history, generator, rotations=False, time_reversal=False, forces=None):
     """Randomly rotate and/or time-reverse windows (see :func:`gather_windows`).
 
-    A reversed window is the same trajectory played backwards with negated velocities; the input is
-    then the last ``history`` states of the reversed sequence.  Rotations turn a window about the
-    centroid of its current state (``history - 1``).  Random numbers come from ``generator`` (CPU).
+    A reversed window is the same trajectory played backwards with negated velocities (forces, which
+    depend on positions only, keep their sign); the input is then the last ``history`` states of the
+    reversed sequence.  Rotations turn a window about the centroid of its current state
+    (``history - 1``).  Random numbers come from ``generator`` (CPU).  ``forces`` (optional, same shape)
+    are transformed along and returned third.
     """
     batch = positions.shape[0]
     if time_reversal:
         flip = (torch.rand(batch, generator=generator) < 0.5).to(positions.device)
         positions = torch.where(flip[:, None, None, None], positions.flip(1), positions)
         velocities = torch.where(flip[:, None, None, None], -velocities.flip(1), velocities)
+        if forces is not None:
+            forces = torch.where(flip[:, None, None, None], forces.flip(1), forces)
     if rotations:
         rotation = random_rotations(batch, generator, positions.dtype, positions.device)
         centre = positions[:, history - 1 : history].mean(dim=2, keepdim=True)
         positions = torch.einsum("btnj,bij->btni", positions - centre, rotation) + centre
         velocities = torch.einsum("btnj,bij->btni", velocities, rotation)
-    return positions, velocities
+        if forces is not None:
+            forces = torch.einsum("btnj,bij->btni", forces, rotation)
+    if forces is None:
+        return positions, velocities
+    return positions, velocities, forces
 
 
-def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights, position_masses=None):
+def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights, position_masses=None,
+                  true_forces=None, bonded=None):
     """The training loss (see the module docstring) and its parts.
 
     Parameters
@@ -451,21 +484,28 @@ def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights, p
         kJ/mol.
     tau_ps : float
     weights : tuple of float
-        (w_x, w_v, w_K).
+        (w_x, w_v, w_K) or (w_x, w_v, w_K, w_E, w_B).
     position_masses : torch.Tensor, shape (N,), optional
         Atom weights ``mu`` of the position term in amu (default: ``masses``).
+    true_forces : torch.Tensor, shape (B, K, N, 3), optional
+        Forces at the targets, kJ/mol/nm: needed when w_E or w_B > 0.
+    bonded : openmm_forecast.energy_loss.BondedEnergy, optional
+        Needed when w_E or w_B > 0.
 
     Returns
     -------
     loss : torch.Tensor (scalar)
     parts : dict of float
-        'position', 'velocity', 'kinetic_energy' (unweighted terms).
+        'position', 'velocity', 'kinetic_energy', 'energy', 'energy_bias' (unweighted terms; the last
+        three when their weight is > 0), and 'mean_dH_kJ' (the estimated bias) with the energy terms.
     """
+    from .energy_loss import energy_change_estimate, energy_loss_terms
+
     m = masses[None, None, :, None]
     mu = m if position_masses is None else position_masses[None, None, :, None]
     position = (mu * (pred_x - true_x) ** 2).mean() / (kT * tau_ps**2)
     velocity = (m * (pred_v - true_v) ** 2).mean() / kT
-    w_x, w_v, w_k = weights
+    w_x, w_v, w_k, w_e, w_b = (tuple(weights) + (0.0, 0.0))[:5]
     loss = w_x * position + w_v * velocity
     parts = {"position": float(position.detach()), "velocity": float(velocity.detach())}
     if w_k > 0:
@@ -473,6 +513,14 @@ def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights, p
         kinetic = (kinetic**2).mean() / kT**2
         loss = loss + w_k * kinetic
         parts["kinetic_energy"] = float(kinetic.detach())
+    if w_e > 0 or w_b > 0:
+        if true_forces is None or bonded is None:
+            raise ValueError("the energy terms of the loss need the forces at the targets and the bonded terms")
+        dh = energy_change_estimate(pred_x, pred_v, true_x, true_v, true_forces, masses, bonded)
+        energy, bias = energy_loss_terms(dh, kT)
+        loss = loss + w_e * energy + w_b * bias
+        parts.update(energy=float(energy.detach()), energy_bias=float(bias.detach()),
+                     mean_dH_kJ=float(dh.detach().mean()))
     return loss, parts
 
 
@@ -588,6 +636,17 @@ class Trainer:
         self.positions = torch.as_tensor(self.data.positions, dtype=self.dtype, device=self.device)
         self.velocities = torch.as_tensor(self.data.velocities, dtype=self.dtype, device=self.device)
         self.masses = torch.as_tensor(self.data.masses, dtype=self.dtype, device=self.device)
+        self.uses_forces = self.forecaster.uses_forces
+        energy_terms = config.energy_weight > 0 or config.energy_bias_weight > 0
+        self.forces, self.bonded = None, None
+        if self.uses_forces or energy_terms:
+            self.forces = torch.as_tensor(self._data_forces(), dtype=self.dtype, device=self.device)
+        if energy_terms:
+            from .energy_loss import BondedEnergy
+            from .evaluation import molecular_system_from_metadata
+
+            system = molecular_system_from_metadata(meta).system
+            self.bonded = BondedEnergy(system, dtype=self.dtype).to(self.device)
         self.position_masses = self.masses if config.position_weighting == "mass" else torch.full_like(
             self.masses, float(self.masses.mean())
         )
@@ -621,18 +680,51 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- #
 
     def _batch(self, starts):
+        """Windows (positions, velocities, forces or None) of the samples ``starts``."""
         c = self.config
         starts = starts.to(self.device)
-        return gather_windows(self.positions, self.velocities, starts, self.step, c.history, c.max_frames)
-
-    def _loss(self, x, v):
-        c = self.config
-        pred_x, pred_v = self.model(x[:, : c.history], v[:, : c.history], c.max_frames)
-        weights = (c.position_weight, c.velocity_weight, c.kinetic_energy_weight)
-        return flow_map_loss(
-            pred_x, pred_v, x[:, c.history :], v[:, c.history :], self.masses, self.kT, self.tau_ps, weights,
-            self.position_masses,
+        windows = gather_windows(
+            self.positions, self.velocities, starts, self.step, c.history, c.max_frames, forces=self.forces
         )
+        return windows if self.forces is not None else (*windows, None)
+
+    def _loss(self, x, v, f):
+        """Loss, its parts and the forecasts (positions, velocities) of windows ``x, v`` (forces ``f``)."""
+        c = self.config
+        if self.uses_forces:
+            pred_x, pred_v = self.model(x[:, : c.history], v[:, : c.history], c.max_frames, f[:, c.history - 1])
+        else:
+            pred_x, pred_v = self.model(x[:, : c.history], v[:, : c.history], c.max_frames)
+        weights = (c.position_weight, c.velocity_weight, c.kinetic_energy_weight, c.energy_weight,
+                   c.energy_bias_weight)
+        loss, parts = flow_map_loss(
+            pred_x, pred_v, x[:, c.history :], v[:, c.history :], self.masses, self.kT, self.tau_ps, weights,
+            self.position_masses, true_forces=None if f is None else f[:, c.history :], bonded=self.bonded,
+        )
+        return loss, parts, pred_x, pred_v
+
+    def _data_forces(self):
+        """Forces (kJ/mol/nm) of every data frame, shape (n_segments, n_frames, N, 3): cached in the run directory."""
+        import hashlib
+
+        from .evaluation import EnergyEvaluator, molecular_system_from_metadata
+
+        key = hashlib.sha256("+".join(self.data.fingerprints).encode()).hexdigest()[:16]
+        path = os.path.join(self.config.out, f"forces-{key}.npy")
+        if os.path.exists(path):
+            forces = np.load(path)
+            if forces.shape == self.data.positions.shape:
+                return forces
+        started = time.monotonic()
+        system = molecular_system_from_metadata(self.data.metadata).system
+        forces = EnergyEvaluator(system).forces(self.data.positions)
+        logger.info("forces of %d data frames computed in %.1f s", forces.shape[0] * forces.shape[1],
+                    time.monotonic() - started)
+        os.makedirs(self.config.out, exist_ok=True)
+        with atomic_write_path(path) as temporary:
+            with open(temporary, "wb") as handle:
+                np.save(handle, forces)
+        return forces
 
     def _out_of_time(self):
         return self.config.max_minutes is not None and self.train_seconds >= 60.0 * self.config.max_minutes
@@ -651,9 +743,12 @@ class Trainer:
                 break
             step_start = time.monotonic()
             starts = self.train_starts[order[first : first + c.batch_size]]
-            x, v = self._batch(starts)
-            x, v = augment(x, v, c.history, self.generator, self.rotate, c.augment_time_reversal)
-            loss, parts = self._loss(x, v)
+            x, v, f = self._batch(starts)
+            if f is None:
+                x, v = augment(x, v, c.history, self.generator, self.rotate, c.augment_time_reversal)
+            else:
+                x, v, f = augment(x, v, c.history, self.generator, self.rotate, c.augment_time_reversal, forces=f)
+            loss, parts, _, _ = self._loss(x, v, f)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the training loss became {float(loss)} at epoch {self.epoch + 1}, step {self.global_step}; "
@@ -690,13 +785,9 @@ class Trainer:
         spans = torch.arange(1, c.max_frames + 1, device=self.device, dtype=self.dtype) * c.stride_ps
         for first in range(0, len(self.val_starts), 256):
             starts = self.val_starts[first : first + 256]
-            x, v = self._batch(starts)
-            pred_x, pred_v = self.model(x[:, : c.history], v[:, : c.history], c.max_frames)
+            x, v, f = self._batch(starts)
+            loss, parts, pred_x, pred_v = self._loss(x, v, f)
             true_x, true_v = x[:, c.history :], v[:, c.history :]
-            weights = (c.position_weight, c.velocity_weight, c.kinetic_energy_weight)
-            loss, parts = flow_map_loss(
-                pred_x, pred_v, true_x, true_v, self.masses, self.kT, self.tau_ps, weights, self.position_masses
-            )
             n = len(starts)
             count += n
             for key, value in {"loss": float(loss.detach()), **parts}.items():
@@ -736,7 +827,8 @@ class Trainer:
 
     def split_record(self):
         """The validation segments of each data file:
-        ``{fingerprint: {'file', 'n_segments', 'validation_segments'}}``.
+        ``{fingerprint: {'file', 'seed', 'n_segments', 'validation_segments', 'split_seed'}}`` (the file's
+        generation seed; validation segments are drawn from the training files with ``split_seed``).
 
         Segment indices are those of the file itself (0-based), so that an evaluation on the same file
         can use exactly the held-out segments; ``n_segments`` (how many the file held) lets it recognise the
@@ -747,8 +839,9 @@ class Trainer:
             mine = np.flatnonzero(self.data.file_of_segment == index)
             first = int(mine[0])
             local = [int(s) - first for s in self.val_segments if self.data.file_of_segment[s] == index]
-            record[fingerprint] = {"file": os.path.basename(path), "n_segments": len(mine),
-                                   "validation_segments": local}
+            record[fingerprint] = {"file": os.path.basename(path), "seed": self.data.seeds[index],
+                                   "n_segments": len(mine), "validation_segments": local,
+                                   "split_seed": self.config.split_seed}
         return record
 
     def _rng_state(self):

@@ -362,9 +362,10 @@ class ForecastWalkers(_Walkers):
         history = walkers[0].history
         x = np.stack([np.stack([x for x, _ in w._history[-history:]]) for w in walkers])
         v = np.stack([np.stack([v for _, v in w._history[-history:]]) for w in walkers])
+        forces = np.stack([w._current.forces_kJ_nm for w in walkers]) if self.forecaster.uses_forces else None
         start = time.perf_counter()
         try:
-            positions, velocities = self.forecaster.forecast(x, v, n_frames)
+            positions, velocities = self.forecaster.forecast(x, v, n_frames, forces=forces)
         except Exception as error:  # each walker rejects its jump, with reason 'forecast_error'
             for walker in walkers:
                 walker.proposal = error

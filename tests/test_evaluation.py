@@ -10,12 +10,19 @@ from openmm import unit
 
 from openmm_forecast import build_system, load_forecaster
 from openmm_forecast.data import data_fingerprint, generate_nve_segments, load_trajectory
-from openmm_forecast.evaluation import EnergyEvaluator, evaluate, kinetic_energy, molecular_system_from_metadata
+from openmm_forecast.evaluation import (
+    EnergyBudget,
+    EnergyEvaluator,
+    energy_budget,
+    evaluate,
+    kinetic_energy,
+    molecular_system_from_metadata,
+)
 from openmm_forecast.training import train
 
 SPAN_KEYS = {
     "span_ps", "n_finite", "position_rmsd_A", "velocity_rmse_nm_per_ps", "potential_energy_error_kJ",
-    "total_energy_change_kJ", "within_1kT", "within_2kT",
+    "total_energy_change_kJ", "within_1kT", "within_2kT", "dH_median_abs_kJ", "dH_mean_kJ", "metropolis_acceptance",
 }
 
 
@@ -71,7 +78,15 @@ def test_report_schema_and_files(baseline_report):
     written = json.loads((out / "report.json").read_text())
     assert set(written["forecasters"]) == {"constant", "ballistic", "verlet"}
     assert "_abs_dH" not in json.dumps(written)
-    for png in ("rmsd_vs_span.png", "energy_change_hist.png"):
+    for name in ("constant", "ballistic", "verlet"):
+        result = report["forecasters"][name]
+        assert result["metropolis_meaningful"] is False and result["uses_forces"] is False  # no certificate
+        for span in result["spans"]:
+            assert 0 <= span["projected"]["metropolis_acceptance"] <= 1
+            if name == "verlet":  # the exact dynamics: dH is the integrator's own, far below kT
+                assert span["projected"]["metropolis_acceptance"] > 0.95
+            assert set(span["energy_budget_kJ"]) == {"bond", "angle", "torsion", "nonbonded", "kinetic"}
+    for png in ("rmsd_vs_span.png", "energy_change_hist.png", "energy_vs_span.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -190,3 +205,30 @@ def test_bad_evaluation_arguments_are_refused_before_any_work(short_file, tmp_pa
     a_file.write_text("")
     with pytest.raises(ValueError, match="is a file"):
         evaluate([], short_file, a_file, progress=False)
+
+
+def test_energy_budget_adds_up_to_the_energy_error(short_file, rng):
+    """Per-term errors (bond, angle, torsion, non-bonded, kinetic) sum to the total-energy error of the forecast."""
+    data = load_trajectory(short_file)
+    system = molecular_system_from_metadata(data.metadata).system
+    energy, budget = EnergyEvaluator(system), EnergyBudget(system)
+    x, v = data.positions[:5, 1], data.velocities[:5, 1]
+    px, pv = energy.project(x + 0.002 * rng.standard_normal(x.shape), v + 0.3 * rng.standard_normal(v.shape))
+    terms = energy_budget(budget, px, pv, x, v, data.masses)
+    total = energy.potential(px) - energy.potential(x) + kinetic_energy(pv, data.masses) - kinetic_energy(v, data.masses)
+    assert sum(t["mean"] for t in terms.values()) == pytest.approx(total.mean(), abs=1e-6)
+    assert terms["bond"]["mean_abs"] > terms["torsion"]["mean_abs"]  # stiff terms pay for a random error
+    assert budget.groups and system.getForce(0).getForceGroup() == 0  # the caller's System keeps its groups
+
+
+def test_metropolis_is_flagged_meaningful_only_for_certified_maps(short_file):
+    from openmm_forecast.forecasters import BallisticForecaster, is_structure_preserving
+
+    data = load_trajectory(short_file)
+    plain = BallisticForecaster(data.elements, stride_ps=0.002, max_frames=3, setup="amber14-vacuum")
+    certified = BallisticForecaster(data.elements, stride_ps=0.002, max_frames=3, setup="amber14-vacuum")
+    certified.metadata.extra["structure_preserving"] = True
+    assert not is_structure_preserving(plain.metadata) and is_structure_preserving(certified.metadata)
+    report = evaluate([plain, certified], short_file, None, baselines=(), timing=False, progress=False, max_samples=10)
+    flags = [result["metropolis_meaningful"] for result in report["forecasters"].values()]
+    assert flags == [False, True]

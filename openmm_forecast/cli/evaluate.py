@@ -8,8 +8,9 @@ def add_parser(subparsers):
         "evaluate",
         help="evaluate forecasters and baselines on held-out NVE segments",
         description="Position RMSD, velocity RMSE, |U' - U|, |H' - H| (raw and projected onto constraints), "
-        "fractions within 1 and 2 kT and time per call, for each model and the constant, ballistic and verlet "
-        "baselines, at every span. Writes OUT/report.json, OUT/rmsd_vs_span.png and OUT/energy_change_hist.png.",
+        "fractions within 1 and 2 kT, mean H' - H, Metropolis acceptance, an energy budget per force term and time per "
+        "call, for each model and the constant, ballistic and verlet baselines, at every span. Writes "
+        "OUT/report.json, OUT/rmsd_vs_span.png, OUT/energy_change_hist.png and OUT/energy_vs_span.png.",
     )
     parser.add_argument(
         "--model", action="append", default=[],
@@ -24,6 +25,8 @@ def add_parser(subparsers):
     parser.add_argument("--max-samples", type=int, default=500, help="most start states (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the start-state draw (default %(default)s)")
     parser.add_argument("--no-timing", action="store_true", help="skip the wall-clock measurements")
+    parser.add_argument("--timing-batch-sizes", default="1,16,256",
+                        help="comma-separated batch sizes of the timing (default %(default)s)")
     parser.add_argument("--platform", default="Reference", help="OpenMM platform for energies and verlet")
     parser.add_argument("--potential-file", default=None,
                         help="for data of the 'ml' setup: its TorchScript potential (a path or a shipped name)")
@@ -40,9 +43,11 @@ def run(args):
     report = evaluate(
         args.model, args.data, args.out, baselines=baselines, max_samples=args.max_samples, seed=args.seed,
         timing=not args.no_timing, platform=args.platform, device=args.device,
+        timing_batch_sizes=[int(b) for b in args.timing_batch_sizes.split(",") if b.strip()],
         potential_file=args.potential_file,
     )
-    print(f"{'forecaster':<24}{'span fs':>8}{'RMSD A':>10}{'|dH| med':>10}{'<1kT':>7}{'proj |dH|':>10}{'<1kT':>7}")
+    print(f"{'forecaster':<24}{'span fs':>8}{'RMSD A':>10}{'|dH| med':>10}{'<1kT':>7}{'proj |dH|':>10}{'<1kT':>7}"
+          f"{'<dH>':>8}")
     for label, result in report["forecasters"].items():
         for span in result["spans"]:
             if span.get("position_rmsd_A") is None:
@@ -53,6 +58,7 @@ def run(args):
                 f"{label:<24}{1000 * span['span_ps']:>8.4g}{span['position_rmsd_A']['mean']:>10.4f}"
                 f"{span['total_energy_change_kJ']['median']:>10.3g}{span['within_1kT']:>7.2f}"
                 f"{projected['total_energy_change_kJ']['median']:>10.3g}{projected['within_1kT']:>7.2f}"
+                f"{projected['dH_mean_kJ']:>8.3g}"
             )
     print(f"report: {args.out}/report.json")
     return 0

@@ -24,7 +24,7 @@ to free flight ``x + v t``.  ``symplectic`` is velocity Verlet on a learned pote
 with it (``is_structure_preserving(metadata)``).
 """
 
-from .base import Forecaster, ForecasterMetadata, is_structure_preserving
+from .base import Forecaster, ForecasterMetadata, is_structure_preserving, uses_forces
 from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
 from .surrogate import SurrogateForecaster
 from .registry import (
@@ -52,8 +52,10 @@ __all__ = [
     "is_structure_preserving",
     "build_forecaster",
     "create_forecaster",
+    "is_structure_preserving",
     "load_forecaster",
     "register_architecture",
     "save_forecaster",
     "shipped_models",
+    "uses_forces",
 ]

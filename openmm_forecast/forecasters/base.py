@@ -134,6 +134,11 @@ def is_structure_preserving(metadata):
     return bool(metadata.extra.get("structure_preserving", False))
 
 
+def uses_forces(metadata):
+    """Whether a forecaster reads the forces at the start state (``metadata.extra['uses_forces']``)."""
+    return bool(metadata.extra.get("uses_forces", False))
+
+
 class Forecaster(abc.ABC):
     """Base class of every forecaster.
 
@@ -152,11 +157,16 @@ class Forecaster(abc.ABC):
     def structure_preserving(self):
         """Whether the forecast is a volume-preserving, time-reversible map of (positions, velocities)
         (``metadata.extra['structure_preserving']``; False when absent).  Only then does the Metropolis
-        rule sample the Boltzmann distribution exactly: the surrogate and verlet forecasters are; no learned
-        forecaster is."""
-        return bool(self.metadata.extra.get("structure_preserving", False))
+        rule sample the Boltzmann distribution exactly: the surrogate and verlet forecasters are, and of the
+        learned ones only the ``symplectic`` architecture (see :func:`is_structure_preserving`)."""
+        return is_structure_preserving(self.metadata)
 
-    def forecast(self, positions, velocities, n_frames=None):
+    @property
+    def uses_forces(self):
+        """Whether :meth:`forecast` needs ``forces`` (see :func:`uses_forces`)."""
+        return uses_forces(self.metadata)
+
+    def forecast(self, positions, velocities, n_frames=None, forces=None):
         """Forecast future states.
 
         Parameters
@@ -168,6 +178,9 @@ class Forecaster(abc.ABC):
             Velocities in nm/ps.
         n_frames : int, optional
             Number of future frames (default: ``metadata.max_frames``); 1 <= n_frames <= max_frames.
+        forces : numpy.ndarray, shape (n_walkers, n_atoms, 3) or like ``positions``, optional
+            Forces in kJ/mol/nm at the current state (with a history, only the last entry is read).
+            Required by forecasters that use them (:attr:`uses_forces`), ignored by the others.
 
         Returns
         -------
@@ -192,11 +205,31 @@ class Forecaster(abc.ABC):
             )
         if not (np.isfinite(positions).all() and np.isfinite(velocities).all()):
             raise ValueError("positions or velocities given to the forecaster contain NaN or Inf")
-        return self._forecast(positions, velocities, n_frames)
+        if not self.uses_forces:
+            return self._forecast(positions, velocities, n_frames)
+        if forces is None:
+            raise ValueError(
+                f"forecaster {meta.architecture!r} reads the forces at the start state: pass forces (kJ/mol/nm)"
+            )
+        forces = np.asarray(forces, dtype=np.float64)
+        if forces.shape == positions.shape:
+            forces = forces[:, -1]
+        if forces.shape != (positions.shape[0], meta.n_atoms, 3):
+            raise ModelMismatchError(
+                f"forecaster {meta.architecture!r} expects forces of shape ({positions.shape[0]}, {meta.n_atoms}, 3) "
+                f"or like the positions, got {forces.shape}"
+            )
+        if not np.isfinite(forces).all():
+            raise ValueError("forces given to the forecaster contain NaN or Inf")
+        return self._forecast(positions, velocities, n_frames, forces=forces)
 
     @abc.abstractmethod
     def _forecast(self, positions, velocities, n_frames):
-        """Forecast from validated float64 arrays of shape (n_walkers, history, n_atoms, 3)."""
+        """Forecast from validated float64 arrays of shape (n_walkers, history, n_atoms, 3).
+
+        Forecasters that use forces (:attr:`uses_forces`) take a keyword ``forces``, a validated float64
+        array of shape (n_walkers, n_atoms, 3) in kJ/mol/nm.
+        """
 
     def check_compatible(self, elements, setup=None, system_fingerprint=None):
         """Refuse a system this forecaster was not made for.

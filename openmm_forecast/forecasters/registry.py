@@ -11,7 +11,8 @@ a module whose forecasts commute with rotations by construction says so with the
 ``rotation_equivariant = True`` (recorded in the metadata as ``extra['rotation_equivariant']``, and
 checked by the tests); one that is symplectic and time-reversible by construction (for which the
 accelerator's Metropolis mode is exact) says ``structure_preserving = True`` (``extra['structure_preserving']``,
-read by :func:`~openmm_forecast.forecasters.base.is_structure_preserving`).
+read by :func:`~openmm_forecast.forecasters.base.is_structure_preserving`); a module that reads the start forces (a fourth ``forward`` argument) has the
+attribute ``uses_forces = True`` (recorded as ``extra['uses_forces']``).
 Its hyperparameters must be JSON-serialisable: they are stored in the metadata
 (``extra['hyperparameters']``) so that a trained model can be rebuilt from its metadata and weights.
 """
@@ -153,6 +154,7 @@ def build_forecaster(architecture, metadata_kwargs, device="cpu", dtype="float32
         torch.set_default_dtype(default_dtype)
     metadata.extra["rotation_equivariant"] = bool(getattr(module, "rotation_equivariant", False))
     metadata.extra["structure_preserving"] = bool(getattr(module, "structure_preserving", False))
+    metadata.extra["uses_forces"] = bool(getattr(module, "uses_forces", False))
     return TorchForecaster(module.to(_DTYPES[dtype]), metadata, device=device)
 
 

@@ -34,7 +34,7 @@ def random_rotations(n, generator=None, dtype=torch.float32, device="cpu"):
     return q.to(dtype=dtype, device=device)
 
 
-def equivariance_error(forecaster, positions, velocities, n_frames=None, n_rotations=4, seed=0):
+def equivariance_error(forecaster, positions, velocities, n_frames=None, n_rotations=4, seed=0, forces=None):
     """Root-mean-square violation of rotation equivariance, ``f(R s) - R f(s)``.
 
     Parameters
@@ -48,6 +48,8 @@ def equivariance_error(forecaster, positions, velocities, n_frames=None, n_rotat
         Random rotations tried (each applied to every walker).
     seed : int
         Seed of the rotations.
+    forces : numpy.ndarray, shape (n_walkers, n_atoms, 3), optional
+        Start forces (kJ/mol/nm) for forecasters that read them; rotated with the state.
 
     Returns
     -------
@@ -59,11 +61,12 @@ def equivariance_error(forecaster, positions, velocities, n_frames=None, n_rotat
     """
     positions = np.asarray(positions, dtype=np.float64)
     velocities = np.asarray(velocities, dtype=np.float64)
-    x, v = forecaster.forecast(positions, velocities, n_frames)
+    x, v = forecaster.forecast(positions, velocities, n_frames, forces=forces)
     rotations = random_rotations(n_rotations, torch.Generator().manual_seed(seed), torch.float64).numpy()
     position_errors, velocity_errors = [], []
     for rotation in rotations:
-        rx, rv = forecaster.forecast(positions @ rotation.T, velocities @ rotation.T, n_frames)
+        rotated_forces = None if forces is None else np.asarray(forces) @ rotation.T
+        rx, rv = forecaster.forecast(positions @ rotation.T, velocities @ rotation.T, n_frames, forces=rotated_forces)
         position_errors.append(rx - x @ rotation.T)
         velocity_errors.append(rv - v @ rotation.T)
     spans = forecaster.metadata.stride_ps * np.arange(1, x.shape[1] + 1)[None, :, None, None]

@@ -5,6 +5,9 @@ A learned architecture is a ``torch.nn.Module`` with
 ``forward(positions: Tensor[B, H, N, 3], velocities: Tensor[B, H, N, 3], n_frames: int)
 -> (Tensor[B, K, N, 3], Tensor[B, K, N, 3])``
 
+(a module whose metadata says ``extra['uses_forces']`` takes a fourth argument, the forces at the
+current state, ``Tensor[B, N, 3]`` in kJ/mol/nm)
+
 (positions in nm, velocities in nm/ps, ``K = n_frames`` frames at ``t + k * stride_ps``), the float
 attribute ``stride_ps`` and the buffer ``atomic_numbers`` (int64, shape (N,)).  It must be scriptable
 with ``torch.jit.script``.
@@ -88,11 +91,15 @@ class TorchForecaster(Forecaster):
                 f"({metadata.stride_ps} ps)"
             )
 
-    def _forecast(self, positions, velocities, n_frames):
+    def _forecast(self, positions, velocities, n_frames, forces=None):
         x = torch.as_tensor(positions, dtype=self.dtype, device=self.device)
         v = torch.as_tensor(velocities, dtype=self.dtype, device=self.device)
         with torch.inference_mode():
-            new_x, new_v = self.module(x, v, int(n_frames))
+            if forces is None:  # model files without a forces argument keep working
+                new_x, new_v = self.module(x, v, int(n_frames))
+            else:
+                f = torch.as_tensor(forces, dtype=self.dtype, device=self.device)
+                new_x, new_v = self.module(x, v, int(n_frames), f)
         return (
             new_x.to(torch.float64).cpu().numpy(),
             new_v.to(torch.float64).cpu().numpy(),
