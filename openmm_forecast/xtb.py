@@ -11,7 +11,7 @@ first runs or :func:`require_tblite` is called.  It parallelises with OpenMP: se
 before the process starts (one thread is fastest for 22 atoms on a busy machine).
 
 Every evaluation starts the SCF from tblite's atomic guess, so the energy is a function of the positions
-alone (starting from the previous wavefunction was measured ~15 % faster, but then a rejected jump, having
+alone (starting from the previous wavefunction was measured 17-25 % faster, but then a rejected jump, having
 been evaluated, changes the forces of the next MD step by ~1e-4 relative, and a rerun is not reproducible).
 
 SCF failures.  If the SCF does not converge, or the energy is not finite, the computation raises
