@@ -80,7 +80,8 @@ def test_report_schema_and_files(baseline_report):
     assert "_abs_dH" not in json.dumps(written)
     for name in ("constant", "ballistic", "verlet"):
         result = report["forecasters"][name]
-        assert result["metropolis_meaningful"] is False and result["uses_forces"] is False  # no certificate
+        # only the exact dynamics is certified volume-preserving and reversible
+        assert result["metropolis_meaningful"] is (name == "verlet") and result["uses_forces"] is False
         for span in result["spans"]:
             assert 0 <= span["projected"]["metropolis_acceptance"] <= 1
             if name == "verlet":  # the exact dynamics: dH is the integrator's own, far below kT
