@@ -429,7 +429,7 @@ def _tip3p_accelerator(barostat=False, metropolis=False):
     simulation.context.setPositions(molecular_system.positions)
     simulation.minimizeEnergy(maxIterations=100)
     simulation.context.setVelocitiesToTemperature(300.0 * unit.kelvin, 1)
-    forecaster = VerletForecaster(molecular_system, stride_ps=0.004, max_frames=2, timestep=1 * unit.femtosecond,
+    forecaster = VerletForecaster(molecular_system, stride_ps=0.004, max_frames=2, timestep=0.5 * unit.femtosecond,
                                   platform="CPU")
     return ForecastAccelerator(simulation, forecaster, molecular_system=molecular_system, progress=False,
                                metropolis=metropolis, segment_steps=4, temperature_sigmas=None)  # minimised: cold
@@ -450,7 +450,7 @@ def test_the_tip3p_box_admits_a_barostat_in_plain_openmm():
 @pytest.mark.parametrize("metropolis", [False, True], ids=["tolerance", "metropolis"])
 def test_the_exact_proposal_keeps_accepting_on_supported_solvated_systems(metropolis):
     accelerator = _tip3p_accelerator(metropolis=metropolis)
-    accelerator.step(40)
+    accelerator.step(200)  # ~40 jumps: Metropolis accepts ~94 % of them here, so 80 % is a safe bar
     stats = accelerator.stats
     assert stats.jumps_attempted >= 4
     assert stats.jumps_accepted >= 0.8 * stats.jumps_attempted, stats.as_dict()
@@ -507,8 +507,12 @@ def test_sigkill_during_a_run_then_resume_continues(tmp_path):
     _wait_for_frames(out, 5, process)
     process.kill()
     process.communicate()
-    assert main(_run_arguments(out, 0.8, "--resume")) == 0
-    assert _frames(out) == 8
+    # However far it got before the kill (a fast machine writes many frames per poll), resuming to three frames
+    # beyond the last one written loses and repeats none.
+    written = len((out / "log.csv").read_text().splitlines()) - 1
+    total_frames = written + 3
+    assert main(_run_arguments(out, f"{total_frames * 0.1:.1f}", "--resume")) == 0
+    assert _frames(out) == total_frames
 
 
 def test_a_kill_during_a_checkpoint_write_keeps_the_old_one_and_its_leftover_is_cleaned(tmp_path):
