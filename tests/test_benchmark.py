@@ -355,9 +355,9 @@ def test_demo_arms_and_settings_per_setup():
     args = _demo_args([])
     assert args.setup == "amber14-obc2" and demo_arms(args) == ["plain", "hmr", "surrogate:metropolis"]
     # The surrogate's settings fill what the command line leaves open, and only that.
-    assert (args.stride, args.max_frames, args.segment_steps, args.jumps_per_cycle) == (248.0, 1, 1, 1)
-    args = _demo_args(["--no-hmr", "--stride", "98"])
-    assert demo_arms(args) == ["plain", "surrogate:metropolis"] and args.stride == 98.0
+    assert (args.stride, args.max_frames, args.segment_steps, args.jumps_per_cycle) == (98.0, 1, 1, 1)
+    args = _demo_args(["--no-hmr", "--stride", "48"])
+    assert demo_arms(args) == ["plain", "surrogate:metropolis"] and args.stride == 48.0
     args = _demo_args(["--setup", "amber14-vacuum"])
     assert demo_arms(args) == ["plain", "ala2-amber14-vacuum:tolerance"] and args.segment_steps is None
     with pytest.raises(SystemExit):
