@@ -1,5 +1,6 @@
-"""Helpers shared by test_training.py and test_evaluation.py: a tiny NVE data file and a tiny architecture."""
+"""Helpers shared by the tests: a tiny NVE data file, a tiny architecture, a potential that fails far away."""
 
+import numpy as np
 import torch
 from openmm import unit
 
@@ -63,3 +64,15 @@ def tiny_config(data, out, **changes):
     )
     config.update(changes)
     return config
+
+
+class FailsFarAway:
+    """PythonForce computation: no energy, but a PotentialEvaluationError when the molecule is 5 nm away."""
+
+    def __call__(self, state):
+        from openmm_forecast.errors import POTENTIAL_EVALUATION_FAILED, PotentialEvaluationError
+
+        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        if np.linalg.norm(x.mean(axis=0)) > 5.0:
+            raise PotentialEvaluationError(f"{POTENTIAL_EVALUATION_FAILED}: SCF not converged (test double)")
+        return 0.0, np.zeros(x.shape)

@@ -36,6 +36,7 @@ from openmm_forecast.checkpoint import write_checkpoint
 from openmm_forecast.forecasters import ConstantForecaster, Forecaster, VerletForecaster
 from openmm_forecast.integrators import velocity_verlet_integrator
 from openmm_forecast.units import kT_kJ
+from forecast_helpers import FailsFarAway
 
 VV_STEP = 0.5 * unit.femtosecond
 VV_STRIDE_PS = 0.0025  # 5 steps of 0.5 fs
@@ -183,7 +184,6 @@ def test_history_frames_are_the_states_one_stride_apart(system, vv_verlet):
     assert any((step - 5) % 85 for step, _ in forecaster.inputs)
 
 
-
 def test_intermediate_frames_enter_the_history_projected_onto_the_constraints(system, vv_verlet):
     def off_constraints(call, x, v):
         x, v = x.copy(), v.copy()
@@ -208,7 +208,6 @@ def test_intermediate_frames_enter_the_history_projected_onto_the_constraints(sy
     assert any((step - 5) % 85 for step, _ in forecaster.inputs)  # some previous frames were intermediate ones
     # The Context holds the accepted state, not a projected intermediate frame.
     assert simulation.currentStep == 300
-
 
 
 class InterruptingContext:
@@ -279,7 +278,6 @@ def test_verlet_forecaster_with_langevin_accepts_every_jump_and_keeps_temperatur
     assert stats.reequilibrations == 0
 
 
-
 def test_annealing_between_calls_reaches_the_jumps(system, langevin_verlet):
     """setTemperature/setFriction after construction: the thermostat step of the jumps follows the integrator."""
     simulation = langevin_simulation(system, seed=3)
@@ -325,7 +323,6 @@ def test_a_temperature_option_that_contradicts_the_thermostat_is_refused(system,
     assert same.temperature_K == pytest.approx(300.0)
 
 
-
 def total_energy_kJ(simulation):
     state = simulation.context.getState(getEnergy=True)
     return (state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
@@ -347,7 +344,6 @@ def test_nve_drift_is_kept_within_its_bound_and_the_run_goes_on_as_plain_md(syst
     kT = accelerator.kT_kJ
     # Accepted jumps add at most drift_tolerance + one jump's tolerance; velocity Verlet at 0.5 fs adds ~0.
     assert abs(total_energy_kJ(simulation) - start) < (5 + 1) * kT + 0.5
-
 
 
 def test_which_integrators_count_as_thermostatted(system, vv_verlet):
@@ -901,18 +897,6 @@ def test_forecast_of_wrong_shape_raises_and_leaves_the_context_untouched(system,
 def test_public_api():
     assert openmm_forecast.ForecastAccelerator is ForecastAccelerator
     assert "AcceleratorStats" in openmm_forecast.__all__
-
-
-class FailsFarAway:
-    """PythonForce computation: no energy, but a PotentialEvaluationError when the molecule is 5 nm away."""
-
-    def __call__(self, state):
-        from openmm_forecast.errors import POTENTIAL_EVALUATION_FAILED, PotentialEvaluationError
-
-        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        if np.linalg.norm(x.mean(axis=0)) > 5.0:
-            raise PotentialEvaluationError(f"{POTENTIAL_EVALUATION_FAILED}: SCF not converged (test double)")
-        return 0.0, np.zeros(x.shape)
 
 
 @pytest.mark.parametrize("metropolis", [False, True], ids=["tolerance", "metropolis"])

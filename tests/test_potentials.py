@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from openmm import unit
+from forecast_helpers import FailsFarAway
 
 import openmm_forecast
 from openmm_forecast import ModelFileError, ModelMismatchError, build_system
@@ -197,7 +198,6 @@ def test_training_reduces_errors(elements, configurations):
     assert min(losses[-3:]) < 0.5 * losses[0]
 
 
-
 def test_a_fit_stopped_by_its_time_budget_trains_no_further_when_run_again(elements, configurations, tmp_path):
     reference = build_system("amber14-vacuum", constraints=None)
     energies, forces = label_configurations(reference.system, configurations)
@@ -210,7 +210,6 @@ def test_a_fit_stopped_by_its_time_budget_trains_no_further_when_run_again(eleme
         runs.append(train_potential(potential, data, data, settings, checkpoint_path=checkpoint, progress=False))
     assert all(run["stop_reason"] == "max_minutes" for run in runs)
     assert runs[0]["history"] and runs[1]["history"] == runs[0]["history"] == runs[2]["history"]
-
 
 
 def test_validation_energy_errors_are_centred_over_the_whole_set(elements, configurations):
@@ -361,18 +360,6 @@ def test_shipped_potential_reproduces_amber_at_300K():
 def test_public_names():
     assert openmm_forecast.save_potential is save_potential
     assert openmm_forecast.load_potential is load_potential
-
-
-class FailsFarAway:
-    """PythonForce computation: no energy, but a PotentialEvaluationError when the molecule is 5 nm away."""
-
-    def __call__(self, state):
-        from openmm_forecast.errors import POTENTIAL_EVALUATION_FAILED, PotentialEvaluationError
-
-        x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        if np.linalg.norm(x.mean(axis=0)) > 5.0:
-            raise PotentialEvaluationError(f"{POTENTIAL_EVALUATION_FAILED}: SCF not converged (test double)")
-        return 0.0, np.zeros(x.shape)
 
 
 def test_a_configuration_the_reference_cannot_evaluate_gets_nan_labels(configurations):
