@@ -76,3 +76,22 @@ class FailsFarAway:
         if np.linalg.norm(x.mean(axis=0)) > 5.0:
             raise PotentialEvaluationError(f"{POTENTIAL_EVALUATION_FAILED}: SCF not converged (test double)")
         return 0.0, np.zeros(x.shape)
+
+
+def wells_system(expression, n_particles, **parameters):
+    """Carbon atoms 1 nm apart, each in its own well ``expression`` of (dx, y, z); no bonds, no CM remover.
+
+    ``dx`` is the displacement along x from the particle's own centre; ``parameters`` become global parameters.
+    """
+    from openmm_forecast._runtime import openmm as mm
+
+    system = mm.System()
+    force = mm.CustomExternalForce(expression.replace("dx", "(x-x0)"))
+    for name, value in parameters.items():
+        force.addGlobalParameter(name, value)
+    force.addPerParticleParameter("x0")
+    for i in range(n_particles):
+        system.addParticle(12.0)
+        force.addParticle(i, [float(i)])
+    system.addForce(force)
+    return system

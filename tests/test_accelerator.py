@@ -36,7 +36,7 @@ from openmm_forecast.checkpoint import write_checkpoint
 from openmm_forecast.forecasters import ConstantForecaster, Forecaster, VerletForecaster
 from openmm_forecast.integrators import velocity_verlet_integrator
 from openmm_forecast.units import kT_kJ
-from forecast_helpers import FailsFarAway
+from forecast_helpers import FailsFarAway, wells_system
 
 VV_STEP = 0.5 * unit.femtosecond
 VV_STRIDE_PS = 0.0025  # 5 steps of 0.5 fs
@@ -605,15 +605,7 @@ def test_metropolis_rejection_keeps_the_configuration_and_reverses_velocities(sy
 
 def _harmonic_wells(n_particles, k_kJ_nm2):
     """Carbon atoms 1 nm apart, each in its own isotropic harmonic well (no bonds, no CM motion remover)."""
-    system = mm.System()
-    force = mm.CustomExternalForce("0.5*k*((x-x0)^2+y^2+z^2)")
-    force.addGlobalParameter("k", k_kJ_nm2)
-    force.addPerParticleParameter("x0")
-    for i in range(n_particles):
-        system.addParticle(12.0)
-        force.addParticle(i, [float(i)])
-    system.addForce(force)
-    return system
+    return wells_system("0.5*k*(dx^2+y^2+z^2)", n_particles, k=k_kJ_nm2)
 
 
 def test_metropolis_mode_samples_boltzmann_with_a_wrong_but_reversible_forecaster():

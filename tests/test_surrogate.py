@@ -13,28 +13,15 @@ from openmm_forecast._runtime import openmm as mm
 from openmm_forecast.forecasters import VerletForecaster
 from openmm_forecast.integrators import velocity_verlet_integrator
 from openmm_forecast.units import kT_kJ
+from forecast_helpers import wells_system
 
 REFERENCE = mm.Platform.getPlatformByName("Reference")
 KT = kT_kJ(300.0)
 BARRIER_KJ, HALF_WIDTH_NM, K_YZ = 1.0 * KT, 0.05, 1000.0
 
 
-def _wells(expression, n_particles, **parameters):
-    """Carbon atoms 1 nm apart, each in its own well ``expression`` of (dx, y, z); no bonds, no CM remover."""
-    system = mm.System()
-    force = mm.CustomExternalForce(expression.replace("dx", "(x-x0)"))
-    for name, value in parameters.items():
-        force.addGlobalParameter(name, value)
-    force.addPerParticleParameter("x0")
-    for i in range(n_particles):
-        system.addParticle(12.0)
-        force.addParticle(i, [float(i)])
-    system.addForce(force)
-    return system
-
-
 def _double_wells(n):
-    return _wells("h*((dx/b)^2-1)^2 + 0.5*k*(y^2+z^2)", n, h=BARRIER_KJ, b=HALF_WIDTH_NM, k=K_YZ)
+    return wells_system("h*((dx/b)^2-1)^2 + 0.5*k*(y^2+z^2)", n, h=BARRIER_KJ, b=HALF_WIDTH_NM, k=K_YZ)
 
 
 def _exact_double_well_moments():
@@ -69,7 +56,7 @@ def test_surrogate_samples_a_double_well_exactly_in_metropolis_mode():
     z 0.78.  Langevin at 2 fs and friction 50/ps between jumps (20 fs per cycle) is nearly exact here.
     """
     n = 4
-    surrogate_system = _wells("0.5*ks*dx^2 + 0.5*kyz*(y^2+z^2)", n, ks=1500.0, kyz=1300.0)
+    surrogate_system = wells_system("0.5*ks*dx^2 + 0.5*kyz*(y^2+z^2)", n, ks=1500.0, kyz=1300.0)
     surrogate = SurrogateForecaster((_double_wells(n), ["C"] * n), stride_ps=0.05, max_frames=2,
                                     surrogate=surrogate_system, timestep=10 * unit.femtosecond)
     assert surrogate.structure_preserving and surrogate.metadata.extra["surrogate"] == "System"
