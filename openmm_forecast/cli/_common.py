@@ -46,9 +46,10 @@ def add_baseline_arguments(parser):
                         help="baselines and surrogate only: fs between forecast frames (default %(default)s)")
     parser.add_argument("--max-frames", type=int, default=8,
                         help="baselines and surrogate only: frames per forecast (default %(default)s)")
-    parser.add_argument("--surrogate", default="amber14-vacuum", choices=SETUPS,
-                        help="--model surrogate only: the setup whose System the proposal integrates, built for "
-                        "the same atoms and constraints (default %(default)s)")
+    parser.add_argument("--surrogate", default="amber14-vacuum", type=surrogate_name,
+                        help="--model surrogate only: the System the proposal integrates: a setup (built for the "
+                        "same atoms and constraints), a shipped fitted surrogate or a .xml System file (default "
+                        "%(default)s; a fitted surrogate can also be given as --model or --arm itself)")
     parser.add_argument("--surrogate-timestep", type=finite_float, default=2.0,
                         help="--model surrogate only: its velocity Verlet time step in fs (default %(default)s)")
 
@@ -58,13 +59,29 @@ def baseline_options(args, model=None):
     else None."""
     from ..forecasters.registry import BASELINES
 
+    from ..forecasters.surrogate import is_surrogate_file
+
     model = args.model if model is None else model
-    if model not in BASELINES:
+    if model not in BASELINES and not is_surrogate_file(model):
         return None
     options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames}
     if model == "surrogate":
-        options.update(surrogate=args.surrogate, timestep=args.surrogate_timestep * unit.femtosecond)
+        options.update(surrogate=args.surrogate)
+    if model == "surrogate" or is_surrogate_file(model):  # a fitted surrogate's System is the model itself
+        options.update(timestep=args.surrogate_timestep * unit.femtosecond)
     return options
+
+
+def surrogate_name(value):
+    """argparse type of ``--surrogate``: a setup, a shipped fitted surrogate or a .xml file."""
+    from ..forecasters.surrogate import is_surrogate_file, shipped_surrogates
+
+    if value in SETUPS or is_surrogate_file(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is neither a setup ({', '.join(SETUPS)}), a shipped fitted surrogate "
+        f"({', '.join(shipped_surrogates()) or 'none'}) nor a .xml System file"
+    )
 
 
 def add_acceptance_arguments(parser):

@@ -27,7 +27,7 @@ import torch
 from ..errors import ModelFileError
 from .base import ForecasterMetadata
 from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
-from .surrogate import SurrogateForecaster
+from .surrogate import SurrogateForecaster, is_surrogate_file
 from .torch_forecaster import TorchForecaster, load_model_file
 
 BASELINES = {
@@ -232,7 +232,9 @@ def load_forecaster(name_or_path, molecular_system=None, device="cpu", **baselin
     ----------
     name_or_path : str or os.PathLike
         'constant', 'ballistic', 'verlet' or 'surrogate'; the name of a shipped model
-        (:func:`shipped_models`); or the path of a model file written by :func:`save_forecaster`.
+        (:func:`shipped_models`); the path of a model file written by :func:`save_forecaster`; or a
+        fitted surrogate System, shipped (:func:`~.surrogate.shipped_surrogates`) or a ``.xml`` file: the
+        'surrogate' proposal integrating it (``surrogate=`` set to it).
     molecular_system : MolecularSystem, optional
         The system the forecaster will drive.  Required by the baselines; when given, a learned model
         is checked against it (atom count, elements, setup).
@@ -255,6 +257,9 @@ def load_forecaster(name_or_path, molecular_system=None, device="cpu", **baselin
         The model does not fit ``molecular_system``.
     """
     name_or_path = os.fspath(name_or_path)
+    if is_surrogate_file(name_or_path):
+        baseline_kwargs = dict(baseline_kwargs, surrogate=name_or_path)
+        name_or_path = "surrogate"
     if name_or_path in BASELINES:
         if molecular_system is None:
             raise ValueError(f"the {name_or_path!r} baseline needs molecular_system (the system it will drive)")

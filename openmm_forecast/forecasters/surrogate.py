@@ -19,6 +19,8 @@ so that is not what this class does.  It also keeps any System usable as a surro
 Units: nm, nm/ps, ps, amu.
 """
 
+import os
+
 import numpy as np
 from openmm import unit
 
@@ -31,6 +33,63 @@ from .base import Forecaster, ForecasterMetadata, stride_in_ps
 
 DEFAULT_SURROGATE = "amber14-vacuum"
 """Setup of the default surrogate System (built for the target's atoms, constraints and temperature)."""
+
+SURROGATE_SUFFIX = ".xml"
+"""File suffix of a surrogate System (``openmm.XmlSerializer``), shipped or the user's own."""
+
+
+def surrogates_directory():
+    """Directory of the shipped fitted surrogates (``openmm_forecast/resources/surrogates``)."""
+    from ..systems import resource_path
+
+    return resource_path("surrogates")
+
+
+def shipped_surrogates():
+    """Names of the shipped fitted surrogate Systems (sorted list of str), e.g. ``'fit-amber14-obc2'``.
+
+    Each ``NAME.xml`` is a serialized System (written by ``openmm-forecast fit-surrogate``); ``NAME.json``
+    beside it is the report of its fit (target setup, data, errors before and after).
+    """
+    directory = surrogates_directory()
+    if not os.path.isdir(directory):
+        return []
+    return sorted(name[: -len(SURROGATE_SUFFIX)] for name in os.listdir(directory) if name.endswith(SURROGATE_SUFFIX))
+
+
+def is_surrogate_file(name):
+    """Whether ``name`` names a surrogate System: a shipped surrogate, or a path ending in ``.xml``."""
+    return isinstance(name, (str, os.PathLike)) and (
+        os.fspath(name) in shipped_surrogates() or os.fspath(name).endswith(SURROGATE_SUFFIX)
+    )
+
+
+def load_surrogate_system(name_or_path):
+    """The OpenMM System of a shipped surrogate (by name) or of a serialized System file.
+
+    Raises
+    ------
+    ValueError
+        The file does not exist or is not a serialized System.
+    """
+    name_or_path = os.fspath(name_or_path)
+    path = name_or_path
+    if name_or_path in shipped_surrogates():
+        path = os.path.join(surrogates_directory(), name_or_path + SURROGATE_SUFFIX)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"surrogate file {name_or_path!r} does not exist (shipped surrogates: "
+            f"{', '.join(shipped_surrogates()) or 'none'})"
+        )
+    with open(path) as handle:
+        text = handle.read()
+    try:
+        system = mm.XmlSerializer.deserialize(text)
+    except Exception as error:  # OpenMM raises a bare Exception for text that is not its XML
+        raise ValueError(f"surrogate file {path!r} is not a serialized OpenMM System: {error}") from error
+    if not isinstance(system, mm.System):
+        raise ValueError(f"surrogate file {path!r} holds a {type(system).__name__}, not an OpenMM System")
+    return system
 
 
 class SurrogateForecaster(Forecaster):
@@ -53,8 +112,9 @@ class SurrogateForecaster(Forecaster):
         Most frames per call.
     surrogate : str, MolecularSystem, openmm.System or None
         The System to integrate: a setup name for :func:`~openmm_forecast.systems.build_system` (built with
-        the target's constraints and temperature; default ``'amber14-vacuum'``), a MolecularSystem, an
-        OpenMM System, or None for the target's own System (the true dynamics: see
+        the target's constraints and temperature; default ``'amber14-vacuum'``), the name of a shipped
+        fitted surrogate (:func:`shipped_surrogates`, see :mod:`openmm_forecast.surrogate_fitting`) or the
+        path of a serialized System (``.xml``), a MolecularSystem, an OpenMM System, or None for the target's own System (the true dynamics: see
         :class:`~.baselines.VerletForecaster`).  It must have the target's particles, masses and
         constraints, so that its flow stays on the target's constraint manifold.
     timestep : openmm.unit.Quantity
@@ -129,9 +189,16 @@ class SurrogateForecaster(Forecaster):
         """The surrogate's OpenMM System and a description of it (None: the target's own System)."""
         if surrogate is None:
             return target_system, None
-        if isinstance(surrogate, str):
-            from ..systems import build_system
+        if is_surrogate_file(surrogate):
+            surrogate_system, name = load_surrogate_system(surrogate), os.fspath(surrogate)
+        elif isinstance(surrogate, str):
+            from ..systems import SETUPS, build_system
 
+            if surrogate not in SETUPS:
+                raise ValueError(
+                    f"unknown surrogate {surrogate!r}: give a setup ({', '.join(SETUPS)}), a shipped fitted surrogate "
+                    f"({', '.join(shipped_surrogates()) or 'none'}) or a serialized System file ending in .xml"
+                )
             options = {}
             if not isinstance(target, tuple):
                 options = dict(constraints=target.constraints, temperature=target.temperature)
@@ -145,7 +212,7 @@ class SurrogateForecaster(Forecaster):
                 f"surrogate must be a setup name, a MolecularSystem, an openmm.System or None, got "
                 f"{type(surrogate).__name__}"
             )
-        _check_same_particles_and_constraints(surrogate_system, target_system)
+        check_same_particles_and_constraints(surrogate_system, target_system)
         return surrogate_system, name
 
     def _forecast(self, positions, velocities, n_frames):
@@ -174,7 +241,7 @@ def _constraint_table(system):
     return np.array(sorted(rows), dtype=np.float64).reshape(-1, 3)
 
 
-def _check_same_particles_and_constraints(surrogate, target):
+def check_same_particles_and_constraints(surrogate, target):
     """Refuse a surrogate System whose particles, masses or constraints differ from the target's."""
     if surrogate.getNumParticles() != target.getNumParticles():
         raise ValueError(
