@@ -808,7 +808,9 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
                             "file_sha256": _model_file_sha256(arm.forecaster), "stride_ps": meta.stride_ps,
                             "max_frames": meta.max_frames, "history": meta.history, "setup": meta.setup,
                             "options": _plain_options(arm.forecaster_options or {}),
-                            "structure_preserving": forecaster.structure_preserving},
+                            "structure_preserving": forecaster.structure_preserving,
+                            **{key: meta.extra[key] for key in ("surrogate", "surrogate_fingerprint")
+                               if key in meta.extra}},
                 accelerator_options=_plain_options(arm.accelerator_options),
                 acceptance_rule=repr(arm_walkers.walkers[0].rule),
             )

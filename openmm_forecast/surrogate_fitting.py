@@ -382,29 +382,35 @@ def surrogate_loss(energy_model, positions, target_energies, target_forces, proj
 
 
 def long_jump_acceptance(differences_kJ, kT, n_pairs=20000, seed=0):
-    """Metropolis acceptance of jumps between independent states, from ``D = U_target - U_surrogate``.
+    """Metropolis acceptance of a jump long enough to forget its start, from ``D = U_target - U_surrogate``.
 
-    For a jump long enough that its end is independent of its start, and a surrogate that integrates its
-    own Hamiltonian exactly, ``dH = D(x') - D(x)``: this is ``<min(1, exp(-dH / kT))>`` over random pairs
-    of the given thermal states (an estimate that ignores the surrogate's integration error and the
-    correlation of short jumps).
+    Such a jump, by a surrogate that integrates its own Hamiltonian exactly, is an independence proposal: its
+    start ``x`` is distributed as the target's Boltzmann distribution, its end ``x'`` as the surrogate's, and
+    ``dH = D(x') - D(x)``.  Given ``D`` at states of the target, the surrogate's distribution is the target's
+    reweighted by ``exp(+D / kT)``; this is ``<min(1, exp(-dH / kT))>`` over pairs drawn that way (it ignores
+    the surrogate's integration error and the memory of shorter jumps).  For Gaussian ``D`` of standard
+    deviation ``s`` it is ``erfc(s / (2 kT))``.
 
     Parameters
     ----------
     differences_kJ : numpy.ndarray
-        Shape (n,), kJ/mol.
+        Shape (n,), kJ/mol, at states of the target's distribution.
     kT : float
         kJ/mol.
+    n_pairs : int
+    seed : int
     """
     rng = np.random.default_rng(seed)
     d = np.asarray(differences_kJ, dtype=float)
-    i, j = rng.integers(0, len(d), n_pairs), rng.integers(0, len(d), n_pairs)
-    return float(np.mean(np.minimum(1.0, np.exp(-(d[j] - d[i]) / kT))))
+    weights = np.exp((d - d.max()) / kT)
+    i = rng.integers(0, len(d), n_pairs)
+    j = rng.choice(len(d), n_pairs, p=weights / weights.sum())
+    return float(np.mean(np.exp(np.minimum(0.0, -(d[j] - d[i]) / kT))))
 
 
 def fit_surrogate(target, positions, energies, forces, base_system, *, iterations=1500, learning_rate=0.02,
                   sigma_nm=0.01, prior_weight=1e-3, validation_fraction=0.2, extra_periodicities=EXTRA_PERIODICITIES,
-                  progress=False):
+                  max_excess_kT=100.0, progress=False):
     """Fit an amber-form surrogate System to a target's energies and forces (see the module docstring).
 
     Parameters
@@ -432,6 +438,12 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, iteration
         The last fraction of the frames (in their order) is held out and reported.
     extra_periodicities : sequence of int
         Periodicities of the added torsion terms.
+    max_excess_kT : float
+        Frames whose target energy is further than this many kT from the median are left out (with a
+        warning), and frames whose energy under the starting System is ten times further (an absurd
+        geometry): at 300 K, 100 kT is about 20 standard deviations of a 22-atom molecule's thermal energy, so
+        only frames of a trajectory that fell into a hole of the potential or blew up (seen with an ML
+        potential) go.  Non-finite frames are left out too.
     progress : bool
         Show a progress bar.
 
@@ -464,11 +476,24 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, iteration
         logger.warning("%d of %d frames have non-finite labels (a failed evaluation) and are left out",
                        int((~finite).sum()), len(finite))
         positions, energies, forces = positions[finite], energies[finite], forces[finite]
+    check_same_particles_and_constraints(base_system, target.system)
+    model = AmberSurrogateEnergy(base_system, extra_periodicities)
+    kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
+    with torch.no_grad():
+        base_energies = model(torch.as_tensor(positions)).numpy()
+    # The starting System's energy flags geometries the target finds fine but a force field finds absurd (atoms
+    # on top of each other: seen in a hole of an ML potential); it differs from the target's by design, so its
+    # bar is ten times looser.
+    hot = ~np.isfinite(base_energies) | (np.abs(energies - np.median(energies)) > max_excess_kT * kT)
+    hot |= np.abs(base_energies - np.median(base_energies[np.isfinite(base_energies)])) > 10 * max_excess_kT * kT
+    if hot.any():
+        logger.warning("%d of %d frames lie more than %g kT from the median energy of the target or of the starting "
+                       "System (a chain that fell into a hole of the potential or blew up?) and are left out",
+                       int(hot.sum()), len(hot), max_excess_kT)
+        positions, energies, forces = positions[~hot], energies[~hot], forces[~hot]
     n_validation = int(round(validation_fraction * len(positions)))
     if len(positions) - n_validation < 10 or (validation_fraction > 0 and n_validation < 2):
         raise ValueError(f"{len(positions)} usable frames are too few to fit and validate a surrogate (need >= 12)")
-    check_same_particles_and_constraints(base_system, target.system)
-    kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
     constraints = [tuple(base_system.getConstraintParameters(c)[:2]) for c in range(base_system.getNumConstraints())]
     projectors = constraint_projectors(positions, constraints, particle_masses(target.system))
     split = len(positions) - n_validation
@@ -476,7 +501,6 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, iteration
     train = [t[:split] for t in tensors]
     validation = [t[split:] for t in tensors]
 
-    model = AmberSurrogateEnergy(base_system, extra_periodicities)
     settings = dict(sigma_nm=sigma_nm, kT=kT, prior_weight=prior_weight)
 
     def evaluate(data):
@@ -503,7 +527,7 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, iteration
             bar.set_postfix(dU_std=f"{parts['energy_std']:.2f}", F_rmse=f"{parts['force_rmse']:.0f}")
     after = {"train": evaluate(train), "validation": evaluate(validation) if n_validation else None}
     report = {
-        "n_frames": int(len(positions)), "n_train": int(split), "n_validation": int(n_validation),
+        "n_frames": int(len(positions)), "n_left_out": int((~finite).sum() + hot.sum()), "n_train": int(split), "n_validation": int(n_validation),
         "iterations": int(iterations), "learning_rate": learning_rate, "sigma_nm": sigma_nm,
         "prior_weight": prior_weight, "extra_periodicities": list(model.extra_periodicities), "kT_kJ_per_mol": kT,
         "before": before, "after": after, "history": history,
@@ -515,36 +539,54 @@ def sample_target(target, n_frames, n_chains=2, frame_interval_ps=0.05, equilibr
                   platform="Reference", progress=False):
     """Thermal states of the target with its energies and forces: Langevin MD of the target itself.
 
-    ``n_chains`` independent chains (seeds ``seed``, ``seed + 1``, ...) at the target's temperature,
-    friction and time step, each minimised, equilibrated ``equilibration_ps`` and sampled every
-    ``frame_interval_ps``; the frames are ordered chain by chain (so the last chain's end is what
-    :func:`fit_surrogate` holds out).
+    ``n_chains`` independent chains (seeds ``seed``, ``seed + 1``, ...), each the setup's own simulation
+    (:meth:`~openmm_forecast.systems.MolecularSystem.create_simulation`: minimised as the setup needs, e.g.
+    capped steepest descent for ``gfn2-xtb``, velocities at its temperature; its Langevin integrator,
+    friction and time step), equilibrated ``equilibration_ps`` and sampled every ``frame_interval_ps``; the
+    frames are ordered chain by chain (so the last chain's end is what :func:`fit_surrogate` holds out).
+    A chain whose potential cannot be evaluated any more (a :class:`~openmm_forecast.errors.PotentialEvaluationError`)
+    or whose positions are no longer finite ends there, with a warning; its frames so far are kept.
 
     Returns
     -------
     positions : numpy.ndarray
-        (n_frames, N, 3) nm.
+        (n, N, 3) nm, ``n <= n_frames``.
     energies : numpy.ndarray
-        (n_frames,) kJ/mol.
+        (n,) kJ/mol.
     forces : numpy.ndarray
-        (n_frames, N, 3) kJ/mol/nm.
+        (n, N, 3) kJ/mol/nm.
     """
     from tqdm.auto import tqdm
 
-    from .potential_training import label_configurations, sample_configurations
+    from .errors import PotentialEvaluationError, is_potential_evaluation_failure
 
     if n_frames < n_chains or n_chains < 1:
         raise ValueError(f"need at least one frame per chain (n_frames={n_frames}, n_chains={n_chains})")
     per_chain = np.diff(np.linspace(0, n_frames, n_chains + 1).round().astype(int))
-    temperature = float(target.temperature.value_in_unit(unit.kelvin))
-    chains = []
-    for chain, count in enumerate(tqdm(per_chain, desc="sample target", disable=not progress)):
-        chains.append(sample_configurations(
-            target, temperature, int(count), frame_interval_ps=frame_interval_ps, equilibration_ps=equilibration_ps,
-            timestep_fs=float(target.timestep.value_in_unit(unit.femtosecond)),
-            friction_per_ps=float(target.friction.value_in_unit(unit.picosecond ** -1)), seed=seed + chain,
-            platform=platform,
-        ))
-    positions = np.concatenate(chains)
-    energies, forces = label_configurations(target.system, positions, platform=platform)
-    return positions, energies, forces
+    dt_ps = float(target.timestep.value_in_unit(unit.picosecond))
+    interval = max(1, int(round(frame_interval_ps / dt_ps)))
+    positions, energies, forces = [], [], []
+    bar = tqdm(total=int(n_frames), desc="sample target", disable=not progress)
+    for chain, count in enumerate(per_chain):
+        simulation = target.create_simulation(platform=platform, seed=seed + chain)
+        try:
+            simulation.step(int(round(equilibration_ps / dt_ps)))
+            for _ in range(int(count)):
+                simulation.step(interval)
+                state = simulation.context.getState(getPositions=True, getEnergy=True, getForces=True)
+                x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+                if not np.isfinite(x).all():
+                    raise PotentialEvaluationError("positions are no longer finite")
+                positions.append(x)
+                energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+                forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+                bar.update()
+        except (PotentialEvaluationError, mm.OpenMMException) as error:
+            if not (is_potential_evaluation_failure(error) or "nan" in str(error).lower()):
+                raise
+            logger.warning("chain %d (seed %d) ended after %d frames: %s", chain, seed + chain,
+                           len(positions) - int(per_chain[:chain].sum()), error)
+    bar.close()
+    if not positions:
+        raise PotentialEvaluationError("no target frame could be sampled")
+    return np.array(positions), np.array(energies), np.array(forces)

@@ -353,11 +353,12 @@ def test_demo_arms_and_settings_per_setup():
     from openmm_forecast.cli.demo import demo_arms
 
     args = _demo_args([])
-    assert args.setup == "amber14-obc2" and demo_arms(args) == ["plain", "hmr", "surrogate:metropolis"]
+    learned = "learned-surrogate=fit-amber14-obc2:metropolis@498"
+    assert args.setup == "amber14-obc2" and demo_arms(args) == ["plain", "hmr", "surrogate:metropolis", learned]
     # The surrogate's settings fill what the command line leaves open, and only that.
     assert (args.stride, args.max_frames, args.segment_steps, args.jumps_per_cycle) == (98.0, 1, 1, 1)
     args = _demo_args(["--no-hmr", "--stride", "48"])
-    assert demo_arms(args) == ["plain", "surrogate:metropolis"] and args.stride == 48.0
+    assert demo_arms(args) == ["plain", "surrogate:metropolis", learned] and args.stride == 48.0
     args = _demo_args(["--setup", "amber14-vacuum"])
     assert demo_arms(args) == ["plain", "ala2-amber14-vacuum:tolerance"] and args.segment_steps is None
     with pytest.raises(SystemExit):
@@ -378,7 +379,12 @@ def test_default_demo_runs_obc2_arms_against_the_obc2_reference(tmp_path, capsys
     printed = capsys.readouterr().out
     assert "amber14-obc2" in printed and "winner" in printed
     report = json.loads((out / "report.json").read_text())
-    assert report["setup"] == "amber14-obc2" and list(report["arms"]) == ["plain", "hmr", "surrogate-metropolis"]
+    assert report["setup"] == "amber14-obc2"
+    assert list(report["arms"]) == ["plain", "hmr", "surrogate-metropolis", "learned-surrogate"]
     assert report["reference"]["path"] == resource_path(SHIPPED_REFERENCES["amber14-obc2"])
     assert report["arms"]["surrogate-metropolis"]["acceptance"] == "metropolis"
     assert report["arms"]["surrogate-metropolis"]["forecaster"]["architecture"] == "surrogate"
+    learned = report["arms"]["learned-surrogate"]["forecaster"]
+    assert learned["architecture"] == "surrogate" and learned["surrogate"] == "fit-amber14-obc2"
+    assert learned["structure_preserving"] and len(learned["surrogate_fingerprint"]) == 64
+    assert learned["stride_ps"] == pytest.approx(0.498)

@@ -83,12 +83,14 @@ def test_constraint_projector_removes_exactly_what_the_constraints_cancel(vacuum
 
 
 def test_long_jump_acceptance_of_gaussian_differences_has_its_closed_form():
-    """D ~ N(0, s^2): dH = D' - D ~ N(0, 2 s^2), and <min(1, e^(-X))> = 1/2 + e^(sigma^2/2) Phi(-sigma)."""
+    """D ~ N(0, s^2) under the target is N(s^2/kT, s^2) under the surrogate: acceptance erfc(s / (2 kT)).
+
+    The unweighted average over pairs of target states (a mistake this guards against) would give
+    1/2 + e^(s^2/kT^2) Phi(-sqrt(2) s/kT) instead: 0.74 here against the right 0.57.
+    """
     kT, s = 2.5, 2.0
-    sigma = math.sqrt(2.0) * s / kT
-    exact = 0.5 + math.exp(sigma**2 / 2) * 0.5 * math.erfc(sigma / math.sqrt(2.0))
-    d = np.random.default_rng(3).normal(0.0, s, 20000)
-    assert long_jump_acceptance(d, kT, n_pairs=200000) == pytest.approx(exact, abs=0.01)
+    d = np.random.default_rng(3).normal(0.0, s, 50000)
+    assert long_jump_acceptance(d, kT, n_pairs=200000) == pytest.approx(math.erfc(s / (2 * kT)), abs=0.01)
     assert long_jump_acceptance(np.full(10, 7.0), kT) == 1.0
 
 
@@ -185,9 +187,11 @@ def test_fit_refuses_bad_labels_and_too_few_frames(fitted, vacuum_system, caplog
     with pytest.raises(ValueError, match="constraints"):
         fit_surrogate(target, positions, energies, forces, unconstrained, iterations=1, validation_fraction=0.2)
     energies[3] = np.nan
+    energies[7] += 1000.0  # 400 kT above the others: a trajectory that blew up
     _, report = fit_surrogate(target, positions, energies, forces, vacuum_system.system, iterations=2,
                               validation_fraction=0.2)
-    assert report["n_frames"] == 15 and "non-finite" in caplog.text
+    assert report["n_frames"] == 14 and report["n_left_out"] == 2
+    assert "non-finite" in caplog.text and "from the median energy" in caplog.text
 
 
 def test_cli_fits_writes_reuses_samples_and_refuses_to_overwrite(tmp_path, capsys):

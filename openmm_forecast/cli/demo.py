@@ -1,9 +1,10 @@
 """``openmm-forecast demo``: plain OpenMM MD against the best available method, a few minutes, no GPU.
 
 Default (``--setup amber14-obc2``, where a step is expensive): alanine dipeptide in OBC2 implicit solvent,
-plain MD at 2 fs, hydrogen mass repartitioning at 4 fs, and the surrogate proposal (velocity Verlet on the
-amber14-vacuum System, exact with the Metropolis rule), interleaved in one process; says which reached the
-JS bar (plain MD's final JS against the shipped OBC2 reference) first.  ``--setup amber14-vacuum``: the
+plain MD at 2 fs, hydrogen mass repartitioning at 4 fs, the surrogate proposal (velocity Verlet on the
+amber14-vacuum System, exact with the Metropolis rule) and the same proposal on the shipped surrogate learned
+from OBC2's own energies and forces (``fit-amber14-obc2``, see ``fit-surrogate``), interleaved in one process;
+says which reached the JS bar (plain MD's final JS against the shipped OBC2 reference) first.  ``--setup amber14-vacuum``: the
 shipped learned forecaster against plain MD in vacuum, where a step is too cheap for any jump to pay.
 Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default runs/demo).
 """
@@ -11,15 +12,23 @@ Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default ru
 from ._common import add_threads_argument, setup_from_args
 from .benchmark import HMR_ARM, add_benchmark_arguments, arms_from_args, execute
 
+FITTED_OBC2 = "fit-amber14-obc2"
+"""The shipped surrogate learned from amber14-OBC2 (``openmm_forecast/resources/surrogates``)."""
+
+FITTED_STRIDE_FS = 498
+"""Jump length of the learned surrogate's arm in the OBC2 demo, fs."""
+
 DEMOS = {
     "amber14-obc2": {
-        "arms": ["plain", HMR_ARM, "surrogate:metropolis"],
-        # One 2 fs Langevin step, then one 98 fs surrogate jump: 100 fs per cycle, so that cycles tile the 1 ps
-        # samples (a leftover shorter than a stride would be integrated one step per cycle).  98 fs, not 248: in
-        # one benchmark against the 30 ns reference (docs/benchmark.md) 98 fs jumps were accepted 37 % of the
-        # time and reached plain MD's JS 3.2x sooner, 248 fs jumps 21 % and 1.25x (HMR 2.3x).
+        "arms": ["plain", HMR_ARM, "surrogate:metropolis", f"learned-surrogate={FITTED_OBC2}:metropolis@{FITTED_STRIDE_FS}"],
+        # One 2 fs Langevin step, then one jump: cycles of 100 fs (the amber14-vacuum surrogate, 98 fs jumps) and
+        # FITTED_STRIDE_FS + 2 fs (the learned one) tile the 1 ps samples (a leftover shorter than a stride would
+        # be integrated one step per cycle).  98 fs for amber14-vacuum: in one benchmark against the 30 ns
+        # reference (docs/benchmark.md) 98 fs jumps were accepted 37 % of the time and reached plain MD's JS 3.2x
+        # sooner, 248 fs jumps 21 % and 1.25x (HMR 2.3x).  The learned surrogate keeps ~80 % at any span.
         "settings": {"stride": 98.0, "max_frames": 1, "segment_steps": 1, "jumps_per_cycle": 1},
-        "what": "plain MD (2 fs), HMR (4 fs) and the surrogate proposal with the Metropolis rule",
+        "what": "plain MD (2 fs), HMR (4 fs), the amber14-vacuum surrogate and the surrogate learned from OBC2, "
+                "both with the Metropolis rule",
     },
     "amber14-vacuum": {
         "arms": ["plain", "ala2-amber14-vacuum:tolerance"],
@@ -36,7 +45,8 @@ DEMO_MODEL = "ala2-amber14-vacuum"
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "demo",
-        help="a few minutes: plain MD vs HMR vs the surrogate proposal on alanine dipeptide in implicit solvent "
+        help="a few minutes: plain MD vs HMR vs the surrogate proposals (amber14-vacuum and learned) on alanine "
+        "dipeptide in implicit solvent "
         "(or --setup amber14-vacuum: the shipped forecaster), report and plots",
         description=__doc__.split("\n\n")[1],
     )
@@ -44,7 +54,7 @@ def add_parser(subparsers):
                         help="amber14-obc2 (default: where a step is expensive) or amber14-vacuum (the learned forecaster "
                         "loses to plain MD)")
     parser.add_argument("--no-hmr", action="store_true", help="amber14-obc2: leave out the HMR arm")
-    add_benchmark_arguments(parser, walkers=4, wall_seconds=80.0, out="runs/demo")
+    add_benchmark_arguments(parser, walkers=4, wall_seconds=60.0, out="runs/demo")
     add_threads_argument(parser)
     parser.set_defaults(func=run, platform=None, stride=None, max_frames=None, temperature=300.0, timestep=2.0,
                         friction=1.0, constraints="HBonds", potential_file=None)

@@ -82,7 +82,8 @@ def run(args):
     else:
         positions, energies, forces = sample_target(
             target, args.frames, n_chains=args.chains, frame_interval_ps=args.frame_interval,
-            equilibration_ps=args.equilibration, seed=args.seed, progress=progress)
+            equilibration_ps=args.equilibration, seed=args.seed, platform=args.platform or "Reference",
+            progress=progress)
         with atomic_write_path(samples_path) as partial:
             with open(partial, "wb") as handle:
                 np.savez(handle, positions=positions, energies=energies, forces=forces,
