@@ -326,10 +326,12 @@ def length_for_js(frames, mean_js, target):
     return float(np.exp((np.log(target) - intercept) / slope)), "extrapolated (power law)"
 
 
-def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, progress=None):
+def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, progress=None, failures=None):
     """Sample several sets of walkers for the same wall-clock budget each, alternating in slices.
 
-    Each arm's clock counts only its own slices, so the arms share whatever load the machine has.
+    Each arm's clock counts only its own slices, so the arms share whatever load the machine has.  An arm
+    whose dynamics blow up (OpenMM's "Particle coordinate is NaN") stops there and keeps the slices it
+    finished; the others go on.
 
     Parameters
     ----------
@@ -341,13 +343,23 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
     slice_seconds : float or None
         Wall clock per slice (None: each arm's whole budget in one slice, one arm after the other).
     progress : bool, optional
+    failures : dict, optional
+        Filled with ``{name: message}`` for each arm that blew up.
 
     Returns
     -------
     dict
         ``{name: WalkerSamples}``, in the order of ``arms``.
+
+    Raises
+    ------
+    PotentialEvaluationError
+        An arm blew up before it finished one slice (nothing of it to report).
     """
     from tqdm.auto import tqdm
+
+    from ._runtime import openmm as mm
+    from .errors import PotentialEvaluationError
 
     from .walkers import WalkerSamples
 
@@ -363,7 +375,19 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
                 if used[name] >= wall_seconds:
                     continue
                 budget = min(slice_seconds, wall_seconds - used[name])
-                piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
+                try:
+                    piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
+                except mm.OpenMMException as error:
+                    if "nan" not in str(error).lower():
+                        raise
+                    message = f"blew up after {used[name]:.1f} s of its budget: {str(error).strip()}"
+                    if not pieces[name]:
+                        raise PotentialEvaluationError(f"arm {name!r} {message}") from error
+                    logger.warning("arm %r %s; it stops there, the other arms go on", name, message)
+                    if failures is not None:
+                        failures[name] = message
+                    used[name] = wall_seconds
+                    continue
                 pieces[name].append(piece)
                 used[name] += piece.wall_s[-1]
                 bar.n = round(sum(min(value, wall_seconds) for value in used.values()), 1)
@@ -784,13 +808,14 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     platform = fastest_platform(system) if platform is None else get_platform(platform)
 
     walkers = {arm.name: arm.create_walkers(n_walkers, seed, platform) for arm in arms}
-    samples = run_interleaved(walkers, sample_interval, wall_seconds, slice_seconds, progress)
+    failures = {}
+    samples = run_interleaved(walkers, sample_interval, wall_seconds, slice_seconds, progress, failures)
 
     topology = system.topology
     summaries, phi_psis, curves = {}, {}, {}
     for arm in arms:
         arm_walkers = walkers[arm.name]
-        extra = {"kind": arm.kind, "label": None, "timestep_fs": arm.timestep_fs,
+        extra = {"kind": arm.kind, "label": None, "blew_up": failures.get(arm.name), "timestep_fs": arm.timestep_fs,
                  "hydrogen_mass_amu": arm.hydrogen_mass_amu, "potential": arm.molecular_system.potential,
                  "platform": arm_walkers.platform_name}
         forecaster = None
@@ -961,6 +986,8 @@ def format_summary(report):
                 f"{arm['ns_per_day']:.0f} ns/day, T {arm['mean_temperature_K']:.1f} K")
         if arm["kind"] == "hybrid":
             line += f", acceptance {_number(arm['acceptance_rate'], '.3f')}"
+        if arm.get("blew_up"):
+            line += f", BLEW UP ({arm['blew_up']})"
         if arm["js_to_reference"] is not None:
             noise = arm["plain_noise_same_length"]
             line += f", JS {arm['js_to_reference']:.4f}"

@@ -388,3 +388,32 @@ def test_default_demo_runs_obc2_arms_against_the_obc2_reference(tmp_path, capsys
     assert learned["architecture"] == "surrogate" and learned["surrogate"] == "fit-amber14-obc2"
     assert learned["structure_preserving"] and len(learned["surrogate_fingerprint"]) == 64
     assert learned["stride_ps"] == pytest.approx(0.498)
+
+
+def test_an_arm_that_blows_up_stops_and_the_others_go_on(vacuum_system, caplog):
+    """OpenMM's NaN error in one arm's slice: that arm keeps what it sampled, the others use their budget."""
+    from openmm_forecast._runtime import openmm as mm
+    from openmm_forecast.errors import PotentialEvaluationError
+
+    class BlowsUp(PlainWalkers):
+        slices = 0
+
+        def sample(self, *args, **kwargs):
+            self.slices += 1
+            if self.slices > self.good_slices:
+                raise mm.OpenMMException("Particle coordinate is NaN.  For more information, see ...")
+            return super().sample(*args, **kwargs)
+
+    bad = BlowsUp(vacuum_system, 1, platform="Reference")
+    bad.good_slices = 1
+    arms = {"good": PlainWalkers(vacuum_system, 1, platform="Reference"), "bad": bad}
+    failures = {}
+    samples = run_interleaved(arms, 0.01 * unit.picosecond, wall_seconds=0.6, slice_seconds=0.2, progress=False,
+                              failures=failures)
+    assert samples["good"].wall_s[-1] >= 0.6 and samples["bad"].wall_s[-1] < 0.6
+    assert "Particle coordinate is NaN" in failures["bad"] and list(failures) == ["bad"]
+    assert "the other arms go on" in caplog.text
+    early = BlowsUp(vacuum_system, 1, platform="Reference")
+    early.good_slices = 0
+    with pytest.raises(PotentialEvaluationError, match="'early' blew up"):
+        run_interleaved({"early": early}, 0.01 * unit.picosecond, wall_seconds=0.4, slice_seconds=0.2, progress=False)
