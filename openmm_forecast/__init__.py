@@ -56,6 +56,8 @@ from .integrators import velocity_verlet_integrator
 from .platforms import fastest_platform
 from .plotting import plot_ramachandran
 from .potential_training import fit_potential
+from .surrogate_fitting import AmberSurrogateEnergy, fit_surrogate, long_jump_acceptance, sample_target
+from .forecasters.surrogate import load_surrogate_system, shipped_surrogates
 from .potentials import TorchANIPotential, ani2x_module, build_ani_potential, load_potential, save_potential
 from .systems import SETUPS, MolecularSystem, build_system
 from .training import TrainingConfig, train
@@ -101,6 +103,8 @@ __all__ = [
     "ani2x_module",
     "build_ani_potential",
     "fit_potential",
+    "AmberSurrogateEnergy", "fit_surrogate", "long_jump_acceptance", "load_surrogate_system", "sample_target",
+    "shipped_surrogates",
     "load_potential",
     "save_potential",
     "velocity_verlet_integrator",
