@@ -359,8 +359,7 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
     from tqdm.auto import tqdm
 
     from ._runtime import openmm as mm
-    from .errors import PotentialEvaluationError
-
+    from .errors import PotentialEvaluationError, is_blow_up
     from .walkers import WalkerSamples
 
     slice_seconds = wall_seconds if slice_seconds is None else float(slice_seconds)
@@ -378,7 +377,7 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
                 try:
                     piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
                 except mm.OpenMMException as error:
-                    if "nan" not in str(error).lower():
+                    if not is_blow_up(error):
                         raise
                     message = f"blew up after {used[name]:.1f} s of its budget: {str(error).strip()}"
                     if not pieces[name]:

@@ -61,6 +61,12 @@ class PotentialEvaluationError(ForecastError, RuntimeError):
     """
 
 
+def is_blow_up(error):
+    """Whether an exception is OpenMM's refusal of non-finite coordinates ("Particle coordinate is NaN"):
+    dynamics that blew up."""
+    return "particle coordinate is nan" in str(error).lower()
+
+
 def is_potential_evaluation_failure(error):
     """Whether an exception (an ``openmm.OpenMMException`` from a PythonForce, or the error itself) is a
     :class:`PotentialEvaluationError`."""

@@ -558,7 +558,7 @@ def sample_target(target, n_frames, n_chains=2, frame_interval_ps=0.05, equilibr
     """
     from tqdm.auto import tqdm
 
-    from .errors import PotentialEvaluationError, is_potential_evaluation_failure
+    from .errors import PotentialEvaluationError, is_blow_up, is_potential_evaluation_failure
 
     if n_frames < n_chains or n_chains < 1:
         raise ValueError(f"need at least one frame per chain (n_frames={n_frames}, n_chains={n_chains})")
@@ -582,7 +582,7 @@ def sample_target(target, n_frames, n_chains=2, frame_interval_ps=0.05, equilibr
                 forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
                 bar.update()
         except (PotentialEvaluationError, mm.OpenMMException) as error:
-            if not (is_potential_evaluation_failure(error) or "nan" in str(error).lower()):
+            if not (is_potential_evaluation_failure(error) or is_blow_up(error)):
                 raise
             logger.warning("chain %d (seed %d) ended after %d frames: %s", chain, seed + chain,
                            len(positions) - int(per_chain[:chain].sum()), error)

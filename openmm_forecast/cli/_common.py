@@ -58,7 +58,6 @@ def baseline_options(args, model=None):
     """``load_forecaster`` keywords for ``model`` (default ``args.model``) when it is a baseline or the surrogate,
     else None."""
     from ..forecasters.registry import BASELINES
-
     from ..forecasters.surrogate import is_surrogate_file
 
     model = args.model if model is None else model

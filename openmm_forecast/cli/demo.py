@@ -25,7 +25,7 @@ DEMOS = {
         # FITTED_STRIDE_FS + 2 fs (the learned one) tile the 1 ps samples (a leftover shorter than a stride would
         # be integrated one step per cycle).  98 fs for amber14-vacuum: in one benchmark against the 30 ns
         # reference (docs/benchmark.md) 98 fs jumps were accepted 37 % of the time and reached plain MD's JS 3.2x
-        # sooner, 248 fs jumps 21 % and 1.25x (HMR 2.3x).  The learned surrogate keeps ~80 % at any span.
+        # sooner, 248 fs jumps 21 % and 1.25x (HMR 2.3x).  The learned surrogate keeps 86-87 % at 98, 498 and 998 fs.
         "settings": {"stride": 98.0, "max_frames": 1, "segment_steps": 1, "jumps_per_cycle": 1},
         "what": "plain MD (2 fs), HMR (4 fs), the amber14-vacuum surrogate and the surrogate learned from OBC2, "
                 "both with the Metropolis rule",
