@@ -10,7 +10,7 @@ span ``span_frames``, the count of full-span acceptances in a row, the accumulat
 0. Maintenance (tolerance and dynamics rules).  If the accumulated drift of accepted jumps (the dynamics
    rule: of its last ``drift_window`` accepted jumps) exceeds
    ``drift_tolerance_kT`` or the instantaneous kinetic temperature is outside ``temperature_sigmas``
-   standard deviations of the target, the cycle is a re-equilibration: ``reequilibration_steps`` of the
+   standard deviations of the target (its chi-squared distribution mapped to a normal one), the cycle is a re-equilibration: ``reequilibration_steps`` of the
    simulation's own (thermostatted) integrator; the drift is reset.  Nothing else happens in that cycle.
    Without a thermostat (NVE) integration cannot remove the drift: once it passes the bound the rest of
    the call, and of every later call, is integrated (jumps switched off, a warning once).
@@ -73,6 +73,7 @@ from .guards import (
     degrees_of_freedom,
     kinetic_energy_kJ,
     kinetic_temperature_K,
+    kinetic_temperature_score,
 )
 from .integrators import velocity_verlet_integrator
 from .systems import constraints_name, particle_masses, removes_com_motion, system_fingerprint, without_com_velocity
@@ -136,8 +137,12 @@ class AcceleratorOptions:
         Re-equilibrate when the accumulated ``dH`` of accepted jumps exceeds this many kT (default 5; the
         dynamics rule sums its last ``drift_window`` accepted jumps only).
     temperature_sigmas : float or None
-        Re-equilibrate when the kinetic temperature is more than this many standard deviations
-        (``T sqrt(2 / dof)``) from the target (default 4; None disables).
+        Re-equilibrate when the kinetic temperature is further from the target than a normal variable
+        strays this many standard deviations (default 4; None disables): the chi-squared distribution of
+        the kinetic energy is mapped to a normal one (:func:`~openmm_forecast.guards.kinetic_temperature_score`),
+        so the check fires at equilibrium as rarely as a 4-sigma event (6e-5 per check), tails included.
+        Only with a thermostat: in NVE the kinetic temperature is not canonical and integration cannot
+        restore it.
     reequilibration_steps : int
         Steps of the simulation's integrator per re-equilibration (default 500; 0 disables it).
         Re-equilibration is part of the tolerance and dynamics rules only.  Without a thermostat it cannot
@@ -1268,10 +1273,10 @@ class ForecastAccelerator:
             return False
         if self._drift_exceeded():
             return True
-        if self.options.temperature_sigmas is None or self.dof <= 0:
-            return False
-        width = self.options.temperature_sigmas * self.temperature_K * np.sqrt(2.0 / self.dof)
-        return abs(self.kinetic_temperature_K() - self.temperature_K) > width
+        if self.options.temperature_sigmas is None or self.dof <= 0 or not self._thermostatted:
+            return False  # without a thermostat neither is T canonical nor can integration bring it back
+        score = kinetic_temperature_score(self.kinetic_temperature_K(), self.temperature_K, self.dof)
+        return abs(score) > self.options.temperature_sigmas
 
     def _drift_exceeded(self):
         return abs(self.drift_kJ) > self.options.drift_tolerance_kT * self.kT_kJ

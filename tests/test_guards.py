@@ -11,6 +11,7 @@ from openmm_forecast.guards import (
     find_stereocentres,
     kinetic_energy_kJ,
     kinetic_temperature_K,
+    kinetic_temperature_score,
     signed_volumes,
 )
 from openmm_forecast.integrators import velocity_verlet_integrator
@@ -159,3 +160,21 @@ def test_degrees_of_freedom_and_temperature(vacuum_system):
     standard_error = 300 * np.sqrt(2.0 / dof) / np.sqrt(len(temperatures))
     assert abs(np.mean(temperatures) - 300) < 4 * standard_error  # 4 standard errors: 13.6 K
     assert np.isnan(kinetic_temperature_K(1.0, 0))  # no kinetic degrees of freedom: no temperature
+
+
+@pytest.mark.parametrize("dof", [12, 51, 500])
+def test_kinetic_temperature_score_has_normal_tails(dof):
+    """Canonical kinetic temperatures (dof T / T0 chi-squared) score as a standard normal, tails included.
+
+    The accelerator re-equilibrates at abs(score) > 4: a linear score (T - T0) / (T0 sqrt(2 / dof)) has a
+    3-sigma upper tail of 0.45 % at dof 51 (normal: 0.135 %) and set off re-equilibrations in equilibrium.
+    """
+    rng = np.random.default_rng(dof)
+    n = 2_000_000
+    temperatures = 300.0 * rng.chisquare(dof, size=n) / dof
+    score = kinetic_temperature_score(temperatures, 300.0, dof)
+    assert abs(np.mean(score)) < 0.01 and abs(np.std(score) - 1.0) < 0.01
+    for side, tail in (("upper", np.mean(score > 3.0)), ("lower", np.mean(score < -3.0))):
+        expected = 0.0013499  # one-sided 3-sigma tail of a standard normal
+        assert abs(tail - expected) < 0.1 * expected + 5 * np.sqrt(expected / n), (side, tail)
+    assert kinetic_temperature_score(300.0 * (1 - 2 / (9 * dof)) ** 3, 300.0, dof) == pytest.approx(0.0, abs=1e-12)

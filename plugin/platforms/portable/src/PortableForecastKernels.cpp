@@ -450,11 +450,13 @@ bool PortableIntegrateForecastStepKernel::reequilibrationDue() const {
         return false;
     if (driftExceeded())
         return true;
-    if (temperatureSigmas <= 0 || dof <= 0)
-        return false;
-    double width = temperatureSigmas * temperature * std::sqrt(2.0 / dof);
+    if (temperatureSigmas <= 0 || dof <= 0 || !thermostatted)
+        return false;  // without a thermostat neither is T canonical nor can integration bring it back
+    // Wilson-Hilferty: dof * T / T0 is chi-squared; the cube root of T / T0 is nearly normal (guards.py).
     double kinetic = 2.0 * kineticEnergy(current.velocities) / (dof * MOLAR_GAS_CONSTANT_KJ);
-    return std::abs(kinetic - temperature) > width;
+    double c = 2.0 / (9.0 * dof);
+    double score = (std::cbrt(kinetic / temperature) - (1.0 - c)) / std::sqrt(c);
+    return std::abs(score) > temperatureSigmas;
 }
 
 bool PortableIntegrateForecastStepKernel::maintain(long long remaining) {
