@@ -952,13 +952,18 @@ def _plain_options(options):
 
 
 def _model_file_sha256(forecaster):
-    """SHA-256 of the model file a forecaster name or path refers to (weights included), else None."""
-    from .forecasters.registry import MODEL_SUFFIX, models_directory, shipped_models
+    """SHA-256 of the model file a forecaster name or path refers to (weights included; for a learned surrogate's
+    card, its System file), else None."""
+    from .forecasters.registry import MODEL_SUFFIX, models_directory, shipped_model_card, shipped_models
+    from .forecasters.surrogate import SURROGATE_SUFFIX, surrogates_directory
 
     if not isinstance(forecaster, (str, os.PathLike)):
         return None
     path = os.fspath(forecaster)
-    if not os.path.isfile(path):
+    card = shipped_model_card(path) if not os.path.isfile(path) else None
+    if card is not None:
+        path = os.path.join(surrogates_directory(), card["surrogate"] + SURROGATE_SUFFIX)
+    elif not os.path.isfile(path):
         path = os.path.join(models_directory(), path + MODEL_SUFFIX) if path in shipped_models() else None
     if path is None:
         return None

@@ -1,7 +1,7 @@
 """Evaluation of forecasters on held-out NVE segments, against the baselines.
 
-For every forecaster (learned models and the baselines ``constant``, ``ballistic`` and ``verlet``) and
-every span ``k * stride`` it supports, from start states of held-out segments:
+For every forecaster (learned models, learned surrogate Systems integrated with velocity Verlet, and the
+baselines ``constant``, ``ballistic``, ``verlet`` and, on request, ``surrogate``) and every span ``k * stride`` it supports, from start states of held-out segments:
 
 - position RMSD in A (no alignment: forecasts and data share the lab frame) and velocity RMSE in nm/ps,
   both ``sqrt(mean over atoms of |error|^2)`` per forecast;
@@ -41,7 +41,11 @@ from .units import kT_kJ
 
 logger = logging.getLogger(__name__)
 
-BASELINE_NAMES = ("constant", "ballistic", "verlet")
+BASELINE_NAMES = ("constant", "ballistic", "verlet", "surrogate")
+"""Baselines ``evaluate`` knows: ``verlet`` integrates the data's own System at the data's NVE time step;
+``surrogate`` integrates amber14 in vacuum at 2 fs (the accelerator's default physical proposal)."""
+
+DEFAULT_BASELINES = ("constant", "ballistic", "verlet")
 
 
 def rms_error(a, b):
@@ -336,7 +340,7 @@ def evaluate(
     data,
     out=None,
     *,
-    baselines=BASELINE_NAMES,
+    baselines=DEFAULT_BASELINES,
     max_samples=500,
     seed=1,
     timing=True,
@@ -351,15 +355,20 @@ def evaluate(
     Parameters
     ----------
     models : str, os.PathLike, Forecaster, or a list of them
-        Learned forecasters (model files, shipped model names, or Forecaster objects).  May be empty when
-        only baselines are evaluated (``stride_ps``/``max_frames`` then come from the data, see below).
+        Learned forecasters (model files, shipped model names, or Forecaster objects), and learned surrogate
+        Systems (a shipped name such as ``'fit-amber14-obc2'`` or a ``.xml`` file, see
+        :mod:`openmm_forecast.surrogate_fitting`; or a shipped model that is one, ``'ala2-amber14-obc2'``):
+        velocity Verlet on them (2 fs, or the card's step), at the stride and spans of the first model file
+        (or of the data).  May be empty when only baselines are evaluated
+        (``stride_ps``/``max_frames`` then come from the data, see below).
     data : str or os.PathLike
         An NVE data file (:func:`~openmm_forecast.data.generate_nve_segments`).
     out : str or os.PathLike, optional
         Directory for ``report.json``, ``rmsd_vs_span.png``, ``energy_change_hist.png`` and
         ``energy_vs_span.png``.
     baselines : sequence of str
-        Baselines to evaluate at the stride and spans of the first model.
+        Baselines to evaluate at the stride and spans of the first model (:data:`BASELINE_NAMES`; default
+        :data:`DEFAULT_BASELINES`).
     max_samples : int
         Most start states (drawn at random, with ``seed``, from all valid starts of held-out segments).
     seed : int
@@ -387,6 +396,11 @@ def evaluate(
 
     from .data import data_fingerprint, load_trajectory
     from .forecasters import Forecaster, load_forecaster
+    from .forecasters.registry import shipped_model_card
+    from .forecasters.surrogate import is_surrogate_file
+
+    def integrates_surrogate(model):  # a fitted surrogate System, or a shipped model that is one
+        return not isinstance(model, Forecaster) and (is_surrogate_file(model) or shipped_model_card(model) is not None)
     from .training import frame_step, package_versions
 
     unknown = [name for name in baselines if name not in BASELINE_NAMES]
@@ -399,8 +413,11 @@ def evaluate(
         os.makedirs(out, exist_ok=True)
     if isinstance(models, (str, os.PathLike, Forecaster)):
         models = [models]
+    surrogates = [model for model in models if integrates_surrogate(model)]
     learned = {}
     for model in models:
+        if integrates_surrogate(model):
+            continue  # built below, for the data's System
         forecaster = model if isinstance(model, Forecaster) else load_forecaster(model, device=device)
         # label: the architecture name, made unique with the model's file or position when needed
         label = forecaster.metadata.architecture
@@ -423,6 +440,10 @@ def evaluate(
     else:
         stride_ps = float(meta["frame_interval_ps"])
         max_frames = int(meta["n_frames_per_segment"]) - 1
+    for surrogate in surrogates:  # learned parameters, but no training split: the whole file is held out from them
+        name = os.path.basename(os.fspath(surrogate))
+        learned[name if shipped_model_card(surrogate) else f"{name} (learned surrogate)"] = load_forecaster(
+            surrogate, molecular_system, stride_ps=stride_ps, max_frames=max_frames)
     forecasters = dict(learned)
     for name in baselines:
         kwargs = {"stride_ps": stride_ps, "max_frames": max_frames}

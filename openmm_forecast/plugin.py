@@ -111,7 +111,7 @@ def load_plugin():
 
 def _forecaster_file(forecaster):
     """Absolute path of a TorchScript model file for ``forecaster`` (a path, a shipped name or a TorchForecaster)."""
-    from .forecasters.registry import MODEL_SUFFIX, models_directory, shipped_models
+    from .forecasters.registry import MODEL_SUFFIX, models_directory, shipped_model_card, shipped_models
     from .forecasters.torch_forecaster import TorchForecaster, save_forecaster
 
     if isinstance(forecaster, TorchForecaster):
@@ -124,6 +124,12 @@ def _forecaster_file(forecaster):
         path = os.fspath(forecaster)
         if os.path.isfile(path):
             return os.path.abspath(path)
+        card = shipped_model_card(path)
+        if card is not None:
+            raise TypeError(
+                f"{path!r} is velocity Verlet on the learned surrogate System {card['surrogate']!r}, not a TorchScript "
+                "model: it runs with the Python ForecastAccelerator"
+            )
         if path in shipped_models():
             return os.path.join(models_directory(), path + MODEL_SUFFIX)
         raise FileNotFoundError(

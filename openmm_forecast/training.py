@@ -953,7 +953,13 @@ class Trainer:
     def _initialise_from(self, name_or_path):
         """Copy the weights of a trained model (file or shipped name) into the new model; return its provenance."""
         from .forecasters import load_forecaster
+        from .forecasters.registry import shipped_model_card
 
+        if shipped_model_card(os.fspath(name_or_path)) is not None:
+            raise ValueError(
+                f"init_from {name_or_path!r} is a learned surrogate System integrated with velocity Verlet, not a "
+                "trained network: there are no weights to start from"
+            )
         source = load_forecaster(name_or_path)
         ours, theirs = self.forecaster.metadata, source.metadata
         for field in ("architecture", "elements", "stride_ps", "history"):

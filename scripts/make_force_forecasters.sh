@@ -11,7 +11,8 @@
 # 2. Training with configs/forecaster_mdtrajnet_forces_{vacuum,obc2}.yaml (bounded by max_minutes, resumable).
 #    The forces of every data frame are computed once (cached in the run directory).
 # 3. Evaluation of the new model and the shipped ala2-amber14-vacuum, in one run, on the held-out file:
-#    runs/forecast/evaluation-vacuum/ (and -obc2 for the new OBC2 model alone).
+#    runs/forecast/evaluation-vacuum/; for OBC2 the new model against the learned surrogate fit-amber14-obc2
+#    (velocity Verlet 2 fs on it) and the amber14-vacuum surrogate: runs/forecast/evaluation-obc2/.
 #
 # Environment: OPENMM_FORECAST (the CLI), VAC_SEGMENTS (default 12000), OBC2_SEGMENTS (default 1500),
 # SETUPS (default "vacuum obc2").
@@ -42,6 +43,6 @@ case " $SETUPS " in *" vacuum "*)
         --data runs/forecast/vac-heldout.h5 --out runs/forecast/evaluation-vacuum --max-samples 500 --threads 1 ;;
 esac
 case " $SETUPS " in *" obc2 "*)
-    "$CLI" evaluate --model runs/forecast/mdtrajnet-forces-obc2/model.pt \
-        --data runs/forecast/obc2-heldout.h5 --out runs/forecast/evaluation-obc2 --max-samples 500 --threads 1 ;;
+    "$CLI" evaluate --model runs/forecast/mdtrajnet-forces-obc2/model.pt --model fit-amber14-obc2 \
+        --baselines constant,ballistic,verlet,surrogate --data runs/forecast/obc2-heldout.h5 --out runs/forecast/evaluation-obc2 --max-samples 500 --threads 1 ;;
 esac

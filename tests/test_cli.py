@@ -98,6 +98,11 @@ def test_any_command_stops_on_a_signal_without_a_traceback(signum, code, monkeyp
         raise AssertionError("the signal did not stop the command")
 
     monkeypatch.setattr(compare, "run", interrupted)
-    assert main(["compare", "a.npy", "b.npy", "--out", str(tmp_path)]) == code
+    ignoring = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a process that ignores Ctrl-C: the CLI still stops
+    try:
+        assert main(["compare", "a.npy", "b.npy", "--out", str(tmp_path)]) == code
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the caller's handler is given back
+    finally:
+        signal.signal(signal.SIGINT, ignoring)
     error = capsys.readouterr().err.strip()
     assert "interrupted" in error and len(error.splitlines()) == 1 and "Traceback" not in error

@@ -8,7 +8,7 @@ import pytest
 from forecast_helpers import make_nve_file, tiny_config
 from openmm import unit
 
-from openmm_forecast import build_system, load_forecaster
+from openmm_forecast import ModelMismatchError, build_system, load_forecaster
 from openmm_forecast.data import data_fingerprint, generate_nve_segments, load_trajectory
 from openmm_forecast.evaluation import (
     EnergyBudget,
@@ -233,3 +233,44 @@ def test_metropolis_is_flagged_meaningful_only_for_certified_maps(short_file):
     report = evaluate([plain, certified], short_file, None, baselines=(), timing=False, progress=False, max_samples=10)
     flags = [result["metropolis_meaningful"] for result in report["forecasters"].values()]
     assert flags == [False, True]
+
+
+def test_learned_surrogate_files_are_evaluated_as_velocity_verlet_on_them(short_file, tmp_path, vacuum_system):
+    """A surrogate System file is integrated for the data's System; the 'surrogate' baseline is amber14-vacuum."""
+    import openmm
+
+    exact = tmp_path / "exact.xml"
+    exact.write_text(openmm.XmlSerializer.serialize(vacuum_system.system))
+    weakened = openmm.XmlSerializer.deserialize(exact.read_text())
+    nonbonded = next(f for f in weakened.getForces() if isinstance(f, openmm.NonbondedForce))
+    for i in range(nonbonded.getNumParticles()):
+        charge, sigma, epsilon = nonbonded.getParticleParameters(i)
+        nonbonded.setParticleParameters(i, 0.5 * charge, sigma, epsilon)
+    (tmp_path / "weakened.xml").write_text(openmm.XmlSerializer.serialize(weakened))
+    report = evaluate([str(exact), str(tmp_path / "weakened.xml")], short_file, None, baselines=("surrogate",),
+                      timing=False, progress=False, max_samples=20)
+    forecasters = report["forecasters"]
+    assert set(forecasters) == {"exact.xml (learned surrogate)", "weakened.xml (learned surrogate)", "surrogate"}
+    assert all(result["metropolis_meaningful"] for result in forecasters.values())
+    mine, baseline = forecasters["exact.xml (learned surrogate)"], forecasters["surrogate"]
+    assert mine["metadata"]["stride_ps"] == pytest.approx(0.002)  # the data's frame interval: no model file
+    for a, b in zip(mine["spans"], baseline["spans"]):  # the same System and integrator as the baseline
+        assert a["dH_mean_kJ"] == pytest.approx(b["dH_mean_kJ"], abs=1e-9)
+    weak = forecasters["weakened.xml (learned surrogate)"]["spans"][-1]
+    assert weak["position_rmsd_A"]["mean"] > 10 * mine["spans"][-1]["position_rmsd_A"]["mean"]
+    assert weak["dH_median_abs_kJ"] > 3 * mine["spans"][-1]["dH_median_abs_kJ"]  # 2 fs shadow error: 0.5 kJ/mol
+
+
+def test_a_shipped_learned_surrogate_model_is_evaluated_on_its_setup(short_file, tmp_path):
+    obc2_file = generate_nve_segments(
+        build_system("amber14-obc2"), str(tmp_path / "obc2.h5"), n_segments=2, segment_length=4 * unit.femtosecond,
+        frame_interval=2 * unit.femtosecond, nve_timestep=0.5 * unit.femtosecond, spacing=0.02 * unit.picosecond,
+        equilibration=0.1 * unit.picosecond, seed=4, platform="Reference", progress=False,
+    )
+    report = evaluate(["ala2-amber14-obc2", "fit-amber14-obc2"], obc2_file, None, baselines=(), timing=False,
+                      progress=False)
+    card, surrogate = report["forecasters"]["ala2-amber14-obc2"], report["forecasters"]["fit-amber14-obc2 (learned surrogate)"]
+    assert card["metadata"]["stride_ps"] == pytest.approx(0.002) and card["structure_preserving"]
+    assert [s["dH_mean_kJ"] for s in card["spans"]] == [s["dH_mean_kJ"] for s in surrogate["spans"]]
+    with pytest.raises(ModelMismatchError, match="amber14-obc2"):
+        evaluate(["ala2-amber14-obc2"], short_file, None, baselines=(), timing=False, progress=False)

@@ -408,10 +408,38 @@ def test_shipped_model_is_loaded_by_name(vacuum_system, states, tmp_path, monkey
 def test_every_shipped_model_is_a_forecaster_for_alanine_dipeptide(vacuum_system):
     # Shipped potentials live apart from forecasters: a name listed here must load as a forecaster.
     names = registry.shipped_models()
-    assert "ala2-amber14-vacuum" in names
+    assert {"ala2-amber14-vacuum", "ala2-amber14-obc2"} <= set(names)
     for name in names:
-        forecaster = load_forecaster(name, molecular_system=vacuum_system)
+        card = registry.shipped_model_card(name)
+        system = vacuum_system if card is None else build_system(card["setup"])
+        forecaster = load_forecaster(name, molecular_system=system)
         assert forecaster.metadata.elements == vacuum_system.elements, name
+
+
+def test_a_shipped_surrogate_card_is_velocity_verlet_on_its_learned_system():
+    from openmm_forecast.plugin import _forecaster_file
+
+    obc2 = build_system("amber14-obc2")
+    forecaster = load_forecaster("ala2-amber14-obc2", molecular_system=obc2)
+    meta = forecaster.metadata
+    assert forecaster.structure_preserving and meta.extra["surrogate"] == "fit-amber14-obc2"
+    assert meta.stride_ps == pytest.approx(0.01) and meta.max_frames == 50 and meta.setup == "amber14-obc2"
+    same = load_forecaster("fit-amber14-obc2", obc2, stride_ps=0.01, max_frames=3, timestep=2 * unit.femtosecond)
+    state = obc2.create_simulation(platform="Reference", seed=1).context.getState(getPositions=True, getVelocities=True)
+    x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[None]
+    v = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)[None]
+    for a, b in zip(forecaster.forecast(x, v, 3), same.forecast(x, v, 3)):
+        np.testing.assert_array_equal(a, b)
+    shorter = load_forecaster("ala2-amber14-obc2", obc2, stride_ps=0.02, max_frames=2)
+    assert shorter.metadata.stride_ps == pytest.approx(0.02) and shorter.metadata.max_frames == 2
+    with pytest.raises(ModelMismatchError, match="'amber14-obc2' setup, not 'amber14-vacuum'"):
+        load_forecaster("ala2-amber14-obc2", molecular_system=build_system("amber14-vacuum"))
+    with pytest.raises(ValueError, match="needs molecular_system"):
+        load_forecaster("ala2-amber14-obc2")
+    with pytest.raises(TypeError, match="not options of"):
+        load_forecaster("ala2-amber14-obc2", obc2, surrogate="amber14-vacuum")
+    with pytest.raises(TypeError, match="Python ForecastAccelerator"):
+        _forecaster_file("ala2-amber14-obc2")  # the C++ plugin runs TorchScript models only
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_mismatched_system_is_refused(architecture, vacuum_system, tmp_path):

@@ -301,3 +301,8 @@ def test_fine_tuning_refuses_a_model_of_another_shape(nve_file, tmp_path, change
     pretrained = train(tiny_config(nve_file, tmp_path / "pre", epochs=1))["model"]
     with pytest.raises(ValueError, match=message):
         Trainer(TrainingConfig(**tiny_config(nve_file, tmp_path / "fine", init_from=pretrained, **changes)))
+
+
+def test_fine_tuning_refuses_a_learned_surrogate(nve_file, tmp_path):
+    with pytest.raises(ValueError, match="no weights to start from"):
+        Trainer(TrainingConfig(**tiny_config(nve_file, tmp_path / "fine", init_from="ala2-amber14-obc2")))

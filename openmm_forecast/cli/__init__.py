@@ -57,7 +57,10 @@ def main(argv=None):
     from ..errors import ForecastError
 
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume line of an interrupted run
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # Both signals raise KeyboardInterrupt while the command runs, whatever handler the process had installed
+    # (an embedding program, or a library, may have replaced Python's default SIGINT handler).
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as interruption:  # SIGINT, or SIGTERM through _terminate
@@ -71,7 +74,8 @@ def main(argv=None):
         print(f"openmm-forecast {args.command}: error: {str(error).strip()}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _terminate(signum, frame):

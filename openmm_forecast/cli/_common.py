@@ -43,9 +43,11 @@ def add_setup_arguments(parser):
 def add_baseline_arguments(parser):
     """Arguments of the forecasters built from arguments rather than loaded (see :func:`baseline_options`)."""
     parser.add_argument("--stride", type=finite_float, default=10.0,
-                        help="baselines and surrogate only: fs between forecast frames (default %(default)s)")
+                        help="baselines and surrogates (ala2-amber14-obc2 too) only: fs between forecast frames "
+                        "(default %(default)s)")
     parser.add_argument("--max-frames", type=int, default=8,
-                        help="baselines and surrogate only: frames per forecast (default %(default)s)")
+                        help="baselines and surrogates (ala2-amber14-obc2 too) only: frames per forecast "
+                        "(default %(default)s)")
     parser.add_argument("--surrogate", default="amber14-vacuum", type=surrogate_name,
                         help="--model surrogate only: the System the proposal integrates: a setup (built for the "
                         "same atoms and constraints), a shipped fitted surrogate or a .xml System file (default "
@@ -55,18 +57,20 @@ def add_baseline_arguments(parser):
 
 
 def baseline_options(args, model=None):
-    """``load_forecaster`` keywords for ``model`` (default ``args.model``) when it is a baseline or the surrogate,
-    else None."""
-    from ..forecasters.registry import BASELINES
+    """``load_forecaster`` keywords for ``model`` (default ``args.model``) when it is a baseline, the surrogate, a
+    fitted surrogate System or a shipped model that is one (``ala2-amber14-obc2``), else None."""
+    from ..forecasters.registry import BASELINES, shipped_model_card
     from ..forecasters.surrogate import is_surrogate_file
 
     model = args.model if model is None else model
-    if model not in BASELINES and not is_surrogate_file(model):
+    # a fitted surrogate's System is the model itself; a model card names one
+    integrates_surrogate = model == "surrogate" or is_surrogate_file(model) or shipped_model_card(model) is not None
+    if model not in BASELINES and not integrates_surrogate:
         return None
     options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames}
     if model == "surrogate":
         options.update(surrogate=args.surrogate)
-    if model == "surrogate" or is_surrogate_file(model):  # a fitted surrogate's System is the model itself
+    if integrates_surrogate:
         options.update(timestep=args.surrogate_timestep * unit.femtosecond)
     return options
 

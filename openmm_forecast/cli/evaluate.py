@@ -14,13 +14,16 @@ def add_parser(subparsers):
     )
     parser.add_argument(
         "--model", action="append", default=[],
-        help="model file or shipped model name (repeatable; none: baselines only, at the data's frame interval)",
+        help="model file or shipped model name, or a learned surrogate System (a shipped name such as fit-amber14-obc2 "
+        "or a .xml file from fit-surrogate: velocity Verlet at 2 fs on it) (repeatable; none: baselines only, at the "
+        "data's frame interval)",
     )
     parser.add_argument("--data", required=True, help="NVE data file (a held-out file, or a model's training file)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
         "--baselines", default="constant,ballistic,verlet",
-        help="comma-separated baselines, or 'none' (default %(default)s)",
+        help="comma-separated baselines (constant, ballistic, verlet: the data's System at its NVE time step, "
+        "surrogate: amber14 in vacuum at 2 fs), or 'none' (default %(default)s)",
     )
     parser.add_argument("--max-samples", type=int, default=500, help="most start states (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the start-state draw (default %(default)s)")

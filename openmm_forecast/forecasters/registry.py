@@ -20,11 +20,12 @@ Its hyperparameters must be JSON-serialisable: they are stored in the metadata
 import dataclasses
 import importlib.metadata
 import inspect
+import json
 import os
 
 import torch
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, ModelMismatchError
 from .base import ForecasterMetadata
 from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
 from .surrogate import SurrogateForecaster, is_surrogate_file
@@ -44,6 +45,11 @@ _INTEGRATING = ("verlet", "surrogate")
 ENTRY_POINT_GROUP = "openmm_forecast.architectures"
 
 MODEL_SUFFIX = ".pt"
+
+CARD_SUFFIX = ".json"
+"""A shipped model that is a learned surrogate System, not a TorchScript file: ``NAME.json`` in the models
+directory names the surrogate (:func:`~.surrogate.shipped_surrogates`), the setup it was learned for and the
+default ``stride_ps``, ``max_frames`` and ``timestep_ps`` of the velocity Verlet proposal built on it."""
 
 _BUILDERS = {}
 _entry_points_loaded = False
@@ -218,11 +224,52 @@ def models_directory():
 
 
 def shipped_models():
-    """Names of the shipped trained models (sorted list of str; may be empty)."""
+    """Names of the shipped trained models (sorted list of str; may be empty): TorchScript files and model
+    cards of learned surrogates (:func:`shipped_model_card`)."""
     directory = models_directory()
     if not os.path.isdir(directory):
         return []
-    return sorted(name[: -len(MODEL_SUFFIX)] for name in os.listdir(directory) if name.endswith(MODEL_SUFFIX))
+    return sorted(
+        os.path.splitext(name)[0] for name in os.listdir(directory) if name.endswith((MODEL_SUFFIX, CARD_SUFFIX))
+    )
+
+
+def shipped_model_card(name):
+    """The card of a shipped model that is a learned surrogate (dict), or None for a TorchScript model or
+    an unknown name.
+
+    Keys: ``surrogate`` (a shipped surrogate name), ``setup``, ``stride_ps``, ``max_frames``,
+    ``timestep_ps`` and ``description``.
+    """
+    path = os.path.join(models_directory(), f"{name}{CARD_SUFFIX}")
+    if not isinstance(name, str) or os.sep in name or not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def _forecaster_from_card(name, card, molecular_system, kwargs):
+    """The SurrogateForecaster a model card describes, for ``molecular_system`` (keywords override the card)."""
+    from openmm import unit
+
+    if molecular_system is None:
+        raise ValueError(
+            f"{name!r} is velocity Verlet on the learned surrogate {card['surrogate']!r}: it needs molecular_system "
+            "(the system it will drive)"
+        )
+    if molecular_system.setup != card["setup"]:
+        raise ModelMismatchError(
+            f"{name!r} was learned for the {card['setup']!r} setup, not {molecular_system.setup!r}"
+        )
+    unknown = sorted(set(kwargs) - {"stride_ps", "max_frames", "timestep", "platform"})
+    if unknown:
+        raise TypeError(f"{unknown} are not options of {name!r} (stride_ps, max_frames, timestep, platform)")
+    options = dict(stride_ps=card["stride_ps"], max_frames=card["max_frames"],
+                   timestep=card["timestep_ps"] * unit.picosecond)
+    options.update(kwargs)
+    forecaster = SurrogateForecaster(molecular_system, surrogate=card["surrogate"], **options)
+    forecaster.metadata.extra["model"] = name
+    return forecaster
 
 
 def load_forecaster(name_or_path, molecular_system=None, device="cpu", **baseline_kwargs):
@@ -232,7 +279,8 @@ def load_forecaster(name_or_path, molecular_system=None, device="cpu", **baselin
     ----------
     name_or_path : str or os.PathLike
         'constant', 'ballistic', 'verlet' or 'surrogate'; the name of a shipped model
-        (:func:`shipped_models`); the path of a model file written by :func:`save_forecaster`; or a
+        (:func:`shipped_models`; for a learned surrogate's card, :func:`shipped_model_card`, ``stride_ps``,
+        ``max_frames``, ``timestep`` and ``platform`` may override the card's); the path of a model file written by :func:`save_forecaster`; or a
         fitted surrogate System, shipped (:func:`~.surrogate.shipped_surrogates`) or a ``.xml`` file: the
         'surrogate' proposal integrating it (``surrogate=`` set to it).
     molecular_system : MolecularSystem, optional
@@ -257,6 +305,9 @@ def load_forecaster(name_or_path, molecular_system=None, device="cpu", **baselin
         The model does not fit ``molecular_system``.
     """
     name_or_path = os.fspath(name_or_path)
+    card = shipped_model_card(name_or_path) if not os.path.exists(name_or_path) else None
+    if card is not None:
+        return _forecaster_from_card(name_or_path, card, molecular_system, baseline_kwargs)
     if is_surrogate_file(name_or_path):
         baseline_kwargs = dict(baseline_kwargs, surrogate=name_or_path)
         name_or_path = "surrogate"
