@@ -396,11 +396,7 @@ def evaluate(
 
     from .data import data_fingerprint, load_trajectory
     from .forecasters import Forecaster, load_forecaster
-    from .forecasters.registry import shipped_model_card
-    from .forecasters.surrogate import is_surrogate_file
-
-    def integrates_surrogate(model):  # a fitted surrogate System, or a shipped model that is one
-        return not isinstance(model, Forecaster) and (is_surrogate_file(model) or shipped_model_card(model) is not None)
+    from .forecasters.registry import integrates_surrogate, shipped_model_card
     from .training import frame_step, package_versions
 
     unknown = [name for name in baselines if name not in BASELINE_NAMES]
@@ -413,10 +409,10 @@ def evaluate(
         os.makedirs(out, exist_ok=True)
     if isinstance(models, (str, os.PathLike, Forecaster)):
         models = [models]
-    surrogates = [model for model in models if integrates_surrogate(model)]
+    surrogates = [model for model in models if not isinstance(model, Forecaster) and integrates_surrogate(model)]
     learned = {}
     for model in models:
-        if integrates_surrogate(model):
+        if model in surrogates:
             continue  # built below, for the data's System
         forecaster = model if isinstance(model, Forecaster) else load_forecaster(model, device=device)
         # label: the architecture name, made unique with the model's file or position when needed

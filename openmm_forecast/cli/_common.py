@@ -59,18 +59,16 @@ def add_baseline_arguments(parser):
 def baseline_options(args, model=None):
     """``load_forecaster`` keywords for ``model`` (default ``args.model``) when it is a baseline, the surrogate, a
     fitted surrogate System or a shipped model that is one (``ala2-amber14-obc2``), else None."""
-    from ..forecasters.registry import BASELINES, shipped_model_card
-    from ..forecasters.surrogate import is_surrogate_file
+    from ..forecasters.registry import BASELINES, integrates_surrogate
 
     model = args.model if model is None else model
-    # a fitted surrogate's System is the model itself; a model card names one
-    integrates_surrogate = model == "surrogate" or is_surrogate_file(model) or shipped_model_card(model) is not None
-    if model not in BASELINES and not integrates_surrogate:
+    surrogate = model == "surrogate" or integrates_surrogate(model)  # a fitted System is the model; a card names one
+    if model not in BASELINES and not surrogate:
         return None
     options = {"stride_ps": args.stride / 1000.0, "max_frames": args.max_frames}
     if model == "surrogate":
         options.update(surrogate=args.surrogate)
-    if integrates_surrogate:
+    if surrogate:
         options.update(timestep=args.surrogate_timestep * unit.femtosecond)
     return options
 

@@ -241,11 +241,20 @@ def shipped_model_card(name):
     Keys: ``surrogate`` (a shipped surrogate name), ``setup``, ``stride_ps``, ``max_frames``,
     ``timestep_ps`` and ``description``.
     """
-    path = os.path.join(models_directory(), f"{name}{CARD_SUFFIX}")
-    if not isinstance(name, str) or os.sep in name or not os.path.isfile(path):
+    if not isinstance(name, str) or os.sep in name:
+        return None
+    path = os.path.join(models_directory(), name + CARD_SUFFIX)
+    if not os.path.isfile(path):
         return None
     with open(path) as handle:
         return json.load(handle)
+
+
+def integrates_surrogate(name):
+    """Whether ``name`` is a forecaster built by integrating a surrogate System for the target: a fitted
+    surrogate (shipped name or ``.xml`` file) or a shipped model card naming one (the ``'surrogate'``
+    baseline aside)."""
+    return is_surrogate_file(name) or shipped_model_card(name) is not None
 
 
 def _forecaster_from_card(name, card, molecular_system, kwargs):
