@@ -8,7 +8,9 @@ Protocol (:func:`run_benchmark`)
    (:class:`~openmm_forecast.walkers.ForecastWalkers`: a learned forecaster, the surrogate, the ``verlet``
    baseline; tolerance or Metropolis).  The first arm is the *baseline* the others are compared with
    (plain MD at the setup's time step, normally).  All arms simulate the same molecule under the same
-   potential and temperature, on the same platform, with the same seeds.
+   potential and temperature, with the same seeds, each on its fastest platform configuration, measured on
+   its own System before the run (:func:`choose_platforms`: platform, ``Threads``, and whether the process
+   is pinned to one core; all named in the report, with the plain arms' speed in the run against it).
 2. *Same process, interleaved.*  The arms alternate in slices of wall clock (10 s by default, in the
    order given; :func:`run_interleaved`) until each has used the same budget, so that all see the same
    machine load; an arm's clock counts only its own slices.  All start from the same minimised structure
@@ -32,7 +34,11 @@ Protocol (:func:`run_benchmark`)
    the longest window), over the baseline's measured ns/day (``estimated: true``; the windows are part of
    the pooled reference they are compared with, which lowers their JS: the estimate errs in the
    baseline's favour).  ``speedup_time_to_bar`` is the baseline's time over the arm's.
-6. *Other speed-ups* (each arm against the baseline): ``speedup_ns_per_day`` (simulated time per wall
+6. *Efficiency, the deciding measure.*  Effective samples per wall-clock (and CPU) second of every basin's
+   indicator (:mod:`openmm_forecast.efficiency`: ``emcee``'s integrated autocorrelation time per walker,
+   intervals across walkers); each arm against every plain-MD arm with the ratio's interval; the winner is
+   the arm whose interval lies above all others' (``efficiency.winner``; none otherwise).
+7. *Other speed-ups* (each arm against the baseline): ``speedup_ns_per_day`` (simulated time per wall
    clock; in Metropolis mode a rejected jump's span counts as simulated, so compare times to JS), and
    ``time_to_js`` / ``speedup_time_to_js``: the wall clock the baseline needs to reach the JS this arm
    reached at the end of its budget (measured, or estimated as above), over the arm's wall clock.
@@ -47,17 +53,20 @@ import logging
 import os
 import platform as platform_module
 import re
+import time
 
 import numpy as np
 from openmm import unit
 
 from ._io import check_output_directory, load_npy, write_json
 from .analysis import (
+    BASINS,
     DEFAULT_BINS,
     DEFAULT_RANGE,
     MIN_PHI_PSI_FRAMES,
     check_phi_psi,
     analysis_definitions,
+    assign_basins,
     basin_populations,
     count_transitions,
     js_divergence,
@@ -66,6 +75,7 @@ from .analysis import (
     wrap_degrees,
 )
 from .checkpoint import forecaster_fingerprint
+from .efficiency import compare, efficiency, winner
 from .errors import DataFileError
 from .systems import resource_path
 from .walkers import ForecastWalkers, PlainWalkers
@@ -75,8 +85,9 @@ logger = logging.getLogger(__name__)
 REFERENCE_ENV = "OPENMM_FORECAST_REFERENCE"
 """Environment variable naming the default reference (a directory of phi/psi .npy runs or one file)."""
 
-REPORT_FORMAT = 2
-"""Format of ``report.json``: 2 holds any number of arms under ``arms`` (1 had ``plain`` and ``hybrid``)."""
+REPORT_FORMAT = 3
+"""Format of ``report.json``: 3 declares the winner by effective samples per second (``efficiency``; the first arm to
+the JS bar is ``first_to_bar``); 2 held any number of arms under ``arms`` (1 had ``plain`` and ``hybrid``)."""
 
 REQUIRED_ARM_KEYS = ("kind", "simulated_ns", "wall_seconds", "ns_per_day", "js_to_reference", "basins",
                      "transitions", "mean_temperature_K", "time_to_bar")
@@ -326,7 +337,8 @@ def length_for_js(frames, mean_js, target):
     return float(np.exp((np.log(target) - intercept) / slope)), "extrapolated (power law)"
 
 
-def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, progress=None, failures=None):
+def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, progress=None, failures=None,
+                    cpu_seconds=None):
     """Sample several sets of walkers for the same wall-clock budget each, alternating in slices.
 
     Each arm's clock counts only its own slices, so the arms share whatever load the machine has.  An arm
@@ -345,6 +357,8 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
     progress : bool, optional
     failures : dict, optional
         Filled with ``{name: message}`` for each arm that blew up.
+    cpu_seconds : dict, optional
+        Filled with ``{name: seconds}``: CPU time of the process (all its threads) during each arm's slices.
 
     Returns
     -------
@@ -374,6 +388,7 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
                 if used[name] >= wall_seconds:
                     continue
                 budget = min(slice_seconds, wall_seconds - used[name])
+                cpu_start = time.process_time()
                 try:
                     piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
                 except mm.OpenMMException as error:
@@ -389,6 +404,8 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
                     continue
                 pieces[name].append(piece)
                 used[name] += piece.wall_s[-1]
+                if cpu_seconds is not None:
+                    cpu_seconds[name] = cpu_seconds.get(name, 0.0) + time.process_time() - cpu_start
                 bar.n = round(sum(min(value, wall_seconds) for value in used.values()), 1)
                 bar.refresh()
                 bar.set_postfix_str(f"{name} {used[name]:.0f}/{wall_seconds:g} s")
@@ -490,7 +507,39 @@ def plain_noise_js(runs, n_walkers, frames_per_walker, n_draws=200, seed=0, bins
                       "high)"}
 
 
-def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=None):
+def arm_efficiency(phi_psi, wall_seconds, cpu_seconds=None):
+    """Effective samples per second of every basin's indicator (see :mod:`openmm_forecast.efficiency`).
+
+    Parameters
+    ----------
+    phi_psi : numpy.ndarray, shape (n_walkers, n_samples, 2)
+        Degrees.
+    wall_seconds : float
+    cpu_seconds : float, optional
+
+    Returns
+    -------
+    dict or None
+        ``{basin: {**Efficiency.as_dict() per wall-clock second, "per_cpu_second": {"ess_per_second",
+        "interval"}}}``; None with fewer than two samples per walker.
+    """
+    n_walkers, n_samples = phi_psi.shape[:2]
+    if n_samples < 2:
+        return None
+    labels = assign_basins(phi_psi.reshape(-1, 2)).reshape(n_walkers, n_samples)
+    result = {}
+    for index, basin in enumerate(BASINS):
+        per_wall = efficiency(labels == index, wall_seconds, observable=f"{basin.name} indicator")
+        result[basin.name] = per_wall.as_dict()
+        if cpu_seconds:
+            per_cpu = dataclasses.replace(per_wall, seconds=cpu_seconds)
+            result[basin.name]["per_cpu_second"] = {
+                "ess_per_second": per_cpu.ess_per_second, "seconds": cpu_seconds,
+                "interval": None if per_cpu.interval is None else list(per_cpu.interval)}
+    return result
+
+
+def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=None, cpu_seconds=None):
     """Numbers of one arm: time, speed, JS, temperature, basins, transitions, and its convergence curve.
 
     Parameters
@@ -502,6 +551,8 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
     wall_budget_s : float
     extra : dict, optional
         Merged into the summary.
+    cpu_seconds : float, optional
+        CPU time of the arm (for its efficiency per CPU second).
 
     Returns
     -------
@@ -527,6 +578,7 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
         "simulated_ns": simulated_ns,
         "simulated_ns_per_walker": simulated_ns / samples.n_walkers,
         "wall_seconds": wall,
+        "cpu_seconds": cpu_seconds,
         "wall_budget_seconds": float(wall_budget_s),
         "ns_per_day": simulated_ns / wall * 86400.0,
         "js_to_reference": None if js_curve is None else float(js_curve[-1]),
@@ -537,6 +589,7 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
         "basins": basin_populations(pooled),
         "transitions": {"total": int(sum(t["total"] for t in per_walker)), "counts": counts,
                         "note": "counted within each walker's trajectory, then summed over walkers"},
+        "efficiency": arm_efficiency(phi_psi, wall, cpu_seconds),
     }
     summary.update(extra or {})
     return summary, phi_psi, js_curve
@@ -670,6 +723,83 @@ class BenchmarkArm:
                                forecaster_options=self.forecaster_options, **self.accelerator_options)
 
 
+def choose_platforms(arms, platform=None, pin="auto"):
+    """The platform configuration of every arm, chosen by timing the arm's own System on this machine.
+
+    The baseline's System is timed in every candidate configuration (:func:`~openmm_forecast.platforms.
+    candidate_configurations`: Reference, CPU with one thread and with one per core, GPU platforms; pinned to
+    one core and not), and whether the run pins its process follows its fastest one (all arms run in one
+    thread, so pinning is one decision for all).  Every other System (HMR's masses, for instance) is timed in
+    the candidates of that pinning state.
+
+    Parameters
+    ----------
+    arms : list of BenchmarkArm
+    platform : str or openmm.Platform or PlatformConfiguration, optional
+        Given: every arm runs on it, nothing is measured.
+    pin : 'auto' or bool
+        'auto': pin when the measured best configuration is pinned (with ``platform`` given: no pinning);
+        True / False: only pinned / unpinned candidates.
+
+    Returns
+    -------
+    configurations : dict
+        ``{arm name: PlatformConfiguration}``.
+    timings : dict
+        ``{arm name: [PlatformTiming.as_dict(), ...]}`` behind each choice (empty lists for a given platform).
+    pinned : bool
+        Whether the run must pin its thread to one core before it creates the Contexts.
+    """
+    from .platforms import PlatformConfiguration, candidate_configurations, fastest_configuration, get_platform
+
+    if pin not in ("auto", True, False):
+        raise ValueError(f"pin must be 'auto', True or False, got {pin!r}")
+    if platform is not None:
+        configuration = platform if isinstance(platform, PlatformConfiguration) else PlatformConfiguration.create(
+            get_platform(platform).getName(), pinned=pin is True)
+        return ({arm.name: configuration for arm in arms}, {arm.name: [] for arm in arms}, configuration.pinned)
+    baseline = arms[0].molecular_system
+    _, base_timings = fastest_configuration(baseline, candidate_configurations(None if pin == "auto" else pin))
+    pinned = min(base_timings, key=lambda c: base_timings[c].us_per_step).pinned
+    configurations, timings = {}, {}
+    for arm in arms:
+        system = arm.molecular_system
+        if system.fingerprint() == baseline.fingerprint():
+            measured = base_timings
+            usable = {c: t for c, t in measured.items() if c.pinned == pinned}
+            best = min(usable, key=lambda c: usable[c].us_per_step)
+        else:
+            best, measured = fastest_configuration(system, candidate_configurations(pinned))
+        configurations[arm.name] = best
+        timings[arm.name] = [t.as_dict() for t in measured.values()]
+    return configurations, timings, pinned
+
+
+def _platform_report(arm, described, configuration, timings, samples):
+    """What an arm ran on (``described``: :func:`~openmm_forecast.platforms.describe_platform` of its first
+    Context, read during the run), what was measured to choose it, and (plain MD) how fast it ran against that."""
+    properties = " ".join(f"{k}={v}" for k, v in described["properties"].items()
+                          if k in ("Threads", "Precision", "DeviceIndex"))
+    label = described["name"] + (f" {properties}" if properties else "") + (
+        f", pinned to core {described['pinned_core']}" if described["pinned_core"] is not None else ", not pinned")
+    result = {"platform": label, "platform_configuration": described,
+              "platform_choice": {"chosen": configuration.as_dict(), "by": "measurement" if timings else "given",
+                                  "timings": timings}}
+    if timings:
+        same_pinning = [t["us_per_step"] for t in timings if t["pinned"] == configuration.pinned]
+        result["platform_choice"]["best_us_per_step"] = min(same_pinning)
+    if arm.kind == "plain" and timings and len(samples.time_ps):
+        steps = samples.simulated_ps / arm.molecular_system.timestep.value_in_unit(unit.picosecond)
+        in_run = float(samples.wall_s[-1]) * 1e6 / steps
+        ratio = result["platform_choice"]["best_us_per_step"] / in_run
+        result.update(us_per_step_in_run=in_run, speed_vs_best_measured=ratio)
+        if ratio < 0.8:
+            logger.warning("arm %r ran at %.0f us/step, %.2fx the best configuration measured before the run (%.0f "
+                           "us/step): the machine's load changed, or sampling costs more than it should", arm.name,
+                           in_run, ratio, result["platform_choice"]["best_us_per_step"])
+    return result
+
+
 def _check_arms(arms):
     """Refuse an empty list, duplicate names, or arms that simulate different molecules or temperatures."""
     if not arms:
@@ -736,7 +866,8 @@ def plot_convergence(curves, path, target_js=None, noise_js=None, target_label="
 
 def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, js_bar=None,
                   sample_interval=1.0 * unit.picosecond, reference_interval=1.0 * unit.picosecond, seed=1,
-                  platform=None, slice_seconds=10.0, progress=None, overwrite=False):
+                  platform=None, pin="auto", slice_seconds=10.0, progress=None, overwrite=False,
+                  efficiency_observable="beta"):
     """Run every arm for the same wall-clock budget, interleaved; write the report and plots.
 
     Parameters
@@ -764,8 +895,11 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         Time between the reference's frames (1 ps for the shipped runs); converts its window-JS curve to ns.
     seed : int
         First walker seed (walkers use ``seed, seed + 1, ...`` in every arm).
-    platform : str or openmm.Platform, optional
-        Platform of every arm; default: the fastest for the baseline's system.
+    platform : str or openmm.Platform or PlatformConfiguration, optional
+        Platform of every arm; default: each arm's fastest configuration, measured on its own System
+        (:func:`choose_platforms`).
+    pin : 'auto' or bool
+        Pin the process's thread to one core (see :func:`choose_platforms`; 'auto': when that is faster).
     slice_seconds : float or None
         The arms alternate in slices of this much wall clock (default 10 s), so that all see the same
         machine load; None runs each arm for its whole budget, one after the other.
@@ -773,17 +907,22 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     overwrite : bool
         Replace the outputs (:data:`BENCHMARK_OUTPUTS`) of an earlier benchmark in ``out``; by default such a
         directory is refused before any work.
+    efficiency_observable : str
+        The basin whose indicator's effective samples per second decide the winner (default 'beta').
 
     Returns
     -------
     dict
         The report (also in ``out/report.json``; see docs/benchmark.md for its keys).
     """
-    from .platforms import fastest_platform, get_platform
+    from .platforms import describe_platform, pin_to_one_core, pinned_core, restore_affinity
     from .plotting import plot_ramachandran
 
     arms = list(arms)
     _check_arms(arms)
+    if efficiency_observable not in [basin.name for basin in BASINS]:
+        raise ValueError(f"efficiency_observable must be one of {[basin.name for basin in BASINS]}, got "
+                         f"{efficiency_observable!r}")
     if not wall_seconds > 0:
         raise ValueError(f"wall_seconds must be > 0, got {wall_seconds}")
     check_output_directory(out, "out", BENCHMARK_OUTPUTS, overwrite, hint="choose another out or pass overwrite")
@@ -804,11 +943,17 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     interval_ps = float(sample_interval.value_in_unit(unit.picosecond))
     reference_interval_ps = float(reference_interval.value_in_unit(unit.picosecond))
     os.makedirs(out, exist_ok=True)
-    platform = fastest_platform(system) if platform is None else get_platform(platform)
-
-    walkers = {arm.name: arm.create_walkers(n_walkers, seed, platform) for arm in arms}
-    failures = {}
-    samples = run_interleaved(walkers, sample_interval, wall_seconds, slice_seconds, progress, failures)
+    configurations, platform_timings, pinned = choose_platforms(arms, platform, pin)
+    affinity_before = pin_to_one_core() if pinned and pinned_core() is None else None
+    failures, cpu_seconds = {}, {}
+    try:  # Contexts created while pinned keep their worker threads on that core
+        walkers = {arm.name: arm.create_walkers(n_walkers, seed, configurations[arm.name]) for arm in arms}
+        described = {name: describe_platform(arm_walkers.simulations[0].context) for name, arm_walkers in walkers.items()}
+        samples = run_interleaved(walkers, sample_interval, wall_seconds, slice_seconds, progress, failures,
+                                  cpu_seconds)
+    finally:
+        if affinity_before is not None:
+            restore_affinity(affinity_before)
 
     topology = system.topology
     summaries, phi_psis, curves = {}, {}, {}
@@ -816,7 +961,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         arm_walkers = walkers[arm.name]
         extra = {"kind": arm.kind, "label": None, "blew_up": failures.get(arm.name), "timestep_fs": arm.timestep_fs,
                  "hydrogen_mass_amu": arm.hydrogen_mass_amu, "potential": arm.molecular_system.potential,
-                 "platform": arm_walkers.platform_name}
+                 **_platform_report(arm, described[arm.name], configurations[arm.name], platform_timings[arm.name],
+                                    samples[arm.name])}
         forecaster = None
         if arm.kind == "hybrid":
             forecaster = arm_walkers.forecaster
@@ -840,7 +986,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
             )
         extra["label"] = arm.label(forecaster)
         summaries[arm.name], phi_psis[arm.name], curves[arm.name] = summarize_arm(
-            samples[arm.name], reference_histogram, topology, wall_seconds, extra)
+            samples[arm.name], reference_histogram, topology, wall_seconds, extra, cpu_seconds.get(arm.name))
         np.save(os.path.join(out, f"{arm.name}_phipsi.npy"), phi_psis[arm.name])
 
     bar = _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps)
@@ -859,6 +1005,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
             logger.warning("%s", note)
     report = {
         "format": REPORT_FORMAT,
+        "pinned": bool(pinned),
         "machine": machine_info(),
         "setup": system.setup,
         "potential": system.potential,
@@ -868,8 +1015,10 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         "baseline": baseline.name,
         "arms": summaries,
         "js_bar": bar,
-        "winner": _winner(summaries, bar),
-        "protocol": ("same process, same seeds, platform, potential and temperature in every arm; the arms alternate "
+        "efficiency": _compare_efficiency(arms, summaries, efficiency_observable),
+        "first_to_bar": _first_to_bar(summaries, bar),
+        "protocol": ("same process, same seeds, potential and temperature in every arm, each arm on its fastest "
+                     "platform configuration measured before the run (platform_choice); the arms alternate "
                      f"in slices of {slice_seconds if slice_seconds is not None else wall_seconds:g} s of wall clock "
                      "(in the order of 'arms') until each has used its budget (each stops at its first sample at or "
                      "after it; an arm's clock counts only its own slices); Context creation and minimisation "
@@ -933,7 +1082,30 @@ def _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, r
     return bar
 
 
-def _winner(summaries, bar):
+def _compare_efficiency(arms, summaries, observable):
+    """Effective samples per second of one basin's indicator: every arm, each against every plain-MD arm, and the
+    winner, declared only when its interval lies above every other arm's."""
+    from .efficiency import Efficiency
+
+    per_arm = {name: Efficiency.from_dict(s["efficiency"][observable]) for name, s in summaries.items()
+               if s.get("efficiency") is not None}
+    plain = [arm.name for arm in arms if arm.kind == "plain" and arm.name in per_arm]
+    best = winner(per_arm)
+    return {
+        "observable": f"{observable} indicator",
+        "per": "wall-clock second of the arm (all its walkers); per CPU second in each arm's efficiency",
+        "confidence": next(iter(per_arm.values())).confidence if per_arm else None,
+        "ess_per_second": {name: {"value": e.ess_per_second, "interval": e.interval and list(e.interval)}
+                           for name, e in per_arm.items()},
+        "against": {name: {other: compare(e, per_arm[other]) for other in plain if other != name}
+                    for name, e in per_arm.items()},
+        "winner": best,
+        "rule": "the arm with the most effective samples per second, only when its interval lies above every other "
+                "arm's interval; otherwise none",
+    }
+
+
+def _first_to_bar(summaries, bar):
     """The arm that reached the JS bar first (None without a bar or when none reached it)."""
     if bar["value"] is None:
         return None
@@ -1007,9 +1179,33 @@ def format_summary(report):
                 if name != report["baseline"]:
                     line += f" = {_number(arm['speedup_time_to_bar'], '.3g')}x faster than {report['baseline']}"
         lines.append(line)
-    winner = report["winner"]
-    if winner is not None:
-        lines.append(f"winner: {report['arms'][winner['arm']]['label']} (first to the JS bar, {winner['wall_seconds']:.1f} s)")
+    first = report["first_to_bar"]
+    if first is not None:
+        lines.append(f"first to the JS bar: {report['arms'][first['arm']]['label']} ({first['wall_seconds']:.1f} s)")
     elif bar["value"] is not None:
-        lines.append("winner: none (no arm reached the JS bar)")
+        lines.append("first to the JS bar: none (no arm reached it)")
+    lines.extend(format_efficiency(report))
     return "\n".join(lines)
+
+
+def format_efficiency(report):
+    """Lines: effective samples per second of the deciding observable, ratios with intervals, the winner."""
+    section = report["efficiency"]
+    if not section["ess_per_second"]:
+        return ["efficiency: not measured (fewer than two samples per walker)"]
+    lines = [f"effective samples per second of the {section['observable']} "
+             f"({section['confidence']:.0%} intervals across walkers):"]
+    for name, value in section["ess_per_second"].items():
+        interval = value["interval"]
+        line = f"  {name}: {value['value']:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+        for other, ratio in section["against"][name].items():
+            span = ratio["ratio_interval"]
+            line += f"; {ratio['ratio']:.3g}x {other}"
+            if span is not None:
+                line += f" ({span[0]:.2g}-{'inf' if span[1] is None else format(span[1], '.2g')})"
+            line += "" if ratio["distinct"] else " (within the intervals)"
+        lines.append(line)
+    best = section["winner"]
+    lines.append(f"winner: {report['arms'][best]['label']} (effective samples per second, outside the intervals)"
+                 if best else "winner: none outside the intervals (no arm's interval lies above all others')")
+    return lines

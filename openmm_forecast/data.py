@@ -810,7 +810,7 @@ def _resolve_platform(molecular_system, platform, path, existing):
                 f"platform-specific)"
             )
         return get_platform(existing["platform"])
-    return fastest_platform(molecular_system)
+    return get_platform(fastest_platform(molecular_system))  # data generation keeps its own properties
 
 
 def _properties(platform):

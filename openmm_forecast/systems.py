@@ -163,8 +163,9 @@ class MolecularSystem:
 
         Parameters
         ----------
-        platform : str or openmm.Platform, optional
-            Platform name or object; default: :func:`fastest_platform`.
+        platform : str or openmm.Platform or PlatformConfiguration, optional
+            Platform name or object, or a configuration (its properties, e.g. the CPU platform's ``Threads``,
+            go to the Context); default: :func:`~openmm_forecast.platforms.fastest_platform`.
         seed : int
             Thermostat seed (used when ``integrator`` is None); velocities are drawn with the same seed.
         integrator : openmm.Integrator, optional
@@ -178,11 +179,12 @@ class MolecularSystem:
         PotentialEvaluationError
             The potential could not be evaluated during the minimisation (``gfn2-xtb``: an SCF failure).
         """
-        from .platforms import fastest_platform, get_platform
+        from .platforms import fastest_platform, get_platform, platform_properties
 
-        platform = get_platform(platform) if platform is not None else fastest_platform(self)
+        platform = platform if platform is not None else fastest_platform(self)
         integrator = integrator if integrator is not None else self.integrator(seed)
-        simulation = app.Simulation(self.topology, self.system, integrator, platform)
+        simulation = app.Simulation(self.topology, self.system, integrator, get_platform(platform),
+                                    platform_properties(platform) or None)
         simulation.context.setPositions(self.positions)
         if minimize:
             try:

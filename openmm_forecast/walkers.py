@@ -152,11 +152,6 @@ class _Walkers:
     def n_walkers(self):
         return len(self.simulations)
 
-    @property
-    def platform_name(self):
-        """Name of the OpenMM platform of the walkers' Contexts."""
-        return self.simulations[0].context.getPlatform().getName()
-
     def positions_nm(self):
         """Current positions of every walker, shape (n_walkers, n_atoms, 3), nm."""
         return self._positions_and_temperatures()[0]
@@ -235,7 +230,7 @@ class PlainWalkers(_Walkers):
         Thermostat and velocity seed of each walker (>= 1, distinct).
     seed : int
         First seed when ``seeds`` is not given (default 1).
-    platform : str or openmm.Platform, optional
+    platform : str or openmm.Platform or PlatformConfiguration, optional
         Default: :func:`~openmm_forecast.platforms.fastest_platform`.
     minimize : bool
         Minimise each replica before drawing its velocities (default True).
@@ -278,7 +273,7 @@ class ForecastWalkers(_Walkers):
         Seed of each walker (>= 1, distinct): thermostat, initial velocities and Metropolis stream.
     seed : int
         First seed when ``seeds`` is not given (default 1).
-    platform : str or openmm.Platform, optional
+    platform : str or openmm.Platform or PlatformConfiguration, optional
         Platform of the walkers' Contexts (default: :func:`~openmm_forecast.platforms.fastest_platform`).
     minimize : bool
         Minimise each replica before drawing its velocities (default True).

@@ -60,10 +60,9 @@ def run_seed(args, seed):
     torch.set_num_threads(1)
     kwargs = {"potential_file": args.potential_file} if args.potential_file else {}
     molecular_system = build_system(args.setup, **kwargs)
-    platform_name = args.platform or fastest_platform(molecular_system)
-    if not isinstance(platform_name, str):
-        platform_name = platform_name.getName()
-    simulation = molecular_system.create_simulation(platform=platform_name, seed=seed)
+    platform = args.platform or fastest_platform(molecular_system)
+    platform_name = platform if isinstance(platform, str) else platform.label
+    simulation = molecular_system.create_simulation(platform=platform, seed=seed)
     steps_per_ps = int(round(1.0 / molecular_system.timestep.value_in_unit(unit.picosecond)))
     stem = f"ala2_{args.setup if not args.potential_file else args.potential_file}_seed{seed}_{args.ns:g}ns_phipsi_1ps"
     path = os.path.join(args.out, stem + ".npy")

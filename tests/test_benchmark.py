@@ -128,10 +128,32 @@ def test_tiny_benchmark_of_three_arms_writes_a_complete_consistent_report(vacuum
         else:
             assert arm["speedup_time_to_bar"] is None and reach["wall_seconds"] is None
         assert arm["time_to_js"]["target_js"] == pytest.approx(arm["js_to_reference"])
-    winner = on_disk["winner"]
+    first = on_disk["first_to_bar"]
     reached = {name: arm["time_to_bar"]["wall_seconds"] for name, arm in on_disk["arms"].items()
                if arm["time_to_bar"]["reached"]}
-    assert winner["arm"] == min(reached, key=reached.get)
+    assert first["arm"] == min(reached, key=reached.get)
+    # Efficiency: every basin of every arm, ESS per second = summed per-walker ESS over the wall clock, inside
+    # its interval; ratios against both plain-MD arms; a winner only when its interval is above all others'.
+    section = on_disk["efficiency"]
+    assert section["observable"] == "beta indicator"
+    for name, arm in on_disk["arms"].items():
+        assert arm["cpu_seconds"] > 0
+        for basin in ("beta", "alpha_R", "alpha_L"):
+            value = arm["efficiency"][basin]
+            assert len(value["ess_per_walker"]) == 2 and all(1 <= e <= arm["samples_per_walker"]
+                                                             for e in value["ess_per_walker"])
+            assert value["ess_per_second"] == pytest.approx(sum(value["ess_per_walker"]) / arm["wall_seconds"])
+            assert value["interval"][0] <= value["ess_per_second"] <= value["interval"][1]
+        assert section["ess_per_second"][name]["value"] == arm["efficiency"]["beta"]["ess_per_second"]
+        assert set(section["against"][name]) == {"plain", "hmr"} - {name}
+    best = section["winner"]
+    if best is not None:
+        for name, value in section["ess_per_second"].items():
+            assert name == best or value["interval"][1] < section["ess_per_second"][best]["interval"][0]
+    # The platform every arm ran on is named, with what was known of the choice (given here: nothing measured).
+    for arm in on_disk["arms"].values():
+        assert arm["platform"].startswith("Reference") and arm["platform_choice"]["by"] == "given"
+        assert arm["platform_configuration"]["name"] == "Reference"
     assert len(on_disk["reference"]["files"]) == 2 and on_disk["reference"]["frames"] == 8000
     # The saved phi/psi reproduce the reported JS.
     hybrid_phi_psi = np.load(out / "verlet-tolerance_phipsi.npy")
@@ -150,7 +172,8 @@ def test_a_benchmark_without_reference_measures_speed_only(vacuum_system, tmp_pa
                            reference=False, progress=False, platform="Reference", sample_interval=0.1 * unit.picosecond)
     arm = report["arms"]["plain"]
     assert arm["js_to_reference"] is None and arm["time_to_bar"] is None and arm["ns_per_day"] > 0
-    assert report["js_bar"]["value"] is None and report["winner"] is None and report["reference"] is None
+    assert report["js_bar"]["value"] is None and report["first_to_bar"] is None and report["reference"] is None
+    assert report["efficiency"]["winner"] is None  # one arm: nothing to win against
     assert (out / "ramachandran.png").exists() and not (out / "convergence.png").exists()
     assert "no reference" in format_summary(report)
 
@@ -417,3 +440,65 @@ def test_an_arm_that_blows_up_stops_and_the_others_go_on(vacuum_system, caplog):
     early.good_slices = 0
     with pytest.raises(PotentialEvaluationError, match="'early' blew up"):
         run_interleaved({"early": early}, 0.01 * unit.picosecond, wall_seconds=0.4, slice_seconds=0.2, progress=False)
+
+
+def test_each_arm_runs_on_its_measured_fastest_configuration_and_pinning_follows_the_baseline(
+        vacuum_system, monkeypatch):
+    """choose_platforms with timings stubbed: the baseline's best decides pinning; another System (HMR) is
+    timed on its own, in that pinning state; a given platform is used as given."""
+    from openmm_forecast import platforms
+    from openmm_forecast.benchmark import choose_platforms
+    from openmm_forecast.platforms import PlatformConfiguration, PlatformTiming
+
+    hmr = build_system("amber14-vacuum", hydrogen_mass=1.5 * unit.dalton, timestep=4 * unit.femtosecond)
+    speeds = {("Reference", False): 400.0, ("Reference", True): 380.0, ("CPU", False): 900.0, ("CPU", True): 100.0}
+    timed = []
+
+    def fake(molecular_system, configuration, **options):
+        timed.append((molecular_system is hmr, configuration))
+        us = speeds[(configuration.name, configuration.pinned)] * (5.0 if molecular_system is hmr and
+                                                                   configuration.name == "CPU" else 1.0)
+        return PlatformTiming(configuration, [us, us])
+
+    monkeypatch.setattr(platforms, "time_configuration", fake)
+    monkeypatch.setattr(platforms, "can_pin", lambda: True)
+    monkeypatch.setattr(platforms, "available_platforms", lambda: ["Reference", "CPU"])
+    platforms._cache.clear()
+    arms = [BenchmarkArm("plain", vacuum_system), BenchmarkArm("hmr", hmr), BenchmarkArm("v", vacuum_system, "verlet")]
+    configurations, timings, pinned = choose_platforms(arms)
+    platforms._cache.clear()
+    assert pinned and configurations["plain"].name == "CPU" and configurations["plain"].pinned
+    assert configurations["v"] == configurations["plain"]  # the same target System: the same measurement
+    # HMR's System is timed on its own: there CPU is made 5x slower (500 us), so pinned Reference (380 us) wins
+    assert configurations["hmr"] == PlatformConfiguration.create("Reference", pinned=True)
+    assert all(c.pinned for is_hmr, c in timed if is_hmr)  # HMR timed only in the chosen pinning state
+    assert len(timings["plain"]) == len([c for is_hmr, c in timed if not is_hmr])
+    speeds[("CPU", True)] = speeds[("Reference", True)] = 500.0  # the control: unpinned wins, nothing is pinned
+    configurations, _, pinned = choose_platforms(arms)
+    platforms._cache.clear()
+    assert not pinned and configurations["plain"] == PlatformConfiguration.create("Reference")
+    given, timings, pinned = choose_platforms(arms, platform="Reference")
+    assert {c.name for c in given.values()} == {"Reference"} and not pinned and timings["plain"] == []
+    with pytest.raises(ValueError, match="pin"):
+        choose_platforms(arms, pin="sometimes")
+
+
+def test_a_measured_benchmark_names_platform_threads_pinning_and_the_baseline_speed(vacuum_system, tmp_path):
+    """No platform given: each arm's configuration is measured; the report says which and how fast plain MD ran
+    against the best measured; the process's affinity is restored afterwards."""
+    import os
+
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    report = run_benchmark([BenchmarkArm("plain", vacuum_system)], str(tmp_path / "measured"), n_walkers=1,
+                           wall_seconds=0.5, reference=False, progress=False, sample_interval=0.1 * unit.picosecond)
+    arm = report["arms"]["plain"]
+    choice = arm["platform_choice"]
+    assert choice["by"] == "measurement" and len(choice["timings"]) >= 2
+    assert choice["best_us_per_step"] == min(t["us_per_step"] for t in choice["timings"]
+                                             if t["pinned"] == choice["chosen"]["pinned"])
+    assert arm["platform_configuration"]["name"] == choice["chosen"]["platform"]
+    assert ("pinned to core" in arm["platform"]) == report["pinned"] == choice["chosen"]["pinned"]
+    assert arm["us_per_step_in_run"] > 0 and arm["speed_vs_best_measured"] == pytest.approx(
+        choice["best_us_per_step"] / arm["us_per_step_in_run"])
+    if before is not None:
+        assert os.sched_getaffinity(0) == before

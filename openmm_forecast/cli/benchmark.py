@@ -10,6 +10,7 @@ OUT/convergence.png.
 import logging
 
 from ..acceptance import RULES
+from ..analysis import BASINS
 from ._common import (
     add_acceptance_arguments,
     add_baseline_arguments,
@@ -64,6 +65,12 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
                         help="the hmr arm's hydrogen mass in amu (default %(default)s, openmm-setup's choice for "
                         "LangevinMiddleIntegrator at 4 fs)")
     add_baseline_arguments(parser)
+    parser.add_argument("--pin", choices=("auto", "yes", "no"), default="auto",
+                        help="pin the process to one core: auto (default) times the baseline both ways and pins when "
+                        "that is faster (the CPU platform's worker thread is slow to wake across cores); the report "
+                        "names every arm's platform, threads and pinning")
+    parser.add_argument("--observable", default="beta", choices=[basin.name for basin in BASINS],
+                        help="basin whose indicator's effective samples per second decide the winner (default beta)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_overwrite_argument(parser)
 
@@ -188,6 +195,7 @@ def execute(args, arms):
         reference=False if args.no_reference else args.reference, js_bar=args.js_bar,
         sample_interval=args.sample_interval * unit.picosecond,
         reference_interval=args.reference_interval * unit.picosecond, seed=args.seed, platform=args.platform,
+        pin={"auto": "auto", "yes": True, "no": False}[args.pin], efficiency_observable=args.observable,
         progress=False if args.no_progress else None,
         slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
         overwrite=args.overwrite,

@@ -1,0 +1,82 @@
+"""Effective samples per second: known autocorrelation times recovered, intervals that cover them."""
+
+import numpy as np
+import pytest
+
+from openmm_forecast.efficiency import compare, efficiency, integrated_autocorrelation_time, winner
+
+
+def ar1(rng, a, n_walkers, n_samples):
+    """AR(1) series x_t = a x_{t-1} + noise, started in equilibrium: tau = (1 + a) / (1 - a) exactly."""
+    x = np.empty((n_walkers, n_samples))
+    x[:, 0] = rng.normal(size=n_walkers) / np.sqrt(1 - a * a)
+    noise = rng.normal(size=(n_walkers, n_samples))
+    for t in range(1, n_samples):
+        x[:, t] = a * x[:, t - 1] + noise[:, t]
+    return x
+
+
+def two_state(rng, switch, n_walkers, n_samples):
+    """Indicator of a symmetric two-state Markov chain switching with probability ``switch`` per sample:
+    autocorrelation (1 - 2 switch)^k, tau = (1 - switch) / switch; started in equilibrium."""
+    flips = rng.random((n_walkers, n_samples)) < switch
+    flips[:, 0] = rng.random(n_walkers) < 0.5
+    return (np.cumsum(flips, axis=1) % 2).astype(float)
+
+
+@pytest.mark.parametrize("a", [0.5, 0.9])
+def test_ar1_autocorrelation_time_is_recovered_and_the_interval_covers_the_true_ess(rng, a):
+    tau = (1 + a) / (1 - a)
+    series = ar1(rng, a, n_walkers=16, n_samples=20_000)
+    taus = [integrated_autocorrelation_time(walker) for walker in series]
+    # Sokal's window at c = 5 truncates at ~5 tau, where a^k is below 1e-3 for these a: the mean of 16 walkers
+    # is within 5 % (its standard error is ~1.5 % at a = 0.9).
+    assert np.mean(taus) == pytest.approx(tau, rel=0.05)
+    result = efficiency(series, seconds=10.0)
+    true_ess_per_second = 16 * 20_000 / tau / 10.0
+    low, high = result.interval
+    assert low <= true_ess_per_second <= high
+    assert result.ess_per_second == pytest.approx(true_ess_per_second, rel=0.05)
+
+
+def test_the_interval_of_a_basin_indicator_covers_its_known_ess_95_percent_of_the_time(rng):
+    """20 independent runs of 8 walkers of a two-state chain: a 95 % interval covers the true ESS in >= 15 of
+    them unless it is wrong (binomial(20, 0.95) falls below 15 with probability 3e-4)."""
+    switch = 0.02  # tau = 49 samples
+    true = 8 * 10_000 * switch / (1 - switch)
+    covered, highs = 0, []
+    for _ in range(20):
+        result = efficiency(two_state(rng, switch, n_walkers=8, n_samples=10_000), seconds=1.0, observable="state 1")
+        low, high = result.interval
+        covered += low <= true <= high
+        highs.append(high)
+        assert result.mean == pytest.approx(0.5, abs=0.15)
+    assert covered >= 15
+    # the control: every interval excludes what uncorrelated samples of the same length would give
+    assert max(highs) < 8 * 10_000 / 10
+
+
+def test_a_walker_that_never_changes_counts_as_one_sample():
+    series = np.zeros((3, 50))
+    series[0, 25:] = 1.0  # one walker crosses once
+    result = efficiency(series, seconds=2.0)
+    assert np.isnan(result.tau_samples[1]) and result.ess_per_walker[1:] == [1.0, 1.0]
+    assert 1.0 <= result.ess_per_walker[0] <= 50.0
+    assert result.as_dict()["walkers_without_change"] == 2
+
+
+def test_a_winner_only_outside_the_intervals(rng):
+    fast = efficiency(ar1(rng, 0.5, 8, 5_000), seconds=1.0, observable="x")
+    slow = efficiency(ar1(rng, 0.95, 8, 5_000), seconds=1.0, observable="x")
+    assert compare(fast, slow)["distinct"] and compare(fast, slow)["ratio"] > 5
+    assert winner({"fast": fast, "slow": slow}) == "fast"
+    twin = efficiency(ar1(rng, 0.5, 8, 5_000), seconds=1.0, observable="x")
+    assert not compare(fast, twin)["distinct"]
+    assert winner({"fast": fast, "twin": twin, "slow": slow}) is None
+
+
+def test_bad_shapes_and_times_are_refused():
+    with pytest.raises(ValueError, match="n_walkers"):
+        efficiency(np.zeros(10), seconds=1.0)
+    with pytest.raises(ValueError, match="seconds"):
+        efficiency(np.zeros((2, 10)), seconds=0.0)
