@@ -35,8 +35,8 @@ Protocol (:func:`run_benchmark`)
    the pooled reference they are compared with, which lowers their JS: the estimate errs in the
    baseline's favour).  ``speedup_time_to_bar`` is the baseline's time over the arm's.
 6. *Efficiency, the deciding measure.*  Effective samples per wall-clock (and CPU) second of every basin's
-   indicator (:mod:`openmm_forecast.efficiency`: ``emcee``'s integrated autocorrelation time per walker,
-   intervals across walkers); each arm against every plain-MD arm with the ratio's interval; the winner is
+   indicator (:mod:`openmm_forecast.efficiency`: pymbar's statistical inefficiency of all walkers, pooled
+   mean; a leave-one-walker-out jackknife interval); each arm against every plain-MD arm with the ratio's interval; the winner is
    the arm whose interval lies above all others' (``efficiency.winner``; none otherwise).
 7. *Other speed-ups* (each arm against the baseline): ``speedup_ns_per_day`` (simulated time per wall
    clock; in Metropolis mode a rejected jump's span counts as simulated, so compare times to JS), and

@@ -1,55 +1,59 @@
 """Sampling efficiency: effective samples per second of slow observables, with intervals.
 
-How fast a sampler converges an average is its *effective sample size* (ESS) per second: a chain of ``n``
-samples whose integrated autocorrelation time is ``tau`` samples carries ``n / tau`` independent ones.  Simulated
-nanoseconds per day do not measure it (a Metropolis chain's rejected jumps reverse momenta and count as
-simulated time), and a time to a JS bar reads one noisy curve at one point.
+How fast a sampler converges an average is its *effective sample size* (ESS) per second: ``N`` samples whose
+statistical inefficiency is ``g`` (``g = 1 + 2 tau``-like: the integrated autocorrelation time in samples,
+counted both ways) carry ``N / g`` independent ones.  Simulated nanoseconds per day do not measure it (a
+Metropolis chain's rejected jumps reverse momenta and count as simulated time), and a time to a JS bar reads
+one noisy curve at one point.
 
-Estimator.  Each walker's ``tau`` of an observable (here: the indicator of a basin, the slowest thing a
-conformational sampler must get right) is ``emcee.autocorr.integrated_time`` (Sokal's automated window,
-``c = 5``; Goodman and Weare 2010, Foreman-Mackey et al. 2013), a maintained estimator.  A walker whose
-observable never changes has no autocorrelation to estimate: it is counted as ONE effective sample (it
-tells in which basin it sat, nothing about the populations).  An arm's ESS is the sum over its walkers
-(they are independent replicas); its ESS per second divides by the arm's wall-clock (or CPU) seconds.
-The interval is a Student-t interval of the mean per-walker ESS across walkers (95 % by default), scaled the
-same way: it carries the walker-to-walker spread of both the dynamics and the estimator.  Short chains with
-few transitions make ``tau`` estimates biased low; compare arms at equal budgets, and read the intervals.
+Estimator.  ``g`` of an observable (here: the indicator of a basin, the slowest thing a conformational
+sampler must get right) sampled by several independent walkers is pymbar's
+``timeseries.statistical_inefficiency_multiple`` (Chodera et al. 2007), a maintained estimator that
+centres every walker on the POOLED mean and variance: a walker that sits in one basin for its whole run
+is strongly correlated with itself, not a white-noise series (an estimator that centres each walker on its
+own mean, such as emcee's per-walker ``integrated_time``, counts a walker with one brief excursion as
+hundreds of independent samples).  The arm's ESS is ``N / g``; its ESS per second divides by the arm's
+wall-clock (or CPU) seconds, all walkers together.  The interval is a leave-one-walker-out jackknife of
+the ESS per second, Student-t with ``n_walkers - 1`` degrees of freedom (95 % by default): it carries the
+walker-to-walker spread of the dynamics and of the estimator.  Runs much shorter than the slowest
+process give ``g`` biased low (pymbar warns of this too); compare arms at equal budgets, and read the
+intervals.
 
-Units: seconds; ``tau`` in samples.
+Units: seconds; ``g`` in samples.
 """
 
 import dataclasses
+import logging
 
 import numpy as np
 
 DEFAULT_CONFIDENCE = 0.95
 """Coverage of the intervals."""
 
-SOKAL_WINDOW = 5.0
-"""``c`` of Sokal's automated window: the sum of the autocorrelation function stops at the first lag
-``M >= c * tau(M)`` (emcee's default)."""
 
-
-def integrated_autocorrelation_time(series):
-    """Integrated autocorrelation time of one series, in samples (``emcee.autocorr.integrated_time``).
+def statistical_inefficiency(series):
+    """Statistical inefficiency ``g`` (samples) of an observable sampled by independent walkers.
 
     Parameters
     ----------
-    series : array_like, shape (n_samples,)
+    series : array_like, shape (n_walkers, n_samples)
 
     Returns
     -------
     float
-        As estimated (below 1 for an anticorrelated series); NaN for a constant series (nothing to estimate).
+        pymbar's ``statistical_inefficiency_multiple`` (pooled mean and variance, correlation summed up to its
+        first non-positive lag), >= 1; ``n_samples`` when the observable never changes in any walker (each walker
+        then counts as one sample).
     """
-    from emcee.autocorr import integrated_time
-
     x = np.asarray(series, dtype=float)
-    if x.ndim != 1 or len(x) < 2:
-        raise ValueError(f"a series needs shape (n_samples,) with n_samples >= 2, got {x.shape}")
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ValueError(f"series needs shape (n_walkers, n_samples >= 2), got {x.shape}")
     if np.ptp(x) == 0:
-        return float("nan")
-    return float(integrated_time(x, c=SOKAL_WINDOW, tol=0, quiet=True)[0])
+        return float(x.shape[1])
+    logging.getLogger("pymbar").setLevel(logging.ERROR)  # its import-time notices (JAX, long timescales)
+    from pymbar.timeseries import statistical_inefficiency_multiple
+
+    return float(min(statistical_inefficiency_multiple(x), x.shape[1]))
 
 
 def _t_quantile(confidence, dof):
@@ -61,17 +65,19 @@ def _t_quantile(confidence, dof):
 
 @dataclasses.dataclass
 class Efficiency:
-    """Effective samples of one observable in one arm, per second, with an interval across walkers.
+    """Effective samples of one observable in one arm, per second, with a jackknife interval across walkers.
 
     Attributes
     ----------
     observable : str
     mean : float
         The observable's average over all walkers and samples (a basin's population).
-    tau_samples : list of float
-        Integrated autocorrelation time of every walker, samples (NaN: the walker's observable never changed).
-    ess_per_walker : list of float
-        ``n_samples / tau`` of every walker, clipped to [1, n_samples]; 1 for a constant walker.
+    samples : int
+        All samples of all walkers.
+    inefficiency : float
+        ``g`` of all walkers together, samples (:func:`statistical_inefficiency`).
+    jackknife_ess : list of float
+        ESS with each walker left out in turn, scaled up to all walkers (``n / (n - 1)``).
     seconds : float
         The arm's wall-clock (or CPU) seconds the ESS is divided by.
     confidence : float
@@ -79,15 +85,16 @@ class Efficiency:
 
     observable: str
     mean: float
-    tau_samples: list
-    ess_per_walker: list
+    samples: int
+    inefficiency: float
+    jackknife_ess: list
     seconds: float
     confidence: float = DEFAULT_CONFIDENCE
 
     @property
     def ess(self):
-        """Effective samples of the arm (sum over walkers)."""
-        return float(np.sum(self.ess_per_walker))
+        """Effective samples of the arm."""
+        return self.samples / self.inefficiency
 
     @property
     def ess_per_second(self):
@@ -96,13 +103,13 @@ class Efficiency:
     @property
     def interval(self):
         """(low, high) of the ESS per second; None with one walker.  The low end is clipped at 0."""
-        values = np.asarray(self.ess_per_walker, dtype=float)
+        values = np.asarray(self.jackknife_ess, dtype=float)
         n = len(values)
         if n < 2:
             return None
-        half = _t_quantile(self.confidence, n - 1) * values.std(ddof=1) / np.sqrt(n)
-        scale = n / self.seconds
-        return (max(0.0, (values.mean() - half) * scale), (values.mean() + half) * scale)
+        error = np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2))
+        half = _t_quantile(self.confidence, n - 1) * error
+        return (max(0.0, (self.ess - half) / self.seconds), (self.ess + half) / self.seconds)
 
     @property
     def standard_error(self):
@@ -113,18 +120,16 @@ class Efficiency:
     @classmethod
     def from_dict(cls, data):
         """The inverse of :meth:`as_dict`."""
-        taus = [float("nan") if t is None else t for t in data["tau_samples"]]
-        return cls(data["observable"], data["mean"], taus, data["ess_per_walker"], data["seconds"], data["confidence"])
+        return cls(data["observable"], data["mean"], data["samples"], data["statistical_inefficiency"],
+                   data["jackknife_ess"], data["seconds"], data["confidence"])
 
     def as_dict(self):
         interval = self.interval
         return {"observable": self.observable, "mean": self.mean, "standard_error": self.standard_error,
-                "ess": self.ess, "ess_per_second": self.ess_per_second,
-                "interval": None if interval is None else list(interval), "confidence": self.confidence,
-                "seconds": self.seconds,
-                "walkers_without_change": int(np.sum(np.isnan(self.tau_samples))),
-                "tau_samples": [None if np.isnan(t) else float(t) for t in self.tau_samples],
-                "ess_per_walker": [float(e) for e in self.ess_per_walker]}
+                "samples": self.samples, "statistical_inefficiency": self.inefficiency, "ess": self.ess,
+                "ess_per_second": self.ess_per_second, "interval": None if interval is None else list(interval),
+                "confidence": self.confidence, "seconds": self.seconds,
+                "jackknife_ess": [float(e) for e in self.jackknife_ess]}
 
 
 def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONFIDENCE):
@@ -146,16 +151,14 @@ def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONF
     Efficiency
     """
     x = np.asarray(series, dtype=float)
-    if x.ndim != 2 or x.shape[1] < 2:
-        raise ValueError(f"series needs shape (n_walkers, n_samples >= 2), got {x.shape}")
+    g = statistical_inefficiency(x)
     if not seconds > 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
-    n_samples = x.shape[1]
-    taus = [integrated_autocorrelation_time(walker) for walker in x]
-    # a tau at or below 1 / n_samples (very short, anticorrelated series) means every sample counts
-    ess = [1.0 if np.isnan(tau) else float(np.clip(n_samples / max(tau, 1.0 / n_samples), 1.0, n_samples))
-           for tau in taus]
-    return Efficiency(observable, float(x.mean()), taus, ess, float(seconds), confidence)
+    n = len(x)
+    jackknife = [] if n < 2 else [
+        np.delete(x, i, axis=0).size / statistical_inefficiency(np.delete(x, i, axis=0)) * n / (n - 1)
+        for i in range(n)]
+    return Efficiency(observable, float(x.mean()), int(x.size), g, jackknife, float(seconds), confidence)
 
 
 def compare(a, b):

@@ -132,7 +132,7 @@ def test_tiny_benchmark_of_three_arms_writes_a_complete_consistent_report(vacuum
     reached = {name: arm["time_to_bar"]["wall_seconds"] for name, arm in on_disk["arms"].items()
                if arm["time_to_bar"]["reached"]}
     assert first["arm"] == min(reached, key=reached.get)
-    # Efficiency: every basin of every arm, ESS per second = summed per-walker ESS over the wall clock, inside
+    # Efficiency: every basin of every arm, ESS per second = samples / inefficiency over the wall clock, inside
     # its interval; ratios against both plain-MD arms; a winner only when its interval is above all others'.
     section = on_disk["efficiency"]
     assert section["observable"] == "beta indicator"
@@ -140,9 +140,10 @@ def test_tiny_benchmark_of_three_arms_writes_a_complete_consistent_report(vacuum
         assert arm["cpu_seconds"] > 0
         for basin in ("beta", "alpha_R", "alpha_L"):
             value = arm["efficiency"][basin]
-            assert len(value["ess_per_walker"]) == 2 and all(1 <= e <= arm["samples_per_walker"]
-                                                             for e in value["ess_per_walker"])
-            assert value["ess_per_second"] == pytest.approx(sum(value["ess_per_walker"]) / arm["wall_seconds"])
+            assert value["samples"] == 2 * arm["samples_per_walker"] and len(value["jackknife_ess"]) == 2
+            assert 1 <= value["statistical_inefficiency"] <= arm["samples_per_walker"]
+            assert value["ess_per_second"] == pytest.approx(value["samples"] / value["statistical_inefficiency"]
+                                                            / arm["wall_seconds"])
             assert value["interval"][0] <= value["ess_per_second"] <= value["interval"][1]
         assert section["ess_per_second"][name]["value"] == arm["efficiency"]["beta"]["ess_per_second"]
         assert set(section["against"][name]) == {"plain", "hmr"} - {name}

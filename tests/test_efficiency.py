@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from openmm_forecast.efficiency import compare, efficiency, integrated_autocorrelation_time, winner
+from openmm_forecast.efficiency import compare, efficiency, statistical_inefficiency, winner
 
 
 def ar1(rng, a, n_walkers, n_samples):
@@ -28,10 +28,8 @@ def two_state(rng, switch, n_walkers, n_samples):
 def test_ar1_autocorrelation_time_is_recovered_and_the_interval_covers_the_true_ess(rng, a):
     tau = (1 + a) / (1 - a)
     series = ar1(rng, a, n_walkers=16, n_samples=20_000)
-    taus = [integrated_autocorrelation_time(walker) for walker in series]
-    # Sokal's window at c = 5 truncates at ~5 tau, where a^k is below 1e-3 for these a: the mean of 16 walkers
-    # is within 5 % (its standard error is ~1.5 % at a = 0.9).
-    assert np.mean(taus) == pytest.approx(tau, rel=0.05)
+    # 320,000 samples: the estimate's standard error is ~2 % at a = 0.9 (sum stopped at the first negative lag)
+    assert statistical_inefficiency(series) == pytest.approx(tau, rel=0.06)
     result = efficiency(series, seconds=10.0)
     true_ess_per_second = 16 * 20_000 / tau / 10.0
     low, high = result.interval
@@ -56,13 +54,19 @@ def test_the_interval_of_a_basin_indicator_covers_its_known_ess_95_percent_of_th
     assert max(highs) < 8 * 10_000 / 10
 
 
-def test_a_walker_that_never_changes_counts_as_one_sample():
-    series = np.zeros((3, 50))
-    series[0, 25:] = 1.0  # one walker crosses once
-    result = efficiency(series, seconds=2.0)
-    assert np.isnan(result.tau_samples[1]) and result.ess_per_walker[1:] == [1.0, 1.0]
-    assert 1.0 <= result.ess_per_walker[0] <= 50.0
-    assert result.as_dict()["walkers_without_change"] == 2
+def test_walkers_stuck_in_their_basins_are_a_few_samples_not_hundreds(rng):
+    """Four walkers of 600 samples: two stay in the basin, one never enters, one leaves once with a brief return.
+    Centred on the pooled mean, each is one long correlated stretch: a handful of effective samples.  The
+    control: the same frames shuffled in time are nearly independent."""
+    series = np.zeros((4, 600))
+    series[0] = series[1] = 1.0
+    series[3, :300] = 1.0
+    series[3, 400:403] = 1.0
+    stuck = efficiency(series, seconds=1.0)
+    assert stuck.ess < 12
+    shuffled = efficiency(rng.permuted(series.reshape(-1)).reshape(4, 600), seconds=1.0)
+    assert shuffled.ess > 1000
+    assert efficiency(np.ones((3, 50)), seconds=1.0).ess == 3.0  # nothing ever changes: one sample per walker
 
 
 def test_a_winner_only_outside_the_intervals(rng):

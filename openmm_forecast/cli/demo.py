@@ -54,7 +54,7 @@ def add_parser(subparsers):
                         help="amber14-obc2 (default: where a step is expensive) or amber14-vacuum (the learned forecaster "
                         "loses to plain MD)")
     parser.add_argument("--no-hmr", action="store_true", help="amber14-obc2: leave out the HMR arm")
-    add_benchmark_arguments(parser, walkers=4, wall_seconds=60.0, out="runs/demo")
+    add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out="runs/demo")
     add_threads_argument(parser)
     parser.set_defaults(func=run, platform=None, stride=None, max_frames=None, temperature=300.0, timestep=2.0,
                         friction=1.0, constraints="HBonds", potential_file=None)
