@@ -8,6 +8,7 @@ floats in nm, ps, kJ/mol, K and amu.
 from . import _runtime  # noqa: F401  (torch before openmm; must stay first)
 from .acceptance import AcceptanceRule, DynamicsRule, MetropolisRule, ToleranceRule
 from .accelerator import AcceleratorStats, ForecastAccelerator
+from .cycles import GHMCCycle
 from .plugin import ForecastIntegrator
 from .errors import (
     BadForecastError,
@@ -67,7 +68,7 @@ from .benchmark import BenchmarkArm, run_benchmark
 __version__ = "0.1.0"
 
 __all__ = [
-    "AcceptanceRule", "DynamicsRule", "MetropolisRule", "ToleranceRule",
+    "AcceptanceRule", "DynamicsRule", "GHMCCycle", "MetropolisRule", "ToleranceRule",
     "AcceleratorStats",
     "ForecastAccelerator",
     "ForecastIntegrator",

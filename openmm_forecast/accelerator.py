@@ -42,6 +42,11 @@ span ``span_frames``, the count of full-span acceptances in a row, the accumulat
       keeps the configuration for the span (reporters due at its end report it) and the cycle goes on, as
       after an acceptance.
 
+The ghmc rule (:class:`~openmm_forecast.cycles.GHMCCycle`) runs the same loop without steps 0 and 1: each
+jump is preceded by its whole Ornstein-Uhlenbeck step (no force), the candidate's potential energy alone is
+read, a rejection keeps the reversed state, and the simulation's integrator never steps (see
+:mod:`openmm_forecast.cycles`).
+
 Rejected forecasts never reach a reporter, and nothing non-finite ever reaches the Context.
 """
 
@@ -57,7 +62,8 @@ from tqdm.auto import tqdm
 
 from ._runtime import openmm as mm
 from .checkpoint import forecaster_fingerprint, read_checkpoint, write_checkpoint
-from .acceptance import acceptance_rule
+from .acceptance import MetropolisRule, acceptance_rule
+from .cycles import ornstein_uhlenbeck
 from .errors import (
     BadForecastError,
     CheckpointError,
@@ -76,7 +82,7 @@ from .guards import (
     kinetic_temperature_score,
 )
 from .integrators import velocity_verlet_integrator
-from .systems import constraints_name, particle_masses, removes_com_motion, system_fingerprint, without_com_velocity
+from .systems import constraints_name, particle_masses, removes_com_motion, system_fingerprint
 from .units import kT_kJ, positive, whole_steps
 
 logger = logging.getLogger(__name__)
@@ -114,7 +120,8 @@ class AcceleratorOptions:
     Attributes
     ----------
     segment_steps : int, optional
-        Integration steps at the start of every cycle (default: one stride, or ``history - 1`` strides).
+        Integration steps at the start of every cycle (default: one stride, or ``history - 1`` strides; none,
+        and refused, with a rule that never integrates: ``acceptance='ghmc'``).
     jumps_per_cycle : int
         Most jumps after one segment (default 4).
     max_frames : int, optional
@@ -129,7 +136,8 @@ class AcceleratorOptions:
         See ``adapt_span`` (default 4).
     acceptance : str or AcceptanceRule
         How a sane jump is judged and what a rejection does (:mod:`openmm_forecast.acceptance`):
-        'tolerance' (default), 'metropolis', 'dynamics', or a rule object; resolved to the rule object.
+        'tolerance' (default), 'metropolis', 'dynamics', 'ghmc' (generalised HMC at one target energy per
+        jump, :mod:`openmm_forecast.cycles`), or a rule object; resolved to the rule object.
     energy_tolerance_kT : float
         Accept a jump when ``|dH| <= energy_tolerance_kT * kT`` (default 1.0; used by ``acceptance='tolerance'``
         given by name; a ToleranceRule object carries its own).
@@ -229,6 +237,9 @@ class AcceleratorOptions:
         default = "metropolis" if self.metropolis else "tolerance"
         self.acceptance = acceptance_rule(default if self.acceptance is None else self.acceptance,
                                           self.energy_tolerance_kT)
+        if not self.acceptance.integrates and self.segment_steps is not None:
+            raise ValueError(f"segment_steps ({self.segment_steps}) is refused with the {self.acceptance.name!r} rule, "
+                             "which never integrates the target; leave it unset")
 
 
 def _require_int(name, value, minimum):
@@ -250,7 +261,8 @@ class AcceleratorStats:
     jumped_ps, integrated_ps : float
         Simulated time covered by accepted jumps and by the simulation's own integrator, in ps.
     kept_ps : float
-        Metropolis mode: simulated time covered by rejected jumps, whose configuration was kept, in ps.
+        Metropolis and ghmc: simulated time covered by rejected jumps, whose configuration was kept (and, for
+        ghmc, by remainders shorter than a stride), in ps.
     reequilibrations : int
     wall_s : dict
         Wall-clock seconds spent in 'integration', 'forecast', 'guard' (sanity checks, constraint
@@ -596,7 +608,9 @@ class ForecastAccelerator:
     rule is approximate too, with a bias controlled by ``dH``; the exception are learned maps certified
     structure-preserving (``is_structure_preserving(metadata)``, the ``symplectic`` architecture: Verlet on
     a learned potential), exact on a System without constraints (with constraints, the projection breaks
-    volume preservation: a warning says so).
+    volume preservation: a warning says so).  The ghmc rule (:class:`~openmm_forecast.cycles.GHMCCycle`)
+    removes the integration between jumps: the whole chain is then exact, at one potential energy evaluation
+    per jump.
 
     *Reference platform.*  All Contexts of a process on OpenMM's Reference platform share one random
     stream: a forecaster that steps its own Context (the ``verlet`` baseline) changes the thermostat's
@@ -627,6 +641,9 @@ class ForecastAccelerator:
         self.history = meta.history
         opts = self.options
         self.rule = opts.acceptance
+        if not self.rule.integrates and self.history > 1:
+            raise ValueError(f"the {self.rule.name!r} rule never integrates, so it has no history of states to give "
+                             f"the forecaster (history {self.history}); use a forecaster of history 1 (the surrogate)")
         self.adapt_span = self.rule.adapts_span if opts.adapt_span is None else bool(opts.adapt_span)
         self.max_frames = meta.max_frames if opts.max_frames is None else opts.max_frames
         if self.max_frames > meta.max_frames:
@@ -640,7 +657,8 @@ class ForecastAccelerator:
         # A certified map built without constraints (the symplectic architecture) is exact only on a System
         # without them; the surrogate and verlet proposals integrate with the System's own constraints (RATTLE).
         unconstrained_map = meta.constraints is None or meta.constraints == "none"
-        if self.rule.name == "metropolis" and self._has_constraints and unconstrained_map and is_structure_preserving(meta):
+        exact_rule = isinstance(self.rule, MetropolisRule)  # metropolis and ghmc
+        if exact_rule and self._has_constraints and unconstrained_map and is_structure_preserving(meta):
             warnings.warn(
                 f"the {meta.architecture!r} forecaster is certified symplectic and reversible for systems without "
                 f"constraints, but this System has {simulation.system.getNumConstraints()} constraints: projecting "
@@ -648,7 +666,9 @@ class ForecastAccelerator:
                 "(build the system with constraints=None for an exact chain)",
                 UserWarning, stacklevel=2,
             )
-        self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS  # velocities lag positions by dt/2
+        # Leapfrog-type integrators hold velocities dt/2 behind the positions; a rule that never integrates keeps
+        # synchronous velocities in the Context instead (the conversion would need the forces).
+        self._leapfrog = type(integrator) in SUPPORTED_INTEGRATORS and self.rule.integrates
         self._keeps_forces = self._leapfrog or self.forecaster.uses_forces  # read with every energy
         self._check_temperature_option(integrator)
         self._read_integrator()
@@ -666,6 +686,7 @@ class ForecastAccelerator:
         # remover takes the noise's centre-of-mass kinetic energy out during the next jump (dH ~ -kT).
         self._removes_com_motion = removes_com_motion(simulation.system)
         self._current = None  # Snapshot of the Context now
+        self._parameters = {}  # the Context's global parameters when _current's energy was read
         self._system_fingerprint = system_fingerprint(simulation.system)
         self._forecaster_fingerprint = forecaster_fingerprint(self.forecaster)
         self.progress_bar = None  # a tqdm bar that step() updates instead of opening its own (one bar per run)
@@ -782,6 +803,8 @@ class ForecastAccelerator:
             )
         history_steps = (self.history - 1) * stride_steps
         segment_steps = max(history_steps, stride_steps) if opts.segment_steps is None else opts.segment_steps
+        if not self.rule.integrates:
+            segment_steps = 0
         if segment_steps < history_steps:
             raise ValueError(
                 f"segment_steps ({segment_steps}) must cover the forecaster's history: at least "
@@ -928,6 +951,9 @@ class ForecastAccelerator:
     def _plan_jump(self, end_step):
         """Frames of the next jump (0: none fits) and the reporters' next reports.
 
+        With a rule that never integrates (ghmc), a remainder shorter than one stride (before the end of the
+        call or a report) is covered here by keeping the current state (:meth:`_keep`), and 0 is returned.
+
         Returns
         -------
         n_frames : int
@@ -941,7 +967,10 @@ class ForecastAccelerator:
         for _, report in reports:
             if report["steps"] > 0:
                 limit = min(limit, report["steps"])
-        return min(self.span_frames, limit // self.stride_steps), reports
+        n_frames = min(self.span_frames, limit // self.stride_steps)
+        if n_frames == 0 and limit > 0 and not self.rule.integrates:
+            self._keep(limit, reports)
+        return n_frames, reports
 
     def _prepare_jump(self, n_frames):
         """Before proposing a planned jump: the rule's share of the thermostat's step for the span."""
@@ -1033,12 +1062,11 @@ class ForecastAccelerator:
         context.setPositions(positions)
         if self._has_constraints:
             context.applyConstraints(self._constraint_tolerance)
-        self._advance_clock(before, n_frames)
+        self._advance_clock(before, n_frames * self.stride_steps)
         return self._set_velocities(velocities)
 
-    def _advance_clock(self, before, n_frames):
-        """Set the Context's time and step count to ``n_frames`` strides after ``before``."""
-        span_steps = n_frames * self.stride_steps
+    def _advance_clock(self, before, span_steps):
+        """Set the Context's time and step count to ``span_steps`` steps after ``before``."""
         start_ps = before.state.getTime().value_in_unit(unit.picosecond)
         self.simulation.context.setTime(start_ps + span_steps * self.timestep_ps)
         self.simulation.context.setStepCount(before.state.getStepCount() + span_steps)
@@ -1155,7 +1183,7 @@ class ForecastAccelerator:
 
     def _reject(self, before, reason, n_frames, reports):
         """Restore the pre-jump state, then let the rule cover the span (:meth:`~.AcceptanceRule.after_rejection`:
-        :meth:`_integrate` it, or :meth:`_keep_reversed`)."""
+        :meth:`_integrate` it, or :meth:`keep_reversed`)."""
         self.stats.record_reject(reason)
         with self.stats.timing("transfer"):
             self._restore(before)
@@ -1166,38 +1194,64 @@ class ForecastAccelerator:
         self._history.clear()
         self.rule.after_rejection(self, before, n_frames, reports)
 
-    def _keep_reversed(self, before, n_frames, reports):
-        """Cover a rejected span as generalised hybrid Monte Carlo does (the Metropolis rule).
+    def keep_reversed(self, before, n_frames, reports):
+        """Cover a rejected span as generalised hybrid Monte Carlo does (the Metropolis and ghmc rules).
 
         The configuration ``before`` (restored) is kept for the span with its velocities reversed, then
-        thermalised over the span; reporters due at the span's end report it, as hybrid Monte Carlo
-        repeats a rejected sample.  The next move does not depend on the outcome, which keeps the chain exact.
+        thermalised over the span (the part of the rule's Ornstein-Uhlenbeck step that follows a jump: all of
+        it for the Metropolis rule, none for ghmc); reporters due at the span's end report it, as hybrid Monte
+        Carlo repeats a rejected sample.  The next move does not depend on the outcome, which keeps the chain
+        exact.
+
+        Parameters
+        ----------
+        before : Snapshot
+            The pre-jump state, already restored in the Context.
+        n_frames : int
+            The rejected jump's span in frames.
+        reports : list of (reporter, description)
+            From :func:`describe_reports`, taken before the jump.
         """
+        span_steps = n_frames * self.stride_steps
         with self.stats.timing("transfer"):
-            self._advance_clock(before, n_frames)
+            self._advance_clock(before, span_steps)
             self._current = self._set_velocities(-before.velocities_nm_ps, same_positions_as=before)
         self._history.append((self._current.positions_nm, self._current.velocities_nm_ps))
-        self._thermalise(n_frames * self.stride_steps * self.timestep_ps)
-        self.stats.kept_ps += n_frames * self.stride_steps * self.timestep_ps
-        self._report_due(reports, n_frames * self.stride_steps)
+        self._thermalise((1.0 - self.rule.thermostat_before) * span_steps * self.timestep_ps)
+        self.stats.kept_ps += span_steps * self.timestep_ps
+        self._report_due(reports, span_steps)
+
+    def _keep(self, n_steps, reports):
+        """Cover ``n_steps`` (fewer than a stride) by keeping the current state; reports due at their end report it.
+
+        Only for a rule that never integrates: the state does not move, so the chain stays exact.
+        """
+        with self.stats.timing("transfer"):
+            self._advance_clock(self._current, n_steps)
+            self._current = self._set_velocities(self._current.velocities_nm_ps, same_positions_as=self._current)
+        self._history = [(self._current.positions_nm, self._current.velocities_nm_ps)]
+        self.stats.kept_ps += n_steps * self.timestep_ps
+        self._report_due(reports, n_steps)
 
     def _thermalise(self, span_ps):
-        """Exact Ornstein-Uhlenbeck step of the Langevin thermostat over ``span_ps`` on the current state.
+        """Exact Ornstein-Uhlenbeck velocity step over ``span_ps`` on the current state (no force evaluation).
 
-        ``v <- a v + sqrt((1 - a^2) kT/m) xi``, ``a = exp(-friction span)``, applied to the synchronous
-        velocities (then projected onto the constraints and written back in the integrator's convention).
-        It leaves the Maxwell-Boltzmann distribution invariant and does nothing without friction.  When
-        the System has a ``CMMotionRemover``, the centre-of-mass velocity is removed as the remover would.
+        :func:`~openmm_forecast.cycles.ornstein_uhlenbeck` with ``a = rule.velocity_decay(friction, span)``
+        (the Langevin thermostat's ``exp(-friction span)`` unless the rule sets its own), applied to the
+        synchronous velocities (then projected onto the constraints and written back in the integrator's
+        convention).  It leaves the Maxwell-Boltzmann distribution invariant and does nothing when ``a = 1``
+        (no friction).  When the System has a ``CMMotionRemover``, the centre-of-mass velocity is removed as
+        the remover would.
         """
-        if self.friction_per_ps == 0.0 or span_ps == 0.0:
+        if span_ps == 0.0:
+            return
+        decay = self.rule.velocity_decay(self.friction_per_ps, span_ps)
+        if decay == 1.0:
             return
         with self.stats.timing("transfer"):
-            decay = np.exp(-self.friction_per_ps * span_ps)
-            velocities = self._current.velocities_nm_ps
-            noise = self._rng.standard_normal(velocities.shape)
-            velocities = decay * velocities + np.sqrt(1.0 - decay * decay) * self._thermal_speed * noise
-            if self._removes_com_motion:
-                velocities = without_com_velocity(velocities, self.masses_amu)
+            masses = self.masses_amu if self._removes_com_motion else None
+            velocities = ornstein_uhlenbeck(self._current.velocities_nm_ps, decay, self._thermal_speed, self._rng,
+                                            masses)
             self._current = self._set_velocities(velocities, same_positions_as=self._current)
             self._history[-1] = (self._current.positions_nm, self._current.velocities_nm_ps)
 
@@ -1218,6 +1272,8 @@ class ForecastAccelerator:
         every step runs in such strides, the history continues, otherwise it restarts.
         """
         if n_steps <= 0:
+            if not self._history:  # no segment (a rule that never integrates): the history is the current state
+                self._history = [(self._current.positions_nm, self._current.velocities_nm_ps)]
             return
         s = self.stride_steps
         chunks = min(n_steps // s, self.history - 1)
@@ -1242,9 +1298,14 @@ class ForecastAccelerator:
         """Read the Context's state into ``_current``; return its synchronous (positions, velocities).
 
         For a leapfrog-type integrator the synchronous velocities ``v + dt/2 F/m`` are projected onto the
-        constraints in the Context, whose velocities are then put back as they were.
+        constraints in the Context, whose velocities are then put back as they were.  With a rule that never
+        integrates (ghmc), a Context that still holds ``_current`` (:meth:`_holds_current`: nothing changed it
+        since the last jump) is not evaluated again: each :meth:`step` call then costs no extra target energy.
         """
         context = self.simulation.context
+        if not self.rule.integrates and self._holds_current():
+            return self._current.positions_nm, self._current.velocities_nm_ps
+        self._parameters = dict(context.getParameters())
         state = context.getState(
             getPositions=True, getVelocities=True, getEnergy=True, getForces=self._keeps_forces, groups=self._groups
         )
@@ -1262,6 +1323,24 @@ class ForecastAccelerator:
                     context.setState(state)
         self._current = self._snapshot(state, velocities, potential_kJ, forces)
         return self._current.positions_nm, self._current.velocities_nm_ps
+
+    def _holds_current(self):
+        """Whether the Context holds exactly ``_current``: positions, velocities, box, time, step count, and the
+        global parameters of its last evaluation.  A potential changed in place between calls (a Force's
+        ``updateParametersInContext``) is not seen: create a new accelerator after such a change."""
+        if self._current is None:
+            return False
+        context, held = self.simulation.context, self._current.state
+        state = context.getState(getPositions=True, getVelocities=True)
+        nm, nm_ps = unit.nanometer, unit.nanometer / unit.picosecond
+        return (
+            state.getStepCount() == held.getStepCount() and state.getTime() == held.getTime()
+            and dict(context.getParameters()) == self._parameters
+            and np.array_equal(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(nm),
+                               held.getPeriodicBoxVectors(asNumpy=True).value_in_unit(nm))
+            and np.array_equal(state.getPositions(asNumpy=True).value_in_unit(nm), self._current.positions_nm)
+            and np.array_equal(state.getVelocities(asNumpy=True).value_in_unit(nm_ps), self._current.velocities_nm_ps)
+        )
 
     def kinetic_temperature_K(self):
         """Instantaneous kinetic temperature of the current state, in K."""

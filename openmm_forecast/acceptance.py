@@ -15,6 +15,9 @@ metropolis        with ``min(1, exp(-dH / kT))``     configuration kept for the 
                                                      span, velocities reversed (GHMC) preserving proposal
 dynamics          every jump whose momenta can be    the span is integrated           no: measured
                   rescaled to keep ``H``                                              (docs/benchmark.md)
+ghmc              as metropolis; the target is       as metropolis                    yes, with a structure-
+                  never integrated (one energy per                                    preserving proposal
+                  jump; :mod:`openmm_forecast.cycles`)
 ================  =================================  ===============================  ======================
 
 Units: kJ/mol.
@@ -63,8 +66,13 @@ class AcceptanceRule(abc.ABC):
         Number of most recent accepted jumps whose ``dH`` make up the drift that triggers a re-equilibration
         (None: every accepted jump since the last re-equilibration).
     thermostat_before : float
-        Fraction of the span's Langevin Ornstein-Uhlenbeck step applied before the jump (the rest after an
-        acceptance): 0 gives ``jump - O``, 0.5 gives ``O/2 - jump - O/2``.
+        Fraction of the span's Langevin Ornstein-Uhlenbeck step applied before the jump (the rest after the
+        jump, accepted or kept reversed): 0 gives ``jump - O``, 0.5 gives ``O/2 - jump - O/2``.
+    integrates : bool
+        Whether the accelerator steps the simulation's integrator (segments, re-equilibrations, rejected
+        spans) and keeps the Context's velocities in the integrator's convention.  False for a pure Monte Carlo
+        cycle (:class:`~openmm_forecast.cycles.GHMCCycle`): no segment, synchronous velocities, and the
+        potential's energy alone is read for each candidate (forces only for forecasters that read them).
     """
 
     name = None
@@ -73,6 +81,7 @@ class AcceptanceRule(abc.ABC):
     maintains = True
     drift_window = None
     thermostat_before = 0.0
+    integrates = True
 
     @abc.abstractmethod
     def decide(self, dh_kJ, kinetic_kJ, kT_kJ, rng):
@@ -97,6 +106,14 @@ class AcceptanceRule(abc.ABC):
     def after_rejection(self, accelerator, before, n_frames, reports):
         """Cover a rejected span, the pre-jump state ``before`` restored: integrate it (default)."""
         accelerator._integrate(n_frames * accelerator.stride_steps)
+
+    def velocity_decay(self, friction_per_ps, span_ps):
+        """Factor ``a`` of the Ornstein-Uhlenbeck velocity step over ``span_ps`` ps (1: none).
+
+        Default: the Langevin thermostat's ``exp(-friction * span)`` (``friction_per_ps`` is 0 without a
+        Langevin integrator or with ``thermostat_jumps=False``).
+        """
+        return float(np.exp(-friction_per_ps * span_ps))
 
     def keeps_jumping(self, accelerator, accepted):
         """Whether the cycle goes on after a jump: after an acceptance, unless maintenance is now due."""
@@ -164,7 +181,7 @@ class MetropolisRule(AcceptanceRule):
         return Decision() if uniform < np.exp(min(0.0, -dh_kJ / kT_kJ)) else Decision("metropolis")
 
     def after_rejection(self, accelerator, before, n_frames, reports):
-        accelerator._keep_reversed(before, n_frames, reports)
+        accelerator.keep_reversed(before, n_frames, reports)
 
     def keeps_jumping(self, accelerator, accepted):
         """Always (whatever the outcome), except that a rejection leaves one state of history, so with
@@ -213,7 +230,7 @@ class DynamicsRule(AcceptanceRule):
 
 
 RULES = {rule.name: rule for rule in (ToleranceRule, MetropolisRule, DynamicsRule)}
-"""Rule classes by name."""
+"""Rule classes by name (:mod:`openmm_forecast.cycles` adds 'ghmc' when the package is imported)."""
 
 REJECTION_REASONS = tuple(dict.fromkeys(reason for rule in RULES.values() for reason in rule.reasons))
 """Every reason a built-in rule can give: 'energy', 'metropolis', 'rescale'."""
@@ -225,8 +242,8 @@ def acceptance_rule(acceptance, energy_tolerance_kT=1.0):
     Parameters
     ----------
     acceptance : str or AcceptanceRule
-        'tolerance', 'metropolis' or 'dynamics' (built with their defaults, the tolerance from
-        ``energy_tolerance_kT``), or a rule object (used as it is).
+        A name of :data:`RULES` ('tolerance', 'metropolis', 'dynamics', 'ghmc'; built with their defaults,
+        the tolerance from ``energy_tolerance_kT``), or a rule object (used as it is).
     energy_tolerance_kT : float
         Tolerance of ``'tolerance'`` given by name.
 

@@ -95,3 +95,14 @@ def wells_system(expression, n_particles, **parameters):
         force.addParticle(i, [float(i)])
     system.addForce(force)
     return system
+
+
+def wells_topology(n_particles):
+    """The Topology of :func:`wells_system`: ``n_particles`` carbon atoms, one residue each, no bonds."""
+    from openmm import app
+
+    topology = app.Topology()
+    chain = topology.addChain()
+    for _ in range(n_particles):
+        topology.addAtom("C", app.element.carbon, topology.addResidue("C", chain))
+    return topology

@@ -36,7 +36,7 @@ from openmm_forecast.checkpoint import write_checkpoint
 from openmm_forecast.forecasters import ConstantForecaster, Forecaster, VerletForecaster
 from openmm_forecast.integrators import velocity_verlet_integrator
 from openmm_forecast.units import kT_kJ
-from forecast_helpers import FailsFarAway, wells_system
+from forecast_helpers import FailsFarAway, wells_system, wells_topology
 
 VV_STEP = 0.5 * unit.femtosecond
 VV_STRIDE_PS = 0.0025  # 5 steps of 0.5 fs
@@ -616,10 +616,7 @@ def test_metropolis_mode_samples_boltzmann_with_a_wrong_but_reversible_forecaste
     jumps (friction 50/ps, 20 fs per cycle): its O(dt) asymmetry under velocity reversal stays small.
     """
     n, k = 8, 1000.0
-    topology = app.Topology()
-    chain = topology.addChain()
-    for _ in range(n):
-        topology.addAtom("C", app.element.carbon, topology.addResidue("C", chain))
+    topology = wells_topology(n)
     centres = np.array([[i, 0.0, 0.0] for i in range(n)])
     wrong = VerletForecaster((_harmonic_wells(n, 2 * k), ["C"] * n), stride_ps=0.05, max_frames=4,
                              timestep=10 * unit.femtosecond)
