@@ -9,6 +9,11 @@ class ForecastError(Exception):
     """Base class of all openmm-forecast errors."""
 
 
+class UsageError(ForecastError, ValueError):
+    """Command-line arguments that contradict each other or the run they continue (the CLI exits 2, as argparse
+    does for a single bad flag); the message names the flags."""
+
+
 class UnitError(ForecastError, TypeError):
     """A quantity was given without units, or with units of the wrong dimension."""
 

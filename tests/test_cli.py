@@ -14,7 +14,7 @@ import tqdm.auto
 import openmm_forecast
 from openmm_forecast.benchmark import run_interleaved
 from openmm_forecast.cli import build_parser, main
-from openmm_forecast.cli._common import finite_float
+from openmm_forecast.cli._common import integer, number
 from openmm_forecast.walkers import WalkerSamples
 
 REAL_TQDM = tqdm.auto.tqdm
@@ -35,10 +35,21 @@ def _actions(parser):
             yield parser.prog, action
 
 
-def test_every_float_flag_refuses_inf_and_nan():
-    flags = [(prog, action.option_strings) for prog, action in _actions(build_parser()) if action.type is float]
-    assert flags == [], f"float flags that accept inf/nan (use finite_float): {flags}"
-    assert sum(action.type is finite_float for _, action in _actions(build_parser())) >= 20
+def test_every_numeric_flag_is_validated_by_its_type():
+    # One validation per kind of value (issue 21): argparse refuses a bad number before any work, naming the flag,
+    # with exit 2; no flag takes a bare int or float (which accept inf, nan, 0 and -1 alike).
+    actions = list(_actions(build_parser()))
+    raw = [(prog, action.option_strings) for prog, action in actions if action.type in (int, float)]
+    assert raw == [], f"numeric flags without bounds (use _common.number or integer): {raw}"
+    numeric = [action for _, action in actions if getattr(action.type, "__name__", "") in ("number", "integer")]
+    assert len(numeric) >= 50
+    for action in numeric:
+        for text in ("inf", "nan", "one", "1e400"):
+            with pytest.raises(argparse.ArgumentTypeError):
+                action.type(text)
+    assert number(above=0)("2.5") == 2.5 and integer(1, 3)("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer between 1 and 3, got '4' \(why\)"):
+        integer(1, 3, why="why")("4")
 
 
 class RecordingBar(REAL_TQDM):

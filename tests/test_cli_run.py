@@ -43,7 +43,7 @@ def test_run_refuses_to_overwrite_and_bad_times(tmp_path, capsys):
     assert main(_arguments(out, 0.2)) == 0
     assert main(_arguments(out, 0.4)) == 1
     assert "--resume" in capsys.readouterr().err
-    assert main(_arguments(tmp_path / "odd", 0.0031)) == 1
+    assert main(_arguments(tmp_path / "odd", 0.0031)) == 2  # an argument error (argparse's exit code)
     assert "multiple of the time step" in capsys.readouterr().err
     # Killed before its first checkpoint: --resume has nothing to continue from and overwrites nothing (issue 12:
     # it used to start again, and 101 frames became 10).

@@ -25,7 +25,7 @@ def test_simulate_writes_trajectory_log_and_summary(tmp_path):
 
 def test_simulate_refuses_time_not_a_multiple_of_the_step(tmp_path, capsys):
     code = main(["simulate", "--time", "0.0031", "--out", str(tmp_path / "x")])
-    assert code == 1
+    assert code == 2  # an argument error: argparse's exit code
     assert "multiple of the time step" in capsys.readouterr().err
 
 

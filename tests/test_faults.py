@@ -119,7 +119,34 @@ CLI_CASES = [
     ("benchmark text reference", lambda f, t: _benchmark(t / "b", f["text"]), 1, "not a NumPy .npy file"),
     ("demo radians reference", lambda f, t: ["demo", "--wall-seconds", "1", "--reference", str(f["radians"]),
                                              "--out", str(t / "d")], 1, "look like radians"),
+    # Issue 21: every flag validated by its type before any work, exit 2, the flag named (not stride_ps, max_frames,
+    # energy_tolerance_kT or n_walkers), absurd sizes refused with the limit.
+    ("run --time -1", lambda f, t: _run_arguments(t / "r", -1), 2, "argument --time: must be > 0"),
+    ("run --time off the time step", lambda f, t: _run_arguments(t / "r", 0.0031), 2, "multiple of the time step"),
+    ("run --stride 0", lambda f, t: _run_arguments(t / "r", 1, "--stride", "0"), 2, "argument --stride"),
+    ("run --max-frames 0", lambda f, t: _run_arguments(t / "r", 1, "--max-frames", "0"), 2, "argument --max-frames"),
+    ("run --energy-tolerance 0", lambda f, t: _run_arguments(t / "r", 1, "--energy-tolerance", "0"), 2,
+     "argument --energy-tolerance"),
+    ("run --seed 0", lambda f, t: _run_arguments(t / "r", 1, "--seed", "0"), 2, "argument --seed"),
+    ("benchmark --walkers 0", lambda f, t: _benchmark(t / "b", f["good"], "--walkers", "0"), 2, "argument --walkers"),
+    ("benchmark --walkers 100000", lambda f, t: _benchmark(t / "b", f["good"], "--walkers", "100000"), 2,
+     "between 1 and 1000"),
+    ("benchmark --arm verlet:metropolis@1e9", lambda f, t: _benchmark(t / "b", f["good"], "--arm",
+                                                                     "verlet:metropolis@1e9"), 2, "<= 1000"),
+    ("fit-surrogate --frames 0", lambda f, t: _fit(t / "f", "--frames", "0"), 2, "argument --frames"),
+    ("fit-surrogate --frames 1000000000", lambda f, t: _fit(t / "f", "--frames", "1000000000"), 2,
+     "between 1 and 1000000"),
+    ("fit-surrogate --frame-interval 0", lambda f, t: _fit(t / "f", "--frame-interval", "0"), 2,
+     "argument --frame-interval"),
+    ("fit-surrogate --frame-interval -1", lambda f, t: _fit(t / "f", "--frame-interval", "-1"), 2,
+     "argument --frame-interval"),
+    ("fit-surrogate --base amber14-obc2", lambda f, t: _fit(t / "f", "--base", "amber14-obc2"), 2, "argument --base"),
 ]
+
+
+def _fit(out, *extra):
+    return ["fit-surrogate", "--frames", "20", "--equilibration", "0", "--iterations", "2", "--no-progress",
+            "--out", str(out), *extra]
 
 
 def _exit_code(arguments):

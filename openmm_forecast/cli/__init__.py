@@ -54,7 +54,7 @@ def main(argv=None):
         parser.print_help()
         return 2
     from .._runtime import openmm as mm
-    from ..errors import ForecastError
+    from ..errors import ForecastError, UsageError
 
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume line of an interrupted run
     # Both signals raise KeyboardInterrupt while the command runs, whatever handler the process had installed
@@ -68,6 +68,10 @@ def main(argv=None):
         print(f"openmm-forecast {args.command}: interrupted ({signal.Signals(signum).name}); the files it wrote "
               "completely are kept", file=sys.stderr)
         return 128 + signum
+    except UsageError as error:  # flags that contradict each other: argparse's exit code and form
+        print(f"openmm-forecast {args.command}: error: {error} (see openmm-forecast {args.command} --help)",
+              file=sys.stderr)
+        return 2
     except (ForecastError, OSError, ValueError, mm.OpenMMException) as error:
         # Input and file-system problems and OpenMM's own refusals: one line (--verbose: the traceback too).
         logging.getLogger(__name__).debug("traceback", exc_info=True)

@@ -1,4 +1,9 @@
-"""Argument helpers shared by the commands."""
+"""Argument helpers shared by the commands, and the one place where kinds of flag values are validated.
+
+Every numeric flag gets its check from its argparse ``type=`` (:func:`number`, :func:`integer`,
+:data:`POSITIVE`, ...), so a bad value is refused before any work, with the flag's name and exit 2;
+checks across flags raise :class:`~openmm_forecast.errors.UsageError` (also exit 2).
+"""
 
 import argparse
 import math
@@ -8,15 +13,103 @@ from openmm import unit
 from ..systems import SETUPS
 
 
-def finite_float(text):
-    """``type=`` of every float flag: a finite number (argparse names the flag in its error)."""
+MAX_THREADS = 1024
+"""Most ``--threads``: more than any machine this runs on has cores (a typo such as 80000 is refused)."""
+
+MAX_STRIDE_FS = 1000.0
+"""Longest ``--stride`` (and ``--arm ...@STRIDE_FS``), fs: the library reads a plain stride of more than 1 ps as a
+mistake (:data:`~openmm_forecast.forecasters.base.MAX_PLAIN_STRIDE_PS`); strides in use are 2-1000 fs."""
+
+MAX_SEED = 2**31 - 1
+"""Largest seed: OpenMM's integrators take a 32-bit signed seed."""
+
+
+def number(minimum=None, maximum=None, *, above=None, below=None, why=None):
+    """``type=`` of a float flag: a finite number within the given bounds (argparse names the flag in its error).
+
+    Parameters
+    ----------
+    minimum, maximum : float, optional
+        Inclusive bounds.
+    above, below : float, optional
+        Exclusive bounds.
+    why : str, optional
+        Why the upper bound, appended to the message.
+
+    Returns
+    -------
+    callable
+        ``text -> float``, raising ``argparse.ArgumentTypeError`` (exit 2) for anything else.
+    """
+    bounds = [f">= {minimum:g}" if minimum is not None else None, f"> {above:g}" if above is not None else None,
+              f"<= {maximum:g}" if maximum is not None else None, f"< {below:g}" if below is not None else None]
+    wanted = " and ".join(bound for bound in bounds if bound)
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if ((minimum is not None and value < minimum) or (above is not None and value <= above)
+                or (maximum is not None and value > maximum) or (below is not None and value >= below)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}" + (f" ({why})" if why else ""))
+        return value
+
+    parse.__name__ = "number"  # argparse's fallback message names the type
+    return parse
+
+
+def integer(minimum=1, maximum=None, *, why=None):
+    """``type=`` of an integer flag: an integer in ``[minimum, maximum]`` (argparse names the flag in its error).
+
+    Parameters
+    ----------
+    minimum : int
+    maximum : int, optional
+        None: no upper limit.
+    why : str, optional
+        Why the upper limit, appended to the message.
+
+    Returns
+    -------
+    callable
+        ``text -> int``, raising ``argparse.ArgumentTypeError`` (exit 2) for anything else.
+    """
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            wanted = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise argparse.ArgumentTypeError(f"must be an integer {wanted}, got {text!r}" + (f" ({why})" if why else ""))
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+POSITIVE = number(above=0)
+"""``type=`` of a flag that must be finite and > 0 (times, intervals, temperatures, tolerances)."""
+
+NON_NEGATIVE = number(minimum=0)
+"""``type=`` of a flag that must be finite and >= 0 (equilibration, friction, weights)."""
+
+SEED = integer(1, MAX_SEED, why="0 would let OpenMM pick a random seed; OpenMM seeds are 32-bit")
+"""``type=`` of every ``--seed``."""
+
+
+def steps(span_ps, timestep_ps, flag, allow_zero=False):
+    """:func:`~openmm_forecast.units.whole_steps` of a flag's span, refused as a usage error (exit 2) naming ``flag``."""
+    from ..errors import UsageError
+    from ..units import whole_steps
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+        return whole_steps(span_ps, timestep_ps, flag, allow_zero=allow_zero)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def add_overwrite_argument(parser):
@@ -28,9 +121,10 @@ def add_overwrite_argument(parser):
 def add_setup_arguments(parser):
     """Arguments that choose and parametrise a system setup (see :func:`setup_from_args`)."""
     parser.add_argument("--setup", default="amber14-vacuum", choices=SETUPS, help="system setup (default %(default)s)")
-    parser.add_argument("--temperature", type=finite_float, default=300.0, help="temperature in K (default %(default)s)")
-    parser.add_argument("--timestep", type=finite_float, default=2.0, help="time step in fs (default %(default)s)")
-    parser.add_argument("--friction", type=finite_float, default=1.0, help="Langevin friction in 1/ps (default %(default)s)")
+    parser.add_argument("--temperature", type=POSITIVE, default=300.0, help="temperature in K (default %(default)s)")
+    parser.add_argument("--timestep", type=POSITIVE, default=2.0, help="time step in fs (default %(default)s)")
+    parser.add_argument("--friction", type=NON_NEGATIVE, default=1.0,
+                        help="Langevin friction in 1/ps (default %(default)s)")
     parser.add_argument(
         "--constraints", default="HBonds", choices=["HBonds", "AllBonds", "HAngles", "none"],
         help="constraints (default %(default)s)",
@@ -42,17 +136,17 @@ def add_setup_arguments(parser):
 
 def add_baseline_arguments(parser):
     """Arguments of the forecasters built from arguments rather than loaded (see :func:`baseline_options`)."""
-    parser.add_argument("--stride", type=finite_float, default=10.0,
+    parser.add_argument("--stride", type=number(above=0, maximum=MAX_STRIDE_FS), default=10.0,
                         help="baselines and surrogates (ala2-amber14-obc2 too) only: fs between forecast frames "
                         "(default %(default)s)")
-    parser.add_argument("--max-frames", type=int, default=8,
+    parser.add_argument("--max-frames", type=integer(1, 1000), default=8,
                         help="baselines and surrogates (ala2-amber14-obc2 too) only: frames per forecast "
                         "(default %(default)s)")
     parser.add_argument("--surrogate", default="amber14-vacuum", type=surrogate_name,
                         help="--model surrogate only: the System the proposal integrates: a setup (built for the "
                         "same atoms and constraints), a shipped fitted surrogate or a .xml System file (default "
                         "%(default)s; a fitted surrogate can also be given as --model or --arm itself)")
-    parser.add_argument("--surrogate-timestep", type=finite_float, default=2.0,
+    parser.add_argument("--surrogate-timestep", type=POSITIVE, default=2.0,
                         help="--model surrogate only: its velocity Verlet time step in fs (default %(default)s)")
 
 
@@ -95,14 +189,14 @@ def add_acceptance_arguments(parser):
                         "verlet), 'dynamics' rescales momenta to keep H (FlashMD)")
     parser.add_argument("--metropolis", dest="acceptance", action="store_const", const="metropolis",
                         help="shorthand for --acceptance metropolis")
-    parser.add_argument("--energy-tolerance", type=finite_float, default=1.0,
+    parser.add_argument("--energy-tolerance", type=POSITIVE, default=1.0,
                         help="accepted |dH| in kT of --acceptance tolerance (default %(default)s)")
 
 
 def add_threads_argument(parser):
     """``--threads``: torch's CPU threads (see :func:`apply_threads`)."""
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads", type=integer(1, MAX_THREADS), default=1,
         help="torch CPU threads, used by ML potentials (TorchForce) and forecasters (default 1: a 22-atom molecule "
         "gains nothing from more, and two TorchForce Contexts with 2 threads each on a busy 2-core CPU were "
         "measured ~250x slower per step than with 1)",
@@ -110,11 +204,9 @@ def add_threads_argument(parser):
 
 
 def apply_threads(args):
-    """Set ``torch.set_num_threads(args.threads)``, refusing values below 1."""
+    """Set ``torch.set_num_threads(args.threads)`` (validated by the flag's type)."""
     import torch
 
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
 
 

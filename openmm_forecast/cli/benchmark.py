@@ -7,23 +7,34 @@ temperature, acceptance, basins, transitions: see :mod:`openmm_forecast.benchmar
 OUT/convergence.png.
 """
 
+import argparse
 import logging
+import math
 
 from ..acceptance import RULES
 from ..analysis import BASINS
 from ._common import (
+    MAX_STRIDE_FS,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
     add_acceptance_arguments,
     add_baseline_arguments,
     add_overwrite_argument,
     add_setup_arguments,
     apply_threads,
     baseline_options,
-    finite_float,
+    integer,
+    number,
     setup_from_args,
 )
 
 ACCEPTANCE_RULES = tuple(sorted(RULES))
 """Acceptance rules an ``--arm`` may name after its proposal (``MODEL:RULE``)."""
+
+MAX_WALKERS = 1000
+"""Most ``--walkers`` per arm: each walker is an OpenMM Context of its own (memory, and worker threads on the CPU
+platform), and at a fixed wall clock more walkers only shorten each walker's trajectory."""
 
 HMR_ARM = "hmr"
 PLAIN_ARM = "plain"
@@ -31,8 +42,9 @@ PLAIN_ARM = "plain"
 
 def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
     """Arguments shared by ``benchmark`` and ``demo``: budget, walkers, reference, bar, acceptance settings."""
-    parser.add_argument("--walkers", type=int, default=walkers, help="replicas in each arm (default %(default)s)")
-    parser.add_argument("--wall-seconds", type=finite_float, default=wall_seconds,
+    parser.add_argument("--walkers", type=integer(1, MAX_WALKERS, why="each walker is an OpenMM Context of its own"),
+                        default=walkers, help=f"replicas in each arm (default %(default)s, at most {MAX_WALKERS})")
+    parser.add_argument("--wall-seconds", type=POSITIVE, default=wall_seconds,
                         help="wall-clock budget of each arm in seconds (default %(default)s)")
     parser.add_argument("--out", required=out is None, default=out, help="output directory" + (
         " (default %(default)s)" if out else ""))
@@ -43,25 +55,26 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
                         "--no-reference is given)")
     parser.add_argument("--no-reference", action="store_true",
                         help="no reference: measure speed, acceptance and temperature only (no JS, no bar)")
-    parser.add_argument("--js-bar", type=finite_float, default=None,
+    parser.add_argument("--js-bar", type=number(above=0, below=math.log(2), why="the JS divergence lies in [0, ln 2]"),
+                        default=None,
                         help="JS every arm's time is measured to (default: the JS the first arm, plain MD, reaches at "
                         "the end of its budget)")
-    parser.add_argument("--reference-interval", type=finite_float, default=1.0,
+    parser.add_argument("--reference-interval", type=POSITIVE, default=1.0,
                         help="ps between the reference's frames (default 1, the shipped reference runs)")
-    parser.add_argument("--sample-interval", type=finite_float, default=1.0, help="ps between phi/psi samples (default 1)")
-    parser.add_argument("--seed", type=int, default=1, help="first walker seed (default 1)")
-    parser.add_argument("--slice-seconds", type=finite_float, default=10.0,
+    parser.add_argument("--sample-interval", type=POSITIVE, default=1.0, help="ps between phi/psi samples (default 1)")
+    parser.add_argument("--seed", type=SEED, default=1, help="first walker seed (default 1)")
+    parser.add_argument("--slice-seconds", type=NON_NEGATIVE, default=10.0,
                         help="the arms alternate in slices of this many wall-clock seconds (default 10; 0: each arm "
                         "for its whole budget, one after the other)")
     add_acceptance_arguments(parser)
-    parser.add_argument("--segment-steps", type=int, default=None,
+    parser.add_argument("--segment-steps", type=integer(1), default=None,
                         help="hybrid arms: integration steps between jump rounds (default: the accelerator's, one "
                         "stride)")
-    parser.add_argument("--jumps-per-cycle", type=int, default=None,
+    parser.add_argument("--jumps-per-cycle", type=integer(1), default=None,
                         help="hybrid arms: most jumps after each integration segment (default: the accelerator's, 4)")
-    parser.add_argument("--hmr-timestep", type=finite_float, default=4.0,
+    parser.add_argument("--hmr-timestep", type=POSITIVE, default=4.0,
                         help="the hmr arm's time step in fs (default %(default)s)")
-    parser.add_argument("--hmr-mass", type=finite_float, default=1.5,
+    parser.add_argument("--hmr-mass", type=POSITIVE, default=1.5,
                         help="the hmr arm's hydrogen mass in amu (default %(default)s, openmm-setup's choice for "
                         "LangevinMiddleIntegrator at 4 fs)")
     add_baseline_arguments(parser)
@@ -102,59 +115,62 @@ def parse_arm(spec, default_rule):
 
     Raises
     ------
-    ValueError
+    UsageError
         An empty model, an unknown rule, a rule or stride after 'plain' or 'hmr', or a stride that is not a
-        positive number.
+        number of fs in (0, :data:`~openmm_forecast.cli._common.MAX_STRIDE_FS`].
     """
     import os
+
+    from ..errors import UsageError
 
     name, _, rest = spec.partition("=") if "=" in spec else ("", "", spec)
     rest, _, stride = rest.rpartition("@") if "@" in rest else (rest, "", "")
     model, _, rule = rest.partition(":") if rest.count(":") == 1 else (rest, "", "")
     if not model:
-        raise ValueError(f"--arm {spec!r}: no model (expected [NAME=]MODEL[:RULE][@STRIDE_FS])")
+        raise UsageError(f"--arm {spec!r}: no model (expected [NAME=]MODEL[:RULE][@STRIDE_FS])")
     stride_fs = None
     if stride:
         try:
-            stride_fs = float(stride)
-        except ValueError:
-            stride_fs = -1.0
-        if not stride_fs > 0:
-            raise ValueError(f"--arm {spec!r}: the stride after '@' must be a positive number of fs, got {stride!r}")
+            stride_fs = number(above=0, maximum=MAX_STRIDE_FS)(stride)
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"--arm {spec!r}: the stride after '@' (fs) {error}") from None
     if model in (PLAIN_ARM, HMR_ARM):
         if rule or stride:
-            raise ValueError(f"--arm {spec!r}: {model!r} is plain MD and takes no acceptance rule or stride")
+            raise UsageError(f"--arm {spec!r}: {model!r} is plain MD and takes no acceptance rule or stride")
         return name or model, model, None, None
     rule = rule or default_rule
     if rule not in ACCEPTANCE_RULES:
-        raise ValueError(f"--arm {spec!r}: unknown acceptance rule {rule!r}; choose from {', '.join(ACCEPTANCE_RULES)}")
+        raise UsageError(f"--arm {spec!r}: unknown acceptance rule {rule!r}; choose from {', '.join(ACCEPTANCE_RULES)}")
     stem = os.path.splitext(os.path.basename(model))[0]
     return name or f"{stem}-{rule}" + (f"-{stride}fs" if stride else ""), model, rule, stride_fs
 
 
-def arms_from_args(args, molecular_system, specs=None):
+def arms_from_args(args, specs=None):
     """The :class:`~openmm_forecast.benchmark.BenchmarkArm` list the arguments describe.
+
+    Every specification is parsed (and refused, :class:`~openmm_forecast.errors.UsageError`) before any
+    System is built.
 
     Parameters
     ----------
     args : argparse.Namespace
-    molecular_system : MolecularSystem
-        The setup at ``--timestep`` (shared by the plain and hybrid arms).
     specs : list of str, optional
         Arm specifications (default ``args.arm``, else plain MD and ``args.model``).
     """
     from openmm import unit
 
     from ..benchmark import BenchmarkArm
+    from ..errors import UsageError
 
     default_rule = args.acceptance
     if specs is None:
         specs = args.arm or ([PLAIN_ARM, args.model] if args.model else None)
     if not specs:
-        raise ValueError("give --model (plain MD against it) or one --arm per arm")
+        raise UsageError("give --model (plain MD against it) or one --arm per arm")
+    parsed = [parse_arm(spec, default_rule) for spec in specs]
+    molecular_system = setup_from_args(args)  # at --timestep: shared by the plain and hybrid arms
     arms = []
-    for spec in specs:
-        name, model, rule, stride_fs = parse_arm(spec, default_rule)
+    for spec, (name, model, rule, stride_fs) in zip(specs, parsed):
         if model == PLAIN_ARM:
             arms.append(BenchmarkArm(name, molecular_system))
         elif model == HMR_ARM:
@@ -165,7 +181,7 @@ def arms_from_args(args, molecular_system, specs=None):
             options = baseline_options(args, model)
             if stride_fs is not None:
                 if options is None:
-                    raise ValueError(f"--arm {spec!r}: a stride is set only for baseline and surrogate proposals, not for "
+                    raise UsageError(f"--arm {spec!r}: a stride is set only for baseline and surrogate proposals, not for "
                                      f"the learned forecaster {model!r}")
                 options["stride_ps"] = stride_fs / 1000.0
             accelerator = {"acceptance": rule, "energy_tolerance_kT": args.energy_tolerance}
@@ -182,13 +198,14 @@ def execute(args, arms):
 
     from .._io import check_output_directory
     from ..benchmark import BENCHMARK_OUTPUTS, format_summary, run_benchmark
+    from ..errors import UsageError
 
+    if args.no_reference and args.reference is not None:
+        raise UsageError("--no-reference and --reference exclude each other")
     check_output_directory(args.out, "--out", BENCHMARK_OUTPUTS, args.overwrite,
                            hint="choose another --out or pass --overwrite")
     if not getattr(args, "verbose", False):  # per-walker re-equilibration notices: counted in the report instead
         logging.getLogger("openmm_forecast.accelerator").setLevel(logging.WARNING)
-    if args.no_reference and args.reference is not None:
-        raise ValueError("--no-reference and --reference exclude each other")
     apply_threads(args)
     report = run_benchmark(
         arms, args.out, n_walkers=args.walkers, wall_seconds=args.wall_seconds,
@@ -207,6 +224,5 @@ def execute(args, arms):
 
 
 def run(args):
-    molecular_system = setup_from_args(args)
-    execute(args, arms_from_args(args, molecular_system))
+    execute(args, arms_from_args(args))
     return 0

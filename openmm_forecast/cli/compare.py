@@ -8,7 +8,7 @@ surfaces side by side).  Inputs are anything :func:`openmm_forecast.analysis.loa
 import logging
 import os
 
-from ._common import add_overwrite_argument
+from ._common import add_overwrite_argument, integer
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ def add_parser(subparsers):
     parser.add_argument("--labels", nargs=2, metavar=("A", "B"), default=None,
                         help="names of the runs in the report and plot (default: file names)")
     parser.add_argument("--topology", default=None, help="topology (PDB) for coordinate files without one")
-    parser.add_argument("--bins", type=int, default=None, help="histogram bins per angle (default 36, 10 degrees)")
+    parser.add_argument("--bins", type=integer(1, 3600), default=None,
+                        help="histogram bins per angle (default 36, 10 degrees; at most 3600, 0.1 degree)")
     add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
@@ -49,8 +50,6 @@ def run(args):
     from ..plotting import plot_ramachandran
 
     bins = DEFAULT_BINS if args.bins is None else args.bins
-    if bins < 1:
-        raise ValueError(f"--bins must be a positive integer, got {bins}")
     labels = args.labels or [os.path.splitext(os.path.basename(p))[0] for p in (args.a, args.b)]
     if labels[0] == labels[1]:
         labels = [f"A: {labels[0]}", f"B: {labels[1]}"]

@@ -9,7 +9,7 @@ shipped learned forecaster against plain MD in vacuum, where a step is too cheap
 Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default runs/demo).
 """
 
-from ._common import add_threads_argument, setup_from_args
+from ._common import add_threads_argument
 from .benchmark import HMR_ARM, add_benchmark_arguments, arms_from_args, execute
 
 FITTED_OBC2 = "fit-amber14-obc2"
@@ -84,5 +84,5 @@ def run(args):
         )
     print(f"demo: {args.walkers} walkers of {args.setup} alanine dipeptide, {args.wall_seconds:g} s of wall clock each "
           f"for {DEMOS[args.setup]['what'] if not args.no_hmr else ', '.join(specs)}, interleaved")
-    execute(args, arms_from_args(args, setup_from_args(args), specs))
+    execute(args, arms_from_args(args, specs))
     return 0

@@ -1,6 +1,6 @@
 """``openmm-forecast evaluate``: errors, energy changes and speed of forecasters on held-out NVE data."""
 
-from ._common import add_threads_argument, apply_threads
+from ._common import SEED, add_threads_argument, apply_threads, integer
 
 
 def add_parser(subparsers):
@@ -25,10 +25,10 @@ def add_parser(subparsers):
         help="comma-separated baselines (constant, ballistic, verlet: the data's System at its NVE time step, "
         "surrogate: amber14 in vacuum at 2 fs), or 'none' (default %(default)s)",
     )
-    parser.add_argument("--max-samples", type=int, default=500, help="most start states (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the start-state draw (default %(default)s)")
+    parser.add_argument("--max-samples", type=integer(1), default=500, help="most start states (default %(default)s)")
+    parser.add_argument("--seed", type=SEED, default=1, help="seed of the start-state draw (default %(default)s)")
     parser.add_argument("--no-timing", action="store_true", help="skip the wall-clock measurements")
-    parser.add_argument("--timing-batch-sizes", default="1,16,256",
+    parser.add_argument("--timing-batch-sizes", default="1,16,256", type=batch_sizes,
                         help="comma-separated batch sizes of the timing (default %(default)s)")
     parser.add_argument("--platform", default="Reference", help="OpenMM platform for energies and verlet")
     parser.add_argument("--potential-file", default=None,
@@ -36,6 +36,11 @@ def add_parser(subparsers):
     parser.add_argument("--device", default="cpu", help="torch device of the learned models (default cpu)")
     add_threads_argument(parser)
     parser.set_defaults(func=run)
+
+
+def batch_sizes(text):
+    """``type=`` of ``--timing-batch-sizes``: comma-separated integers >= 1."""
+    return [integer(1)(item) for item in text.split(",") if item.strip()]
 
 
 def run(args):
@@ -46,7 +51,7 @@ def run(args):
     report = evaluate(
         args.model, args.data, args.out, baselines=baselines, max_samples=args.max_samples, seed=args.seed,
         timing=not args.no_timing, platform=args.platform, device=args.device,
-        timing_batch_sizes=[int(b) for b in args.timing_batch_sizes.split(",") if b.strip()],
+        timing_batch_sizes=args.timing_batch_sizes,
         potential_file=args.potential_file,
     )
     print(f"{'forecaster':<24}{'span fs':>8}{'RMSD A':>10}{'|dH| med':>10}{'<1kT':>7}{'proj |dH|':>10}{'<1kT':>7}"

@@ -13,10 +13,28 @@ import os
 
 import numpy as np
 
-from ._common import add_overwrite_argument, add_setup_arguments, finite_float, setup_from_args
+from ._common import (
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    add_overwrite_argument,
+    add_setup_arguments,
+    integer,
+    number,
+    setup_from_args,
+    steps,
+)
 
 OUTPUTS = ("surrogate.xml", "report.json", "fit.png")
 SAMPLES = "samples.npz"
+
+BASES = ("amber14-vacuum",)
+"""Setups a fit may start from: amber-form in vacuum (harmonic bonds and angles, periodic torsions, one
+NonbondedForce without cutoff), what :class:`~openmm_forecast.surrogate_fitting.AmberSurrogateEnergy` fits."""
+
+MAX_FRAMES = 10**6
+"""Most ``--frames``: every frame is held in memory with its forces (about 1 kB for alanine dipeptide) and every
+Adam step evaluates all of them."""
 
 
 def add_parser(subparsers):
@@ -26,23 +44,24 @@ def add_parser(subparsers):
         description=__doc__.split("\n\n")[1],
     )
     add_setup_arguments(parser)
-    parser.add_argument("--base", default="amber14-vacuum",
-                        help="the amber-form setup the fit starts from (default %(default)s)")
-    parser.add_argument("--frames", type=int, default=2000, help="target frames in all (default %(default)s)")
-    parser.add_argument("--chains", type=int, default=2, help="independent target chains (default %(default)s)")
-    parser.add_argument("--frame-interval", type=finite_float, default=0.05,
+    parser.add_argument("--base", default="amber14-vacuum", choices=BASES,
+                        help="the amber-form setup in vacuum the fit starts from (default %(default)s)")
+    parser.add_argument("--frames", type=integer(1, MAX_FRAMES, why="all frames and their forces are held in memory"),
+                        default=2000, help=f"target frames in all (default %(default)s, at most {MAX_FRAMES})")
+    parser.add_argument("--chains", type=integer(1), default=2, help="independent target chains (default %(default)s)")
+    parser.add_argument("--frame-interval", type=POSITIVE, default=0.05,
                         help="ps between frames (default %(default)s)")
-    parser.add_argument("--equilibration", type=finite_float, default=5.0,
+    parser.add_argument("--equilibration", type=NON_NEGATIVE, default=5.0,
                         help="ps of equilibration per chain (default %(default)s)")
-    parser.add_argument("--iterations", type=int, default=1500, help="Adam steps (default %(default)s)")
-    parser.add_argument("--learning-rate", type=finite_float, default=0.02, help="(default %(default)s)")
-    parser.add_argument("--sigma", type=finite_float, default=0.01,
+    parser.add_argument("--iterations", type=integer(1), default=1500, help="Adam steps (default %(default)s)")
+    parser.add_argument("--learning-rate", type=POSITIVE, default=0.02, help="(default %(default)s)")
+    parser.add_argument("--sigma", type=POSITIVE, default=0.01,
                         help="nm: displacement scale of the force term (default %(default)s)")
-    parser.add_argument("--prior-weight", type=finite_float, default=1e-3,
+    parser.add_argument("--prior-weight", type=NON_NEGATIVE, default=1e-3,
                         help="weight of the squared parameter changes (default %(default)s)")
-    parser.add_argument("--validation-fraction", type=finite_float, default=0.2,
+    parser.add_argument("--validation-fraction", type=number(0, below=1), default=0.2,
                         help="held-out fraction: the end of the last chain (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the first chain (default %(default)s)")
+    parser.add_argument("--seed", type=SEED, default=1, help="seed of the first chain (default %(default)s)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_overwrite_argument(parser)
@@ -58,15 +77,15 @@ def run(args):
     from ..surrogate_fitting import fit_surrogate, sample_target
     from ..systems import build_system
 
+    from ..errors import UsageError
+
+    if args.frames < args.chains:
+        raise UsageError(f"--frames {args.frames} gives no frame to some of the --chains {args.chains}")
+    steps(args.frame_interval, args.timestep / 1000.0, "--frame-interval")
+    steps(args.equilibration, args.timestep / 1000.0, "--equilibration", allow_zero=True)
     check_output_directory(args.out, "--out", OUTPUTS, args.overwrite, hint="choose another --out or pass --overwrite")
-    for name, value in (("--frames", args.frames), ("--chains", args.chains), ("--iterations", args.iterations)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if not 0 <= args.validation_fraction < 1:
-        raise ValueError(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}")
     target = setup_from_args(args)
     base = build_system(args.base, constraints=target.constraints, temperature=target.temperature)
-    os.makedirs(args.out, exist_ok=True)
     samples_path = os.path.join(args.out, SAMPLES)
     progress = not args.no_progress
     sampling = dict(frames=args.frames, chains=args.chains, frame_interval_ps=args.frame_interval,

@@ -5,7 +5,10 @@ import time
 
 from openmm import unit
 
-from ._common import add_setup_arguments, finite_float, setup_from_args
+from ._common import NON_NEGATIVE, POSITIVE, SEED, add_setup_arguments, integer, setup_from_args
+
+MAX_RECORDS = 10**6
+"""Most ``--frames`` or ``--segments``: a data set of alanine dipeptide this size is already gigabytes."""
 
 
 def add_parser(subparsers):
@@ -20,19 +23,19 @@ def add_parser(subparsers):
     add_setup_arguments(parser)
     parser.add_argument("--mode", choices=["nvt", "nve"], required=True, help="kind of data")
     parser.add_argument("--out", required=True, help="HDF5 file to write (resumed if it exists)")
-    parser.add_argument("--seed", type=int, default=1, help="seed (>= 1) of thermostat and velocities (default 1)")
-    parser.add_argument("--equilibration-ps", type=finite_float, default=100.0, help="ps of equilibration (default 100)")
+    parser.add_argument("--seed", type=SEED, default=1, help="seed (>= 1) of thermostat and velocities (default 1)")
+    parser.add_argument("--equilibration-ps", type=NON_NEGATIVE, default=100.0, help="ps of equilibration (default 100)")
     nvt = parser.add_argument_group("nvt mode")
-    nvt.add_argument("--frames", type=int, help="number of frames")
-    nvt.add_argument("--interval-fs", type=finite_float, default=1000.0, help="fs between frames (default 1000)")
+    nvt.add_argument("--frames", type=integer(1, MAX_RECORDS), help=f"number of frames (at most {MAX_RECORDS})")
+    nvt.add_argument("--interval-fs", type=POSITIVE, default=1000.0, help="fs between frames (default 1000)")
     nve = parser.add_argument_group("nve mode")
-    nve.add_argument("--segments", type=int, help="number of segments")
-    nve.add_argument("--segment-fs", type=finite_float, default=40.0, help="fs spanned by a segment (default 40)")
-    nve.add_argument("--frame-interval-fs", type=finite_float, default=2.0, help="fs between segment frames (default 2)")
-    nve.add_argument("--nve-timestep-fs", type=finite_float, default=0.5, help="velocity Verlet step in fs (default 0.5)")
-    nve.add_argument("--spacing-ps", type=finite_float, default=1.0, help="ps of Langevin chain between segment starts")
+    nve.add_argument("--segments", type=integer(1, MAX_RECORDS), help=f"number of segments (at most {MAX_RECORDS})")
+    nve.add_argument("--segment-fs", type=POSITIVE, default=40.0, help="fs spanned by a segment (default 40)")
+    nve.add_argument("--frame-interval-fs", type=POSITIVE, default=2.0, help="fs between segment frames (default 2)")
+    nve.add_argument("--nve-timestep-fs", type=POSITIVE, default=0.5, help="velocity Verlet step in fs (default 0.5)")
+    nve.add_argument("--spacing-ps", type=POSITIVE, default=1.0, help="ps of Langevin chain between segment starts")
     parser.add_argument(
-        "--commit-seconds", type=finite_float, default=30.0, help="wall seconds between commits to the file (default 30)"
+        "--commit-seconds", type=POSITIVE, default=30.0, help="wall seconds between commits to the file (default 30)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -41,9 +44,11 @@ def add_parser(subparsers):
 def run(args):
     from ..data import data_fingerprint, generate_nve_segments, generate_nvt, load_trajectory
 
+    from ..errors import UsageError
+
     count, name = (args.frames, "--frames") if args.mode == "nvt" else (args.segments, "--segments")
     if count is None:
-        raise ValueError(f"--mode {args.mode} needs {name}")
+        raise UsageError(f"--mode {args.mode} needs {name}")
     molecular_system = setup_from_args(args)
     fs = unit.femtosecond
     common = dict(

@@ -28,14 +28,15 @@ from openmm import app, unit
 
 from .._io import atomic_write_path, check_output_directory, write_json
 from ..errors import RunInterrupted
-from ..units import whole_steps
 from ._common import (
+    POSITIVE,
+    SEED,
     add_acceptance_arguments,
     add_baseline_arguments,
     add_setup_arguments,
     baseline_options,
-    finite_float,
     setup_from_args,
+    steps,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,14 +65,15 @@ def add_parser(subparsers):
     parser.add_argument("--model", required=True,
                         help="forecaster: 'surrogate' (velocity Verlet on --surrogate), 'verlet', 'ballistic', "
                         "'constant', a shipped model or a model file")
-    parser.add_argument("--time", type=finite_float, required=True,
+    parser.add_argument("--time", type=POSITIVE, required=True,
                         help="total simulated time in ps (a resumed run continues up to it)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--seed", type=int, default=1,
+    parser.add_argument("--seed", type=SEED, default=1,
                         help="seed of the thermostat, the velocities and the Metropolis stream")
-    parser.add_argument("--report-interval", type=finite_float, default=1.0,
+    parser.add_argument("--report-interval", type=POSITIVE, default=1.0,
                         help="ps between trajectory frames and log lines (default 1)")
-    parser.add_argument("--checkpoint-interval", type=finite_float, default=10.0, help="ps between checkpoints (default 10)")
+    parser.add_argument("--checkpoint-interval", type=POSITIVE, default=10.0,
+                        help="ps between checkpoints (default 10)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.chk (start from the beginning when OUT holds no run yet)")
     add_baseline_arguments(parser)
@@ -145,6 +147,10 @@ def run(args):
     from ..accelerator import ForecastAccelerator
     from ..forecasters import load_forecaster
 
+    timestep_ps = args.timestep / 1000.0
+    total_steps = steps(args.time, timestep_ps, "--time")
+    interval = steps(args.report_interval, timestep_ps, "--report-interval")
+    checkpoint_steps = steps(args.checkpoint_interval, timestep_ps, "--checkpoint-interval")
     paths = {name: os.path.join(args.out, name) for name in (TRAJECTORY, LOG, TOPOLOGY, CHECKPOINT, STATS, SETTINGS)}
     check_output_directory(args.out, "--out", () if args.resume else (TRAJECTORY, LOG, CHECKPOINT),
                            hint="pass --resume to continue the run or choose another --out")
@@ -167,10 +173,6 @@ def run(args):
         if not resuming:
             logger.info("no checkpoint in %s: starting from the beginning", args.out)
     molecular_system = setup_from_args(args)
-    timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
-    total_steps = whole_steps(args.time, timestep_ps, "--time")
-    interval = whole_steps(args.report_interval, timestep_ps, "--report-interval")
-    checkpoint_steps = whole_steps(args.checkpoint_interval, timestep_ps, "--checkpoint-interval")
 
     forecaster = load_forecaster(args.model, molecular_system=molecular_system, **(baseline_options(args) or {}))
     simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed, minimize=not resuming)

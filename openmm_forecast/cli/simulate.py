@@ -8,8 +8,7 @@ import time
 from openmm import app
 
 from .._io import check_output_directory, write_json
-from ..units import whole_steps
-from ._common import add_setup_arguments, finite_float, setup_from_args
+from ._common import NON_NEGATIVE, POSITIVE, SEED, add_setup_arguments, setup_from_args, steps
 
 OUTPUTS = ("trajectory.dcd", "log.csv", "topology.pdb", "summary.json")
 
@@ -22,22 +21,22 @@ def add_parser(subparsers):
         "OUT/trajectory.dcd, OUT/topology.pdb, OUT/log.csv (StateDataReporter) and OUT/summary.json.",
     )
     add_setup_arguments(parser)
-    parser.add_argument("--time", type=finite_float, required=True, help="simulated time in ps")
-    parser.add_argument("--report-interval", type=finite_float, default=1.0, help="ps between trajectory frames (default 1)")
-    parser.add_argument("--equilibration", type=finite_float, default=10.0, help="ps of equilibration before recording")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (thermostat and velocities)")
+    parser.add_argument("--time", type=POSITIVE, required=True, help="simulated time in ps")
+    parser.add_argument("--report-interval", type=POSITIVE, default=1.0, help="ps between trajectory frames (default 1)")
+    parser.add_argument("--equilibration", type=NON_NEGATIVE, default=10.0, help="ps of equilibration before recording")
+    parser.add_argument("--seed", type=SEED, default=1, help="random seed (thermostat and velocities)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    molecular_system = setup_from_args(args)
-    n_steps = whole_steps(args.time, args.timestep / 1000, "--time")
-    interval = whole_steps(args.report_interval, args.timestep / 1000, "--report-interval")
-    equilibration = whole_steps(args.equilibration, args.timestep / 1000, "--equilibration", allow_zero=True)
+    n_steps = steps(args.time, args.timestep / 1000, "--time")
+    interval = steps(args.report_interval, args.timestep / 1000, "--report-interval")
+    equilibration = steps(args.equilibration, args.timestep / 1000, "--equilibration", allow_zero=True)
     check_output_directory(args.out, "--out", OUTPUTS)
-    os.makedirs(args.out, exist_ok=True)
+    molecular_system = setup_from_args(args)
     simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed)
+    os.makedirs(args.out, exist_ok=True)  # only now: refused input leaves no directory behind
     simulation.step(equilibration)
     simulation.currentStep = 0
     simulation.context.setTime(0.0)
