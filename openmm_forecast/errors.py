@@ -78,6 +78,20 @@ def is_potential_evaluation_failure(error):
     return isinstance(error, PotentialEvaluationError) or str(error).lstrip().startswith(POTENTIAL_EVALUATION_FAILED)
 
 
+class BlowUpError(ForecastError, RuntimeError):
+    """A simulated state is no longer finite, or far hotter than its thermostat: the dynamics blew up.
+
+    Attributes
+    ----------
+    step : int
+        The step of the state that failed the check.
+    """
+
+    def __init__(self, message, step):
+        super().__init__(message)
+        self.step = int(step)
+
+
 class RunInterrupted(KeyboardInterrupt):
     """A run stopped at a consistent point on request (a signal): every jump finished or undone.
 

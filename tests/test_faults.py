@@ -191,6 +191,22 @@ OUTPUT_CASES = [
 ]
 
 
+def test_resume_to_a_time_already_reached_changes_nothing(files, tmp_path, capsys):
+    # Issue 21: it exited 0 silently and overwrote stats.json's wall_s_this_session.
+    out = _copy_run(files["run"], tmp_path / "r", drop="")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert main(_run_arguments(out, 0.2, "--resume")) == 0
+    assert "already at --time 0.2 ps (step 100): nothing to do" in capsys.readouterr().out
+    assert _exit_code(_run_arguments(out, 0.1, "--resume")) == 2
+    error = capsys.readouterr().err
+    assert "already at 0.2 ps (step 100), beyond --time 0.1" in error and len(error.splitlines()) == 1, error
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+REACHED_CASES = 2
+"""The two resumes above, counted with OUTPUT_CASES in the README table."""
+
+
 def _copy_run(source, target, drop):
     target.mkdir()
     for path in source.iterdir():
@@ -596,6 +612,35 @@ def _foreign_dcd(out):
     shutil.rmtree(other)
 
 
+def _whole_frames(name, frames):
+    def damage(out):
+        from openmm_forecast.cli.run import dcd_frames
+
+        layout = dcd_frames(out / name)
+        path = out / name
+        path.write_bytes(path.read_bytes()[:layout["header_bytes"] + frames * layout["frame_bytes"]])
+    return damage
+
+
+def _drop_log_line(index):
+    def damage(out):
+        lines = (out / "log.csv").read_text().splitlines(keepends=True)
+        del lines[index]
+        (out / "log.csv").write_text("".join(lines))
+    return damage
+
+
+def _reports_after_checkpoint(out):
+    """An interrupted run's frame and line after its last checkpoint (here: the checkpoint of step 50)."""
+    import shutil
+
+    earlier = out.parent / "earlier"
+    assert main(_run_arguments(earlier, 0.1)) == 0
+    shutil.copy(earlier / "checkpoint.chk", out / "checkpoint.chk")
+    shutil.copy(earlier / "stats.json", out / "stats.json")
+    shutil.rmtree(earlier)
+
+
 ALL = [50, 100, 150, 200]
 # (id, damage(out) of a finished 0.2 ps run, extra flags, exit code, error text (refusals) or the frames and log
 # steps after resuming to 0.4 ps)
@@ -605,10 +650,17 @@ FILE_CASES = [
     ("run.json not JSON", _replace("run.json", b"{half"), [], 1, "not valid JSON"),
     ("trajectory.dcd of another run", _foreign_dcd, [], 1, "another run"),
     ("trajectory.dcd not a DCD", _replace("trajectory.dcd", b"x" * 200), [], 1, "not a DCD file"),
-    ("trajectory.dcd cut mid-frame", _truncate("trajectory.dcd", -100), [], 0, (3, ALL)),  # its last frame lost, warned
-    ("log.csv cut mid-line", _truncate("log.csv", -7), [], 0, (4, [50, 150, 200])),  # its cut line dropped
+    # Issue 21: frames or lines missing up to the checkpoint's step are refused (appending would hide the gap).
+    ("trajectory.dcd cut mid-frame", _truncate("trajectory.dcd", -100), [], 1, "trajectory.dcd holds 1 whole frames"),
+    ("trajectory.dcd cut to whole frames", _whole_frames("trajectory.dcd", 1), [], 1,
+     "the frames of steps 100 are missing"),
+    ("trajectory.dcd missing", _remove("trajectory.dcd"), [], 1, "trajectory.dcd is missing"),
+    ("log.csv cut mid-line", _truncate("log.csv", -7), [], 1, "log.csv has 1 complete lines"),
+    ("log.csv missing a line", _drop_log_line(1), [], 1, "missing: steps 50"),
+    ("log.csv and trajectory.dcd past the checkpoint", _reports_after_checkpoint, [], 0, (4, ALL)),  # removed, re-run
     ("topology.pdb missing", _remove("topology.pdb"), [], 0, (4, ALL)),
 ]
+
 
 
 @pytest.mark.parametrize("case", FILE_CASES, ids=[case[0] for case in FILE_CASES])
@@ -619,8 +671,6 @@ def test_resume_with_damaged_or_foreign_files(case, files, tmp_path, capsys, cap
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     with caplog.at_level(logging.WARNING):
         assert main(_run_arguments(out, 0.4, "--resume", *extra)) == code
-    if not code and expected[0] == 3:
-        assert any("1 frames were lost" in record.getMessage() for record in caplog.records)
     if code:
         error = capsys.readouterr().err
         assert expected in error and "Traceback" not in error, error
@@ -635,6 +685,70 @@ INTERRUPTION_CASES = 2 + 1 + 1
 """Signals (2), SIGKILL during a run, SIGKILL during a checkpoint write."""
 
 
+# ---- 7. dynamics that blow up: a non-zero exit naming it, nothing of the broken state written ---------------
+
+
+def _log_temperatures(path):
+    """Temperature column of a StateDataReporter CSV (empty when it holds no report)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    if not lines:
+        return np.zeros(0)
+    column = lines[0].lstrip("#").split(",").index('"Temperature (K)"')
+    return np.array([float(line.split(",")[column]) for line in lines[1:]])
+
+
+# (id, argv(out), the thermostat's temperature in K)
+BLOW_UP_CASES = [
+    ("run at 3e4 K", lambda out: _run_arguments(out, 1, "--temperature", "3e4", "--report-interval", "0.02"), 3e4),
+    ("run at 1e6 K (issue 21)", lambda out: _run_arguments(out, 1, "--temperature", "1e6"), 1e6),
+    ("simulate at 1e6 K, 4 fs, no constraints", lambda out: [
+        "simulate", "--time", "1", "--temperature", "1e6", "--timestep", "4", "--constraints", "none",
+        "--report-interval", "0.04", "--equilibration", "0", "--platform", "Reference", "--out", str(out)], 1e6),
+]
+
+
+@pytest.mark.parametrize("case", BLOW_UP_CASES, ids=[case[0] for case in BLOW_UP_CASES])
+def test_a_run_that_blows_up_exits_1_and_writes_only_good_states(case, tmp_path, capsys):
+    from openmm_forecast.cli.run import dcd_frames
+    from openmm_forecast.reporters import MAX_TEMPERATURE_FACTOR
+
+    _, arguments, temperature_K = case
+    out = tmp_path / "out"
+    assert main(arguments(out)) == 1
+    error = capsys.readouterr().err.strip()
+    assert "blew up at step" in error and "Traceback" not in error and len(error.splitlines()) == 1, error
+    temperatures = _log_temperatures(out / "log.csv")
+    assert np.isfinite(temperatures).all() and (temperatures <= MAX_TEMPERATURE_FACTOR * temperature_K).all()
+    trajectory = out / "trajectory.dcd"  # empty when it blew up before its first report
+    frames = dcd_frames(trajectory)["frames"] if trajectory.exists() and trajectory.stat().st_size else 0
+    assert frames == len(temperatures)  # the trajectory and the log end at the same good report
+    if frames:
+        assert np.isfinite(mdtraj.load(str(out / "trajectory.dcd"), top=str(out / "topology.pdb")).xyz).all()
+    assert not (out / "checkpoint.chk").exists() or "checkpoint.chk at step" in error
+
+
+def test_the_blow_up_reporter_stops_a_simulation_before_the_reporters_after_it(vacuum_system, tmp_path):
+    from openmm_forecast.errors import BlowUpError
+    from openmm_forecast.reporters import BlowUpReporter
+
+    simulation = vacuum_system.create_simulation(platform="Reference", seed=1, minimize=False)
+    path = tmp_path / "trajectory.dcd"
+    simulation.reporters += [BlowUpReporter(simulation.system, vacuum_system.temperature, 5),
+                             app.DCDReporter(str(path), 5)]
+    simulation.step(5)
+    velocities = simulation.context.getState(getVelocities=True).getVelocities(asNumpy=True)
+    simulation.context.setVelocities(velocities * 1e4)  # 3e10 K
+    with pytest.raises(BlowUpError, match="kinetic temperature"):
+        simulation.step(5)
+    from openmm_forecast.cli.run import dcd_frames
+
+    assert dcd_frames(path)["frames"] == 1
+
+
+BLOW_UP_LIBRARY_CASES = 1
+"""The reporter case above, counted with BLOW_UP_CASES in the README table."""
+
+
 # ---- the README table ----------------------------------------------------------------------------------
 
 
@@ -642,12 +756,13 @@ def suite_counts():
     """Cases per category of README.md's table, from the lists above."""
     return {
         "Bad command-line input": len(CLI_CASES),
-        "Existing outputs": len(OUTPUT_CASES),
+        "Existing outputs": len(OUTPUT_CASES) + REACHED_CASES,
         "Bad library input": len(API_CASES),
         "Failing forecasters and potentials": len(MODEL_CASES) + MODEL_CASES_BATCHED,
         "Mismatched physical settings": len(SETTINGS_CASES) + 1 + 2,  # + plain-OpenMM barostat box, exactness x2
         "Kills and signals": INTERRUPTION_CASES,
         "Truncated and foreign files": len(FILE_CASES),
+        "Dynamics that blow up": len(BLOW_UP_CASES) + BLOW_UP_LIBRARY_CASES,
     }
 
 

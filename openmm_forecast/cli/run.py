@@ -4,7 +4,11 @@ Writes into OUT: ``run.json`` (the settings), ``trajectory.dcd`` (DCDReporter), 
 (StateDataReporter), ``topology.pdb``, ``checkpoint.chk`` (every ``--checkpoint-interval`` ps and at the end)
 and ``stats.json`` (the accelerator's statistics, rewritten at every checkpoint).  ``--resume`` continues from
 ``checkpoint.chk`` up to the given total ``--time``: frames and log lines written after the checkpoint by
-the interrupted run are removed first, so nothing is lost or duplicated.  A resumed run must keep the
+the interrupted run are removed first, so nothing is lost or duplicated.  The trajectory, the log and the
+checkpoint must agree: a resume whose trajectory or log lacks frames or lines up to the checkpoint's step
+(a file cut or replaced) is refused, naming the file and the missing steps, with nothing changed (appending
+would hide the gap).  A resume to a ``--time`` the run has already reached changes nothing (and is refused
+when the run is beyond it).  A resumed run must keep the
 settings in ``run.json`` (temperature, time step, model, report interval, ...; only ``--time``,
 ``--checkpoint-interval``, ``--threads`` and ``--no-progress`` may change), and its platform defaults to
 the recorded one.  ``--resume`` in a directory with a trajectory or log but no checkpoint is refused
@@ -13,6 +17,10 @@ the recorded one.  ``--resume`` in a directory with a trajectory or log but no c
 Ctrl-C (SIGINT) or SIGTERM: the current cycle ends (every jump finished or undone), a final checkpoint and
 ``stats.json`` are written, the command to resume is printed, and the exit code is 130 (143 for SIGTERM).
 A second signal stops at once (the last checkpoint stands).
+
+A run whose state blows up (non-finite, or hotter than
+:data:`~openmm_forecast.reporters.MAX_TEMPERATURE_FACTOR` times ``--temperature``) stops with exit 1 and a
+message naming the step: that state reaches neither the trajectory, the log nor the checkpoint.
 """
 
 import contextlib
@@ -27,7 +35,8 @@ import time
 from openmm import app, unit
 
 from .._io import atomic_write_path, check_output_directory, write_json
-from ..errors import RunInterrupted
+from ..errors import BlowUpError, DataFileError, RunInterrupted, UsageError
+from ..reporters import BlowUpReporter
 from ._common import (
     POSITIVE,
     SEED,
@@ -82,47 +91,57 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def truncate_dcd(path, last_step, expected_atoms=None):
-    """Drop the frames of an OpenMM DCD file recorded after ``last_step`` (and any partly written frame).
+def dcd_frames(path, expected_atoms=None):
+    """The layout of an OpenMM DCD file: what its header says and how many whole frames it holds.
 
     Parameters
     ----------
-    path : str
-    last_step : int
+    path : str or os.PathLike
     expected_atoms : int, optional
-        Refuse (``ValueError``, nothing changed) a file with another number of atoms: the trajectory of
-        another run, to which appending would write garbage.
+        Refuse (``DataFileError``) a file with another number of atoms: the trajectory of another run, to which
+        appending would write garbage.
+
+    Returns
+    -------
+    dict
+        ``first_step`` and ``interval`` (steps, from the header), ``atoms``, ``frames`` (whole frames in the
+        file), ``header_bytes`` and ``frame_bytes``.
+    """
+    with open(path, "rb") as handle:
+        header = handle.read(100)
+        if len(header) < 100 or header[4:8] != b"CORD":
+            raise DataFileError(f"{path} is not a DCD file (a trajectory of another program, or damaged)")
+        first_step, interval = struct.unpack("<2i", header[12:20])
+        has_box = struct.unpack("<i", header[48:52])[0]
+        handle.seek(92)
+        comments = struct.unpack("<i", handle.read(4))[0]
+        handle.seek(104 + comments)
+        atoms = struct.unpack("<i", handle.read(4))[0]
+    if expected_atoms is not None and atoms != expected_atoms:
+        raise DataFileError(
+            f"{path} holds frames of {atoms} atoms, this run has {expected_atoms}: the trajectory of another "
+            "run; move it away to resume"
+        )
+    header_bytes = 104 + comments + 8
+    frame_bytes = 3 * (8 + 4 * atoms) + (56 if has_box else 0)
+    return {"first_step": first_step, "interval": interval, "atoms": atoms, "header_bytes": header_bytes,
+            "frame_bytes": frame_bytes, "frames": max(os.path.getsize(path) - header_bytes, 0) // frame_bytes}
+
+
+def truncate_dcd(path, last_step):
+    """Drop the frames of an OpenMM DCD file recorded after ``last_step`` (and any partly written frame).
 
     Returns
     -------
     int
         Frames kept.
     """
+    layout = dcd_frames(path)
+    first_step, interval = layout["first_step"], layout["interval"]
+    due = 0 if last_step < first_step else (last_step - first_step) // interval + 1
+    keep = min(layout["frames"], due)
     with open(path, "r+b") as handle:
-        header = handle.read(100)
-        if len(header) < 100 or header[4:8] != b"CORD":
-            raise ValueError(f"{path} is not a DCD file (a trajectory of another program, or damaged)")
-        first_step, interval = struct.unpack("<2i", header[12:20])
-        has_box = struct.unpack("<i", header[48:52])[0]
-        handle.seek(92)
-        comments = struct.unpack("<i", handle.read(4))[0]
-        handle.seek(104 + comments)
-        n_atoms = struct.unpack("<i", handle.read(4))[0]
-        if expected_atoms is not None and n_atoms != expected_atoms:
-            raise ValueError(
-                f"{path} holds frames of {n_atoms} atoms, this run has {expected_atoms}: the trajectory of another "
-                "run; move it away to resume"
-            )
-        header_bytes = 104 + comments + 8
-        frame_bytes = 3 * (8 + 4 * n_atoms) + (56 if has_box else 0)
-        complete = (os.path.getsize(path) - header_bytes) // frame_bytes
-        due = 0 if last_step < first_step else (last_step - first_step) // interval + 1
-        keep = min(complete, due)
-        if keep < due:
-            logger.warning("%s holds %d whole frames up to the checkpoint's step %d, which is due %d: %d frames were "
-                           "lost (the file was cut); the run continues after them", path, keep, last_step, due,
-                           due - keep)
-        handle.truncate(header_bytes + keep * frame_bytes)
+        handle.truncate(layout["header_bytes"] + keep * layout["frame_bytes"])
         handle.seek(8)
         handle.write(struct.pack("<i", keep))
         handle.seek(20)
@@ -130,8 +149,23 @@ def truncate_dcd(path, last_step, expected_atoms=None):
     return keep
 
 
+def log_steps(path):
+    """Steps of the complete lines (ending in a newline) of a StateDataReporter CSV, step in the first column."""
+    with open(path) as handle:
+        lines = handle.readlines()
+    steps = []
+    for line in lines:
+        if line.startswith("#") or not line.endswith("\n"):
+            continue
+        try:
+            steps.append(int(float(line.split(",")[0])))
+        except ValueError:
+            raise DataFileError(f"{path} has a line that is not a report of this run: {line.strip()[:60]!r}") from None
+    return steps
+
+
 def truncate_log(path, last_step):
-    """Drop the lines of a StateDataReporter CSV (step in the first column) after ``last_step``."""
+    """Drop the lines of a StateDataReporter CSV (step in the first column) after ``last_step``, and a cut last line."""
     with open(path) as handle:
         lines = handle.readlines()
     kept = [
@@ -141,6 +175,54 @@ def truncate_log(path, last_step):
     with atomic_write_path(path) as temporary:  # a kill during a resume must not lose the log
         with open(temporary, "w") as handle:
             handle.writelines(kept)
+
+
+def check_outputs_agree(paths, step, interval, n_atoms):
+    """Refuse to resume when the trajectory or the log lacks reports the checkpoint says were written.
+
+    A resumed run appends its reports after the checkpoint's step; if frames or lines before it are missing
+    (a file cut, damaged or replaced), the appended ones would sit after a hidden gap (a DCD's frames read as
+    contiguous).  Reports after the checkpoint's step are not checked: the resume removes them.
+
+    Parameters
+    ----------
+    paths : dict
+        ``{file name: path}`` of the run's files.
+    step : int
+        The checkpoint's step.
+    interval : int
+        Steps between reports (``--report-interval``).
+    n_atoms : int
+
+    Raises
+    ------
+    DataFileError
+        Naming each file and what is missing; nothing is changed.
+    """
+    expected = list(range(interval, step + 1, interval))
+    problems = [f"{name} is missing" for name in (TRAJECTORY, LOG) if not os.path.exists(paths[name])]
+    if os.path.exists(paths[TRAJECTORY]):
+        layout = dcd_frames(paths[TRAJECTORY], expected_atoms=n_atoms)
+        if layout["interval"] != interval:
+            problems.append(f"{TRAJECTORY} has a frame every {layout['interval']} steps, the run reports every "
+                            f"{interval}")
+        elif layout["frames"] < len(expected):
+            first_missing = interval * (layout["frames"] + 1)
+            steps_missing = f"{first_missing}" if first_missing == expected[-1] else f"{first_missing}-{expected[-1]}"
+            problems.append(f"{TRAJECTORY} holds {layout['frames']} whole frames where {len(expected)} are due (the "
+                            f"frames of steps {steps_missing} are missing)")
+    if os.path.exists(paths[LOG]):
+        written = [reported for reported in log_steps(paths[LOG]) if reported <= step]
+        if written != expected:
+            missing = sorted(set(expected) - set(written))
+            problems.append(f"{LOG} has {len(written)} complete lines up to that step where {len(expected)} are due"
+                            + (f" (missing: steps {', '.join(map(str, missing[:5]))}"
+                               f"{', ...' if len(missing) > 5 else ''})" if missing else " (some repeated)"))
+    if problems:
+        raise DataFileError(
+            f"cannot resume: {CHECKPOINT} is at step {step}, but {'; '.join(problems)}. Appending would leave a "
+            "hidden gap in the run's record; nothing was changed. Restore the files, or run again into another --out"
+        )
 
 
 def run(args):
@@ -184,41 +266,57 @@ def run(args):
     os.makedirs(args.out, exist_ok=True)  # only now: refused input leaves no directory behind
     if resuming:
         accelerator.load_checkpoint(paths[CHECKPOINT])
+        step = simulation.currentStep
+        if step >= total_steps:  # nothing to do: say so, and leave the run's files (stats.json too) as they are
+            if step > total_steps:
+                raise UsageError(f"the run in {args.out} is already at {step * timestep_ps:g} ps (step {step}), beyond "
+                                 f"--time {args.time:g}: a run cannot be shortened; give a longer --time to extend it")
+            print(f"the run in {args.out} is already at --time {args.time:g} ps (step {step}): nothing to do; give a "
+                  "longer --time to extend it")
+            return 0
+        check_outputs_agree(paths, step, interval, simulation.system.getNumParticles())
         if recorded is None:  # a run from before run.json: record its settings now, checked from now on
             write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
-        step = simulation.currentStep
-        if os.path.exists(paths[TRAJECTORY]):
-            kept = truncate_dcd(paths[TRAJECTORY], step, expected_atoms=simulation.system.getNumParticles())
-            logger.info("resuming at step %d; %d trajectory frames kept", step, kept)
-        if os.path.exists(paths[LOG]):
-            truncate_log(paths[LOG], step)
+        kept = truncate_dcd(paths[TRAJECTORY], step)
+        truncate_log(paths[LOG], step)
+        logger.info("resuming at step %d; %d trajectory frames kept", step, kept)
     else:
         write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
+    guard = BlowUpReporter(simulation.system, molecular_system.temperature, interval)
+    simulation.reporters.append(guard)  # first: a state that blew up reaches neither the trajectory nor the log
     if not resuming or not os.path.exists(paths[TOPOLOGY]):  # a resumed run rewrites a missing topology
         state = simulation.context.getState(getPositions=True)
         with atomic_write_path(paths[TOPOLOGY]) as temporary:
             with open(temporary, "w") as handle:
                 app.PDBFile.writeFile(molecular_system.topology, state.getPositions(), handle)
     simulation.reporters.append(
-        app.DCDReporter(paths[TRAJECTORY], interval, append=resuming and os.path.exists(paths[TRAJECTORY]))
+        app.DCDReporter(paths[TRAJECTORY], interval, append=resuming)
     )
     simulation.reporters.append(
         app.StateDataReporter(
             paths[LOG], interval, step=True, time=True, potentialEnergy=True, kineticEnergy=True,
-            totalEnergy=True, temperature=True, append=resuming and os.path.exists(paths[LOG]),
+            totalEnergy=True, temperature=True, append=resuming,
         )
     )
 
     start = time.perf_counter()
+    saved_step = simulation.currentStep if resuming else None
     try:
         with _progress_bar(args, simulation.currentStep, total_steps) as bar, _stop_on_signals(accelerator):
             accelerator.progress_bar = bar
             while simulation.currentStep < total_steps:
                 accelerator.step(min(checkpoint_steps, total_steps - simulation.currentStep))
+                guard.check_simulation(simulation)  # never a checkpoint of a state that blew up
                 accelerator.save_checkpoint(paths[CHECKPOINT])
+                saved_step = simulation.currentStep
                 wall_s = time.perf_counter() - start
                 write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, wall_s))
+    except BlowUpError as error:
+        kept = "no checkpoint" if saved_step is None else f"{CHECKPOINT} at step {saved_step}"
+        raise BlowUpError(f"{error}; {TRAJECTORY} and {LOG} end at the last report before it, {kept} stands "
+                          "(a shorter --timestep or a lower --temperature may help)", error.step) from error
     except RunInterrupted as interruption:
+        guard.check_simulation(simulation)
         accelerator.save_checkpoint(paths[CHECKPOINT])
         write_json(paths[STATS], _summary(args, molecular_system, simulation, accelerator, time.perf_counter() - start))
         arguments = list(getattr(args, "argv", None) or [])

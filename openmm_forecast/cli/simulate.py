@@ -8,6 +8,7 @@ import time
 from openmm import app
 
 from .._io import check_output_directory, write_json
+from ..reporters import BlowUpReporter
 from ._common import NON_NEGATIVE, POSITIVE, SEED, add_setup_arguments, setup_from_args, steps
 
 OUTPUTS = ("trajectory.dcd", "log.csv", "topology.pdb", "summary.json")
@@ -37,6 +38,8 @@ def run(args):
     molecular_system = setup_from_args(args)
     simulation = molecular_system.create_simulation(platform=args.platform, seed=args.seed)
     os.makedirs(args.out, exist_ok=True)  # only now: refused input leaves no directory behind
+    guard = BlowUpReporter(simulation.system, molecular_system.temperature, interval)
+    simulation.reporters.append(guard)  # first: a state that blew up is written nowhere (equilibration included)
     simulation.step(equilibration)
     simulation.currentStep = 0
     simulation.context.setTime(0.0)
@@ -57,6 +60,7 @@ def run(args):
     simulation.reporters.append(progress)
     start = time.perf_counter()
     simulation.step(n_steps)
+    guard.check_simulation(simulation)
     wall = time.perf_counter() - start
     simulated_ns = n_steps * args.timestep * 1e-6
     summary = {
