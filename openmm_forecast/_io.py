@@ -5,6 +5,7 @@ Atomic writes: a reader, or a run killed mid-write, sees the old file or the new
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 
@@ -81,6 +82,15 @@ def _process_runs(pid):
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def file_sha256(path):
+    """SHA-256 hex digest of a file's content: files are compared by what they hold, not by their path."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path, content, indent=1):

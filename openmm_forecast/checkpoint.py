@@ -22,7 +22,7 @@ import json
 import os
 import zipfile
 
-from ._io import atomic_write_path
+from ._io import atomic_write_path, file_sha256
 from .errors import CheckpointError
 
 FORMAT = "openmm-forecast-checkpoint"
@@ -34,13 +34,33 @@ _RECORD_MEMBER = "record.json"
 
 def forecaster_fingerprint(forecaster):
     """SHA-256 hex digest of a forecaster's metadata JSON (architecture, elements, stride, training data...) and,
-    for a learned forecaster, of its weights (a retrained model with the same metadata is another forecaster)."""
-    digest = hashlib.sha256(forecaster.metadata.to_json().encode())
+    for a learned forecaster, of its weights (a retrained model with the same metadata is another forecaster).
+
+    A metadata value that names an existing file (a surrogate System's ``.xml``) counts by the file's content,
+    not its path: the same file by another path, or a byte-identical copy, is the same forecaster.
+    """
+    text = forecaster.metadata.to_json()
+    metadata = json.loads(text)
+    by_content = _files_by_content(metadata)
+    if by_content != metadata:  # (metadata naming no file keeps the fingerprint of earlier checkpoints)
+        text = json.dumps(by_content, sort_keys=True)
+    digest = hashlib.sha256(text.encode())
     module = getattr(forecaster, "module", None)
     if module is not None:
         for name, tensor in sorted(module.state_dict().items()):
             digest.update(name.encode() + b"\0" + tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _files_by_content(value):
+    """``value`` (JSON types) with every string that names an existing file replaced by ``sha256:<its content's>``."""
+    if isinstance(value, dict):
+        return {key: _files_by_content(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_files_by_content(item) for item in value]
+    if isinstance(value, str) and os.path.isfile(value):
+        return f"sha256:{file_sha256(value)}"
+    return value
 
 
 def write_checkpoint(path, context_bytes, record):

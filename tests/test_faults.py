@@ -9,6 +9,7 @@ platform); the signal cases run ``openmm-forecast run`` in a subprocess.
 import json
 import logging
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -681,6 +682,44 @@ def test_resume_with_damaged_or_foreign_files(case, files, tmp_path, capsys, cap
         assert [int(float(line.split(",")[0])) for line in log if not line.startswith("#")] == expected[1]
 
 
+def _model_copy(out, model):
+    copy = out.parent / "copy.xml"
+    copy.write_bytes(model.read_bytes())
+    return copy
+
+
+def _model_edited(out, model):
+    model.write_text(model.read_text().replace("<System", "<!-- edited -->\n<System", 1))
+    return model
+
+
+# (id, model for the resume from (run directory, the model file it started with), exit code): files are compared
+# by content, not by path (issue 21: an absolute path or a byte-identical copy was refused as "different: --model").
+PROVENANCE_CASES = [
+    ("same model by an absolute path", lambda out, model: model.resolve(), 0),
+    ("byte-identical copy of the model", _model_copy, 0),
+    ("model edited under the same name", _model_edited, 1),
+]
+
+
+@pytest.mark.parametrize("case", PROVENANCE_CASES, ids=[case[0] for case in PROVENANCE_CASES])
+def test_resume_compares_model_files_by_content(case, tmp_path, capsys, monkeypatch):
+    from openmm_forecast.forecasters.surrogate import shipped_surrogates, surrogates_directory
+
+    _, resumed_model, code = case
+    monkeypatch.chdir(tmp_path)
+    name = shipped_surrogates()[0]
+    model = tmp_path / "model.xml"
+    model.write_bytes((pathlib.Path(surrogates_directory()) / f"{name}.xml").read_bytes())
+    out = tmp_path / "r"
+    assert main(_run_arguments("r", 0.2, "--model", "model.xml")) == 0
+    assert main(_run_arguments(out, 0.4, "--resume", "--model", str(resumed_model(out, model)))) == code
+    if code:
+        assert "different: --model" in capsys.readouterr().err and _frames(out) == 2
+    else:
+        assert _frames(out) == 4
+
+
 INTERRUPTION_CASES = 2 + 1 + 1
 """Signals (2), SIGKILL during a run, SIGKILL during a checkpoint write."""
 
@@ -762,6 +801,7 @@ def suite_counts():
         "Mismatched physical settings": len(SETTINGS_CASES) + 1 + 2,  # + plain-OpenMM barostat box, exactness x2
         "Kills and signals": INTERRUPTION_CASES,
         "Truncated and foreign files": len(FILE_CASES),
+        "Files compared by content": len(PROVENANCE_CASES),
         "Dynamics that blow up": len(BLOW_UP_CASES) + BLOW_UP_LIBRARY_CASES,
     }
 

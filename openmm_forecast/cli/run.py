@@ -34,7 +34,7 @@ import time
 
 from openmm import app, unit
 
-from .._io import atomic_write_path, check_output_directory, write_json
+from .._io import atomic_write_path, check_output_directory, file_sha256, write_json
 from ..errors import BlowUpError, DataFileError, RunInterrupted, UsageError
 from ..reporters import BlowUpReporter
 from ._common import (
@@ -60,6 +60,12 @@ RESUMABLE_FLAGS = {
     "energy_tolerance": "--energy-tolerance", "acceptance": "--acceptance", "platform": "--platform",
 }
 """Settings recorded in run.json that a resumed run must keep, with their flags."""
+
+FILE_SETTINGS = ("model", "potential_file", "surrogate")
+"""Settings that may name a file: compared by content (SHA-256 recorded in run.json), not by path."""
+
+FILE_HASHES = "file_sha256"
+"""Key of run.json holding ``{setting: SHA-256}`` of every file a setting names."""
 
 
 def add_parser(subparsers):
@@ -276,12 +282,12 @@ def run(args):
             return 0
         check_outputs_agree(paths, step, interval, simulation.system.getNumParticles())
         if recorded is None:  # a run from before run.json: record its settings now, checked from now on
-            write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
+            write_json(paths[SETTINGS], _record(args, simulation))
         kept = truncate_dcd(paths[TRAJECTORY], step)
         truncate_log(paths[LOG], step)
         logger.info("resuming at step %d; %d trajectory frames kept", step, kept)
     else:
-        write_json(paths[SETTINGS], {**_settings(args), "platform": simulation.context.getPlatform().getName()})
+        write_json(paths[SETTINGS], _record(args, simulation))
     guard = BlowUpReporter(simulation.system, molecular_system.temperature, interval)
     simulation.reporters.append(guard)  # first: a state that blew up reaches neither the trajectory nor the log
     if not resuming or not os.path.exists(paths[TOPOLOGY]):  # a resumed run rewrites a missing topology
@@ -388,6 +394,17 @@ def _settings(args):
     return settings
 
 
+def _record(args, simulation):
+    """run.json: the settings, the platform in use and the SHA-256 of every file a setting names."""
+    settings = _settings(args)
+    hashes = {key: file_sha256(settings[key]) for key in FILE_SETTINGS if _names_file(settings.get(key))}
+    return {**settings, "platform": simulation.context.getPlatform().getName(), FILE_HASHES: hashes}
+
+
+def _names_file(value):
+    return isinstance(value, str) and os.path.isfile(value)
+
+
 def _read_settings(path):
     if not os.path.exists(path):
         return None
@@ -402,10 +419,26 @@ def _read_settings(path):
 
 
 def _check_same_settings(recorded, settings, path):
-    """Refuse a resume whose settings differ from the run's, naming every differing flag."""
+    """Refuse a resume whose settings differ from the run's, naming every differing flag.
+
+    A setting that names a file (:data:`FILE_SETTINGS`) is the same when the file's content is: the same model
+    by an absolute path, or a byte-identical copy, is the same model; an edited file under the same name is not.
+    """
+    hashes = recorded.get(FILE_HASHES, {})
+
+    def same(key, value):
+        old = recorded.get(key)
+        if key in FILE_SETTINGS and _names_file(value):
+            if key in hashes:
+                return hashes[key] == file_sha256(value)
+            if _names_file(old):  # a run.json from before the hashes: compare with the recorded file as it is now
+                return file_sha256(old) == file_sha256(value)
+        return old == value
+
     differences = [
-        f"{RESUMABLE_FLAGS[key]} {value!r} (the run has {recorded.get(key)!r})"
-        for key, value in settings.items() if recorded.get(key) != value
+        f"{RESUMABLE_FLAGS[key]} {value!r} (the run has {recorded.get(key)!r}"
+        + (", compared by content)" if key in FILE_SETTINGS and _names_file(value) else ")")
+        for key, value in settings.items() if not same(key, value)
     ]
     if differences:
         raise ValueError(
