@@ -14,6 +14,7 @@ import pytest
 from openmm import app, unit
 
 from openmm_forecast import ForecastAccelerator, ForecastWalkers, GHMCCycle, SurrogateForecaster, build_system
+from openmm_forecast import accelerator as accelerator_module
 from openmm_forecast._runtime import openmm as mm
 from openmm_forecast.acceptance import RULES, Decision, acceptance_rule
 from openmm_forecast.cli.benchmark import parse_arm
@@ -180,12 +181,15 @@ def test_ornstein_uhlenbeck_keeps_maxwell_boltzmann_and_full_refresh_forgets(rng
     (lambda: mm.LangevinMiddleIntegrator(300, 1.0, 0.001), {}),
     (lambda: mm.VerletIntegrator(0.001), {"temperature": 300 * unit.kelvin}),
 ], ids=["langevin-middle", "verlet"])
-def test_exactly_one_target_evaluation_per_jump_and_none_per_step_call(integrator, options):
-    """Counted inside the potential (a PythonForce), so hidden evaluations count too (OpenMM's shifted kinetic
-    energy of leapfrog integrators would need forces: the ghmc cycle never asks the Context for it)."""
+def test_exactly_one_target_evaluation_per_jump_and_none_per_step_call(integrator, options, caplog, monkeypatch):
+    """Counted inside the potential (a PythonForce), so hidden evaluations count too.  A VerletIntegrator's
+    kinetic energy needs forces, so its energy reads cost forces (a warning says so; still one call)."""
+    monkeypatch.setattr(accelerator_module, "_warned", set())  # warnings once per process: see this one
     counter = CountingEnergy()
-    simulation, accelerator = toy_accelerator(GHMCCycle(), extra_force=mm.PythonForce(counter),
-                                              integrator=integrator(), **options)
+    with caplog.at_level("WARNING", logger="openmm_forecast.accelerator"):
+        simulation, accelerator = toy_accelerator(GHMCCycle(), extra_force=mm.PythonForce(counter),
+                                                  integrator=integrator(), **options)
+    assert ("kinetic energy of a VerletIntegrator" in caplog.text) == ("temperature" in options)
     evaluations_at_start = counter.calls  # building the Simulation and the accelerator
     accelerator.step(3 * accelerator.stride_steps)  # one evaluation of the start state, then three jumps
     assert counter.calls - evaluations_at_start == 1 + 3
