@@ -16,6 +16,9 @@ PARTIAL_MARK = ".partial-"
 
 NPY_MAGIC = b"\x93NUMPY"
 
+ZIP_MAGIC = b"PK\x03\x04"
+"""First bytes of a ``.npz`` file (a zip archive) holding at least one array."""
+
 
 @contextlib.contextmanager
 def atomic_write_path(path):
@@ -163,3 +166,48 @@ def load_npy(path, what="array"):
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise DataFileError(f"{path} is a damaged or pickled .npy file ({error}); it should hold {what}") from error
+
+
+def load_npz(path, keys=None, what="arrays"):
+    """The arrays ``keys`` of a ``.npz`` file (a cache such as ``samples.npz``), with a clear
+    :class:`~openmm_forecast.errors.DataFileError` for anything else: a truncated archive, random bytes, text,
+    pickled (object) arrays or missing keys.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    keys : iterable of str, optional
+        Arrays the file must hold (default: every array it holds).
+    what : str
+        What the file is, for the message ("the target samples of fit-surrogate", ...).
+
+    Returns
+    -------
+    dict
+        ``{key: numpy.ndarray}``, loaded into memory.
+    """
+    import zipfile
+
+    from .errors import DataFileError
+
+    path = os.fspath(path)
+    advice = f"it should hold {what}; remove it to have it made again"
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(ZIP_MAGIC))
+    except OSError as error:
+        raise DataFileError(f"cannot read {path}: {error}") from error
+    if magic != ZIP_MAGIC:
+        raise DataFileError(f"{path} is not a NumPy .npz archive (it does not start like a zip file); {advice}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = archive.files if keys is None else list(keys)
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise DataFileError(f"{path} lacks the arrays {', '.join(missing)} (it holds "
+                                    f"{', '.join(archive.files) or 'none'}); {advice}")
+            return {key: archive[key] for key in keys}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+        if isinstance(error, DataFileError):
+            raise
+        raise DataFileError(f"{path} is a damaged .npz archive or holds pickled objects ({error}); {advice}") from error

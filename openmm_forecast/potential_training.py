@@ -40,7 +40,7 @@ import torch
 from openmm import unit
 from tqdm.auto import tqdm
 
-from ._io import atomic_write_path, write_json
+from ._io import atomic_write_path, load_npz, write_json
 from ._runtime import openmm as mm
 from .config import check_field, from_mapping, read_yaml_mapping, to_plain_dict, write_yaml
 from .errors import CheckpointError, UnsupportedSystemError, is_potential_evaluation_failure
@@ -349,9 +349,8 @@ def load_or_generate_dataset(config, run_dir, progress=True):
     path = os.path.join(run_dir, "dataset.npz")
     key = _data_key(config)
     if os.path.exists(path):
-        with np.load(path) as stored:
-            data = {name: stored[name] for name in stored.files}
-        if str(data.pop("key")) != key:
+        data = load_npz(path, what="the dataset fit-potential generated for this run_dir")
+        if str(data.pop("key", None)) != key:
             raise CheckpointError(
                 f"{path} was generated with other setup/seed/sampling settings; use a new run_dir or delete it"
             )

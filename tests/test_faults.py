@@ -720,6 +720,45 @@ def test_resume_compares_model_files_by_content(case, tmp_path, capsys, monkeypa
         assert _frames(out) == 4
 
 
+def _samples_npz(**arrays):
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+_SAMPLES = _samples_npz(positions=np.zeros((4, 22, 3)), energies=np.zeros(4), forces=np.zeros((4, 22, 3)),
+                        sampling=np.array(json.dumps({"setup": "amber14-vacuum", "fingerprint": "x"})))
+
+# (id, content of OUT/samples.npz, text of the one-line error): the cache of fit-surrogate, reused by a rerun
+# (issue 21: a truncated one ended in a BadZipFile traceback, one of text or random bytes in "pickled data").
+CACHE_CASES = [
+    ("samples.npz truncated", _SAMPLES[: len(_SAMPLES) // 2], "damaged .npz archive"),
+    ("samples.npz of random bytes", np.random.default_rng(0).bytes(3000), "not a NumPy .npz archive"),
+    ("samples.npz of text", b"positions,energies\n1,2\n" * 50, "not a NumPy .npz archive"),
+    ("samples.npz with a pickled array", _samples_npz(positions=np.array([{}], dtype=object), energies=np.zeros(3),
+                                                      forces=np.zeros(3), sampling=np.array("{}")), "pickled objects"),
+    ("samples.npz without forces", _samples_npz(positions=np.zeros(3)), "lacks the arrays energies, forces"),
+    ("samples.npz with a broken record", _samples_npz(positions=np.zeros(3), energies=np.zeros(3),
+                                                      forces=np.zeros(3), sampling=np.array("{half")),
+     "no readable record of its sampling"),
+]
+
+
+@pytest.mark.parametrize("case", CACHE_CASES, ids=[case[0] for case in CACHE_CASES])
+def test_a_corrupt_cache_is_refused_by_name(case, tmp_path, capsys):
+    _, content, message = case
+    out = tmp_path / "f"
+    out.mkdir()
+    (out / "samples.npz").write_bytes(content)
+    assert _exit_code(_fit(out)) == 1
+    error = capsys.readouterr().err.strip()
+    assert "samples.npz" in error and message in error and "Traceback" not in error, error
+    assert len(error.splitlines()) == 1, error
+    assert [path.name for path in out.iterdir()] == ["samples.npz"]
+
+
 INTERRUPTION_CASES = 2 + 1 + 1
 """Signals (2), SIGKILL during a run, SIGKILL during a checkpoint write."""
 
@@ -802,6 +841,7 @@ def suite_counts():
         "Kills and signals": INTERRUPTION_CASES,
         "Truncated and foreign files": len(FILE_CASES),
         "Files compared by content": len(PROVENANCE_CASES),
+        "Corrupt caches": len(CACHE_CASES),
         "Dynamics that blow up": len(BLOW_UP_CASES) + BLOW_UP_LIBRARY_CASES,
     }
 

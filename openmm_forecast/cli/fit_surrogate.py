@@ -72,12 +72,12 @@ def run(args):
     from openmm import unit
 
     from .. import __version__
-    from .._io import atomic_write_path, check_output_directory, write_json
+    from .._io import atomic_write_path, check_output_directory, load_npz, write_json
     from .._runtime import openmm as mm
     from ..surrogate_fitting import fit_surrogate, sample_target
     from ..systems import build_system
 
-    from ..errors import UsageError
+    from ..errors import DataFileError, UsageError
 
     if args.frames < args.chains:
         raise UsageError(f"--frames {args.frames} gives no frame to some of the --chains {args.chains}")
@@ -91,9 +91,15 @@ def run(args):
     sampling = dict(frames=args.frames, chains=args.chains, frame_interval_ps=args.frame_interval,
                     equilibration_ps=args.equilibration, seed=args.seed)
     if os.path.exists(samples_path):
-        with np.load(samples_path) as data:
-            positions, energies, forces = data["positions"], data["energies"], data["forces"]
+        data = load_npz(samples_path, ("positions", "energies", "forces", "sampling"),
+                        "the target samples fit-surrogate wrote there")
+        positions, energies, forces = data["positions"], data["energies"], data["forces"]
+        try:
             stored = json.loads(str(data["sampling"]))
+            stored["fingerprint"], stored["setup"]
+        except (ValueError, TypeError, KeyError) as error:
+            raise DataFileError(f"{samples_path} has no readable record of its sampling ({error!r}); remove it to "
+                                "sample again") from None
         if stored["fingerprint"] != target.fingerprint():
             raise ValueError(f"{samples_path} was sampled from another target ({stored['setup']}); remove it or "
                              "choose another --out")
