@@ -43,22 +43,26 @@ Protocol (:func:`run_benchmark`)
    ``time_to_js`` / ``speedup_time_to_js``: the wall clock the baseline needs to reach the JS this arm
    reached at the end of its budget (measured, or estimated as above), over the arm's wall clock.
 
+Interrupted (Ctrl-C, SIGTERM), a benchmark keeps what it measured: the arms' samples up to the signal are
+analysed as above and written (``report.json`` with ``"partial": true`` and ``interrupted_by``, the phi/psi
+and plots), then the interruption goes on (the CLI exits 130 or 143).
+
 Units: ns, ps, seconds, degrees, K.
 """
 
 import dataclasses
 import glob
-import hashlib
 import logging
 import os
 import platform as platform_module
 import re
+import signal
 import time
 
 import numpy as np
 from openmm import unit
 
-from ._io import check_output_directory, load_npy, write_json
+from ._io import check_output_directory, file_sha256, load_npy, write_json
 from .analysis import (
     BASINS,
     DEFAULT_BINS,
@@ -76,7 +80,7 @@ from .analysis import (
 )
 from .checkpoint import forecaster_fingerprint
 from .efficiency import compare, efficiency, winner
-from .errors import DataFileError
+from .errors import DataFileError, SamplingInterrupted
 from .systems import resource_path
 from .walkers import ForecastWalkers, PlainWalkers
 
@@ -167,8 +171,7 @@ def reference_key(molecular_system):
         path = shipped_potential(name)
     except ModelFileError:
         return None
-    with open(path, "rb") as handle:
-        return name if hashlib.sha256(handle.read()).hexdigest().startswith(digest) else None
+    return name if file_sha256(path).startswith(digest) else None
 
 
 def shipped_reference(key):
@@ -369,6 +372,9 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
     ------
     PotentialEvaluationError
         An arm blew up before it finished one slice (nothing of it to report).
+    SamplingInterrupted
+        On Ctrl-C or SIGTERM, carrying ``{name: WalkerSamples}`` of every arm with a complete sample so far (the
+        interrupted slice's included).
     """
     from tqdm.auto import tqdm
 
@@ -382,33 +388,41 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
     pieces = {name: [] for name in arms}
     used = dict.fromkeys(arms, 0.0)
     disable = None if progress is None else not progress
-    with tqdm(total=len(arms) * wall_seconds, unit="s", desc="benchmark", disable=disable) as bar:
-        while any(used[name] < wall_seconds for name in arms):
-            for name, walkers in arms.items():
-                if used[name] >= wall_seconds:
-                    continue
-                budget = min(slice_seconds, wall_seconds - used[name])
-                cpu_start = time.process_time()
-                try:
-                    piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
-                except mm.OpenMMException as error:
-                    if not is_blow_up(error):
+    try:
+        with tqdm(total=len(arms) * wall_seconds, unit="s", desc="benchmark", disable=disable) as bar:
+            while any(used[name] < wall_seconds for name in arms):
+                for name, walkers in arms.items():
+                    if used[name] >= wall_seconds:
+                        continue
+                    budget = min(slice_seconds, wall_seconds - used[name])
+                    cpu_start = time.process_time()
+                    try:
+                        piece = walkers.sample(sample_interval, wall_seconds=budget, progress=False)
+                    except SamplingInterrupted as interruption:
+                        if interruption.samples is not None:  # the interrupted slice's complete samples
+                            pieces[name].append(interruption.samples)
                         raise
-                    message = f"blew up after {used[name]:.1f} s of its budget: {str(error).strip()}"
-                    if not pieces[name]:
-                        raise PotentialEvaluationError(f"arm {name!r} {message}") from error
-                    logger.warning("arm %r %s; it stops there, the other arms go on", name, message)
-                    if failures is not None:
-                        failures[name] = message
-                    used[name] = wall_seconds
-                    continue
-                pieces[name].append(piece)
-                used[name] += piece.wall_s[-1]
-                if cpu_seconds is not None:
-                    cpu_seconds[name] = cpu_seconds.get(name, 0.0) + time.process_time() - cpu_start
-                bar.n = round(sum(min(value, wall_seconds) for value in used.values()), 1)
-                bar.refresh()
-                bar.set_postfix_str(f"{name} {used[name]:.0f}/{wall_seconds:g} s")
+                    except mm.OpenMMException as error:
+                        if not is_blow_up(error):
+                            raise
+                        message = f"blew up after {used[name]:.1f} s of its budget: {str(error).strip()}"
+                        if not pieces[name]:
+                            raise PotentialEvaluationError(f"arm {name!r} {message}") from error
+                        logger.warning("arm %r %s; it stops there, the other arms go on", name, message)
+                        if failures is not None:
+                            failures[name] = message
+                        used[name] = wall_seconds
+                        continue
+                    pieces[name].append(piece)
+                    used[name] += piece.wall_s[-1]
+                    if cpu_seconds is not None:
+                        cpu_seconds[name] = cpu_seconds.get(name, 0.0) + time.process_time() - cpu_start
+                    bar.n = round(sum(min(value, wall_seconds) for value in used.values()), 1)
+                    bar.refresh()
+                    bar.set_postfix_str(f"{name} {used[name]:.0f}/{wall_seconds:g} s")
+    except KeyboardInterrupt as interruption:
+        sampled = {name: WalkerSamples.concatenate(parts) for name, parts in pieces.items() if parts}
+        raise SamplingInterrupted(SamplingInterrupted.signal_of(interruption), sampled) from interruption
     return {name: WalkerSamples.concatenate(parts) for name, parts in pieces.items()}
 
 
@@ -914,6 +928,12 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     -------
     dict
         The report (also in ``out/report.json``; see docs/benchmark.md for its keys).
+
+    Raises
+    ------
+    SamplingInterrupted
+        Ctrl-C or SIGTERM during the sampling, after the report of what was measured (``"partial": true``; arms
+        without a sample in ``arms_not_sampled``) was written; nothing is written when no arm had a sample.
     """
     from .platforms import describe_platform, pin_to_one_core, pinned_core, restore_affinity
     from .plotting import plot_ramachandran
@@ -942,19 +962,27 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     reference_histogram = None if runs is None else ramachandran_histogram(pooled_reference)
     interval_ps = float(sample_interval.value_in_unit(unit.picosecond))
     reference_interval_ps = float(reference_interval.value_in_unit(unit.picosecond))
-    os.makedirs(out, exist_ok=True)
     configurations, platform_timings, pinned = choose_platforms(arms, platform, pin)
     affinity_before = pin_to_one_core() if pinned and pinned_core() is None else None
-    failures, cpu_seconds = {}, {}
+    failures, cpu_seconds, interruption = {}, {}, None
     try:  # Contexts created while pinned keep their worker threads on that core
         walkers = {arm.name: arm.create_walkers(n_walkers, seed, configurations[arm.name]) for arm in arms}
         described = {name: describe_platform(arm_walkers.simulations[0].context) for name, arm_walkers in walkers.items()}
         samples = run_interleaved(walkers, sample_interval, wall_seconds, slice_seconds, progress, failures,
                                   cpu_seconds)
+    except SamplingInterrupted as stop:  # Ctrl-C or SIGTERM: report what was measured, then stop as asked
+        if not stop.samples:
+            raise
+        samples, interruption = stop.samples, stop
+        logger.warning("%s: a partial report of %s in %s", signal.Signals(stop.signum).name,
+                       ", ".join(f"{name} ({part.wall_s[-1]:.0f} s)" for name, part in samples.items()), out)
     finally:
         if affinity_before is not None:
             restore_affinity(affinity_before)
+    not_sampled = [arm.name for arm in arms if arm.name not in samples]
+    arms = [arm for arm in arms if arm.name in samples]  # all of them, unless interrupted (the baseline is first)
 
+    os.makedirs(out, exist_ok=True)  # only now: a benchmark refused or interrupted before a sample leaves none
     topology = system.topology
     summaries, phi_psis, curves = {}, {}, {}
     for arm in arms:
@@ -1005,6 +1033,9 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
             logger.warning("%s", note)
     report = {
         "format": REPORT_FORMAT,
+        "partial": interruption is not None,
+        "interrupted_by": None if interruption is None else signal.Signals(interruption.signum).name,
+        "arms_not_sampled": not_sampled,
         "pinned": bool(pinned),
         "machine": machine_info(),
         "setup": system.setup,
@@ -1038,6 +1069,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         plot_convergence({summaries[name]["label"]: (samples[name].wall_s, curves[name]) for name in summaries},
                          os.path.join(out, "convergence.png"), target_js=bar["value"],
                          noise_js=reference_report["js_between_runs"])
+    if interruption is not None:
+        raise interruption
     return report
 
 
@@ -1137,10 +1170,7 @@ def _model_file_sha256(forecaster):
         path = os.path.join(surrogates_directory(), card["surrogate"] + SURROGATE_SUFFIX)
     elif not os.path.isfile(path):
         path = os.path.join(models_directory(), path + MODEL_SUFFIX) if path in shipped_models() else None
-    if path is None:
-        return None
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
+    return None if path is None else file_sha256(path)
 
 
 def _number(value, spec):

@@ -108,5 +108,28 @@ class RunInterrupted(KeyboardInterrupt):
         self.signum, self.step = int(signum), int(step)
 
 
+class SamplingInterrupted(KeyboardInterrupt):
+    """Sampling stopped by a signal (Ctrl-C, SIGTERM), carrying what was measured before it.
+
+    Attributes
+    ----------
+    signum : int
+        The signal (2: SIGINT, 15: SIGTERM).
+    samples : object
+        What was sampled up to the last complete sample: a :class:`~openmm_forecast.walkers.WalkerSamples`
+        from :meth:`~openmm_forecast.walkers.PlainWalkers.sample`, ``{arm: WalkerSamples}`` from
+        :func:`~openmm_forecast.benchmark.run_interleaved`; None (or empty) when nothing was.
+    """
+
+    def __init__(self, signum, samples):
+        super().__init__(signum)
+        self.signum, self.samples = int(signum), samples
+
+    @classmethod
+    def signal_of(cls, interruption):
+        """The signal number a ``KeyboardInterrupt`` carries (the CLI's SIGTERM handler passes it; Ctrl-C: 2)."""
+        return int(interruption.args[0]) if interruption.args and isinstance(interruption.args[0], int) else 2
+
+
 class PluginError(ForecastError, RuntimeError):
     """The C++ plugin (``plugin/``, library ``libOpenMMForecast.so``) is not built or failed to load."""

@@ -44,7 +44,7 @@ from openmm import unit
 from tqdm.auto import tqdm
 
 from .accelerator import AcceleratorStats, ForecastAccelerator
-from .errors import BadForecastError
+from .errors import BadForecastError, SamplingInterrupted
 from .guards import degrees_of_freedom, kinetic_energy_kJ, kinetic_temperature_K
 from .units import positive, whole_steps
 
@@ -192,6 +192,11 @@ class _Walkers:
         Returns
         -------
         WalkerSamples
+
+        Raises
+        ------
+        SamplingInterrupted
+            On Ctrl-C or SIGTERM (a ``KeyboardInterrupt``), carrying the samples completed before it.
         """
         if n_samples is None and wall_seconds is None:
             raise ValueError("give n_samples, wall_seconds or both")
@@ -200,19 +205,29 @@ class _Walkers:
         positions, temperatures, walls = [], [], []
         disable = None if progress is None else not progress
         total = n_samples if wall_seconds is None else float(wall_seconds)
-        with tqdm(total=total, disable=disable, desc=label, unit="sample" if wall_seconds is None else "s") as bar:
-            start = time.perf_counter()
-            while True:
-                self.step(steps)
-                x, temperature = self._positions_and_temperatures()
-                positions.append(x.astype(np.float32))
-                temperatures.append(temperature)
-                walls.append(time.perf_counter() - start)
-                bar.update(1 if wall_seconds is None else walls[-1] - bar.n)
-                if (n_samples is not None and len(positions) >= n_samples) or (
-                    wall_seconds is not None and walls[-1] >= wall_seconds
-                ):
-                    break
+        try:
+            with tqdm(total=total, disable=disable, desc=label, unit="sample" if wall_seconds is None else "s") as bar:
+                start = time.perf_counter()
+                while True:
+                    self.step(steps)
+                    x, temperature = self._positions_and_temperatures()
+                    sample_wall = time.perf_counter() - start
+                    positions.append(x.astype(np.float32))
+                    temperatures.append(temperature)
+                    walls.append(sample_wall)
+                    bar.update(1 if wall_seconds is None else walls[-1] - bar.n)
+                    if (n_samples is not None and len(positions) >= n_samples) or (
+                        wall_seconds is not None and walls[-1] >= wall_seconds
+                    ):
+                        break
+        except KeyboardInterrupt as interruption:
+            n = min(len(positions), len(temperatures), len(walls))  # the samples recorded completely
+            partial = self._samples(positions[:n], temperatures[:n], walls[:n], interval_ps) if n else None
+            raise SamplingInterrupted(SamplingInterrupted.signal_of(interruption), partial) from interruption
+        return self._samples(positions, temperatures, walls, interval_ps)
+
+    @staticmethod
+    def _samples(positions, temperatures, walls, interval_ps):
         n = len(positions)
         return WalkerSamples(np.stack(positions), interval_ps * np.arange(1, n + 1), np.array(walls), interval_ps,
                              np.stack(temperatures))

@@ -323,7 +323,8 @@ def test_cli_arms_plain_hmr_and_a_rule(reference_dir, tmp_path):
 @pytest.mark.parametrize("arm, message", [("plain:metropolis", "takes no acceptance rule"),
                                           ("verlet:sometimes", "unknown acceptance rule"), ("x=", "no model")])
 def test_cli_refuses_bad_arms_before_running(arm, message, tmp_path, capsys):
-    assert main(["benchmark", "--arm", arm, "--out", str(tmp_path / "bad"), "--no-reference"]) == 1
+    # An argument error: exit 2, as argparse's (issue 21).
+    assert main(["benchmark", "--arm", arm, "--out", str(tmp_path / "bad"), "--no-reference"]) == 2
     assert message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "bad")
 

@@ -759,8 +759,37 @@ def test_a_corrupt_cache_is_refused_by_name(case, tmp_path, capsys):
     assert [path.name for path in out.iterdir()] == ["samples.npz"]
 
 
-INTERRUPTION_CASES = 2 + 1 + 1
-"""Signals (2), SIGKILL during a run, SIGKILL during a checkpoint write."""
+def test_a_signal_during_benchmark_keeps_a_partial_report(files, tmp_path, monkeypatch):
+    # Issue 21: the exit code was right but the output directory empty.  SIGTERM arrives (as the CLI's handler
+    # raises it) in the hybrid arm's 5th sampling step, after the plain arm's first slice.
+    from openmm_forecast.walkers import ForecastWalkers
+
+    calls = []
+    original = ForecastWalkers.step
+
+    def step(self, n_steps):
+        calls.append(n_steps)
+        if len(calls) == 5:
+            raise KeyboardInterrupt(signal.SIGTERM)
+        return original(self, n_steps)
+
+    monkeypatch.setattr(ForecastWalkers, "step", step)
+    out = tmp_path / "b"
+    arguments = _benchmark(out, files["good"], "--wall-seconds", "60", "--slice-seconds", "0.3", "--sample-interval",
+                           "0.02", "--pin", "no", "--walkers", "2")
+    assert main(arguments) == 143
+    report = json.loads((out / "report.json").read_text())
+    assert report["partial"] is True and report["interrupted_by"] == "SIGTERM" and report["arms_not_sampled"] == []
+    hybrid = next(name for name in report["arms"] if name != "plain")
+    assert report["arms"][hybrid]["samples_per_walker"] == 4  # the samples completed before the signal
+    assert report["arms"]["plain"]["samples_per_walker"] >= 1
+    for name, arm in report["arms"].items():
+        assert np.load(out / f"{name}_phipsi.npy").shape == (2, arm["samples_per_walker"], 2)
+    assert (out / "ramachandran.png").exists()
+
+
+INTERRUPTION_CASES = 2 + 1 + 1 + 1
+"""Signals during run (2), SIGKILL during a run, SIGKILL during a checkpoint write, a signal during benchmark."""
 
 
 # ---- 7. dynamics that blow up: a non-zero exit naming it, nothing of the broken state written ---------------
