@@ -628,6 +628,8 @@ class ForecastAccelerator:
     """
 
     def __init__(self, simulation, forecaster, *, molecular_system=None, forecaster_options=None, **options):
+        import weakref
+
         self.simulation = simulation
         self.options = AcceleratorOptions(**options)
         _check_supported_system(simulation.system)
@@ -699,6 +701,11 @@ class ForecastAccelerator:
         self._forecaster_fingerprint = forecaster_fingerprint(self.forecaster)
         self.progress_bar = None  # a tqdm bar that step() updates instead of opening its own (one bar per run)
         self._stop_signal = None  # set by request_stop (e.g. from a signal handler)
+        if getattr(simulation, "_forecast_accelerator", lambda: None)() is not None:
+            # Two would each keep their own copy of the state and undo each other's jumps.
+            raise UnsupportedSystemError("this Simulation is already driven by a ForecastAccelerator; step that one, "
+                                         "or give the new one a Simulation of its own")
+        simulation._forecast_accelerator = weakref.ref(self)  # refuses a second accelerator while this one lives
 
     # ---- construction helpers ---------------------------------------------------------------------
 

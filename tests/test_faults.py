@@ -271,7 +271,16 @@ API_CASES = [
     ("phi/psi text file as .npy", lambda v: load_phi_psi(_text_npy()), DataFileError, "not a NumPy .npy file"),
     ("reference directory with radians", lambda v: load_reference_runs(_radians_directory()), DataFileError,
      "radians"),
+    ("a second accelerator on one Simulation", lambda v: _two_accelerators(v), UnsupportedSystemError,
+     "already driven by a ForecastAccelerator"),  # issue 21: accepted without a word
 ]
+
+
+def _two_accelerators(vacuum):
+    simulation = vacuum.create_simulation(platform="Reference", seed=1, minimize=False)
+    options = {"molecular_system": vacuum, "forecaster_options": {"stride_ps": 0.01}, "progress": False}
+    first = ForecastAccelerator(simulation, "verlet", **options)
+    return first, ForecastAccelerator(simulation, "verlet", **options)
 
 
 def _text_npy():
