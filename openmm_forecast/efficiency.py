@@ -81,6 +81,9 @@ class Efficiency:
     seconds : float
         The arm's wall-clock (or CPU) seconds the ESS is divided by.
     confidence : float
+    varied : bool
+        False when the observable never changed in any walker (a basin never visited, or never left): then the
+        ESS is one sample per walker by convention and there is no interval (nothing was measured).
     """
 
     observable: str
@@ -90,6 +93,7 @@ class Efficiency:
     jackknife_ess: list
     seconds: float
     confidence: float = DEFAULT_CONFIDENCE
+    varied: bool = True
 
     @property
     def ess(self):
@@ -102,10 +106,11 @@ class Efficiency:
 
     @property
     def interval(self):
-        """(low, high) of the ESS per second; None with one walker.  The low end is clipped at 0."""
+        """(low, high) of the ESS per second; None with one walker or an observable that never changed.  The low
+        end is clipped at 0."""
         values = np.asarray(self.jackknife_ess, dtype=float)
         n = len(values)
-        if n < 2:
+        if n < 2 or not self.varied:
             return None
         error = np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2))
         half = _t_quantile(self.confidence, n - 1) * error
@@ -121,14 +126,14 @@ class Efficiency:
     def from_dict(cls, data):
         """The inverse of :meth:`as_dict`."""
         return cls(data["observable"], data["mean"], data["samples"], data["statistical_inefficiency"],
-                   data["jackknife_ess"], data["seconds"], data["confidence"])
+                   data["jackknife_ess"], data["seconds"], data["confidence"], data["varied"])
 
     def as_dict(self):
         interval = self.interval
         return {"observable": self.observable, "mean": self.mean, "standard_error": self.standard_error,
                 "samples": self.samples, "statistical_inefficiency": self.inefficiency, "ess": self.ess,
                 "ess_per_second": self.ess_per_second, "interval": None if interval is None else list(interval),
-                "confidence": self.confidence, "seconds": self.seconds,
+                "confidence": self.confidence, "seconds": self.seconds, "varied": self.varied,
                 "jackknife_ess": [float(e) for e in self.jackknife_ess]}
 
 
@@ -158,7 +163,8 @@ def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONF
     jackknife = [] if n < 2 else [
         np.delete(x, i, axis=0).size / statistical_inefficiency(np.delete(x, i, axis=0)) * n / (n - 1)
         for i in range(n)]
-    return Efficiency(observable, float(x.mean()), int(x.size), g, jackknife, float(seconds), confidence)
+    return Efficiency(observable, float(x.mean()), int(x.size), g, jackknife, float(seconds), confidence,
+                      bool(np.ptp(x) > 0))
 
 
 def compare(a, b):

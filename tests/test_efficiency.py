@@ -66,7 +66,10 @@ def test_walkers_stuck_in_their_basins_are_a_few_samples_not_hundreds(rng):
     assert stuck.ess < 12
     shuffled = efficiency(rng.permuted(series.reshape(-1)).reshape(4, 600), seconds=1.0)
     assert shuffled.ess > 1000
-    assert efficiency(np.ones((3, 50)), seconds=1.0).ess == 3.0  # nothing ever changes: one sample per walker
+    constant = efficiency(np.ones((3, 50)), seconds=1.0)
+    assert constant.ess == 3.0 and constant.interval is None  # nothing ever changes: one sample per walker
+    # ... and nothing is declared about arms whose observable never changed (a basin none of them visited)
+    assert winner({"a": constant, "b": efficiency(np.zeros((3, 50)), seconds=2.0)}) is None
 
 
 def test_a_winner_only_outside_the_intervals(rng):
