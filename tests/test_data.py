@@ -335,5 +335,5 @@ def test_cli_generate(tmp_path, capsys):
     assert main(common + ["--segments", "3"]) == 0  # extends the same file
     assert len(load_trajectory(path)) == 3
     assert main(common + ["--segments", "3", "--seed", "2"]) == 1  # refuses different settings
-    assert main(["generate", "--mode", "nvt", "--out", str(tmp_path / "y.h5")]) == 1  # --frames missing
+    assert main(["generate", "--mode", "nvt", "--out", str(tmp_path / "y.h5")]) == 2  # --frames missing: a usage error
     assert "--frames" in capsys.readouterr().err
