@@ -161,15 +161,19 @@ def candidate_configurations(pinning=None):
     Parameters
     ----------
     pinning : bool or None
-        True: only pinned configurations; False: only unpinned; None: both (where this process can pin).
+        True: only pinned configurations; False: only unpinned; None: both.  A thread already confined to one
+        core (``taskset -c N``, a one-core machine) can only run pinned; one that cannot pin only unpinned.
 
     Returns
     -------
     list of PlatformConfiguration
     """
-    states = [False, True] if pinning is None else [bool(pinning)]
-    if not can_pin() and pinned_core() is None:
+    if pinned_core() is not None:
+        states = [True]
+    elif not can_pin():
         states = [False]
+    else:
+        states = [False, True] if pinning is None else [bool(pinning)]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     result = []
     for pinned in states:

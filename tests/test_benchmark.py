@@ -469,6 +469,7 @@ def test_each_arm_runs_on_its_measured_fastest_configuration_and_pinning_follows
 
     monkeypatch.setattr(platforms, "time_configuration", fake)
     monkeypatch.setattr(platforms, "can_pin", lambda: True)
+    monkeypatch.setattr(platforms, "pinned_core", lambda: None)  # as on a free thread of a 2-core machine
     monkeypatch.setattr(platforms, "available_platforms", lambda: ["Reference", "CPU"])
     platforms._cache.clear()
     arms = [BenchmarkArm("plain", vacuum_system), BenchmarkArm("hmr", hmr), BenchmarkArm("v", vacuum_system, "verlet")]
