@@ -183,7 +183,7 @@ def arms_from_args(args, specs=None):
                 if options is None:
                     raise UsageError(f"--arm {spec!r}: a stride is set only for baseline and surrogate proposals, not for "
                                      f"the learned forecaster {model!r}")
-                options["stride_ps"] = stride_fs / 1000.0
+                options["stride_ps"] = stride_fs * unit.femtosecond
             accelerator = {"acceptance": rule, "energy_tolerance_kT": args.energy_tolerance}
             for option in ("segment_steps", "jumps_per_cycle"):
                 if getattr(args, option) is not None:
