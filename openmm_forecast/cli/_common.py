@@ -86,7 +86,8 @@ def integer(minimum=1, maximum=None, *, why=None):
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < minimum or (maximum is not None and value > maximum):
             wanted = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-            raise argparse.ArgumentTypeError(f"must be an integer {wanted}, got {text!r}" + (f" ({why})" if why else ""))
+            reason = f" ({why})" if why else ""
+            raise argparse.ArgumentTypeError(f"must be an integer {wanted}, got {text!r}{reason}")
         return value
 
     parse.__name__ = "integer"
@@ -104,7 +105,7 @@ SEED = integer(1, MAX_SEED, why="0 would let OpenMM pick a random seed; OpenMM s
 
 
 def steps(span_ps, timestep_ps, flag, allow_zero=False):
-    """:func:`~openmm_forecast.units.whole_steps` of a flag's span, refused as a usage error (exit 2) naming ``flag``."""
+    """:func:`~openmm_forecast.units.whole_steps` of a flag's span; a usage error (exit 2) naming ``flag``."""
     from ..errors import UsageError
     from ..units import whole_steps
 

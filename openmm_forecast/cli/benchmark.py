@@ -181,8 +181,8 @@ def arms_from_args(args, specs=None):
             options = baseline_options(args, model)
             if stride_fs is not None:
                 if options is None:
-                    raise UsageError(f"--arm {spec!r}: a stride is set only for baseline and surrogate proposals, not for "
-                                     f"the learned forecaster {model!r}")
+                    raise UsageError(f"--arm {spec!r}: a stride is set only for baseline and surrogate proposals, "
+                                     f"not for the learned forecaster {model!r}")
                 options["stride_ps"] = stride_fs * unit.femtosecond
             accelerator = {"acceptance": rule, "energy_tolerance_kT": args.energy_tolerance}
             for option in ("segment_steps", "jumps_per_cycle"):
