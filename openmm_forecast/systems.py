@@ -16,6 +16,11 @@ Setups
     to energy in kJ/mol).  Masses and constraints come from the amber14 topology; every other force is
     removed.  ``potential_file="ani2x"`` uses torchani's ANI-2x when its weights exist locally (never
     downloaded).
+``ani1x``
+    The published ANI-1x (8-model ensemble, H/C/N/O, wB97X/6-31G(d)) as an openmm-torch ``TorchForce``
+    (:func:`ani1x_force`, which serves any H/C/N/O molecule), from weights shipped with the package (converted
+    from torchani 2.2.4's files, docs/ani1x.md), vacuum.  Masses and constraints come from the amber14 topology;
+    every other force is removed.
 ``gfn2-xtb``
     GFN2-xTB from tblite (optional: ``pip install 'openmm-forecast[xtb]'``) through an ``openmm.PythonForce``
     (:class:`~openmm_forecast.xtb.GFN2xTBComputation`), vacuum.  Masses and constraints come from the amber14
@@ -55,7 +60,7 @@ from .errors import (
 )
 from .units import positive
 
-SETUPS = ("amber14-vacuum", "amber14-obc2", "amber14-tip3p", "ml", "gfn2-xtb")
+SETUPS = ("amber14-vacuum", "amber14-obc2", "amber14-tip3p", "ml", "ani1x", "gfn2-xtb")
 """Names accepted by :func:`build_system`."""
 
 ALANINE_DIPEPTIDE_PDB = "alanine-dipeptide.pdb"
@@ -356,7 +361,8 @@ def build_system(
     UnitError
         If a quantity lacks units or has the wrong dimension.
     ModelFileError, ModelMismatchError
-        For ``ml``: a missing or unreadable potential, or one that does not fit alanine dipeptide.
+        For ``ml``: a missing or unreadable potential, or one that does not fit alanine dipeptide.  For
+        ``ani1x``: ModelFileError if the shipped weights are missing (a broken install).
     OptionalDependencyError
         For ``gfn2-xtb``: tblite is not installed (the message says how to install it).
     """
@@ -404,6 +410,13 @@ def build_system(
         computation = GFN2xTBComputation([atom.element.atomic_number for atom in topology.atoms()])
         system.addForce(mm.PythonForce(computation))
         potential = computation.describe()
+    elif setup == "ani1x":
+        from .potentials import ANI1X_DTYPE
+
+        system = _amber14_vacuum(topology, constraint_type)
+        _remove_forces(system)  # the masses and constraints stay
+        system.addForce(ani1x_force(topology))
+        potential = f"ANI-1x (torchani 2.2.4 ani-1x_8x, {ANI1X_DTYPE})"
     else:
         if potential_file is None:
             raise ValueError("the 'ml' setup needs potential_file: a TorchScript potential file, or 'ani2x'")
@@ -498,6 +511,36 @@ def _import_openmmtorch():
     finally:
         root.removeFilter(not_simtk)
     return openmmtorch
+
+
+def ani1x_force(topology, dtype=None):
+    """An openmm-torch ``TorchForce`` of the published ANI-1x for any molecule made of H, C, N and O.
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+        The molecule (vacuum, no periodic box); every atom's element must be H, C, N or O.  Its atoms become
+        the force's particles 0..n_atoms-1, in topology order.
+    dtype : {'float64', 'float32'}, optional
+        Precision of the network; default :data:`~openmm_forecast.potentials.ANI1X_DTYPE` (chosen by
+        measurement, see :func:`~openmm_forecast.potentials.ani1x_module`).
+
+    Returns
+    -------
+    openmmtorch.TorchForce
+        Absolute ANI-1x energy in kJ/mol (self energies included), forces in kJ/mol/nm.  Add it to a System
+        whose particles have the molecule's masses, e.g. ``system.addParticle(atom.element.mass)`` per atom.
+
+    Raises
+    ------
+    ModelMismatchError
+        An atom without an element, or with an element ANI-1x does not cover (the message names the atoms).
+    """
+    from .potentials import ANI1X_DTYPE, ani1x_module
+
+    elements = [atom.element.symbol if atom.element is not None else "no element" for atom in topology.atoms()]
+    module = ani1x_module(elements, dtype or ANI1X_DTYPE)
+    return _import_openmmtorch().TorchForce(module)
 
 
 def _torch_force(potential_file, elements):
