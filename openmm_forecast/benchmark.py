@@ -103,6 +103,10 @@ SHIPPED_REFERENCES = {"amber14-vacuum": "reference", "amber14-obc2": "reference/
 
 SHIPPED_REFERENCE_TEMPERATURE_K = 300.0
 
+SHIPPED_POPULATIONS = {"amber14-obc2": "reference/amber14-obc2-metad/summary.json"}
+"""Converged basin populations shipped per :func:`reference_key` (OpenMM metadynamics, then sampling under the
+frozen bias, reweighted: ``scripts/make_metad_reference.py``; provenance in ``resources/reference/README.md``)."""
+
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -208,6 +212,54 @@ def default_reference_path(molecular_system):
             "speed, acceptance and temperature only"
         )
     return path
+
+
+def reference_populations(molecular_system):
+    """The shipped converged basin populations for a system's potential at 300 K, or None.
+
+    Returns
+    -------
+    dict or None
+        ``{basin: {"population", "standard_error", "interval"}}`` (the mean of the independent seeds; its standard
+        error from their 95 % block-bootstrap intervals, combined; the interval spanning theirs) and ``"source"``.
+    """
+    key = reference_key(molecular_system)
+    temperature_K = molecular_system.temperature.value_in_unit(unit.kelvin)
+    if key not in SHIPPED_POPULATIONS or abs(temperature_K - SHIPPED_REFERENCE_TEMPERATURE_K) > 1e-6:
+        return None
+    path = resource_path(SHIPPED_POPULATIONS[key])
+    if not os.path.isfile(path):
+        return None
+    import json
+
+    with open(path) as handle:
+        summary = json.load(handle)
+    seeds = list(summary["per_seed"].values())
+    result = {"source": os.path.relpath(path, resource_path(""))}
+    for basin, population in summary["pooled_mean_of_seeds"].items():
+        intervals = np.array([seed[basin]["interval_95"] for seed in seeds])
+        error = float(np.sqrt(np.sum(((intervals[:, 1] - intervals[:, 0]) / 3.92) ** 2)) / len(seeds))
+        result[basin] = {"population": population, "standard_error": error,
+                         "interval": [float(intervals[:, 0].min()), float(intervals[:, 1].max())]}
+    return result
+
+
+def _populations_against(summary, populations):
+    """Each basin's population of an arm against the converged reference: difference and z-score (the arm's
+    standard error from its effective samples, combined with the reference's)."""
+    result = {}
+    for name, reference in populations.items():
+        if name == "source" or name not in summary["basins"] or summary["efficiency"] is None:
+            continue
+        if name not in summary["efficiency"]:
+            continue
+        arm = summary["basins"][name]["population"]
+        error = summary["efficiency"][name]["standard_error"]
+        combined = float(np.hypot(error, reference["standard_error"]))
+        result[name] = {"arm": arm, "arm_standard_error": error, "reference": reference["population"],
+                        "reference_standard_error": reference["standard_error"],
+                        "z": (arm - reference["population"]) / combined if combined > 0 else None}
+    return result
 
 
 def _reference_mismatch(molecular_system, reference_path):
@@ -1018,6 +1070,10 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         np.save(os.path.join(out, f"{arm.name}_phipsi.npy"), phi_psis[arm.name])
 
     bar = _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps)
+    populations = reference_populations(system)
+    if populations is not None:
+        for summary in summaries.values():
+            summary["basins_vs_reference"] = _populations_against(summary, populations)
     reference_report = None
     if runs is not None:
         frame_curve = reference_window_curve(runs)
@@ -1057,6 +1113,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         "slice_seconds": slice_seconds,
         "sample_interval_ps": interval_ps,
         "reference": reference_report,
+        "reference_populations": populations,
         "definitions": analysis_definitions(),
     }
     write_json(os.path.join(out, "report.json"), report, indent=2)
@@ -1215,6 +1272,15 @@ def format_summary(report):
     elif bar["value"] is not None:
         lines.append("first to the JS bar: none (no arm reached it)")
     lines.extend(format_efficiency(report))
+    populations = report.get("reference_populations")
+    if populations:
+        lines.append(f"basin populations against the converged reference ({populations['source']}), z = difference "
+                     "over the combined standard error:")
+        for name, arm in report["arms"].items():
+            against = arm.get("basins_vs_reference") or {}
+            lines.append(f"  {name}: " + ", ".join(
+                f"{basin} {value['arm']:.3f} (ref {value['reference']:.3f}, z {_number(value['z'], '+.1f')})"
+                for basin, value in against.items() if basin != "other"))
     return "\n".join(lines)
 
 
