@@ -13,8 +13,8 @@ acceptance pays ``exp(-strength * dF / kT)`` for moving between basins of differ
 ``F`` is cheap to learn: the surrogate costs microseconds per step, so well-tempered metadynamics ON THE
 SURROGATE (OpenMM's ``app.Metadynamics``) over a few nanoseconds takes a minute or two
 (:func:`surrogate_free_energy`); :func:`lower_barriers` writes ``B`` into a copy of the surrogate System as a
-``CMAPTorsionForce`` (OpenMM's native periodic bicubic map over a torsion pair), so it stays an ordinary OpenMM
-System at the same cost per step (serialise it to XML and give it wherever a surrogate is taken).
+``CustomCVForce`` holding a periodic ``Continuous2DFunction`` table, so it stays an ordinary OpenMM System
+(serialise it to XML and give it wherever a surrogate is taken).
 
 Units: kJ/mol, radians inside, nm, ps.
 """
@@ -68,38 +68,28 @@ def torsion_force(atoms):
 
 
 def tabulated_torsion_bias(table_kJ, torsions, force_group=None):
-    """A ``CMAPTorsionForce`` adding a fixed energy table over two torsions (periodic, bicubic).
-
-    CMAP, OpenMM's native torsion-pair map, rather than a ``CustomCVForce`` around a tabulated function: on the
-    Reference platform a ``CustomCVForce`` made a 22-atom surrogate step cost ~130 us instead of ~20 us.
+    """A ``CustomCVForce`` adding a fixed energy table over two torsions (periodic, bicubic).
 
     Parameters
     ----------
     table_kJ : numpy.ndarray, shape (n_y, n_x)
-        kJ/mol on the grid of :class:`FreeEnergySurface` (Metadynamics' layout, first and last points the same
-        angle); resampled with a periodic cubic spline onto CMAP's grid (angles ``2 pi i / m``, ``m = n - 1``).
+        kJ/mol on the grid of :class:`FreeEnergySurface` (Metadynamics' layout).
     torsions : pair of atom quadruples
-        The first is x of the table (e.g. phi), the second y (psi).
     force_group : int, optional
 
     Returns
     -------
-    openmm.CMAPTorsionForce
+    openmm.CustomCVForce
     """
-    from scipy.ndimage import map_coordinates
-
     table = np.asarray(table_kJ, dtype=float)
-    if table.ndim != 2 or table.shape[0] != table.shape[1] or table.shape[0] < 5:
-        raise ValueError(f"a bias table needs shape (n, n) with n >= 5, got {table.shape}")
-    periodic = table[:-1, :-1]  # drop the repeated last row and column: m x m unique points from -pi
-    m = len(periodic)
-    angles = 2 * np.pi * np.arange(m) / m  # CMAP's grid, [0, 2 pi)
-    index = ((angles + np.pi) % (2 * np.pi)) / (2 * np.pi / m)  # position on the table's grid
-    y, x = np.meshgrid(index, index, indexing="ij")  # y: second torsion (j), x: first torsion (i)
-    resampled = map_coordinates(periodic, [y.ravel(), x.ravel()], order=3, mode="grid-wrap").reshape(m, m)
-    force = mm.CMAPTorsionForce()
-    force.addMap(m, resampled.ravel())  # energy[i + m * j]: first torsion at 2 pi i / m, second at 2 pi j / m
-    force.addTorsion(0, *[int(a) for a in torsions[0]], *[int(a) for a in torsions[1]])
+    if table.ndim != 2 or min(table.shape) < 4:
+        raise ValueError(f"a bias table needs shape (n_y, n_x) with n >= 4, got {table.shape}")
+    force = mm.CustomCVForce("bias(a, b)")
+    force.addCollectiveVariable("a", torsion_force(torsions[0]))
+    force.addCollectiveVariable("b", torsion_force(torsions[1]))
+    n_y, n_x = table.shape
+    force.addTabulatedFunction("bias", mm.Continuous2DFunction(n_x, n_y, table.flatten(), -np.pi, np.pi, -np.pi,
+                                                               np.pi, True))
     if force_group is not None:
         force.setForceGroup(int(force_group))
     return force
@@ -184,7 +174,7 @@ def lower_barriers(surrogate_system, surface, strength):
     Returns
     -------
     openmm.System
-        The surrogate with one more force (a ``CMAPTorsionForce``); still an ordinary, serialisable System.
+        The surrogate with one more force (a ``CustomCVForce``); still an ordinary, serialisable System.
     """
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")

@@ -12,8 +12,8 @@ Per seed, in two phases, each resumable (a killed run continues from its last ch
 1. *Build*: well-tempered metadynamics on phi and psi (OpenMM ``Metadynamics``: Gaussian width 0.35 rad, height
    1 kJ/mol every 1 ps, bias factor 6, 300 K) for ``--build-ns``.  Writes ``seed<S>_bias.npy`` (the bias grid,
    kJ/mol, OpenMM's layout: ``bias[i_psi, i_phi]``) and the state (XML) every 100 ps.
-2. *Sample*: plain Langevin dynamics of the System plus that bias, FROZEN (a ``CMAPTorsionForce`` holding
-   the same grid: ``barriers.tabulated_torsion_bias``) for ``--sample-ns``, phi, psi and the bias
+2. *Sample*: plain Langevin dynamics of the System plus that bias, FROZEN (a ``CustomCVForce`` with the same
+   periodic ``Continuous2DFunction`` table that Metadynamics builds: ``barriers.tabulated_torsion_bias``) for ``--sample-ns``, phi, psi and the bias
    ``V`` every ``--frame-ps``.  A frame's weight in the unbiased ensemble is ``exp(V / kT)`` (exact for a fixed
    bias).  Writes ``seed<S>_samples.npz`` (``phi_psi`` degrees (n, 2), ``bias_kJ`` (n,), ``weights`` (n,)
    normalised to mean 1) in parts as it goes.
