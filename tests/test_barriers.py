@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from openmm import app, unit
 
-from openmm_forecast import ForecastAccelerator, GHMCCycle, SurrogateForecaster
+from openmm_forecast import ForecastAccelerator, GHMCCycle, SurrogateForecaster, build_system
 from openmm_forecast._runtime import openmm as mm
 from openmm_forecast.analysis import phi_psi_from_positions
 from openmm_forecast.barriers import (
@@ -117,3 +117,26 @@ def test_a_barrier_lowered_surrogate_crosses_more_and_samples_the_rare_basin_exa
     assert acceptance > 0.2
     _, control_crossings, _ = ghmc_chain(TARGET_PARAMETERS)
     assert crossings > 5 * max(control_crossings, 1)
+
+
+def test_the_lower_barriers_command_writes_a_loadable_lowered_surrogate(tmp_path, capsys):
+    import json
+
+    from openmm_forecast.cli import main
+    from openmm_forecast.forecasters.surrogate import load_surrogate_system
+
+    out = tmp_path / "flat"
+    assert main(["lower-barriers", "--setup", "amber14-obc2", "--surrogate", "amber14-vacuum", "--ns", "0.05",
+                 "--strength", "0.5", "--out", str(out), "--no-progress"]) == 0
+    lowered = load_surrogate_system(str(out / "surrogate.xml"))
+    plain = build_system("amber14-vacuum")
+    assert lowered.getNumForces() == plain.system.getNumForces() + 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["strength"] == 0.5 and report["max_bias_kJ"] > 0
+    assert load_surface(out / "surface.npz").free_energy_kJ.shape == (72, 72)
+    assert (out / "surface.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ghmc" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:  # a strength outside [0, 1] is a usage error before any work
+        main(["lower-barriers", "--setup", "amber14-obc2", "--surrogate", "amber14-vacuum", "--strength", "2",
+              "--out", str(tmp_path / "never")])
+    assert refused.value.code == 2 and not (tmp_path / "never").exists()

@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 
-COMMANDS = ["simulate", "run", "compare", "fit_potential", "fit_surrogate", "generate", "train", "evaluate", "benchmark", "demo"]
+COMMANDS = ["simulate", "run", "compare", "fit_potential", "fit_surrogate", "lower_barriers", "generate", "train", "evaluate", "benchmark", "demo"]
 """Modules of this package that define commands, in the order ``--help`` lists them."""
 
 
