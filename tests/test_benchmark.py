@@ -383,14 +383,15 @@ def test_demo_arms_and_settings_per_setup():
     from openmm_forecast.cli.demo import demo_arms
 
     args = _demo_args([])
-    learned = "learned-surrogate=fit-amber14-obc2:metropolis@498"
-    assert args.setup == "amber14-obc2" and demo_arms(args) == ["plain", "hmr", "surrogate:metropolis", learned]
-    # The surrogate's settings fill what the command line leaves open, and only that.
-    assert (args.stride, args.max_frames, args.segment_steps, args.jumps_per_cycle) == (98.0, 1, 1, 1)
-    args = _demo_args(["--no-hmr", "--stride", "48"])
-    assert demo_arms(args) == ["plain", "surrogate:metropolis", learned] and args.stride == 48.0
+    ghmc = ["learned=fit-amber14-obc2:ghmc@2000", "lowered=fit-amber14-obc2-lowered:ghmc@2000"]
+    assert args.setup == "amber14-obc2" and demo_arms(args) == ["plain", "hmr", *ghmc]
+    # The demo's settings fill what the command line leaves open, and only that.
+    assert (args.max_frames, args.sample_interval, args.segment_steps) == (1, 2.0, None)
+    args = _demo_args(["--no-hmr", "--sample-interval", "4"])
+    assert demo_arms(args) == ["plain", *ghmc] and args.sample_interval == 4.0
     args = _demo_args(["--setup", "amber14-vacuum"])
     assert demo_arms(args) == ["plain", "ala2-amber14-vacuum:tolerance"] and args.segment_steps is None
+    assert args.sample_interval == 1.0
     with pytest.raises(SystemExit):
         _demo_args(["--setup", "amber14-tip3p"])
 
@@ -410,14 +411,14 @@ def test_default_demo_runs_obc2_arms_against_the_obc2_reference(tmp_path, capsys
     assert "amber14-obc2" in printed and "winner" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["setup"] == "amber14-obc2"
-    assert list(report["arms"]) == ["plain", "hmr", "surrogate-metropolis", "learned-surrogate"]
+    assert list(report["arms"]) == ["plain", "hmr", "learned", "lowered"]
     assert report["reference"]["path"] == resource_path(SHIPPED_REFERENCES["amber14-obc2"])
-    assert report["arms"]["surrogate-metropolis"]["acceptance"] == "metropolis"
-    assert report["arms"]["surrogate-metropolis"]["forecaster"]["architecture"] == "surrogate"
-    learned = report["arms"]["learned-surrogate"]["forecaster"]
-    assert learned["architecture"] == "surrogate" and learned["surrogate"] == "fit-amber14-obc2"
-    assert learned["structure_preserving"] and len(learned["surrogate_fingerprint"]) == 64
-    assert learned["stride_ps"] == pytest.approx(0.498)
+    assert report["sample_interval_ps"] == 2.0 and report["reference_populations"]["alpha_L"]["population"] < 0.05
+    for name, surrogate in (("learned", "fit-amber14-obc2"), ("lowered", "fit-amber14-obc2-lowered")):
+        arm = report["arms"][name]
+        assert arm["acceptance"] == "ghmc" and arm["forecaster"]["surrogate"] == surrogate
+        assert arm["forecaster"]["structure_preserving"] and len(arm["forecaster"]["surrogate_fingerprint"]) == 64
+        assert arm["forecaster"]["stride_ps"] == pytest.approx(2.0)
 
 
 def test_an_arm_that_blows_up_stops_and_the_others_go_on(vacuum_system, caplog):

@@ -68,8 +68,8 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
                         "for its whole budget, one after the other)")
     add_acceptance_arguments(parser)
     parser.add_argument("--segment-steps", type=integer(1), default=None,
-                        help="hybrid arms: integration steps between jump rounds (default: the accelerator's, one "
-                        "stride)")
+                        help="hybrid arms whose rule integrates (not ghmc): integration steps between jump rounds "
+                        "(default: the accelerator's, one stride)")
     parser.add_argument("--jumps-per-cycle", type=integer(1), default=None,
                         help="hybrid arms: most jumps after each integration segment (default: the accelerator's, 4)")
     parser.add_argument("--hmr-timestep", type=POSITIVE, default=4.0,
@@ -186,7 +186,8 @@ def arms_from_args(args, specs=None):
                 options["stride_ps"] = stride_fs * unit.femtosecond
             accelerator = {"acceptance": rule, "energy_tolerance_kT": args.energy_tolerance}
             for option in ("segment_steps", "jumps_per_cycle"):
-                if getattr(args, option) is not None:
+                # a rule that never integrates the target (ghmc) has no segment: --segment-steps is not its option
+                if getattr(args, option) is not None and (option != "segment_steps" or RULES[rule].integrates):
                     accelerator[option] = getattr(args, option)
             arms.append(BenchmarkArm(name, molecular_system, model, options, accelerator))
     return arms

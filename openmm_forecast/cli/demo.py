@@ -1,12 +1,15 @@
 """``openmm-forecast demo``: plain OpenMM MD against the best available method, a few minutes, no GPU.
 
 Default (``--setup amber14-obc2``, where a step is expensive): alanine dipeptide in OBC2 implicit solvent,
-plain MD at 2 fs, hydrogen mass repartitioning at 4 fs, the surrogate proposal (velocity Verlet on the
-amber14-vacuum System, exact with the Metropolis rule) and the same proposal on the shipped surrogate learned
-from OBC2's own energies and forces (``fit-amber14-obc2``, see ``fit-surrogate``), interleaved in one process;
-says which reached the JS bar (plain MD's final JS against the shipped OBC2 reference) first.  ``--setup amber14-vacuum``: the
-shipped learned forecaster against plain MD in vacuum, where a step is too cheap for any jump to pay.
-Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default runs/demo).
+plain MD at 2 fs and hydrogen mass repartitioning at 4 fs (each on its fastest platform configuration,
+measured first), and the exact ``ghmc`` cycle (one OBC2 energy per 2 ps jump) driven by the surrogate learned
+from OBC2's own energies and forces (``fit-amber14-obc2``, see ``fit-surrogate``) and by the same surrogate with
+its phi/psi barriers lowered (``fit-amber14-obc2-lowered``, see ``lower-barriers``), interleaved in one process.
+Reports effective samples per second of the beta basin with intervals (the winner only outside them), every
+basin's population against the converged metadynamics reference (alpha_L included), and the first arm to the
+JS bar.  ``--setup amber14-vacuum``: the shipped learned forecaster against plain MD in vacuum, where a step is
+too cheap for any jump to pay.  Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default
+runs/demo).
 """
 
 from ._common import add_threads_argument
@@ -15,20 +18,20 @@ from .benchmark import HMR_ARM, add_benchmark_arguments, arms_from_args, execute
 FITTED_OBC2 = "fit-amber14-obc2"
 """The shipped surrogate learned from amber14-OBC2 (``openmm_forecast/resources/surrogates``)."""
 
-FITTED_STRIDE_FS = 498
-"""Jump length of the learned surrogate's arm in the OBC2 demo, fs."""
+LOWERED_OBC2 = "fit-amber14-obc2-lowered"
+"""``fit-amber14-obc2`` with 0.8 of its own phi/psi free energy surface removed (``scripts/make_fitted_surrogates.sh``)."""
+
+JUMP_FS = 2000
+"""Jump length of the demo's ghmc arms, fs: long enough for the lowered surrogate to cross a barrier inside one jump;
+the learned surrogate keeps ~0.85 acceptance at every length from 0.1 to 10 ps."""
 
 DEMOS = {
     "amber14-obc2": {
-        "arms": ["plain", HMR_ARM, "surrogate:metropolis", f"learned-surrogate={FITTED_OBC2}:metropolis@{FITTED_STRIDE_FS}"],
-        # One 2 fs Langevin step, then one jump: cycles of 100 fs (the amber14-vacuum surrogate, 98 fs jumps) and
-        # FITTED_STRIDE_FS + 2 fs (the learned one) tile the 1 ps samples (a leftover shorter than a stride would
-        # be integrated one step per cycle).  98 fs for amber14-vacuum: in one benchmark against the 30 ns
-        # reference (docs/benchmark.md) 98 fs jumps were accepted 37 % of the time and reached plain MD's JS 3.2x
-        # sooner, 248 fs jumps 21 % and 1.25x (HMR 2.3x).  The learned surrogate keeps 86-87 % at 98, 498 and 998 fs.
-        "settings": {"stride": 98.0, "max_frames": 1, "segment_steps": 1, "jumps_per_cycle": 1},
-        "what": "plain MD (2 fs), HMR (4 fs), the amber14-vacuum surrogate and the surrogate learned from OBC2, "
-                "both with the Metropolis rule",
+        "arms": ["plain", HMR_ARM, f"learned={FITTED_OBC2}:ghmc@{JUMP_FS}", f"lowered={LOWERED_OBC2}:ghmc@{JUMP_FS}"],
+        # One jump per 2 ps sample (ghmc never integrates the target: jumps of JUMP_FS tile the samples exactly).
+        "settings": {"max_frames": 1, "sample_interval": 2.0},
+        "what": "plain MD (2 fs), HMR (4 fs), and the exact ghmc cycle on the surrogate learned from OBC2 and on the "
+                "same surrogate with its phi/psi barriers lowered",
     },
     "amber14-vacuum": {
         "arms": ["plain", "ala2-amber14-vacuum:tolerance"],
@@ -45,9 +48,8 @@ DEMO_MODEL = "ala2-amber14-vacuum"
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "demo",
-        help="a few minutes: plain MD vs HMR vs the surrogate proposals (amber14-vacuum and learned) on alanine "
-        "dipeptide in implicit solvent "
-        "(or --setup amber14-vacuum: the shipped forecaster), report and plots",
+        help="a few minutes: plain MD vs HMR vs the exact ghmc cycle on a learned and on a barrier-lowered surrogate, "
+        "alanine dipeptide in implicit solvent (or --setup amber14-vacuum: the shipped forecaster), report and plots",
         description=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--setup", default="amber14-obc2", choices=sorted(DEMOS),
@@ -56,8 +58,8 @@ def add_parser(subparsers):
     parser.add_argument("--no-hmr", action="store_true", help="amber14-obc2: leave out the HMR arm")
     add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out="runs/demo")
     add_threads_argument(parser)
-    parser.set_defaults(func=run, platform=None, stride=None, max_frames=None, temperature=300.0, timestep=2.0,
-                        friction=1.0, constraints="HBonds", potential_file=None)
+    parser.set_defaults(func=run, platform=None, stride=None, max_frames=None, sample_interval=None, temperature=300.0,
+                        timestep=2.0, friction=1.0, constraints="HBonds", potential_file=None)
 
 
 def demo_arms(args):
@@ -68,6 +70,7 @@ def demo_arms(args):
             setattr(args, name, value)
     args.stride = 10.0 if args.stride is None else args.stride
     args.max_frames = 8 if args.max_frames is None else args.max_frames
+    args.sample_interval = 1.0 if args.sample_interval is None else args.sample_interval
     return [spec for spec in demo["arms"] if not (args.no_hmr and spec == HMR_ARM)]
 
 
