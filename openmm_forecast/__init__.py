@@ -54,13 +54,14 @@ from .analysis import (
 from .data import TrajectoryData, data_fingerprint, generate_nve_segments, generate_nvt, load_trajectory
 from .evaluation import evaluate
 from .integrators import velocity_verlet_integrator
-from .platforms import fastest_platform
+from .platforms import PlatformConfiguration, fastest_configuration, fastest_platform
+from .barriers import lower_barriers, surrogate_free_energy
 from .plotting import plot_ramachandran
 from .potential_training import fit_potential
 from .surrogate_fitting import AmberSurrogateEnergy, fit_surrogate, long_jump_acceptance, sample_target
 from .forecasters.surrogate import load_surrogate_system, shipped_surrogates
 from .potentials import TorchANIPotential, ani2x_module, build_ani_potential, load_potential, save_potential
-from .systems import SETUPS, MolecularSystem, build_system
+from .systems import SETUPS, MolecularSystem, ani1x_force, build_system
 from .training import TrainingConfig, train
 from .walkers import ForecastWalkers, PlainWalkers
 from .benchmark import BenchmarkArm, run_benchmark
@@ -99,7 +100,8 @@ __all__ = [
     "RunInterrupted",
     "UnsupportedSystemError",
     "build_system",
-    "fastest_platform",
+    "fastest_platform", "fastest_configuration", "PlatformConfiguration",
+    "lower_barriers", "surrogate_free_energy", "ani1x_force",
     "TorchANIPotential",
     "ani2x_module",
     "build_ani_potential",
