@@ -135,6 +135,17 @@ def check_output_directory(path, name="output directory", products=(), overwrite
         )
 
 
+def _magic(path, n_bytes):
+    """The first ``n_bytes`` of a file, with a DataFileError naming it when it cannot be read."""
+    from .errors import DataFileError
+
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(n_bytes)
+    except OSError as error:
+        raise DataFileError(f"cannot read {path}: {error}") from error
+
+
 def load_npy(path, what="array"):
     """``numpy.load`` of a ``.npy`` file, with a clear :class:`~openmm_forecast.errors.DataFileError` for
     anything else (a text file, a truncated or pickled array, a missing file).
@@ -152,11 +163,7 @@ def load_npy(path, what="array"):
     from .errors import DataFileError
 
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(len(NPY_MAGIC))
-    except OSError as error:
-        raise DataFileError(f"cannot read {path}: {error}") from error
+    magic = _magic(path, len(NPY_MAGIC))
     if magic != NPY_MAGIC:
         raise DataFileError(
             f"{path} is not a NumPy .npy file (it does not start with the .npy header; a text file written by "
@@ -192,11 +199,7 @@ def load_npz(path, keys=None, what="arrays"):
 
     path = os.fspath(path)
     advice = f"it should hold {what}; remove it to have it made again"
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(len(ZIP_MAGIC))
-    except OSError as error:
-        raise DataFileError(f"cannot read {path}: {error}") from error
+    magic = _magic(path, len(ZIP_MAGIC))
     if magic != ZIP_MAGIC:
         raise DataFileError(f"{path} is not a NumPy .npz archive (it does not start like a zip file); {advice}")
     try:

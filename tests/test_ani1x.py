@@ -24,13 +24,7 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "data", "ani1x_reference.npz")
 KJ_MOL_NM = unit.kilojoule_per_mole / unit.nanometer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread (a shared 2-core CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,13 +41,7 @@ KJ_PER_HARTREE = 2625.499639  # CODATA 2014, written out here rather than taken 
 TINY = {"ensemble_size": 2, "hidden_layers": (16, 8), "seed": 3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread: tiny models on a shared 2-core CPU run ~7x slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
