@@ -50,7 +50,8 @@ def statistical_inefficiency(series):
         raise ValueError(f"series needs shape (n_walkers, n_samples >= 2), got {x.shape}")
     if np.ptp(x) == 0:
         return float(x.shape[1])
-    logging.getLogger("pymbar").setLevel(logging.ERROR)  # its import-time notices (JAX, long timescales)
+    for name in ("pymbar", "numexpr"):  # import-time notices (JAX missing, long timescales, numexpr's threads)
+        logging.getLogger(name).setLevel(logging.WARNING if name == "numexpr" else logging.ERROR)
     from pymbar.timeseries import statistical_inefficiency_multiple
 
     return float(min(statistical_inefficiency_multiple(x), x.shape[1]))
