@@ -141,6 +141,12 @@ class AcceleratorOptions:
     energy_tolerance_kT : float
         Accept a jump when ``|dH| <= energy_tolerance_kT * kT`` (default 1.0; used by ``acceptance='tolerance'``
         given by name; a ToleranceRule object carries its own).
+    allow_inexact_metropolis : bool
+        Run the 'metropolis' or 'ghmc' rule with a forecaster that is not certified volume-preserving and
+        reversible (``forecaster.structure_preserving`` False: the learned networks but ``symplectic``).  Refused
+        by default: the test then certifies nothing, and the shipped network "accepted" 80-88 % of its jumps
+        while the molecule cooled to 46-130 K.  True runs it with a warning; the option is recorded in every
+        report that records the accelerator's options.
     drift_tolerance_kT : float
         Re-equilibrate when the accumulated ``dH`` of accepted jumps exceeds this many kT (default 5; the
         dynamics rule sums its last ``drift_window`` accepted jumps only).
@@ -212,6 +218,7 @@ class AcceleratorOptions:
     thermostatted: bool = None
     thermostat_jumps: bool = True
     allow_custom_integrator: bool = False
+    allow_inexact_metropolis: bool = False
     progress: bool = None
     max_dh_samples: int = 10000
 
@@ -660,6 +667,16 @@ class ForecastAccelerator:
         # without them; the surrogate and verlet proposals integrate with the System's own constraints (RATTLE).
         unconstrained_map = meta.constraints is None or meta.constraints == "none"
         exact_rule = isinstance(self.rule, MetropolisRule)  # metropolis and ghmc
+        if exact_rule and not self.forecaster.structure_preserving:
+            what = (f"the {self.rule.name!r} rule is exact only with a volume-preserving, time-reversible proposal "
+                    f"(surrogate, verlet, symplectic); the {meta.architecture!r} forecaster is not certified so, and "
+                    "with it the test certifies nothing: the shipped network 'accepted' 80-88 % of its jumps while the "
+                    "molecule cooled to 46-130 K")
+            if not opts.allow_inexact_metropolis:
+                raise ValueError(f"{what}. Use acceptance='tolerance' or 'dynamics', or pass "
+                                 "allow_inexact_metropolis=True (CLI --allow-inexact-metropolis) to run it anyway")
+            warnings.warn(f"{what}; running it because allow_inexact_metropolis=True: check the temperature",
+                          UserWarning, stacklevel=2)
         if exact_rule and self._has_constraints and unconstrained_map and is_structure_preserving(meta):
             warnings.warn(
                 f"the {meta.architecture!r} forecaster is certified symplectic and reversible for systems without "

@@ -1019,7 +1019,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     failures, cpu_seconds, interruption = {}, {}, None
     try:  # Contexts created while pinned keep their worker threads on that core
         walkers = {arm.name: arm.create_walkers(n_walkers, seed, configurations[arm.name]) for arm in arms}
-        described = {name: describe_platform(arm_walkers.simulations[0].context) for name, arm_walkers in walkers.items()}
+        described = {name: describe_platform(arm_walkers.simulations[0].context)
+                     for name, arm_walkers in walkers.items()}
         samples = run_interleaved(walkers, sample_interval, wall_seconds, slice_seconds, progress, failures,
                                   cpu_seconds)
     except SamplingInterrupted as stop:  # Ctrl-C or SIGTERM: report what was measured, then stop as asked

@@ -902,10 +902,38 @@ def test_a_potential_that_fails_at_the_candidate_rejects_the_jump(metropolis):
     simulation = langevin_simulation(system, seed=8)
     forecaster = Transformed(ConstantForecaster(system.elements, 0.004, max_frames=4), far_away)
     accelerator = ForecastAccelerator(simulation, forecaster, molecular_system=system, progress=False,
-                                      metropolis=metropolis, seed=1)
+                                      metropolis=metropolis, seed=1, allow_inexact_metropolis=metropolis)
     accelerator.step(60)
     stats = accelerator.stats
     assert stats.jumps_attempted >= 2 and stats.jumps_accepted == 0
     assert stats.rejections["evaluation"] == stats.jumps_attempted
     if not metropolis:  # every span was integrated: the run is plain MD
         assert np.array_equal(positions_nm(simulation), positions_nm(plain))
+
+
+@pytest.mark.parametrize("acceptance", ["metropolis", "ghmc"])
+def test_an_exact_rule_with_a_map_not_certified_structure_preserving_is_refused_unless_allowed(system, acceptance):
+    """Issue 21, silent cooling: the shipped network under Metropolis 'accepted' 80-88 % while the molecule cooled
+    to 46-130 K.  A non-certified forecaster with metropolis or ghmc is refused, naming the way out; with
+    allow_inexact_metropolis it runs, with a warning.  The certified surrogate needs no permission (the control)."""
+    from openmm_forecast import SurrogateForecaster
+
+    constant = ConstantForecaster(system.elements, 0.004, max_frames=4)
+    with pytest.raises(ValueError, match="allow_inexact_metropolis"):
+        ForecastAccelerator(langevin_simulation(system, seed=8), constant, molecular_system=system, progress=False,
+                            acceptance=acceptance)
+    with pytest.warns(UserWarning, match="check the temperature"):
+        ForecastAccelerator(langevin_simulation(system, seed=8), constant, molecular_system=system, progress=False,
+                            acceptance=acceptance, allow_inexact_metropolis=True)
+    surrogate = SurrogateForecaster(system, stride_ps=0.004, max_frames=1)
+    ForecastAccelerator(langevin_simulation(system, seed=8), surrogate, molecular_system=system, progress=False,
+                        acceptance=acceptance)
+
+
+def test_the_cli_refuses_a_learned_network_with_metropolis_by_name(tmp_path, capsys):
+    from openmm_forecast.cli import main
+
+    arguments = ["run", "--model", "ala2-amber14-vacuum", "--acceptance", "metropolis", "--time", "0.1",
+                 "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(arguments) == 1
+    assert "--allow-inexact-metropolis" in capsys.readouterr().err

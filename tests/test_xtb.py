@@ -171,7 +171,8 @@ def test_scf_failure_inside_a_jump_is_a_rejection(xtb_system, monkeypatch, metro
             simulation = xtb_system.create_simulation(platform="Reference", seed=2, minimize=False)
             forecaster = TranslatedForecaster(xtb_system.elements, 0.004, max_frames=2)
             accelerator = ForecastAccelerator(simulation, forecaster, molecular_system=xtb_system, progress=False,
-                                              metropolis=metropolis, seed=3, jumps_per_cycle=1, segment_steps=2)
+                                              metropolis=metropolis, seed=3, jumps_per_cycle=1, segment_steps=2,
+                                              allow_inexact_metropolis=metropolis)  # a translation: not certified
             accelerator.step(12)
         x = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         return accelerator.stats, x

@@ -194,6 +194,10 @@ def add_acceptance_arguments(parser):
                         help="shorthand for --acceptance metropolis")
     parser.add_argument("--energy-tolerance", type=POSITIVE, default=1.0,
                         help="accepted |dH| in kT of --acceptance tolerance (default %(default)s)")
+    parser.add_argument("--allow-inexact-metropolis", action="store_true",
+                        help="run metropolis or ghmc with a forecaster not certified volume-preserving and reversible "
+                        "(a learned network): refused by default, since the test then certifies nothing (a network "
+                        "cooled the molecule to 46-130 K at 80-88 %% 'acceptance'); warned and recorded")
 
 
 def add_threads_argument(parser):

@@ -185,6 +185,8 @@ def arms_from_args(args, specs=None):
                                      f"not for the learned forecaster {model!r}")
                 options["stride_ps"] = stride_fs * unit.femtosecond
             accelerator = {"acceptance": rule, "energy_tolerance_kT": args.energy_tolerance}
+            if args.allow_inexact_metropolis:
+                accelerator["allow_inexact_metropolis"] = True
             for option in ("segment_steps", "jumps_per_cycle"):
                 # a rule that never integrates the target (ghmc) has no segment: --segment-steps is not its option
                 if getattr(args, option) is not None and (option != "segment_steps" or RULES[rule].integrates):

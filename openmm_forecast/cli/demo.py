@@ -19,7 +19,7 @@ FITTED_OBC2 = "fit-amber14-obc2"
 """The shipped surrogate learned from amber14-OBC2 (``openmm_forecast/resources/surrogates``)."""
 
 LOWERED_OBC2 = "fit-amber14-obc2-lowered"
-"""``fit-amber14-obc2`` with 0.8 of its own phi/psi free energy surface removed (``scripts/make_fitted_surrogates.sh``)."""
+"""``fit-amber14-obc2`` minus 0.8 of its own phi/psi free energy surface (``scripts/make_fitted_surrogates.sh``)."""
 
 JUMP_FS = 2000
 """Jump length of the demo's ghmc arms, fs: long enough for the lowered surrogate to cross a barrier inside one jump;
@@ -27,7 +27,8 @@ the learned surrogate keeps ~0.85 acceptance at every length from 0.1 to 10 ps."
 
 DEMOS = {
     "amber14-obc2": {
-        "arms": ["plain", HMR_ARM, f"learned={FITTED_OBC2}:ghmc@{JUMP_FS}", f"lowered={LOWERED_OBC2}:ghmc@{JUMP_FS}"],
+        "arms": ["plain", HMR_ARM, f"learned={FITTED_OBC2}:ghmc@{JUMP_FS}",
+                 f"lowered={LOWERED_OBC2}:ghmc@{JUMP_FS}"],
         # One jump per 2 ps sample (ghmc never integrates the target: jumps of JUMP_FS tile the samples exactly).
         "settings": {"max_frames": 1, "sample_interval": 2.0},
         "what": "plain MD (2 fs), HMR (4 fs), and the exact ghmc cycle on the surrogate learned from OBC2 and on the "
@@ -58,8 +59,8 @@ def add_parser(subparsers):
     parser.add_argument("--no-hmr", action="store_true", help="amber14-obc2: leave out the HMR arm")
     add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out="runs/demo")
     add_threads_argument(parser)
-    parser.set_defaults(func=run, platform=None, stride=None, max_frames=None, sample_interval=None, temperature=300.0,
-                        timestep=2.0, friction=1.0, constraints="HBonds", potential_file=None)
+    parser.set_defaults(func=run, platform=None, stride=None, max_frames=None, sample_interval=None,
+                        temperature=300.0, timestep=2.0, friction=1.0, constraints="HBonds", potential_file=None)
 
 
 def demo_arms(args):

@@ -11,7 +11,8 @@ accepted and how easily they cross.  Give it long jumps, so that a crossing fits
 
 import os
 
-from ._common import POSITIVE, SEED, add_overwrite_argument, add_setup_arguments, number, setup_from_args, surrogate_name
+from ._common import (POSITIVE, SEED, add_overwrite_argument, add_setup_arguments, number, setup_from_args,
+                      surrogate_name)
 
 OUTPUTS = ("surrogate.xml", "surface.npz", "report.json", "surface.png")
 
@@ -24,8 +25,8 @@ def add_parser(subparsers):
     )
     add_setup_arguments(parser)
     parser.add_argument("--surrogate", required=True, type=surrogate_name,
-                        help="the surrogate to lower: a shipped fitted surrogate (e.g. fit-amber14-obc2) or a .xml System "
-                        "file from fit-surrogate")
+                        help="the surrogate to lower: a shipped fitted surrogate (e.g. fit-amber14-obc2) or a .xml "
+                        "System file from fit-surrogate")
     parser.add_argument("--strength", type=number(0, 1), default=0.6,
                         help="fraction of the surrogate's free energy surface removed, 0-1 (default %(default)s)")
     parser.add_argument("--ns", type=number(above=0, maximum=1000), default=5.0,
@@ -82,7 +83,8 @@ def run(args):
     ax.set_title(f"bias = -{args.strength:g} F ({args.ns:g} ns of metadynamics)", fontsize=9)
     fig.savefig(os.path.join(args.out, "surface.png"), dpi=110)
     plt.close(fig)
-    print("free energy of the surrogate (kJ/mol): " + ", ".join(f"{k} {v:.1f}" for k, v in report["free_energy_kJ_at"].items()))
+    print("free energy of the surrogate (kJ/mol): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in report["free_energy_kJ_at"].items()))
     print(f"lowered surrogate: {args.out}/surrogate.xml (e.g. --arm flat={args.out}/surrogate.xml:ghmc@2000 "
           "--max-frames 1 --sample-interval 2)")
     return 0

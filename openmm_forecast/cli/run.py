@@ -58,6 +58,7 @@ RESUMABLE_FLAGS = {
     "report_interval": "--report-interval", "stride": "--stride", "max_frames": "--max-frames",
     "surrogate": "--surrogate", "surrogate_timestep": "--surrogate-timestep",
     "energy_tolerance": "--energy-tolerance", "acceptance": "--acceptance", "platform": "--platform",
+    "allow_inexact_metropolis": "--allow-inexact-metropolis",
 }
 """Settings recorded in run.json that a resumed run must keep, with their flags."""
 
@@ -267,7 +268,7 @@ def run(args):
     accelerator = ForecastAccelerator(
         simulation, forecaster, molecular_system=molecular_system, seed=args.seed,
         energy_tolerance_kT=args.energy_tolerance, acceptance=args.acceptance,
-        progress=False if args.no_progress else None,
+        allow_inexact_metropolis=args.allow_inexact_metropolis, progress=False if args.no_progress else None,
     )
     os.makedirs(args.out, exist_ok=True)  # only now: refused input leaves no directory behind
     if resuming:
@@ -385,6 +386,8 @@ def _settings(args):
         "seed": args.seed, "report_interval": args.report_interval, "energy_tolerance": args.energy_tolerance,
         "acceptance": args.acceptance,
     }
+    if args.allow_inexact_metropolis:  # recorded only when given: runs from before the flag resume unchanged
+        settings["allow_inexact_metropolis"] = True
     if args.model in BASELINES:
         settings.update(stride=args.stride, max_frames=args.max_frames)
     if args.model == "surrogate":
