@@ -328,7 +328,7 @@ def _load_hdf5_phi_psi(path, topology):
 # Histograms and Jensen-Shannon divergence
 
 
-def ramachandran_histogram(phi_psi, bins=DEFAULT_BINS, range=DEFAULT_RANGE):
+def ramachandran_histogram(phi_psi, bins=DEFAULT_BINS, range=DEFAULT_RANGE, weights=None):
     """Normalised 2D histogram of phi/psi.
 
     Parameters
@@ -339,6 +339,8 @@ def ramachandran_histogram(phi_psi, bins=DEFAULT_BINS, range=DEFAULT_RANGE):
         Bins per angle (default 36: 10 degrees).
     range : tuple of float
         ``(lo, hi)`` in degrees for both angles (default [-180, 180)).  Frames outside it are dropped.
+    weights : array_like, optional
+        Shape (n_frames,): a weight per frame (reweighted samples, such as a metadynamics reference's).
 
     Returns
     -------
@@ -352,7 +354,8 @@ def ramachandran_histogram(phi_psi, bins=DEFAULT_BINS, range=DEFAULT_RANGE):
     """
     phi_psi = wrap_degrees(check_phi_psi(phi_psi))
     lo, hi = range
-    counts, _, _ = np.histogram2d(phi_psi[:, 0], phi_psi[:, 1], bins=bins, range=[[lo, hi], [lo, hi]])
+    counts, _, _ = np.histogram2d(phi_psi[:, 0], phi_psi[:, 1], bins=bins, range=[[lo, hi], [lo, hi]],
+                                  weights=weights)
     total = counts.sum()
     if total == 0:
         raise ValueError(f"no frame has both angles inside the histogram range [{lo}, {hi})")

@@ -62,7 +62,7 @@ import time
 import numpy as np
 from openmm import unit
 
-from ._io import check_output_directory, file_sha256, load_npy, write_json
+from ._io import check_output_directory, file_sha256, load_npy, load_npz, write_json
 from .analysis import (
     BASINS,
     DEFAULT_BINS,
@@ -242,6 +242,25 @@ def reference_populations(molecular_system):
         result[basin] = {"population": population, "standard_error": error,
                          "interval": [float(intervals[:, 0].min()), float(intervals[:, 1].max())]}
     return result
+
+
+def reference_frames(source):
+    """Reweighted phi/psi of a converged reference (``source`` of :func:`reference_populations`), for plots.
+
+    Returns
+    -------
+    phi_psi : numpy.ndarray, shape (n_frames, 2)
+        Degrees, every seed's samples.
+    weights : numpy.ndarray, shape (n_frames,)
+        ``exp(V / kT)`` normalised within each seed, so that every seed weighs the same.
+    """
+    directory = os.path.dirname(resource_path(source))
+    frames = [load_npz(name, ("phi_psi", "weights"), "reweighted phi/psi of the converged reference")
+              for name in sorted(glob.glob(os.path.join(directory, "seed*_samples.npz")))]
+    if not frames:
+        raise DataFileError(f"no seed*_samples.npz in {directory}")
+    return (np.concatenate([f["phi_psi"] for f in frames]).astype(float),
+            np.concatenate([f["weights"] / f["weights"].sum() for f in frames]))
 
 
 def _populations_against(summary, populations):
@@ -1120,6 +1139,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     write_json(os.path.join(out, "report.json"), report, indent=2)
     panels = {} if pooled_reference is None else {
         f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference}
+    if populations is not None:
+        panels["converged reference (metadynamics, reweighted)"] = reference_frames(populations["source"])
     panels.update({f"{name} ({summary['simulated_ns']:.3g} ns)": phi_psis[name].reshape(-1, 2)
                    for name, summary in summaries.items()})
     plot_ramachandran(panels, os.path.join(out, "ramachandran.png"))

@@ -32,7 +32,8 @@ def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_R
     Parameters
     ----------
     phi_psi_by_label : dict
-        ``{label: phi_psi}``, each of shape (n_frames, 2) in degrees; one panel each, in order.
+        ``{label: phi_psi}``, each of shape (n_frames, 2) in degrees, or ``{label: (phi_psi, weights)}`` for
+        reweighted frames; one panel each, in order.
     path : str or os.PathLike
         Output PNG file.
     bins, range
@@ -53,8 +54,10 @@ def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_R
     if not phi_psi_by_label:
         raise ValueError("plot_ramachandran needs at least one phi/psi array")
     lo, hi = range
+    frames = {label: x if isinstance(x, tuple) else (x, None) for label, x in phi_psi_by_label.items()}
     with np.errstate(divide="ignore"):
-        surfaces = {label: -np.log(ramachandran_histogram(x, bins, range)) for label, x in phi_psi_by_label.items()}
+        surfaces = {label: -np.log(ramachandran_histogram(phi_psi, bins, range, weights))
+                    for label, (phi_psi, weights) in frames.items()}
     f_min = min(np.min(f) for f in surfaces.values())
     f_top = max(np.max(f[np.isfinite(f)]) for f in surfaces.values()) - f_min
     vmax = f_top if max_kT is None else float(max_kT)
@@ -79,8 +82,9 @@ def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_R
                                                   for i in (basin.phi, basin.psi))
             ax.text(phi_lo + 4, psi_hi - 4, basin.name.replace("alpha_", "α").replace("beta", "β"),
                     ha="left", va="top", fontsize=9, color="0.1")
-        n_frames = len(phi_psi_by_label[label])
-        ax.set_title(f"{label}\n{n_frames:,} frames", fontsize=10)
+        phi_psi, weights = frames[label]
+        what = "frames" if weights is None else "frames, reweighted"
+        ax.set_title(f"{label}\n{len(phi_psi):,} {what}", fontsize=10)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")

@@ -516,13 +516,20 @@ def test_a_measured_benchmark_names_platform_threads_pinning_and_the_baseline_sp
 def test_obc2_has_converged_reference_populations_and_arms_get_z_scores():
     """The shipped metadynamics reference: two seeds, populations summing to 1, alpha_L a few percent; an arm's
     z-score is its difference from the reference over the combined standard error."""
-    from openmm_forecast.benchmark import _populations_against, reference_populations
+    from openmm_forecast.analysis import BASINS, assign_basins
+    from openmm_forecast.benchmark import _populations_against, reference_frames, reference_populations
 
     populations = reference_populations(build_system("amber14-obc2"))
     assert populations["source"].endswith("summary.json")
     basins = {name: value for name, value in populations.items() if name != "source"}
     assert sum(value["population"] for value in basins.values()) == pytest.approx(1.0)
     assert 0.005 < basins["alpha_L"]["population"] < 0.05 and basins["alpha_L"]["standard_error"] > 0
+    # the reweighted frames behind the plot give the same populations (each seed weighs the same)
+    phi_psi, weights = reference_frames(populations["source"])
+    labels = assign_basins(phi_psi)
+    for index, basin in enumerate(BASINS):
+        assert weights[labels == index].sum() / weights.sum() == pytest.approx(basins[basin.name]["population"],
+                                                                               abs=1e-4)
     assert reference_populations(build_system("amber14-obc2", temperature=310 * unit.kelvin)) is None
     assert reference_populations(build_system("amber14-vacuum")) is None
     summary = {"basins": {"alpha_L": {"population": 0.1}}, "efficiency": {"alpha_L": {"standard_error": 0.03}}}
