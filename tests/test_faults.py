@@ -1,6 +1,6 @@
 """The standing fault and bad-input suite: what a hostile user can do, and what each gets.
 
-Every case is an entry of one of the fixed lists below (one list per category of README.md's table "What
+Every case is an entry of one of the fixed lists below (one list per category of the table "What
 happens when things go wrong"); ``test_readme_table_counts_the_suite`` keeps the table's counts equal to the
 lengths of these lists.  Cases reuse tiny runs (vacuum alanine dipeptide, tenths of a ps on the Reference
 platform); the signal cases run ``openmm-forecast run`` in a subprocess.
@@ -207,7 +207,7 @@ def test_resume_to_a_time_already_reached_changes_nothing(files, tmp_path, capsy
 
 
 REACHED_CASES = 2
-"""The two resumes above, counted with OUTPUT_CASES in the README table."""
+"""The two resumes above, counted with OUTPUT_CASES in the table of docs/guide/reliability.md."""
 
 
 def _copy_run(source, target, drop):
@@ -401,7 +401,7 @@ def test_a_failing_batched_forecast_is_a_rejected_jump_of_every_walker(vacuum_sy
 
 
 MODEL_CASES_BATCHED = 1
-"""The walkers case above, counted with MODEL_CASES in the README table."""
+"""The walkers case above, counted with MODEL_CASES in the table of docs/guide/reliability.md."""
 
 
 # ---- 5. mismatched physical settings: refused, or warned once naming both values ----------------------
@@ -864,14 +864,14 @@ def test_the_blow_up_reporter_stops_a_simulation_before_the_reporters_after_it(v
 
 
 BLOW_UP_LIBRARY_CASES = 1
-"""The reporter case above, counted with BLOW_UP_CASES in the README table."""
+"""The reporter case above, counted with BLOW_UP_CASES in the table of docs/guide/reliability.md."""
 
 
-# ---- the README table ----------------------------------------------------------------------------------
+# ---- the table of docs/guide/reliability.md ----------------------------------------------------------------------------------
 
 
 def suite_counts():
-    """Cases per category of README.md's table, from the lists above."""
+    """Cases per category of the table in docs/guide/reliability.md, from the lists above."""
     return {
         "Bad command-line input": len(CLI_CASES),
         "Existing outputs": len(OUTPUT_CASES) + REACHED_CASES,
@@ -886,10 +886,10 @@ def suite_counts():
     }
 
 
-def test_readme_table_counts_the_suite():
-    with open(os.path.join(ROOT, "README.md")) as handle:
+def test_reliability_table_counts_the_suite():
+    with open(os.path.join(ROOT, "docs", "guide", "reliability.md")) as handle:
         text = handle.read()
-    section = text.split("## What happens when things go wrong", 1)[1].split("\n## ", 1)[0]
+    section = text.split("# What happens when things go wrong", 1)[1].split("\n## ", 1)[0]
     rows = {match.group(1).strip(): int(match.group(2)) for match in re.finditer(r"^\| ([^|]+) \| (\d+) \|", section,
                                                                                   re.MULTILINE)}
     assert rows == suite_counts()
