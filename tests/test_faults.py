@@ -1,7 +1,7 @@
 """The standing fault and bad-input suite: what a hostile user can do, and what each gets.
 
 Every case is an entry of one of the fixed lists below (one list per category of the table "What
-happens when things go wrong"); ``test_readme_table_counts_the_suite`` keeps the table's counts equal to the
+happens when things go wrong" in docs/guide/reliability.md); ``test_reliability_table_counts_the_suite`` keeps the table's counts equal to the
 lengths of these lists.  Cases reuse tiny runs (vacuum alanine dipeptide, tenths of a ps on the Reference
 platform); the signal cases run ``openmm-forecast run`` in a subprocess.
 """
