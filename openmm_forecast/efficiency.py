@@ -57,6 +57,47 @@ def statistical_inefficiency(series):
     return float(min(statistical_inefficiency_multiple(x), x.shape[1]))
 
 
+def kish_ess(weights):
+    """Kish's effective sample size of weights: ``(sum w)^2 / sum w^2`` (samples; ``len(w)`` for equal weights)."""
+    w = np.asarray(weights, dtype=float).reshape(-1)
+    if w.size == 0 or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    return float(w.sum() ** 2 / np.sum(w * w))
+
+
+def weighted_inefficiency(series, weights):
+    """Samples per effective sample of the weighted average of an indicator sampled by independent walkers.
+
+    Parameters
+    ----------
+    series : array_like, shape (n_walkers, n_samples)
+        The indicator (0 or 1; any observable with values in [0, 1] works, its variance bound ``p (1 - p)``
+        then being the scale).
+    weights : array_like, shape (n_walkers, n_samples)
+        Non-negative weights of the samples (any overall scale).
+
+    Returns
+    -------
+    float
+        ``p (1 - p) / (g_z Var(z))`` inverted: ``g_z Var(z) / (p (1 - p))`` with ``z = w (x - p) / mean(w)``, ``p``
+        the weighted mean and ``g_z`` :func:`statistical_inefficiency` of ``z`` (see the module docstring);
+        ``n_samples`` when the observable never changes (one sample per walker, as unweighted).
+    """
+    x = np.asarray(series, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    if w.shape != x.shape:
+        raise ValueError(f"weights have shape {w.shape}, the series {x.shape}")
+    kish_ess(w)  # validation
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise ValueError(f"series needs shape (n_walkers, n_samples >= 2), got {x.shape}")
+    w = w / w.mean()
+    p = float(np.sum(w * x) / np.sum(w))
+    if np.ptp(x) == 0 or p * (1.0 - p) <= 0:
+        return float(x.shape[1])
+    z = w * (x - p)
+    return statistical_inefficiency(z) * float(np.mean(z * z)) / (p * (1.0 - p))
+
+
 def _t_quantile(confidence, dof):
     """Two-sided Student-t quantile (scipy comes with mdtraj)."""
     from scipy.stats import t
@@ -85,6 +126,9 @@ class Efficiency:
     varied : bool
         False when the observable never changed in any walker (a basin never visited, or never left): then the
         ESS is one sample per walker by convention and there is no interval (nothing was measured).
+    weighted : bool
+        True when the samples carried weights (:func:`weighted_inefficiency`); :attr:`mean` is then the weighted
+        mean and :attr:`inefficiency` includes the weights' cost.
     """
 
     observable: str
@@ -95,6 +139,7 @@ class Efficiency:
     seconds: float
     confidence: float = DEFAULT_CONFIDENCE
     varied: bool = True
+    weighted: bool = False
 
     @property
     def ess(self):
@@ -127,7 +172,8 @@ class Efficiency:
     def from_dict(cls, data):
         """The inverse of :meth:`as_dict`."""
         return cls(data["observable"], data["mean"], data["samples"], data["statistical_inefficiency"],
-                   data["jackknife_ess"], data["seconds"], data["confidence"], data["varied"])
+                   data["jackknife_ess"], data["seconds"], data["confidence"], data["varied"],
+                   data.get("weighted", False))
 
     def as_dict(self):
         interval = self.interval
@@ -135,10 +181,10 @@ class Efficiency:
                 "samples": self.samples, "statistical_inefficiency": self.inefficiency, "ess": self.ess,
                 "ess_per_second": self.ess_per_second, "interval": None if interval is None else list(interval),
                 "confidence": self.confidence, "seconds": self.seconds, "varied": self.varied,
-                "jackknife_ess": [float(e) for e in self.jackknife_ess]}
+                "weighted": self.weighted, "jackknife_ess": [float(e) for e in self.jackknife_ess]}
 
 
-def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONFIDENCE):
+def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONFIDENCE, weights=None):
     """Effective samples per second of an observable sampled by several independent walkers.
 
     Parameters
@@ -151,21 +197,32 @@ def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONF
         Name, for reports.
     confidence : float
         Coverage of :attr:`Efficiency.interval`.
+    weights : array_like, shape (n_walkers, n_samples), optional
+        Weights of reweighted samples (:func:`weighted_inefficiency`); default: all equal.
 
     Returns
     -------
     Efficiency
     """
     x = np.asarray(series, dtype=float)
-    g = statistical_inefficiency(x)
+    if weights is None:
+        def inefficiency(rows):
+            return statistical_inefficiency(x[rows])
+        mean = float(x.mean())
+    else:
+        w = np.asarray(weights, dtype=float)
+
+        def inefficiency(rows):
+            return weighted_inefficiency(x[rows], w[rows])
+        mean = float(np.sum(w * x) / np.sum(w)) if w.shape == x.shape else None
+    g = inefficiency(slice(None))
     if not seconds > 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
     n = len(x)
     jackknife = [] if n < 2 else [
-        np.delete(x, i, axis=0).size / statistical_inefficiency(np.delete(x, i, axis=0)) * n / (n - 1)
-        for i in range(n)]
-    return Efficiency(observable, float(x.mean()), int(x.size), g, jackknife, float(seconds), confidence,
-                      bool(np.ptp(x) > 0))
+        x[1:].size / inefficiency(np.arange(n) != i) * n / (n - 1) for i in range(n)]
+    return Efficiency(observable, mean, int(x.size), g, jackknife, float(seconds), confidence,
+                      bool(np.ptp(x) > 0), weights is not None)
 
 
 def compare(a, b):
