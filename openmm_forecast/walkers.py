@@ -37,6 +37,9 @@ Units: nm, ps, kJ/mol, K, amu.
 """
 
 import dataclasses
+import os
+import socket
+import tempfile
 import time
 
 import numpy as np
@@ -126,7 +129,9 @@ class WalkerSamples:
 class _Walkers:
     """What plain and accelerated walkers share: replicas of one system, stepping, sampling."""
 
-    def _create_simulations(self, molecular_system, n_walkers, seeds, seed, platform, minimize):
+    @staticmethod
+    def check_seeds(n_walkers, seeds, seed):
+        """The walkers' seeds (list of int): ``seeds``, or ``seed, seed + 1, ...`` for ``n_walkers`` walkers."""
         if seeds is None:
             if isinstance(n_walkers, bool) or not isinstance(n_walkers, (int, np.integer)) or n_walkers < 1:
                 raise ValueError(f"n_walkers must be an integer >= 1, got {n_walkers!r}")
@@ -137,12 +142,16 @@ class _Walkers:
             raise ValueError(f"seeds must be integers >= 1 (0 lets OpenMM pick a random seed), got {list(seeds)}")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must differ between walkers, got {list(seeds)}")
+        return [int(s) for s in seeds]
+
+    def _create_simulations(self, molecular_system, n_walkers, seeds, seed, platform, minimize):
+        seeds = self.check_seeds(n_walkers, seeds, seed)
         if platform is None:
             from .platforms import fastest_platform
 
             platform = fastest_platform(molecular_system)
         self.molecular_system = molecular_system
-        self.seeds = [int(s) for s in seeds]
+        self.seeds = seeds
         self.timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
         self._masses_amu = molecular_system.masses
         self._dof = degrees_of_freedom(molecular_system.system)
@@ -151,6 +160,36 @@ class _Walkers:
     @property
     def n_walkers(self):
         return len(self.simulations)
+
+    def describe_platform(self):
+        """Platform of the walkers' Contexts (:func:`~openmm_forecast.platforms.describe_platform` of the first)."""
+        from .platforms import describe_platform
+
+        return describe_platform(self.simulations[0].context)
+
+    def placement(self):
+        """Where each walker runs: one list per walker of ``{"host", "pid", "first_sample"}`` (here: this process)."""
+        return [[{"host": socket.gethostname(), "pid": os.getpid(), "first_sample": 0}] for _ in self.simulations]
+
+    def checkpoint(self):
+        """The state of every walker, from which :meth:`restore` continues exactly (a picklable dict).
+
+        ``{"walkers": [bytes, ...]}``: each walker's ``Context.createCheckpoint()`` (plain MD) or its accelerator
+        checkpoint file (:meth:`~openmm_forecast.accelerator.ForecastAccelerator.save_checkpoint`), with the
+        counters of the batched forecast for accelerated walkers.  Platform- and OpenMM-version-specific, like
+        OpenMM's own checkpoints.
+        """
+        return {"walkers": [simulation.context.createCheckpoint() for simulation in self.simulations]}
+
+    def restore(self, checkpoint):
+        """Continue from :meth:`checkpoint` of walkers with the same seeds, System and platform."""
+        self._check_checkpoint(checkpoint)
+        for simulation, state in zip(self.simulations, checkpoint["walkers"]):
+            simulation.context.loadCheckpoint(state)
+
+    def _check_checkpoint(self, checkpoint):
+        if len(checkpoint["walkers"]) != self.n_walkers:
+            raise ValueError(f"the checkpoint holds {len(checkpoint['walkers'])} walkers, these are {self.n_walkers}")
 
     def positions_nm(self):
         """Current positions of every walker, shape (n_walkers, n_atoms, 3), nm."""
@@ -393,6 +432,33 @@ class ForecastWalkers(_Walkers):
         velocities = np.asarray(velocities, dtype=np.float64)
         for i, walker in enumerate(walkers):
             walker.proposal = (positions[i], velocities[i])
+
+    @property
+    def rule(self):
+        """The walkers' acceptance rule (the same for all)."""
+        return self.walkers[0].rule
+
+    def checkpoint(self):
+        """See :meth:`_Walkers.checkpoint`; each walker's accelerator checkpoint, and the batched-forecast counters."""
+        states = []
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "walker.chk")
+            for walker in self.walkers:
+                walker.save_checkpoint(path)
+                with open(path, "rb") as handle:
+                    states.append(handle.read())
+        return {"walkers": states, "forecast_calls": self.forecast_calls, "forecast_wall_s": self.forecast_wall_s}
+
+    def restore(self, checkpoint):
+        """See :meth:`_Walkers.restore`; a checkpoint of another System or forecaster is refused (CheckpointError)."""
+        self._check_checkpoint(checkpoint)
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "walker.chk")
+            for walker, state in zip(self.walkers, checkpoint["walkers"]):
+                with open(path, "wb") as handle:
+                    handle.write(state)
+                walker.load_checkpoint(path)
+        self.forecast_calls, self.forecast_wall_s = checkpoint["forecast_calls"], checkpoint["forecast_wall_s"]
 
     def stats(self):
         """Statistics of all walkers together (counts and times summed, ``dH`` samples pooled).
