@@ -148,37 +148,161 @@ def check_phi_psi(phi_psi, name="phi_psi", min_frames=1):
 # phi/psi from coordinates and files
 
 
-def compute_phi_psi(traj):
-    """phi and psi of alanine dipeptide in every frame of an mdtraj trajectory.
-
-    Uses ``mdtraj.compute_phi`` / ``compute_psi``, which find the dihedrals from the topology (for the
-    package's alanine dipeptide they are atoms 4-6-8-14 and 6-8-14-16; solvent is ignored).
+def compute_phi(traj):
+    """Backbone phi of every residue that has one, like ``mdtraj.compute_phi`` but in degrees.
 
     Parameters
     ----------
     traj : mdtraj.Trajectory
-        Trajectory of a molecule with exactly one phi and one psi dihedral (a dipeptide).
+
+    Returns
+    -------
+    indices : numpy.ndarray, shape (n_phi, 4), int
+        Atom indices (0-based) of each phi, C(i-1)-N-CA-C, in residue order.
+    angles : numpy.ndarray, shape (n_frames, n_phi)
+        Degrees in [-180, 180), IUPAC sign.
+    """
+    import mdtraj
+
+    indices, angles = mdtraj.compute_phi(traj)
+    return np.asarray(indices, dtype=int), wrap_degrees(np.degrees(angles.astype(float)))
+
+
+def compute_psi(traj):
+    """Backbone psi of every residue that has one (N-CA-C-N(i+1)), like ``mdtraj.compute_psi`` but in degrees.
+
+    Returns
+    -------
+    indices : numpy.ndarray, shape (n_psi, 4), int
+    angles : numpy.ndarray, shape (n_frames, n_psi)
+        Degrees in [-180, 180).
+    """
+    import mdtraj
+
+    indices, angles = mdtraj.compute_psi(traj)
+    return np.asarray(indices, dtype=int), wrap_degrees(np.degrees(angles.astype(float)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TorsionPair:
+    """The phi and psi of one residue: the two angles of its Ramachandran panel.
+
+    Attributes
+    ----------
+    label : str
+        The residue, name and sequence number (``ALA2``).
+    phi, psi : tuple of int
+        Atom indices (0-based) of the two torsions.
+    """
+
+    label: str
+    phi: tuple
+    psi: tuple
+
+    def as_dict(self):
+        """JSON-ready."""
+        return {"phi_atoms": list(self.phi), "psi_atoms": list(self.psi)}
+
+
+def backbone_torsion_pairs(topology):
+    """Every residue with both a backbone phi and a psi, in chain order.
+
+    A capped dipeptide (ACE-ALA-NME) has one (its alanine); a peptide of n residues without caps has n - 2
+    (each terminal residue has only one of the two angles and so no Ramachandran panel; :func:`compute_phi`
+    and :func:`compute_psi` still give them).
+
+    Parameters
+    ----------
+    topology : str, os.PathLike, mdtraj.Topology or openmm.app.Topology
+
+    Returns
+    -------
+    list of TorsionPair
+    """
+    from mdtraj.geometry.dihedral import indices_phi, indices_psi
+
+    top = _mdtraj_topology(topology)
+    psi_by_residue = {top.atom(int(quad[1])).residue.index: quad for quad in indices_psi(top)}
+    pairs = []
+    for phi in indices_phi(top):
+        residue = top.atom(int(phi[2])).residue
+        if residue.index in psi_by_residue:
+            pairs.append(TorsionPair(f"{residue.name}{residue.resSeq}", tuple(int(a) for a in phi),
+                                     tuple(int(a) for a in psi_by_residue[residue.index])))
+    return pairs
+
+
+def torsion_angles(frames, quadruples):
+    """Torsion angles of atom quadruples in every frame (``mdtraj.compute_dihedrals``, in degrees).
+
+    Parameters
+    ----------
+    frames : mdtraj.Trajectory or numpy.ndarray
+        A trajectory (its unit cell, if any, gives minimum-image bond vectors) or positions of shape
+        (n_frames, n_atoms, 3) in nm of whole molecules.
+    quadruples : array_like of int, shape (n_torsions, 4)
+        0-based atom indices.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames, n_torsions)
+        Degrees in [-180, 180), IUPAC sign.
+    """
+    import mdtraj
+
+    if not isinstance(frames, mdtraj.Trajectory):
+        frames = mdtraj.Trajectory(np.asarray(frames, dtype=np.float32), None)
+    quads = np.asarray(quadruples, dtype=int).reshape(-1, 4)
+    if quads.size and (quads.min() < 0 or quads.max() >= frames.n_atoms):
+        raise ValueError(f"torsion atom indices must lie in [0, {frames.n_atoms}), got {quads.tolist()}")
+    return wrap_degrees(np.degrees(mdtraj.compute_dihedrals(frames, quads).astype(float)))
+
+
+def ramachandran_angles(frames, pairs):
+    """phi/psi of every residue of ``pairs`` in every frame.
+
+    Parameters
+    ----------
+    frames : mdtraj.Trajectory or numpy.ndarray
+        As for :func:`torsion_angles`.
+    pairs : list of TorsionPair
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames, n_pairs, 2)
+        Degrees; ``[..., 0]`` phi, ``[..., 1]`` psi.
+    """
+    quads = [atoms for pair in pairs for atoms in (pair.phi, pair.psi)]
+    angles = torsion_angles(frames, quads)
+    return angles.reshape(len(angles), len(pairs), 2)
+
+
+def compute_phi_psi(traj):
+    """phi and psi of every residue that has both, in every frame of an mdtraj trajectory.
+
+    Parameters
+    ----------
+    traj : mdtraj.Trajectory
 
     Returns
     -------
     numpy.ndarray
-        Shape (n_frames, 2), float64, degrees in [-180, 180): column 0 phi, column 1 psi.
+        Degrees in [-180, 180): shape (n_frames, 2) (column 0 phi, column 1 psi) for a molecule with one such
+        residue (a dipeptide such as the package's alanine dipeptide, atoms 4-6-8-14 and 6-8-14-16); shape
+        (n_frames, n_residues, 2) for more, in the order of :func:`backbone_torsion_pairs`.
 
     Raises
     ------
     UnsupportedSystemError
-        If the topology does not define exactly one phi and one psi.
+        If no residue has both a phi and a psi (no peptide backbone).
     """
-    import mdtraj
-
-    phi_atoms, phi = mdtraj.compute_phi(traj)
-    psi_atoms, psi = mdtraj.compute_psi(traj)
-    if len(phi_atoms) != 1 or len(psi_atoms) != 1:
+    pairs = backbone_torsion_pairs(traj.topology)
+    if not pairs:
         raise UnsupportedSystemError(
-            f"compute_phi_psi needs a dipeptide with exactly one phi and one psi dihedral; this topology has "
-            f"{len(phi_atoms)} phi and {len(psi_atoms)} psi dihedrals"
-        )
-    return wrap_degrees(np.degrees(np.concatenate([phi, psi], axis=1).astype(float)))
+            "this topology has no residue with both a backbone phi and psi (no peptide backbone recognised by "
+            "mdtraj); analyse your own torsions with torsion_angles(positions, [[i, j, k, l], ...])")
+    angles = ramachandran_angles(traj, pairs)
+    return angles[:, 0] if len(pairs) == 1 else angles
 
 
 def _mdtraj_topology(topology):
@@ -493,8 +617,16 @@ def assign_basins(phi_psi, basins=BASINS):
     return labels
 
 
-def basin_populations(phi_psi, basins=BASINS):
+def basin_populations(phi_psi, basins=BASINS, weights=None):
     """Population and free energy of every basin.
+
+    Parameters
+    ----------
+    phi_psi : array_like, shape (n_frames, 2)
+        Degrees.
+    basins : sequence of Basin
+    weights : array_like, shape (n_frames,), optional
+        Weights of reweighted frames (default: all equal).
 
     Returns
     -------
@@ -503,14 +635,18 @@ def basin_populations(phi_psi, basins=BASINS):
         ``{"other": {"population": p}}`` for the frames in no basin; populations sum to 1.
     """
     labels = assign_basins(phi_psi, basins)
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
+    if weights.shape != labels.shape or np.any(weights < 0) or not weights.sum() > 0:
+        raise ValueError(f"weights must be {len(labels)} non-negative numbers, not all zero")
+    weights = weights / weights.sum()
     result = {}
     for index, basin in enumerate(basins):
-        population = float(np.mean(labels == index))
+        population = float(np.sum(weights[labels == index]))
         result[basin.name] = {
             "population": population,
             "free_energy_kT": float(-np.log(population)) if population > 0 else None,
         }
-    result[OTHER] = {"population": float(np.mean(labels == -1))}
+    result[OTHER] = {"population": float(np.sum(weights[labels == -1]))}
     return result
 
 

@@ -6,7 +6,9 @@ Protocol (:func:`run_benchmark`)
    (:class:`~openmm_forecast.walkers.PlainWalkers`; for example at 2 fs, or with hydrogen mass
    repartitioning at 4 fs) or guarded jumps of one proposal with one acceptance rule
    (:class:`~openmm_forecast.walkers.ForecastWalkers`: a learned forecaster, the surrogate, the ``verlet``
-   baseline; tolerance or Metropolis).  The first arm is the *baseline* the others are compared with
+   baseline; tolerance or Metropolis), or well-tempered metadynamics of the target on phi/psi, reweighted
+   (:class:`MetadynamicsWalkers`: what a user would run instead).  The first arm is the *baseline* the others are
+   compared with
    (plain MD at the setup's time step, normally).  All arms simulate the same molecule under the same
    potential and temperature, with the same seeds, each on its fastest platform configuration, measured on
    its own System before the run (:func:`choose_platforms`: platform, ``Threads``, and whether the process
@@ -36,7 +38,8 @@ Protocol (:func:`run_benchmark`)
    baseline's favour).  ``speedup_time_to_bar`` is the baseline's time over the arm's.
 6. *Efficiency, the deciding measure.*  Effective samples per wall-clock (and CPU) second of every basin's
    indicator (:mod:`openmm_forecast.efficiency`: pymbar's statistical inefficiency of all walkers, pooled
-   mean; a leave-one-walker-out jackknife interval); each arm against every plain-MD arm with the ratio's interval; the winner is
+   mean; a leave-one-walker-out jackknife interval; for a reweighted arm the ESS of weighted samples); each arm
+   against every plain-MD and metadynamics arm with the ratio's interval; the winner is
    the arm whose interval lies above all others' (``efficiency.winner``; none otherwise).
 7. *Other speed-ups* (each arm against the baseline): ``speedup_ns_per_day`` (simulated time per wall
    clock; in Metropolis mode a rejected jump's span counts as simulated, so compare times to JS), and
@@ -79,9 +82,10 @@ from .analysis import (
     wrap_degrees,
 )
 from .checkpoint import forecaster_fingerprint
-from .efficiency import compare, efficiency, winner
+from .efficiency import compare, efficiency, kish_ess, winner
 from .errors import DataFileError, SamplingInterrupted
 from .systems import resource_path
+from .units import whole_steps
 from .walkers import ForecastWalkers, PlainWalkers
 
 logger = logging.getLogger(__name__)
@@ -502,7 +506,7 @@ def run_interleaved(arms, sample_interval, wall_seconds, slice_seconds=10.0, pro
 # --------------------------------------------------------------------------------------------------
 
 
-def convergence_curve(phi_psi, reference_histogram, bins=DEFAULT_BINS, angle_range=DEFAULT_RANGE):
+def convergence_curve(phi_psi, reference_histogram, bins=DEFAULT_BINS, angle_range=DEFAULT_RANGE, weights=None):
     """JS divergence against the reference after every sampling round, all walkers pooled.
 
     Parameters
@@ -512,6 +516,8 @@ def convergence_curve(phi_psi, reference_histogram, bins=DEFAULT_BINS, angle_ran
     reference_histogram : numpy.ndarray, shape (bins, bins)
     bins, angle_range
         Histogram bins per angle and range in degrees (those of ``reference_histogram``).
+    weights : numpy.ndarray, shape (n_walkers, n_samples), optional
+        Weights of reweighted frames (default: all equal).
 
     Returns
     -------
@@ -526,8 +532,9 @@ def convergence_curve(phi_psi, reference_histogram, bins=DEFAULT_BINS, angle_ran
     j = np.clip(np.searchsorted(edges, wrapped[..., 1], side="right") - 1, 0, bins - 1)
     counts = np.zeros((bins, bins))
     js = np.empty(n_samples)
+    weights = np.ones((n_walkers, n_samples)) if weights is None else weights
     for sample in range(n_samples):
-        np.add.at(counts, (i[:, sample], j[:, sample]), 1.0)
+        np.add.at(counts, (i[:, sample], j[:, sample]), weights[:, sample])
         js[sample] = js_divergence(counts, reference_histogram)
     return js
 
@@ -592,7 +599,7 @@ def plain_noise_js(runs, n_walkers, frames_per_walker, n_draws=200, seed=0, bins
                       "high)"}
 
 
-def arm_efficiency(phi_psi, wall_seconds, cpu_seconds=None):
+def arm_efficiency(phi_psi, wall_seconds, cpu_seconds=None, weights=None):
     """Effective samples per second of every basin's indicator (see :mod:`openmm_forecast.efficiency`).
 
     Parameters
@@ -601,6 +608,9 @@ def arm_efficiency(phi_psi, wall_seconds, cpu_seconds=None):
         Degrees.
     wall_seconds : float
     cpu_seconds : float, optional
+    weights : numpy.ndarray, shape (n_walkers, n_samples), optional
+        Weights of reweighted samples (the ESS of weighted samples, :func:`~openmm_forecast.efficiency.
+        weighted_inefficiency`).
 
     Returns
     -------
@@ -614,7 +624,7 @@ def arm_efficiency(phi_psi, wall_seconds, cpu_seconds=None):
     labels = assign_basins(phi_psi.reshape(-1, 2)).reshape(n_walkers, n_samples)
     result = {}
     for index, basin in enumerate(BASINS):
-        per_wall = efficiency(labels == index, wall_seconds, observable=f"{basin.name} indicator")
+        per_wall = efficiency(labels == index, wall_seconds, observable=f"{basin.name} indicator", weights=weights)
         result[basin.name] = per_wall.as_dict()
         if cpu_seconds:
             per_cpu = dataclasses.replace(per_wall, seconds=cpu_seconds)
@@ -624,7 +634,8 @@ def arm_efficiency(phi_psi, wall_seconds, cpu_seconds=None):
     return result
 
 
-def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=None, cpu_seconds=None):
+def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=None, cpu_seconds=None,
+                  weights=None):
     """Numbers of one arm: time, speed, JS, temperature, basins, transitions, and its convergence curve.
 
     Parameters
@@ -638,6 +649,9 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
         Merged into the summary.
     cpu_seconds : float, optional
         CPU time of the arm (for its efficiency per CPU second).
+    weights : numpy.ndarray, shape (n_walkers, n_samples), optional
+        Weights of reweighted samples (a metadynamics arm): JS, populations and efficiency are weighted;
+        transitions are those of the biased trajectories.
 
     Returns
     -------
@@ -649,7 +663,8 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
     """
     phi_psi = samples.phi_psi(topology)
     pooled = phi_psi.reshape(-1, 2)
-    js_curve = None if reference_histogram is None else convergence_curve(phi_psi, reference_histogram)
+    js_curve = None if reference_histogram is None else convergence_curve(phi_psi, reference_histogram,
+                                                                           weights=weights)
     wall = float(samples.wall_s[-1])
     simulated_ns = samples.simulated_ps / 1000.0
     per_walker = [count_transitions(run) for run in phi_psi]
@@ -671,10 +686,10 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
         "temperature_std_K": float(temperatures.std()),
         "temperature_note": "kinetic temperature of the velocities the Context holds at each sample (half-step "
                             "velocities for LangevinMiddleIntegrator, as StateDataReporter reads them), all walkers",
-        "basins": basin_populations(pooled),
+        "basins": basin_populations(pooled, weights=None if weights is None else weights.reshape(-1)),
         "transitions": {"total": int(sum(t["total"] for t in per_walker)), "counts": counts,
                         "note": "counted within each walker's trajectory, then summed over walkers"},
-        "efficiency": arm_efficiency(phi_psi, wall, cpu_seconds),
+        "efficiency": arm_efficiency(phi_psi, wall, cpu_seconds, weights),
     }
     summary.update(extra or {})
     return summary, phi_psi, js_curve
@@ -752,6 +767,10 @@ class BenchmarkArm:
     accelerator_options : dict
         :class:`~openmm_forecast.accelerator.AcceleratorOptions` fields of a hybrid arm (the acceptance
         rule: ``metropolis``, ``energy_tolerance_kT``, ...).
+    metadynamics : dict, optional
+        Given (``{}`` for the defaults of :data:`METADYNAMICS`, or some of its keys): the arm is well-tempered
+        metadynamics of the target itself, reweighted (:class:`MetadynamicsWalkers`), what a user would run
+        instead of a sampler that needs no reweighting.
     """
 
     name: str
@@ -759,6 +778,7 @@ class BenchmarkArm:
     forecaster: object = None
     forecaster_options: dict = None
     accelerator_options: dict = dataclasses.field(default_factory=dict)
+    metadynamics: dict = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _ARM_NAME.match(self.name):
@@ -767,10 +787,19 @@ class BenchmarkArm:
         if self.forecaster is None and (self.forecaster_options or self.accelerator_options):
             raise ValueError(f"arm {self.name!r} is plain MD (no forecaster): it takes no forecaster or accelerator "
                              "options")
+        if self.metadynamics is not None:
+            if self.forecaster is not None:
+                raise ValueError(f"arm {self.name!r}: metadynamics is an arm of its own, not an option of a forecaster")
+            unknown = set(self.metadynamics) - set(METADYNAMICS)
+            if unknown:
+                raise ValueError(f"arm {self.name!r}: unknown metadynamics settings {sorted(unknown)}; known: "
+                                 f"{sorted(METADYNAMICS)}")
 
     @property
     def kind(self):
-        """'plain' (OpenMM alone) or 'hybrid' (forecast jumps)."""
+        """'plain' (OpenMM alone), 'metad' (metadynamics of the target, reweighted) or 'hybrid' (forecast jumps)."""
+        if self.metadynamics is not None:
+            return "metad"
         return "plain" if self.forecaster is None else "hybrid"
 
     @property
@@ -794,6 +823,10 @@ class BenchmarkArm:
 
     def label(self, forecaster=None):
         """Short description for plots and summaries."""
+        if self.kind == "metad":
+            settings = {**METADYNAMICS, **self.metadynamics}
+            return (f"{self.name}: well-tempered metadynamics {self.timestep_fs:g} fs (bias factor "
+                    f"{settings['bias_factor']:g}), reweighted")
         if self.forecaster is None:
             hmr = f", H {self.hydrogen_mass_amu:g} amu" if self.hydrogen_mass_amu is not None else ""
             return f"{self.name}: plain MD {self.timestep_fs:g} fs{hmr}"
@@ -801,11 +834,108 @@ class BenchmarkArm:
         return f"{self.name}: {what} + {self.acceptance}"
 
     def create_walkers(self, n_walkers, seed, platform):
-        """The arm's walkers (PlainWalkers or ForecastWalkers) with seeds ``seed, seed + 1, ...``."""
+        """The arm's walkers (PlainWalkers, MetadynamicsWalkers or ForecastWalkers) with seeds ``seed, seed + 1,
+        ...``."""
+        if self.kind == "metad":
+            return MetadynamicsWalkers(self.molecular_system, n_walkers, seed=seed, platform=platform,
+                                       **self.metadynamics)
         if self.forecaster is None:
             return PlainWalkers(self.molecular_system, n_walkers, seed=seed, platform=platform)
         return ForecastWalkers(self.molecular_system, self.forecaster, n_walkers, seed=seed, platform=platform,
                                forecaster_options=self.forecaster_options, **self.accelerator_options)
+
+
+METADYNAMICS = {"bias_factor": 6.0, "height_kJ": 1.0, "width_deg": 20.0, "deposit_ps": 1.0, "grid": 72}
+"""Default settings of a ``metad`` arm: those of the shipped converged reference (``scripts/make_metad_reference.py``:
+Gaussians of 1 kJ/mol and 0.35 rad (20 degrees) every ps, bias factor 6, 72 x 72 grid)."""
+
+
+class MetadynamicsWalkers(PlainWalkers):
+    """Well-tempered metadynamics of the target itself (OpenMM's ``app.Metadynamics``), one independent bias per
+    walker, on the phi/psi of the first residue of :func:`~openmm_forecast.analysis.backbone_torsion_pairs`.
+
+    Reweighting: the time-dependent bias with Tiwary and Parrinello's ``c(t)`` (J. Phys. Chem. B 119, 736, 2015):
+    a sample taken at time ``t`` at collective variables ``s`` has weight ``exp((V(s, t) - c(t)) / kT)`` with
+    ``c(t) = kT ln( sum_s exp(-F(s, t) / kT) / sum_s exp(-F(s, t) / (gamma kT)) )`` over the grid (periodic
+    duplicate row and column left out), ``F = -gamma / (gamma - 1) V`` the free energy estimate and ``gamma`` the
+    bias factor.  Every sample counts, from the first deposit on (no frozen-bias phase: the arm's budget is one
+    wall clock, like every other arm's).
+
+    Parameters
+    ----------
+    molecular_system : MolecularSystem
+        Not modified: every walker gets a copy of its System plus its own bias force.
+    n_walkers, seeds, seed, platform
+        As for :class:`~openmm_forecast.walkers.PlainWalkers`.
+    bias_factor, height_kJ, width_deg, deposit_ps, grid
+        See :data:`METADYNAMICS`.
+
+    Attributes
+    ----------
+    log_weights : list of numpy.ndarray
+        ``(V - c) / kT`` of every walker, shape (n_walkers,), one entry per sample taken (appended at the end of
+        each :meth:`step`, i.e. at the state the sample records).
+    torsions : TorsionPair
+    """
+
+    def __init__(self, molecular_system, n_walkers=None, *, seeds=None, seed=1, platform=None,
+                 bias_factor=METADYNAMICS["bias_factor"], height_kJ=METADYNAMICS["height_kJ"],
+                 width_deg=METADYNAMICS["width_deg"], deposit_ps=METADYNAMICS["deposit_ps"], grid=METADYNAMICS["grid"]):
+        from openmm import app
+
+        from ._runtime import openmm as mm
+        from .analysis import backbone_torsion_pairs
+        from .barriers import torsion_force
+
+        pairs = backbone_torsion_pairs(molecular_system.topology)
+        if not pairs:
+            raise ValueError("metadynamics needs a residue with a backbone phi and psi to bias")
+        self.torsions = pairs[0]
+        if seeds is None:
+            seeds = [seed + i for i in range(int(n_walkers))]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must differ between walkers, got {list(seeds)}")
+        self.kT_kJ = float((unit.MOLAR_GAS_CONSTANT_R * molecular_system.temperature).value_in_unit(
+            unit.kilojoule_per_mole))
+        self.bias_factor = float(bias_factor)
+        frequency = whole_steps(float(deposit_ps), molecular_system.timestep.value_in_unit(unit.picosecond),
+                                "deposit_ps")
+        self.metadynamics, simulations = [], []
+        for walker_seed in seeds:
+            system = mm.XmlSerializer.clone(molecular_system.system)
+            variables = [app.BiasVariable(torsion_force(atoms), -np.pi, np.pi, np.radians(width_deg), periodic=True,
+                                          gridWidth=int(grid)) for atoms in (self.torsions.phi, self.torsions.psi)]
+            self.metadynamics.append(app.Metadynamics(system, variables, molecular_system.temperature,
+                                                      self.bias_factor, height_kJ * unit.kilojoule_per_mole,
+                                                      frequency))
+            simulations += self._create_simulations(dataclasses.replace(molecular_system, system=system), None,
+                                                    [walker_seed], walker_seed, platform, True)
+        self.simulations = simulations
+        self.seeds = [int(s) for s in seeds]
+        self.molecular_system = molecular_system
+        self.log_weights = []
+
+    def step(self, n_steps):
+        for simulation, meta in zip(self.simulations, self.metadynamics):
+            meta.step(simulation, int(n_steps))
+        self.log_weights.append(np.array([self._log_weight(simulation, meta)
+                                          for simulation, meta in zip(self.simulations, self.metadynamics)]))
+
+    def _log_weight(self, simulation, meta):
+        """``(V(s, t) - c(t)) / kT`` of one walker's current state."""
+        from scipy.special import logsumexp
+
+        group = meta._force.getForceGroup()  # the group Metadynamics chose for its bias (its own attribute)
+        bias = simulation.context.getState(getEnergy=True, groups={group}).getPotentialEnergy().value_in_unit(
+            unit.kilojoule_per_mole)
+        free = meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)[:-1, :-1] / self.kT_kJ
+        c = logsumexp(-free) - logsumexp(-free / self.bias_factor)
+        return bias / self.kT_kJ - c
+
+    def weights(self, n_samples):
+        """Weights of the first ``n_samples`` samples, shape (n_walkers, n_samples), scaled to a maximum of 1."""
+        log_weights = np.array(self.log_weights[:n_samples]).T
+        return np.exp(log_weights - log_weights.max())
 
 
 def choose_platforms(arms, platform=None, pin="auto"):
@@ -1056,14 +1186,22 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
 
     os.makedirs(out, exist_ok=True)  # only now: a benchmark refused or interrupted before a sample leaves none
     topology = system.topology
-    summaries, phi_psis, curves = {}, {}, {}
+    summaries, phi_psis, curves, weights = {}, {}, {}, {}
     for arm in arms:
         arm_walkers = walkers[arm.name]
         extra = {"kind": arm.kind, "label": None, "blew_up": failures.get(arm.name), "timestep_fs": arm.timestep_fs,
                  "hydrogen_mass_amu": arm.hydrogen_mass_amu, "potential": arm.molecular_system.potential,
                  **_platform_report(arm, described[arm.name], configurations[arm.name], platform_timings[arm.name],
                                     samples[arm.name])}
-        forecaster = None
+        forecaster, weights[arm.name] = None, None
+        if arm.kind == "metad":
+            weights[arm.name] = arm_walkers.weights(len(samples[arm.name].time_ps))
+            extra["metadynamics"] = {
+                "settings": {**METADYNAMICS, **arm.metadynamics}, "residue": arm_walkers.torsions.label,
+                "torsions": arm_walkers.torsions.as_dict(), "bias": "one independent bias per walker",
+                "reweighting": "time-dependent bias, Tiwary-Parrinello c(t): weight exp((V(s,t) - c(t)) / kT), every "
+                               "sample from the first deposit on",
+                "kish_ess_fraction": kish_ess(weights[arm.name]) / weights[arm.name].size}
         if arm.kind == "hybrid":
             forecaster = arm_walkers.forecaster
             stats = arm_walkers.stats().as_dict()
@@ -1086,7 +1224,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
             )
         extra["label"] = arm.label(forecaster)
         summaries[arm.name], phi_psis[arm.name], curves[arm.name] = summarize_arm(
-            samples[arm.name], reference_histogram, topology, wall_seconds, extra, cpu_seconds.get(arm.name))
+            samples[arm.name], reference_histogram, topology, wall_seconds, extra, cpu_seconds.get(arm.name),
+            weights[arm.name])
         np.save(os.path.join(out, f"{arm.name}_phipsi.npy"), phi_psis[arm.name])
 
     bar = _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps)
@@ -1141,8 +1280,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference}
     if populations is not None:
         panels["converged reference (metadynamics, reweighted)"] = reference_frames(populations["source"])
-    panels.update({f"{name} ({summary['simulated_ns']:.3g} ns)": phi_psis[name].reshape(-1, 2)
-                   for name, summary in summaries.items()})
+    panels.update({f"{name} ({summary['simulated_ns']:.3g} ns)": phi_psis[name].reshape(-1, 2) if weights[name] is None
+                   else (phi_psis[name].reshape(-1, 2), weights[name].reshape(-1)) for name, summary in summaries.items()})
     plot_ramachandran(panels, os.path.join(out, "ramachandran.png"))
     if runs is not None:
         plot_convergence({summaries[name]["label"]: (samples[name].wall_s, curves[name]) for name in summaries},
@@ -1195,13 +1334,14 @@ def _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, r
 
 
 def _compare_efficiency(arms, summaries, observable):
-    """Effective samples per second of one basin's indicator: every arm, each against every plain-MD arm, and the
+    """Effective samples per second of one basin's indicator: every arm, each against every plain-MD and metadynamics
+    arm (what a user would run instead), and the
     winner, declared only when its interval lies above every other arm's."""
     from .efficiency import Efficiency
 
     per_arm = {name: Efficiency.from_dict(s["efficiency"][observable]) for name, s in summaries.items()
                if s.get("efficiency") is not None}
-    plain = [arm.name for arm in arms if arm.kind == "plain" and arm.name in per_arm]
+    plain = [arm.name for arm in arms if arm.kind in ("plain", "metad") and arm.name in per_arm]
     best = winner(per_arm)
     return {
         "observable": f"{observable} indicator",

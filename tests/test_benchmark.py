@@ -536,3 +536,42 @@ def test_obc2_has_converged_reference_populations_and_arms_get_z_scores():
     against = _populations_against(summary, populations)["alpha_L"]
     combined = np.hypot(0.03, basins["alpha_L"]["standard_error"])
     assert against["z"] == pytest.approx((0.1 - basins["alpha_L"]["population"]) / combined)
+
+
+def test_metadynamics_walkers_read_their_own_bias_and_weight_by_c_of_t(vacuum_system):
+    """After the first deposit the bias at the walker's own torsions is the Gaussian's height (1 kJ/mol; bicubic
+    table on a 5-degree grid: 3 %), and c(t) follows from the grid: kT ln(sum e^{gamma V/((gamma-1) kT)} /
+    sum e^{V/((gamma-1) kT)}), computed here from Metadynamics' own bias array."""
+    from openmm_forecast.benchmark import MetadynamicsWalkers
+
+    walkers = MetadynamicsWalkers(vacuum_system, 2, seed=3, platform="Reference", deposit_ps=0.1)
+    assert walkers.torsions.phi == (4, 6, 8, 14) and walkers.torsions.psi == (6, 8, 14, 16)
+    walkers.step(50)  # one deposit (0.1 ps of 2 fs steps)
+    meta = walkers.metadynamics[0]
+    kT, gamma = walkers.kT_kJ, walkers.bias_factor
+    bias = meta._totalBias[:-1, :-1]
+    c = kT * np.log(np.sum(np.exp(gamma * bias / ((gamma - 1) * kT))) / np.sum(np.exp(bias / ((gamma - 1) * kT))))
+    v = walkers.log_weights[0][0] * kT + c
+    assert v == pytest.approx(1.0, rel=0.03)
+    assert 0 < c < v  # one Gaussian: its weight is above the average
+    samples = walkers.sample(0.1 * unit.picosecond, n_samples=5)
+    assert len(walkers.log_weights) == 6 and walkers.weights(6).shape == (2, 6) and walkers.weights(6).max() == 1.0
+    assert samples.positions_nm.shape[:2] == (5, 2)
+    assert not np.allclose(walkers.metadynamics[0]._totalBias, walkers.metadynamics[1]._totalBias)  # own biases
+
+
+def test_a_metadynamics_arm_is_reweighted_in_the_report(vacuum_system, reference_dir, tmp_path):
+    arms = [BenchmarkArm("plain", vacuum_system), BenchmarkArm("metad", vacuum_system, metadynamics={"deposit_ps": 0.1})]
+    report = run_benchmark(arms, str(tmp_path / "bench"), n_walkers=2, wall_seconds=1.0, reference=str(reference_dir),
+                           progress=False, platform="Reference", slice_seconds=0.5, sample_interval=0.1 * unit.picosecond,
+                           reference_interval=0.1 * unit.picosecond)
+    metad = report["arms"]["metad"]
+    check_arm(metad, 2)
+    assert metad["kind"] == "metad" and metad["metadynamics"]["settings"]["deposit_ps"] == 0.1
+    assert 0 < metad["metadynamics"]["kish_ess_fraction"] <= 1
+    assert all(value["weighted"] for value in metad["efficiency"].values())
+    assert not any(value["weighted"] for value in report["arms"]["plain"]["efficiency"].values())
+    assert "plain" in report["efficiency"]["against"]["metad"] and "metad" in report["efficiency"]["against"]["plain"]
+    assert "metadynamics" in format_summary(report)
+    with pytest.raises(ValueError, match="unknown metadynamics"):
+        BenchmarkArm("m", vacuum_system, metadynamics={"bias": 3})

@@ -38,6 +38,7 @@ platform), and at a fixed wall clock more walkers only shorten each walker's tra
 
 HMR_ARM = "hmr"
 PLAIN_ARM = "plain"
+METAD_ARM = "metad"
 
 
 def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
@@ -100,7 +101,8 @@ def add_parser(subparsers):
                         "'surrogate' (velocity Verlet on --surrogate) or a baseline ('verlet', 'ballistic', 'constant')")
     parser.add_argument("--arm", action="append", default=None, metavar="[NAME=]MODEL[:RULE][@STRIDE_FS]",
                         help="an arm (repeatable; the first is the baseline the others are compared with): 'plain' "
-                        "(MD at --timestep), 'hmr' (hydrogen mass repartitioning: --hmr-mass, --hmr-timestep), or a "
+                        "(MD at --timestep), 'hmr' (hydrogen mass repartitioning: --hmr-mass, --hmr-timestep), 'metad' "
+                        "(well-tempered metadynamics of the target on the first residue's phi/psi, reweighted by c(t)), or a "
                         f"forecaster with an acceptance rule ({', '.join(ACCEPTANCE_RULES)}; default: --acceptance) and "
                         "optionally its own stride in fs, e.g. --arm plain --arm hmr --arm surrogate:metropolis@248")
     add_benchmark_arguments(parser)
@@ -110,13 +112,13 @@ def add_parser(subparsers):
 def parse_arm(spec, default_rule):
     """``[NAME=]MODEL[:RULE][@STRIDE_FS]`` -> (name, model, rule, stride_fs).
 
-    ``rule`` is None for 'plain' and 'hmr'; ``stride_fs`` None unless given (then it replaces ``--stride`` for
+    ``rule`` is None for 'plain', 'hmr' and 'metad'; ``stride_fs`` None unless given (then it replaces ``--stride`` for
     this arm's baseline or surrogate proposal).
 
     Raises
     ------
     UsageError
-        An empty model, an unknown rule, a rule or stride after 'plain' or 'hmr', or a stride that is not a
+        An empty model, an unknown rule, a rule or stride after 'plain', 'hmr' or 'metad', or a stride that is not a
         number of fs in (0, :data:`~openmm_forecast.cli._common.MAX_STRIDE_FS`].
     """
     import os
@@ -134,9 +136,9 @@ def parse_arm(spec, default_rule):
             stride_fs = number(above=0, maximum=MAX_STRIDE_FS)(stride)
         except argparse.ArgumentTypeError as error:
             raise UsageError(f"--arm {spec!r}: the stride after '@' (fs) {error}") from None
-    if model in (PLAIN_ARM, HMR_ARM):
+    if model in (PLAIN_ARM, HMR_ARM, METAD_ARM):
         if rule or stride:
-            raise UsageError(f"--arm {spec!r}: {model!r} is plain MD and takes no acceptance rule or stride")
+            raise UsageError(f"--arm {spec!r}: {model!r} integrates the target and takes no acceptance rule or stride")
         return name or model, model, None, None
     rule = rule or default_rule
     if rule not in ACCEPTANCE_RULES:
@@ -173,6 +175,8 @@ def arms_from_args(args, specs=None):
     for spec, (name, model, rule, stride_fs) in zip(specs, parsed):
         if model == PLAIN_ARM:
             arms.append(BenchmarkArm(name, molecular_system))
+        elif model == METAD_ARM:
+            arms.append(BenchmarkArm(name, molecular_system, metadynamics={}))
         elif model == HMR_ARM:
             hmr = setup_from_args(args, timestep=args.hmr_timestep * unit.femtosecond,
                                   hydrogen_mass=args.hmr_mass * unit.dalton)
