@@ -53,7 +53,6 @@ Rejected forecasts never reach a reporter, and nothing non-finite ever reaches t
 import contextlib
 import dataclasses
 import logging
-import time
 import warnings
 
 import numpy as np
@@ -62,7 +61,7 @@ from tqdm.auto import tqdm
 
 from ._runtime import openmm as mm
 from .checkpoint import forecaster_fingerprint, read_checkpoint, write_checkpoint
-from .acceptance import MetropolisRule, acceptance_rule
+from .acceptance import MetropolisRule
 from .cycles import ornstein_uhlenbeck
 from .errors import (
     BadForecastError,
@@ -74,7 +73,6 @@ from .errors import (
 )
 from .forecasters.base import is_structure_preserving
 from .guards import (
-    REJECTION_REASONS,
     SanityGuard,
     degrees_of_freedom,
     kinetic_energy_kJ,
@@ -83,7 +81,10 @@ from .guards import (
 )
 from .integrators import velocity_verlet_integrator
 from .systems import constraints_name, particle_masses, removes_com_motion, system_fingerprint
-from .units import kT_kJ, positive, whole_steps
+from .options import AcceleratorOptions
+from .reporters import describe_reports, generate_reports
+from .stats import AcceleratorStats
+from .units import kT_kJ, positive, require_int, whole_steps
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ SUPPORTED_INTEGRATORS = (mm.LangevinMiddleIntegrator, mm.LangevinIntegrator, mm.
 
 SOLVENT_RESIDUES = {"HOH", "WAT", "SOL", "TIP3", "TIP4", "TIP5", "SPC", "NA", "CL", "K", "MG", "CA", "Na+", "Cl-", "K+"}
 """Residue names of water and ions: atoms in such residues beyond the forecaster's atoms mean a solvated system."""
-
-WALL_CLOCK_KEYS = ("integration", "forecast", "guard", "transfer")
 
 TEMPERATURE_MISMATCH = 0.05
 """Relative difference of the forecaster's training temperature and the simulation's above which a warning says so."""
@@ -106,345 +105,6 @@ def _warn_once(key, message, *arguments):
     if key not in _warned:
         _warned.add(key)
         logger.warning(message, *arguments)
-
-
-# --------------------------------------------------------------------------------------------------
-# Options and statistics
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class AcceleratorOptions:
-    """Settings of a :class:`ForecastAccelerator` (all keyword arguments of its constructor).
-
-    Attributes
-    ----------
-    segment_steps : int, optional
-        Integration steps at the start of every cycle (default: one stride, or ``history - 1`` strides; none,
-        and refused, with a rule that never integrates: ``acceptance='ghmc'``).
-    jumps_per_cycle : int
-        Most jumps after one segment (default 4).
-    max_frames : int, optional
-        Longest jump in frames (default and upper bound: the forecaster's ``max_frames``).
-    initial_frames : int, optional
-        Span of the first jump (default ``max_frames``).
-    adapt_span : bool, optional
-        Halve the span after a rejection, double it after ``grow_after`` full-span acceptances in a row
-        (default: the rule's ``adapts_span``: True, except for the Metropolis rule, whose exactness needs a
-        fixed span).
-    grow_after : int
-        See ``adapt_span`` (default 4).
-    acceptance : str or AcceptanceRule
-        How a sane jump is judged and what a rejection does (:mod:`openmm_forecast.acceptance`):
-        'tolerance' (default), 'metropolis', 'dynamics', 'ghmc' (generalised HMC at one target energy per
-        jump, :mod:`openmm_forecast.cycles`), or a rule object; resolved to the rule object.
-    energy_tolerance_kT : float
-        Accept a jump when ``|dH| <= energy_tolerance_kT * kT`` (default 1.0; used by ``acceptance='tolerance'``
-        given by name; a ToleranceRule object carries its own).
-    allow_inexact_metropolis : bool
-        Run the 'metropolis' or 'ghmc' rule with a forecaster that is not certified volume-preserving and
-        reversible (``forecaster.structure_preserving`` False: the learned networks but ``symplectic``).  Refused
-        by default: the test then certifies nothing, and the shipped network "accepted" 80-88 % of its jumps
-        while the molecule cooled to 46-130 K.  True runs it with a warning; the option is recorded in every
-        report that records the accelerator's options.
-    drift_tolerance_kT : float
-        Re-equilibrate when the accumulated ``dH`` of accepted jumps exceeds this many kT (default 5; the
-        dynamics rule sums its last ``drift_window`` accepted jumps only).
-    temperature_sigmas : float or None
-        Re-equilibrate when the kinetic temperature is further from the target than a normal variable
-        strays this many standard deviations (default 4; None disables): the chi-squared distribution of
-        the kinetic energy is mapped to a normal one (:func:`~openmm_forecast.guards.kinetic_temperature_score`),
-        so the check fires at equilibrium as rarely as a 4-sigma event (6e-5 per check), tails included.
-        Only with a thermostat: in NVE the kinetic temperature is not canonical and integration cannot
-        restore it.
-    reequilibration_steps : int
-        Steps of the simulation's integrator per re-equilibration (default 500; 0 disables it).
-        Re-equilibration is part of the tolerance and dynamics rules only.  Without a thermostat it cannot
-        remove the drift, which is then kept: past ``drift_tolerance_kT`` the run continues as plain MD.
-    metropolis : bool
-        Alias of ``acceptance='metropolis'`` (True with another ``acceptance`` is refused).
-    seed : int, optional
-        Seed of the Metropolis random stream (default: fresh entropy; the stream is checkpointed).
-    temperature : openmm.unit.Quantity, optional
-        Target temperature for an integrator without one (VerletIntegrator, velocity Verlet; default: the
-        forecaster's training temperature).  An integrator with a temperature sets it (also after
-        ``setTemperature``); a different value here is refused.
-    clash_fraction : float
-        Clash threshold as a fraction of the sum of the two atoms' van der Waals radii (default 0.5; see
-        :class:`~openmm_forecast.guards.SanityGuard`).
-    clash_distance : openmm.unit.Quantity, optional
-        One absolute clash threshold (length) for every pair, instead of ``clash_fraction``.
-    bond_stretch : float
-        Largest factor by which a bond may differ from its length at construction (default 1.5).
-    check_chirality : bool
-        Reject inverted stereocentres (default True).
-    thermostatted : bool, optional
-        Whether the simulation's integrator thermalises, which decides whether a re-equilibration resets the
-        drift (default: detected; see :meth:`ForecastAccelerator._has_thermostat`).
-    thermostat_jumps : bool
-        With a Langevin integrator, follow every accepted jump (and every Metropolis rejection) by the
-        exact Ornstein-Uhlenbeck velocity step of the Langevin thermostat over the jump's span,
-        ``v <- a v + sqrt((1 - a^2) kT / m) xi`` with ``a = exp(-friction * span)``, so that the thermostat
-        acts on all simulated time, not only on the integrated part (default True).  A jump is then the
-        Hamiltonian part of a Langevin splitting: forecast flow, then friction and noise (the dynamics rule
-        splits the step, half before the jump and half after).
-    allow_custom_integrator : bool
-        Accept a ``CustomIntegrator`` other than openmm-forecast's velocity Verlet; you vouch that its
-        ``getStepSize()`` is its time step and that its state is positions and velocities.
-    progress : bool, optional
-        Show a tqdm progress bar (default None: only on a terminal).
-    max_dh_samples : int
-        Most recent ``dH`` values kept in the statistics (default 10000).
-    """
-
-    segment_steps: int = None
-    jumps_per_cycle: int = 4
-    max_frames: int = None
-    initial_frames: int = None
-    adapt_span: bool = None
-    grow_after: int = 4
-    energy_tolerance_kT: float = 1.0
-    drift_tolerance_kT: float = 5.0
-    temperature_sigmas: float = 4.0
-    reequilibration_steps: int = 500
-    acceptance: object = None
-    metropolis: bool = False
-    seed: int = None
-    temperature: unit.Quantity = None
-    clash_fraction: float = 0.5
-    clash_distance: unit.Quantity = None
-    bond_stretch: float = 1.5
-    check_chirality: bool = True
-    thermostatted: bool = None
-    thermostat_jumps: bool = True
-    allow_custom_integrator: bool = False
-    allow_inexact_metropolis: bool = False
-    progress: bool = None
-    max_dh_samples: int = 10000
-
-    def __post_init__(self):
-        for name in ("jumps_per_cycle", "grow_after", "max_dh_samples"):
-            _require_int(name, getattr(self, name), minimum=1)
-        _require_int("reequilibration_steps", self.reequilibration_steps, minimum=0)
-        for name in ("segment_steps", "max_frames", "initial_frames"):
-            if getattr(self, name) is not None:
-                _require_int(name, getattr(self, name), minimum=1)
-        for name in ("energy_tolerance_kT", "drift_tolerance_kT"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0 (in kT), got {value!r}")
-        sigmas = self.temperature_sigmas
-        if sigmas is not None and not (isinstance(sigmas, (int, float)) and np.isfinite(sigmas) and sigmas > 0):
-            raise ValueError(f"temperature_sigmas must be a finite number > 0 or None, got {sigmas!r}")
-        if self.seed is not None:
-            _require_int("seed", self.seed, minimum=0)
-        if self.metropolis and self.acceptance is not None:
-            if getattr(self.acceptance, "name", self.acceptance) != "metropolis":
-                raise ValueError(f"metropolis=True contradicts acceptance={self.acceptance!r}; pass one of them")
-        default = "metropolis" if self.metropolis else "tolerance"
-        self.acceptance = acceptance_rule(default if self.acceptance is None else self.acceptance,
-                                          self.energy_tolerance_kT)
-        if not self.acceptance.integrates and self.segment_steps is not None:
-            raise ValueError(f"segment_steps ({self.segment_steps}) is refused with the {self.acceptance.name!r} rule, "
-                             "which never integrates the target; leave it unset")
-
-
-def _require_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-@dataclasses.dataclass
-class AcceleratorStats:
-    """What an accelerator did: jumps, rejections and their reasons, time covered, wall clock, energy.
-
-    Attributes
-    ----------
-    jumps_attempted, jumps_accepted : int
-    rejections : dict
-        Reason (see :data:`~openmm_forecast.guards.REJECTION_REASONS`) -> count.
-    attempted_by_frames, accepted_by_frames : dict
-        Jump length in frames -> count.
-    jumped_ps, integrated_ps : float
-        Simulated time covered by accepted jumps and by the simulation's own integrator, in ps.
-    kept_ps : float
-        Metropolis and ghmc: simulated time covered by rejected jumps, whose configuration was kept (and, for
-        ghmc, by remainders shorter than a stride), in ps.
-    reequilibrations : int
-    wall_s : dict
-        Wall-clock seconds spent in 'integration', 'forecast', 'guard' (sanity checks, constraint
-        projection, energy evaluation) and 'transfer' (reading and restoring Context states).
-    dh_kJ : list of float
-        ``dH`` in kJ/mol of the most recent energy-checked jumps, accepted or rejected (bounded).
-    max_dh_samples : int
-    """
-
-    jumps_attempted: int = 0
-    jumps_accepted: int = 0
-    rejections: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(REJECTION_REASONS, 0))
-    attempted_by_frames: dict = dataclasses.field(default_factory=dict)
-    accepted_by_frames: dict = dataclasses.field(default_factory=dict)
-    jumped_ps: float = 0.0
-    integrated_ps: float = 0.0
-    kept_ps: float = 0.0
-    reequilibrations: int = 0
-    wall_s: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(WALL_CLOCK_KEYS, 0.0))
-    dh_kJ: list = dataclasses.field(default_factory=list)
-    max_dh_samples: int = 10000
-
-    @classmethod
-    def merge(cls, parts):
-        """Statistics of several walkers together: every count, time and table summed, ``dH`` samples pooled."""
-        total = cls(max_dh_samples=sum(part.max_dh_samples for part in parts))
-        for part in parts:
-            for field in dataclasses.fields(cls):
-                if field.name == "max_dh_samples":
-                    continue
-                mine, theirs = getattr(total, field.name), getattr(part, field.name)
-                if isinstance(mine, dict):
-                    for key, value in theirs.items():
-                        mine[key] = mine.get(key, 0) + value
-                elif isinstance(mine, list):
-                    mine.extend(theirs)
-                else:
-                    setattr(total, field.name, mine + theirs)
-        return total
-
-    def record_attempt(self, n_frames):
-        self.jumps_attempted += 1
-        self.attempted_by_frames[n_frames] = self.attempted_by_frames.get(n_frames, 0) + 1
-
-    def record_dh(self, dh_kJ):
-        if np.isfinite(dh_kJ):
-            self.dh_kJ.append(float(dh_kJ))
-            del self.dh_kJ[: -self.max_dh_samples]
-
-    def record_accept(self, n_frames, span_ps):
-        self.jumps_accepted += 1
-        self.accepted_by_frames[n_frames] = self.accepted_by_frames.get(n_frames, 0) + 1
-        self.jumped_ps += span_ps
-
-    def record_reject(self, reason):
-        self.rejections[reason] = self.rejections.get(reason, 0) + 1  # a user's rule may add reasons
-
-    @contextlib.contextmanager
-    def timing(self, key):
-        """Add the wall-clock time of the ``with`` block to ``wall_s[key]``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.wall_s[key] += time.perf_counter() - start
-
-    def as_dict(self):
-        """Summary as plain JSON types: counts, rates, time split and ``dH`` percentiles."""
-        total_ps = self.jumped_ps + self.integrated_ps + self.kept_ps
-        dh = np.asarray(self.dh_kJ)
-        percentiles = (1, 5, 25, 50, 75, 95, 99)
-        return {
-            "jumps_attempted": self.jumps_attempted,
-            "jumps_accepted": self.jumps_accepted,
-            "acceptance_rate": self.jumps_accepted / self.jumps_attempted if self.jumps_attempted else None,
-            "rejections": dict(self.rejections),
-            "acceptance_by_frames": {
-                str(n): {"attempted": count, "accepted": self.accepted_by_frames.get(n, 0),
-                         "rate": self.accepted_by_frames.get(n, 0) / count}
-                for n, count in sorted(self.attempted_by_frames.items())
-            },
-            "jumped_ps": self.jumped_ps,
-            "integrated_ps": self.integrated_ps,
-            "kept_ps": self.kept_ps,
-            "jumped_fraction": self.jumped_ps / total_ps if total_ps else None,
-            "reequilibrations": self.reequilibrations,
-            "wall_s": dict(self.wall_s),
-            "dh_kJ": {
-                "n": int(dh.size),
-                "mean": float(dh.mean()) if dh.size else None,
-                "percentiles": {str(p): float(np.percentile(dh, p)) for p in percentiles} if dh.size else {},
-                "abs_percentiles": {str(p): float(np.percentile(abs(dh), p)) for p in percentiles} if dh.size else {},
-            },
-        }
-
-    def to_state(self):
-        """Everything, as JSON types (for checkpoints; see :meth:`from_state`)."""
-        state = dataclasses.asdict(self)
-        for key in ("attempted_by_frames", "accepted_by_frames"):
-            state[key] = {str(n): count for n, count in state[key].items()}
-        return state
-
-    @classmethod
-    def from_state(cls, state):
-        """Inverse of :meth:`to_state`."""
-        state = dict(state)
-        for key in ("attempted_by_frames", "accepted_by_frames"):
-            state[key] = {int(n): count for n, count in state[key].items()}
-        return cls(**state)
-
-
-# --------------------------------------------------------------------------------------------------
-# Reporters (the protocol of openmm.app.Simulation._simulate, for steps covered by a jump)
-# --------------------------------------------------------------------------------------------------
-
-
-def describe_reports(simulation):
-    """Every reporter's next report, as ``(reporter, description)`` in OpenMM 8's dict form.
-
-    Old-style tuples ``(steps, positions, velocities, forces, energy[, wrap])`` are converted as
-    ``Simulation._simulate`` converts them.  ``description['steps']`` counts from ``currentStep``.
-    """
-    reports = []
-    for reporter in simulation.reporters:
-        report = reporter.describeNextReport(simulation)
-        if isinstance(report, tuple):
-            names = ("positions", "velocities", "forces", "energy")
-            description = {"steps": report[0], "include": [name for name, wanted in zip(names, report[1:5]) if wanted]}
-            if len(report) > 5:
-                description["periodic"] = report[5]
-            report = description
-        reports.append((reporter, report))
-    return reports
-
-
-def generate_reports(simulation, due):
-    """Call ``report(simulation, state)`` of each reporter in ``due``, as ``Simulation`` does.
-
-    Reporters that want wrapped positions share one State, those that want unwrapped positions another;
-    reporters without positions join the larger group.
-
-    Parameters
-    ----------
-    simulation : openmm.app.Simulation
-    due : list of (reporter, description)
-        From :func:`describe_reports`, those whose report falls on the current step.
-    """
-    try:
-        uses_pbc = simulation.system.usesPeriodicBoundaryConditions()
-    except Exception:  # as in Simulation.__init__: not every force implements it
-        uses_pbc = simulation.topology.getUnitCellDimensions() is not None
-    wrapped, unwrapped, either = [], [], []
-    for reporter, report in due:
-        if "positions" not in report["include"]:
-            either.append((reporter, report))
-        elif uses_pbc if report.get("periodic") is None else report["periodic"]:
-            wrapped.append((reporter, report))
-        else:
-            unwrapped.append((reporter, report))
-    if len(wrapped) > len(unwrapped):
-        wrapped += either
-    else:
-        unwrapped += either
-    for group, periodic in ((wrapped, True), (unwrapped, False)):
-        if not group:
-            continue
-        include = set().union(*(set(report["include"]) for _, report in group))
-        state = simulation.context.getState(
-            groups=simulation.context.getIntegrator().getIntegrationForceGroups(),
-            enforcePeriodicBox=periodic,
-            parameters=True,
-            **{name: True for name in include},
-        )
-        for reporter, _ in group:
-            reporter.report(simulation, state)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -554,8 +214,9 @@ class ForecastAccelerator:
         A :class:`~openmm_forecast.forecasters.base.Forecaster`, or a name or path for
         :func:`~openmm_forecast.forecasters.load_forecaster`.
     molecular_system : MolecularSystem, optional
-        The setup the simulation was built from: needed to load a baseline by name, and its setup name is
-        checked against the forecaster's.
+        The setup the simulation was built from: its setup name is checked against the forecaster's.  Default:
+        a forecaster given by name is built for the simulation's own System (``'surrogate'``: its derived
+        surrogate, :func:`~openmm_forecast.forecasters.surrogate.derived_surrogate_system`).
     forecaster_options : dict, optional
         Extra arguments of ``load_forecaster`` (for baselines: ``stride_ps``, ``max_frames``, ...).
     **options
@@ -640,7 +301,8 @@ class ForecastAccelerator:
         self.simulation = simulation
         self.options = AcceleratorOptions(**options)
         _check_supported_system(simulation.system)
-        self.forecaster = self._resolve_forecaster(forecaster, molecular_system, forecaster_options or {})
+        target = molecular_system if molecular_system is not None else simulation  # a name is built for this target
+        self.forecaster = self._resolve_forecaster(forecaster, target, forecaster_options or {})
         meta = self.forecaster.metadata
         integrator = simulation.integrator
         _check_integrator(integrator, self.options.allow_custom_integrator)
@@ -907,7 +569,7 @@ class ForecastAccelerator:
         n_steps : int
             Steps to advance; ``simulation.currentStep`` grows by exactly this much.
         """
-        _require_int("n_steps", n_steps, minimum=0)
+        require_int("n_steps", n_steps, minimum=0)
         self._read_integrator()
         self._advance(int(n_steps))
 

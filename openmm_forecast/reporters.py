@@ -5,6 +5,9 @@ get: a run that blows up (too long a time step, an absurd temperature, a potenti
 with exit 0, a log of 1e155 K and frames of Inf.  :class:`BlowUpReporter` reads each reported state first
 and raises :class:`~openmm_forecast.errors.BlowUpError` when it is not finite or hotter than any physical
 run gets, so that the reporters after it never write that state.
+
+:func:`describe_reports` and :func:`generate_reports` serve any OpenMM reporter for steps that a forecast
+jump covers, as ``openmm.app.Simulation._simulate`` serves them for integrated steps.
 """
 
 import numpy as np
@@ -82,3 +85,64 @@ class BlowUpReporter:
         """:meth:`check` the simulation's current state (for example before writing a checkpoint)."""
         state = simulation.context.getState(getPositions=True, getEnergy=True)
         self.check(state, simulation.currentStep)
+
+
+def describe_reports(simulation):
+    """Every reporter's next report, as ``(reporter, description)`` in OpenMM 8's dict form.
+
+    Old-style tuples ``(steps, positions, velocities, forces, energy[, wrap])`` are converted as
+    ``Simulation._simulate`` converts them.  ``description['steps']`` counts from ``currentStep``.
+    """
+    reports = []
+    for reporter in simulation.reporters:
+        report = reporter.describeNextReport(simulation)
+        if isinstance(report, tuple):
+            names = ("positions", "velocities", "forces", "energy")
+            description = {"steps": report[0], "include": [name for name, wanted in zip(names, report[1:5]) if wanted]}
+            if len(report) > 5:
+                description["periodic"] = report[5]
+            report = description
+        reports.append((reporter, report))
+    return reports
+
+
+def generate_reports(simulation, due):
+    """Call ``report(simulation, state)`` of each reporter in ``due``, as ``Simulation`` does.
+
+    Reporters that want wrapped positions share one State, those that want unwrapped positions another;
+    reporters without positions join the larger group.
+
+    Parameters
+    ----------
+    simulation : openmm.app.Simulation
+    due : list of (reporter, description)
+        From :func:`describe_reports`, those whose report falls on the current step.
+    """
+    try:
+        uses_pbc = simulation.system.usesPeriodicBoundaryConditions()
+    except Exception:  # as in Simulation.__init__: not every force implements it
+        uses_pbc = simulation.topology.getUnitCellDimensions() is not None
+    wrapped, unwrapped, either = [], [], []
+    for reporter, report in due:
+        if "positions" not in report["include"]:
+            either.append((reporter, report))
+        elif uses_pbc if report.get("periodic") is None else report["periodic"]:
+            wrapped.append((reporter, report))
+        else:
+            unwrapped.append((reporter, report))
+    if len(wrapped) > len(unwrapped):
+        wrapped += either
+    else:
+        unwrapped += either
+    for group, periodic in ((wrapped, True), (unwrapped, False)):
+        if not group:
+            continue
+        include = set().union(*(set(report["include"]) for _, report in group))
+        state = simulation.context.getState(
+            groups=simulation.context.getIntegrator().getIntegrationForceGroups(),
+            enforcePeriodicBox=periodic,
+            parameters=True,
+            **{name: True for name in include},
+        )
+        for reporter, _ in group:
+            reporter.report(simulation, state)

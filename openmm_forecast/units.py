@@ -5,6 +5,7 @@ floats in OpenMM's MD units: nm, ps, kJ/mol, K, amu.  This module converts one t
 refuses plain numbers and wrong dimensions with a message that names the argument.
 """
 
+import numpy as np
 from openmm import unit
 
 from .errors import UnitError
@@ -44,6 +45,18 @@ def strip_units(value, target_unit, name):
             f"(units {value.unit}); write for example {example}"
         )
     return value.value_in_unit(target_unit)
+
+
+def require_int(name, value, minimum):
+    """Refuse ``value`` unless it is an integer (not a bool) >= ``minimum``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def positive(value, target_unit, name, allow_zero=False):
