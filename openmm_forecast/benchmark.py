@@ -83,7 +83,7 @@ from .analysis import (
 )
 from .checkpoint import forecaster_fingerprint
 from .efficiency import compare, efficiency, kish_ess, winner
-from .errors import DataFileError, SamplingInterrupted
+from .errors import DataFileError, SamplingInterrupted, UsageError
 from .systems import resource_path
 from .units import whole_steps
 from .walkers import ForecastWalkers, PlainWalkers
@@ -833,9 +833,15 @@ class BenchmarkArm:
         what = forecaster.metadata.architecture if forecaster is not None else os.fspath(self.forecaster)
         return f"{self.name}: {what} + {self.acceptance}"
 
-    def create_walkers(self, n_walkers, seed, platform):
+    def create_walkers(self, n_walkers, seed, platform, backend=None):
         """The arm's walkers (PlainWalkers, MetadynamicsWalkers or ForecastWalkers) with seeds ``seed, seed + 1,
-        ...``."""
+        ...``; with a :class:`~openmm_forecast.distributed.RayBackend`, the same walkers in Ray actors."""
+        if backend is not None:
+            if self.kind == "metad":
+                raise UsageError(f"arm {self.name!r}: metadynamics walkers run only in-process (--backend local)")
+            return backend.walkers(self.molecular_system, n_walkers, seed=seed, platform=platform,
+                                   forecaster=self.forecaster, forecaster_options=self.forecaster_options,
+                                   **self.accelerator_options)
         if self.kind == "metad":
             return MetadynamicsWalkers(self.molecular_system, n_walkers, seed=seed, platform=platform,
                                        **self.metadynamics)
@@ -1082,7 +1088,7 @@ def plot_convergence(curves, path, target_js=None, noise_js=None, target_label="
 def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, js_bar=None,
                   sample_interval=1.0 * unit.picosecond, reference_interval=1.0 * unit.picosecond, seed=1,
                   platform=None, pin="auto", slice_seconds=10.0, progress=None, overwrite=False,
-                  efficiency_observable="beta"):
+                  efficiency_observable="beta", backend=None):
     """Run every arm for the same wall-clock budget, interleaved; write the report and plots.
 
     Parameters
@@ -1124,6 +1130,10 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         directory is refused before any work.
     efficiency_observable : str
         The basin whose indicator's effective samples per second decide the winner (default 'beta').
+    backend : RayBackend, optional
+        Run the walkers in Ray actors (:mod:`openmm_forecast.distributed`; give ``platform``: the driver's
+        timings say nothing of the actors'); default: in this process.  Each arm's summary records where each
+        walker ran (``walkers_ran_on``).
 
     Returns
     -------
@@ -1136,7 +1146,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         Ctrl-C or SIGTERM during the sampling, after the report of what was measured (``"partial": true``; arms
         without a sample in ``arms_not_sampled``) was written; nothing is written when no arm had a sample.
     """
-    from .platforms import describe_platform, pin_to_one_core, pinned_core, restore_affinity
+    from .platforms import pin_to_one_core, pinned_core, restore_affinity
     from .plotting import plot_ramachandran
 
     arms = list(arms)
@@ -1167,8 +1177,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     affinity_before = pin_to_one_core() if pinned and pinned_core() is None else None
     failures, cpu_seconds, interruption = {}, {}, None
     try:  # Contexts created while pinned keep their worker threads on that core
-        walkers = {arm.name: arm.create_walkers(n_walkers, seed, configurations[arm.name]) for arm in arms}
-        described = {name: describe_platform(arm_walkers.simulations[0].context)
+        walkers = {arm.name: arm.create_walkers(n_walkers, seed, configurations[arm.name], backend) for arm in arms}
+        described = {name: arm_walkers.describe_platform()
                      for name, arm_walkers in walkers.items()}
         samples = run_interleaved(walkers, sample_interval, wall_seconds, slice_seconds, progress, failures,
                                   cpu_seconds)
@@ -1190,6 +1200,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     for arm in arms:
         arm_walkers = walkers[arm.name]
         extra = {"kind": arm.kind, "label": None, "blew_up": failures.get(arm.name), "timestep_fs": arm.timestep_fs,
+                 "walkers_ran_on": arm_walkers.placement(),
                  "hydrogen_mass_amu": arm.hydrogen_mass_amu, "potential": arm.molecular_system.potential,
                  **_platform_report(arm, described[arm.name], configurations[arm.name], platform_timings[arm.name],
                                     samples[arm.name])}
@@ -1220,7 +1231,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
                             **{key: meta.extra[key] for key in ("surrogate", "surrogate_fingerprint")
                                if key in meta.extra}},
                 accelerator_options=_plain_options(arm.accelerator_options),
-                acceptance_rule=repr(arm_walkers.walkers[0].rule),
+                acceptance_rule=repr(arm_walkers.rule),
             )
         extra["label"] = arm.label(forecaster)
         summaries[arm.name], phi_psis[arm.name], curves[arm.name] = summarize_arm(
@@ -1258,6 +1269,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         "temperature_K": system.temperature.value_in_unit(unit.kelvin),
         "walkers": int(n_walkers),
         "seeds": list(walkers[baseline.name].seeds),
+        "backend": {"backend": "local"} if backend is None else backend.describe(),
         "baseline": baseline.name,
         "arms": summaries,
         "js_bar": bar,

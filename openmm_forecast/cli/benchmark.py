@@ -13,6 +13,7 @@ import math
 
 from ..acceptance import RULES
 from ..analysis import BASINS
+from ._backend import add_backend_argument, backend_from_args
 from ._common import (
     MAX_STRIDE_FS,
     NON_NEGATIVE,
@@ -86,6 +87,7 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
     parser.add_argument("--observable", default="beta", choices=[basin.name for basin in BASINS],
                         help="basin whose indicator's effective samples per second decide the winner (default beta)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_backend_argument(parser)
     add_overwrite_argument(parser)
 
 
@@ -214,16 +216,22 @@ def execute(args, arms):
     if not getattr(args, "verbose", False):  # per-walker re-equilibration notices: counted in the report instead
         logging.getLogger("openmm_forecast.accelerator").setLevel(logging.WARNING)
     apply_threads(args)
-    report = run_benchmark(
-        arms, args.out, n_walkers=args.walkers, wall_seconds=args.wall_seconds,
-        reference=False if args.no_reference else args.reference, js_bar=args.js_bar,
-        sample_interval=args.sample_interval * unit.picosecond,
-        reference_interval=args.reference_interval * unit.picosecond, seed=args.seed, platform=args.platform,
-        pin={"auto": "auto", "yes": True, "no": False}[args.pin], efficiency_observable=args.observable,
-        progress=False if args.no_progress else None,
-        slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
-        overwrite=args.overwrite,
-    )
+    backend = backend_from_args(args)
+    try:
+        report = run_benchmark(
+            arms, args.out, n_walkers=args.walkers, wall_seconds=args.wall_seconds,
+            reference=False if args.no_reference else args.reference, js_bar=args.js_bar,
+            sample_interval=args.sample_interval * unit.picosecond,
+            reference_interval=args.reference_interval * unit.picosecond, seed=args.seed,
+            platform=args.platform if backend is None else backend.default_platform(args.platform),
+            pin={"auto": "auto", "yes": True, "no": False}[args.pin], efficiency_observable=args.observable,
+            progress=False if args.no_progress else None,
+            slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
+            overwrite=args.overwrite, backend=backend,
+        )
+    finally:
+        if backend is not None:
+            backend.shutdown()
     print(format_summary(report))
     plots = "ramachandran.png" + (", convergence.png" if report["reference"] is not None else "")
     print(f"report: {args.out}/report.json, plots: {plots} in {args.out}")

@@ -1,0 +1,25 @@
+"""``--backend {local,ray}``: where the walkers of ``run``, ``benchmark`` and ``demo`` run."""
+
+from ..distributed import BACKENDS, INSTALL_HINT
+
+GPU_PLATFORMS = ("CUDA", "OpenCL", "HIP")
+"""Platforms whose Ray actors each reserve one GPU."""
+
+
+def add_backend_argument(parser):
+    parser.add_argument("--backend", choices=BACKENDS, default="local",
+                        help="where the walkers run: 'local' (this process, default) or 'ray' (Ray actors of one CPU, "
+                        "or one GPU with a GPU --platform, each: the cluster at $RAY_ADDRESS, else a local one with "
+                        f"the cores this process may use; needs {INSTALL_HINT}). Samples are the same; the report "
+                        "records where each walker ran")
+
+
+def backend_from_args(args):
+    """None for ``--backend local``; else a :class:`~openmm_forecast.distributed.RayBackend` (UsageError without Ray)."""
+    if args.backend == "local":
+        return None
+    from ..distributed import RayBackend
+
+    potential_file = getattr(args, "potential_file", None)
+    return RayBackend(gpus_per_worker=1 if args.platform in GPU_PLATFORMS else 0,
+                      build_options={"potential_file": potential_file} if potential_file else None)

@@ -1,0 +1,125 @@
+"""The Ray backend: the same samples as in-process walkers, a lost actor resumed from its checkpoint, clear errors.
+
+One private two-CPU local Ray cluster for the module (no dashboard, nothing outside this machine), two workers
+of one CPU each.  Walkers run on the CPU platform with one thread: each Context keeps its own random stream and
+one thread sums forces in a fixed order, so a walker's trajectory is bitwise the same in any process.
+"""
+
+import sys
+
+import numpy as np
+import pytest
+from openmm import unit
+
+from openmm_forecast.distributed import INSTALL_HINT, TargetDescription, WalkerWorker
+from openmm_forecast.errors import UsageError
+from openmm_forecast.platforms import PlatformConfiguration
+from openmm_forecast.walkers import ForecastWalkers, PlainWalkers
+
+CPU = PlatformConfiguration.create("CPU", {"Threads": 1})
+INTERVAL = 0.05 * unit.picosecond
+VERLET = {"stride_ps": 0.01 * unit.picosecond, "max_frames": 4}
+
+
+@pytest.fixture(scope="module")
+def backend():
+    ray = pytest.importorskip("ray")
+    from openmm_forecast.distributed import RayBackend
+
+    if ray.is_initialized():
+        ray.shutdown()
+    backend = RayBackend(num_cpus=2, workers=2)
+    yield backend
+    backend.shutdown()
+
+
+def _kill_during_round(monkeypatch, walkers, worker, round_number):
+    """Kill ``worker``'s actor once its ``round_number``-th sampling request (from 1) is in flight."""
+    import ray
+
+    original, seen = walkers._get, []
+
+    def get(i, reference, method, arguments):
+        if method == "sample" and i == worker:
+            seen.append(i)
+            if len(seen) == round_number:
+                ray.kill(walkers._actors[i])
+        return original(i, reference, method, arguments)
+
+    monkeypatch.setattr(walkers, "_get", get)
+
+
+def test_plain_walkers_same_samples_and_a_lost_actor_resumes(backend, vacuum_system, monkeypatch):
+    local = PlainWalkers(vacuum_system, 4, seed=3, platform=CPU).sample(INTERVAL, n_samples=6)
+    walkers = backend.walkers(vacuum_system, 4, seed=3, platform=CPU)
+    _kill_during_round(monkeypatch, walkers, worker=1, round_number=2)  # after the first round's checkpoint
+    remote = walkers.sample(INTERVAL, n_samples=6)
+
+    assert len(walkers.restarts) == 1 and walkers.restarts[0]["walkers"] == [5, 6]
+    assert remote.positions_nm.shape == local.positions_nm.shape  # no sample lost or repeated
+    np.testing.assert_array_equal(remote.positions_nm, local.positions_nm)
+    np.testing.assert_array_equal(remote.temperature_K, local.temperature_K)
+    np.testing.assert_allclose(remote.time_ps, local.time_ps)
+    assert np.all(np.diff(remote.wall_s) >= 0)
+    placement = walkers.placement()
+    first_pids = {entries[0]["pid"] for entries in placement}
+    assert len(first_pids) == 2 and all(len(entries) == 1 for entries in placement[:2])
+    replaced = placement[2:]
+    assert all(len(entries) == 2 and entries[1]["first_sample"] == walkers.restarts[0]["at_sample"] > 0
+               and entries[1]["pid"] not in first_pids for entries in replaced)
+
+
+def test_forecast_walkers_same_samples_and_statistics(backend, vacuum_system, monkeypatch):
+    local = ForecastWalkers(vacuum_system, "verlet", 4, seed=3, platform=CPU, forecaster_options=VERLET)
+    expected = local.sample(INTERVAL, n_samples=5)
+    walkers = backend.walkers(vacuum_system, 4, seed=3, platform=CPU, forecaster="verlet", forecaster_options=VERLET)
+    _kill_during_round(monkeypatch, walkers, worker=0, round_number=2)
+    remote = walkers.sample(INTERVAL, n_samples=5)
+
+    assert len(walkers.restarts) == 1
+    np.testing.assert_array_equal(remote.positions_nm, expected.positions_nm)
+    ours, theirs = walkers.stats().as_dict(), local.stats().as_dict()
+    assert ours["jumps_attempted"] > 0
+    for key in ("jumps_attempted", "jumps_accepted", "jumped_ps", "integrated_ps"):
+        assert ours[key] == theirs[key], key
+    assert repr(walkers.rule) == repr(local.rule)
+    assert walkers.forecast_calls >= local.forecast_calls  # each worker batches only its own walkers
+
+
+def test_wall_clock_budget_is_met_in_rounds(backend, vacuum_system):
+    walkers = backend.walkers(vacuum_system, 2, seed=1, platform=CPU)
+    samples = walkers.sample(INTERVAL, wall_seconds=1.0)
+    assert samples.wall_s[-1] >= 1.0 and samples.n_walkers == 2
+    np.testing.assert_allclose(samples.time_ps, INTERVAL.value_in_unit(unit.picosecond) * np.arange(1, len(samples.time_ps) + 1))
+
+
+def test_a_forecaster_object_is_refused(backend, vacuum_system):
+    from openmm_forecast.forecasters import VerletForecaster
+
+    with pytest.raises(UsageError, match="name or file path"):
+        backend.walkers(vacuum_system, 2, forecaster=VerletForecaster(vacuum_system, stride_ps=0.01, max_frames=2))
+
+
+def test_target_description_rebuilds_the_same_system(vacuum_system):
+    description = TargetDescription.of(vacuum_system)
+    assert description.system_xml is not None and description.build_options is None
+    rebuilt = description.build()
+    assert rebuilt.fingerprint() == vacuum_system.fingerprint()
+    assert rebuilt.elements == vacuum_system.elements
+    np.testing.assert_array_equal(rebuilt.positions.value_in_unit(unit.nanometer), description.positions_nm)
+
+
+def test_a_worker_that_rebuilds_another_system_refuses(vacuum_system):
+    import dataclasses
+
+    wrong = dataclasses.replace(TargetDescription.of(vacuum_system), fingerprint="0" * 64)
+    with pytest.raises(UsageError, match="another System"):
+        WalkerWorker(wrong, seeds=[1], platform=CPU)
+
+
+def test_backend_ray_without_ray_names_the_install_command(monkeypatch):
+    from openmm_forecast.distributed import RayBackend
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(UsageError, match=r"--backend ray.*" + INSTALL_HINT.replace("[", r"\[").replace("]", r"\]")):
+        RayBackend()
