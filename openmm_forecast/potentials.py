@@ -318,9 +318,7 @@ def shipped_potential(name="ala2-ani-amber14"):
     """Path of a potential shipped in ``openmm_forecast/resources/potentials`` (``name`` without ``.pt``).
 
     ``ala2-ani-amber14``: alanine dipeptide fitted to amber14 vacuum by ``configs/potential_ala2.yaml``
-    (its ``metadata.json`` holds the held-out errors and the MD check).  ``ala2-ani-gfn2``: fitted to
-    GFN2-xTB energies and forces of amber14-sampled configurations by ``scripts/make_potential_gfn2.py``
-    (``configs/potential_ala2_gfn2.yaml``; its metadata also holds amber14's own errors against xTB).  Use it as
+    (its ``metadata.json`` holds the held-out errors and the MD check).  Use it as
     ``build_system("ml", potential_file=shipped_potential())``.
 
     Raises

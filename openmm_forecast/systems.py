@@ -341,8 +341,7 @@ def build_system(
     constraints : str or None
         None, 'HBonds', 'AllBonds' or 'HAngles' (or OpenMM's constants).
     potential_file : str, optional
-        For ``ml`` only: path of a TorchScript potential, the name of a shipped one (``"ala2-ani-amber14"``,
-        ``"ala2-ani-gfn2"``),
+        For ``ml`` only: path of a TorchScript potential, the name of a shipped one (``"ala2-ani-amber14"``),
         or ``"ani2x"`` (torchani's ANI-2x, only when its weights are already on this machine).
     hydrogen_mass : openmm.unit.Quantity, optional
         Hydrogen mass repartitioning (:func:`repartition_hydrogen_mass`): the mass of every hydrogen bonded

@@ -7,18 +7,17 @@
 # For each target: Langevin MD of the target itself (2 fs, HBonds, 300 K, friction 1/ps; seeds 1..CHAINS, each
 # minimised and equilibrated 5 ps), a frame every FRAME_PS, labelled with the target's energy and forces; then
 # fit-surrogate's full-batch fit (the last 20 % of the last chain held out). Resumable: samples.npz in the run
-# directory is reused. Environment: OPENMM_FORECAST (the CLI), TARGETS (default "amber14-obc2 ani-gfn2 gfn2-xtb";
+# directory is reused. Environment: OPENMM_FORECAST (the CLI), TARGETS (default "amber14-obc2 gfn2-xtb";
 # gfn2-xtb needs the xtb extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLI="${OPENMM_FORECAST:-openmm-forecast}"
-TARGETS="${TARGETS:-amber14-obc2 ani-gfn2 gfn2-xtb}"
+TARGETS="${TARGETS:-amber14-obc2 gfn2-xtb}"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p openmm_forecast/resources/surrogates
 for target in $TARGETS; do
     case "$target" in
         amber14-obc2) setup=(--setup amber14-obc2); sampling=(--frames 3000 --chains 3 --frame-interval 0.1) ;;
-        ani-gfn2) setup=(--setup ml --potential-file ala2-ani-gfn2); sampling=(--frames 2000 --chains 2 --frame-interval 0.05) ;;
         gfn2-xtb) setup=(--setup gfn2-xtb); sampling=(--frames 1000 --chains 2 --frame-interval 0.05) ;;
         *) echo "unknown target $target" >&2; exit 2 ;;
     esac

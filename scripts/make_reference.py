@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/make_reference.py --setup amber14-obc2 --ns 5 --seeds 1 2 --out openmm_forecast/resources/reference/amber14-obc2
-    python scripts/make_reference.py --setup ml --potential-file ala2-ani-gfn2 --ns 1 --seeds 1 2 --out runs/ref-ml
+    python scripts/make_reference.py --setup ani1x --ns 1 --seeds 1 2 --out runs/ref-ml
 
 Each seed writes ``OUT/ala2_<setup>_seed<S>_<ns>ns_phipsi_1ps.npy`` (float32 degrees, shape (n_frames, 2),
 phi = atoms 4-6-8-14, psi = 6-8-14-16) and a ``.json`` beside it with the settings, platform, machine and wall

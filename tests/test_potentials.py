@@ -395,28 +395,3 @@ def test_fit_potential_labels_amber_configurations_with_gfn2_xtb(tmp_path):
         assert energies[index] == pytest.approx(energy, rel=1e-12) and np.allclose(forces[index], force, atol=1e-8)
     metadata = load_potential(metrics["potential_file"])[1]
     assert metadata["reference_setup"] == "gfn2-xtb" and metadata["sampling_setup"] == "amber14-vacuum"
-
-
-def test_shipped_gfn2_potential_is_an_ml_setup_fitted_to_xtb():
-    """ala2-ani-gfn2 loads as an ml setup; with tblite, it is within its stated accuracy on fresh frames."""
-    try:
-        path = shipped_potential("ala2-ani-gfn2")
-    except ModelFileError:
-        pytest.skip("ala2-ani-gfn2 is not shipped")
-    module, metadata = load_potential(path)
-    assert metadata["reference_setup"] == "gfn2-xtb" and metadata["sampling_setup"] == "amber14-vacuum"
-    ml = build_system("ml", potential_file="ala2-ani-gfn2")
-    assert metadata["elements"] == ml.elements
-    if importlib.util.find_spec("tblite") is None:
-        return
-    amber = build_system("amber14-vacuum", constraints=None)
-    x = sample_configurations(amber, 300.0, 20, frame_interval_ps=0.1, equilibration_ps=1.0, timestep_fs=0.5,
-                              friction_per_ps=1.0, seed=99)
-    energies, forces = label_configurations(build_system("gfn2-xtb", constraints=None).system, x)
-    predicted_e, predicted_f = energies_and_forces(module, torch.as_tensor(x))
-    force_rmse = float(np.sqrt(((predicted_f.detach().numpy() - forces) ** 2).mean()))
-    energy_error = predicted_e.detach().numpy() - energies
-    held_out = metadata["held_out"]["300K"]
-    assert force_rmse < 1.5 * held_out["force_rmse_kJ_per_mol_nm"]
-    assert np.std(energy_error) < 1.5 * held_out["energy_rmse_kJ_per_mol"] + 1.0  # kJ/mol
-    assert abs(np.mean(energy_error)) < 10.0
