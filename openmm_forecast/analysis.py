@@ -204,6 +204,74 @@ class TorsionPair:
         return {"phi_atoms": list(self.phi), "psi_atoms": list(self.psi)}
 
 
+TORSION_STATES = (("g+", (0.0, 120.0)), ("t", (120.0, -120.0)), ("g-", (-120.0, 0.0)))
+"""States of a user's torsion: the three staggered wells of an sp3-sp3 bond (gauche+ near 60 degrees, trans near
+180, gauche- near -60), each a 120-degree interval ``[lo, hi)`` (``lo > hi`` wraps through +-180).  They cover the
+circle, so their populations sum to 1."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Torsion:
+    """A torsion the user names as an observable, four atoms (0-based indices).
+
+    Its observables are the indicators of its :data:`TORSION_STATES`.
+
+    Attributes
+    ----------
+    name : str
+    atoms : tuple of int
+    """
+
+    name: str
+    atoms: tuple
+
+    @classmethod
+    def parse(cls, spec):
+        """``NAME=I,J,K,L`` or ``I,J,K,L`` (named ``I-J-K-L``) -> Torsion.
+
+        Raises
+        ------
+        ValueError
+            Not four distinct non-negative integers.
+        """
+        name, _, atoms = spec.rpartition("=")
+        try:
+            indices = tuple(int(a) for a in atoms.split(","))
+        except ValueError:
+            indices = ()
+        if len(indices) != 4 or min(indices) < 0 or len(set(indices)) != 4:
+            raise ValueError(f"torsion {spec!r}: expected [NAME=]I,J,K,L, four distinct 0-based atom indices")
+        return cls(name or "-".join(str(a) for a in indices), indices)
+
+    def as_dict(self):
+        """JSON-ready."""
+        return {"atoms": list(self.atoms), "states_deg": {name: list(interval) for name, interval in TORSION_STATES}}
+
+
+def torsion_state_labels(angles):
+    """Index into :data:`TORSION_STATES` of every frame of a torsion (degrees, shape (n_frames,))."""
+    angles = wrap_degrees(angles)
+    labels = np.full(angles.shape, -1, dtype=int)
+    for index, (_, interval) in enumerate(TORSION_STATES):
+        labels[_in_interval(angles, interval)] = index
+    return labels
+
+
+def torsion_state_populations(angles, weights=None):
+    """Population of every state of a torsion (:data:`TORSION_STATES`): ``{state: {"population": p}}``, summing to 1.
+
+    Parameters
+    ----------
+    angles : array_like, shape (n_frames,)
+        Degrees.
+    weights : array_like, shape (n_frames,), optional
+    """
+    labels = torsion_state_labels(np.asarray(angles, dtype=float).reshape(-1))
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
+    return {name: {"population": float(weights[labels == index].sum() / weights.sum())}
+            for index, (name, _) in enumerate(TORSION_STATES)}
+
+
 def backbone_torsion_pairs(topology):
     """Every residue with both a backbone phi and a psi, in chain order.
 
@@ -320,22 +388,9 @@ def _mdtraj_topology(topology):
     return mdtraj.load_topology(path)
 
 
-def phi_psi_from_positions(positions_nm, topology=None):
-    """phi and psi of alanine dipeptide from positions.
-
-    Parameters
-    ----------
-    positions_nm : numpy.ndarray
-        Shape (n_frames, n_atoms, 3), nm.
-    topology : str, os.PathLike, mdtraj.Topology or openmm.app.Topology, optional
-        Topology of the positions.  Default: the package's alanine dipeptide (22 atoms, the atom order
-        of every setup in :mod:`openmm_forecast.systems`), which needs ``n_atoms == 22``.
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape (n_frames, 2), degrees.
-    """
+def _trajectory(positions_nm, topology=None):
+    """An mdtraj Trajectory of positions (nm, (n_frames, n_atoms, 3)) on a topology (default: the package's
+    alanine dipeptide)."""
     import mdtraj
 
     from .systems import ALANINE_DIPEPTIDE_PDB, resource_path
@@ -349,18 +404,63 @@ def phi_psi_from_positions(positions_nm, topology=None):
         raise ValueError(
             f"positions have {positions_nm.shape[1]} atoms but the topology has {top.n_atoms}{hint}"
         )
-    return compute_phi_psi(mdtraj.Trajectory(positions_nm, top))
+    return mdtraj.Trajectory(positions_nm, top)
+
+
+def phi_psi_from_positions(positions_nm, topology=None):
+    """phi and psi of every residue that has both, from positions.
+
+    Parameters
+    ----------
+    positions_nm : numpy.ndarray
+        Shape (n_frames, n_atoms, 3), nm.
+    topology : str, os.PathLike, mdtraj.Topology or openmm.app.Topology, optional
+        Topology of the positions.  Default: the package's alanine dipeptide (22 atoms, the atom order
+        of every setup in :mod:`openmm_forecast.systems`), which needs ``n_atoms == 22``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Degrees: shape (n_frames, 2) for one residue, (n_frames, n_residues, 2) for more (as
+        :func:`compute_phi_psi`).
+    """
+    return compute_phi_psi(_trajectory(positions_nm, topology))
 
 
 _TRAJECTORY_EXTENSIONS = (".dcd", ".xtc", ".trr", ".nc", ".netcdf")
 
 
-def load_phi_psi(path, topology=None):
-    """Load phi/psi angles (degrees, shape (n_frames, 2)) from a file, dispatching on its extension.
+@dataclasses.dataclass
+class RunAngles:
+    """The angles of one run: phi/psi of every residue that has both, and the user's torsions.
+
+    Attributes
+    ----------
+    labels : list of str
+        One per residue (``ALA2``); ``phi/psi`` for a file of bare angles of one residue, ``pair 1``, ... for
+        bare angles of several.
+    phi_psi : numpy.ndarray, shape (n_frames, n_residues, 2)
+        Degrees in [-180, 180); ``[..., 0]`` phi, ``[..., 1]`` psi.
+    torsions : dict
+        ``{name: angles}``, each of shape (n_frames,), degrees (:class:`Torsion`).
+    """
+
+    labels: list
+    phi_psi: np.ndarray
+    torsions: dict = dataclasses.field(default_factory=dict)
+
+    def squeezed(self):
+        """phi/psi as :func:`compute_phi_psi` returns them: (n_frames, 2) for one residue, else (n_frames,
+        n_residues, 2)."""
+        return self.phi_psi[:, 0] if len(self.labels) == 1 else self.phi_psi
+
+
+def load_angles(path, topology=None, torsions=()):
+    """Load the angles of a run from a file, dispatching on its extension.
 
     ``.npy``
-        Either phi/psi in degrees of shape (n_frames, 2) (the format of the shared reference runs), or
-        positions in nm of shape (n_frames, n_atoms, 3) (``topology`` as in
+        phi/psi in degrees of shape (n_frames, 2) (the format of the shared reference runs) or (n_frames,
+        n_residues, 2), or positions in nm of shape (n_frames, n_atoms, 3) (``topology`` as in
         :func:`phi_psi_from_positions`).
     ``.pdb``
         A (multi-model) PDB file; ``topology`` is ignored.
@@ -371,43 +471,89 @@ def load_phi_psi(path, topology=None):
     ``.dcd``, ``.xtc``, ``.trr``, ``.nc``, ``.netcdf``
         Coordinates only: ``topology`` (a PDB path, mdtraj or OpenMM Topology) is required.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+    topology : str, os.PathLike, mdtraj.Topology or openmm.app.Topology, optional
+    torsions : sequence of Torsion
+        Torsions to measure besides phi/psi (coordinate files only).
+
+    Returns
+    -------
+    RunAngles
+
     Raises
     ------
     DataFileError
         If the file does not exist, has an unknown extension, is not what its extension says, or holds
-        arrays of the wrong shape, fewer than :data:`MIN_PHI_PSI_FRAMES` frames, or angles in radians.
+        arrays of the wrong shape, fewer than :data:`MIN_PHI_PSI_FRAMES` frames, or angles in radians; or
+        torsions are asked of a file of angles.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataFileError(f"{path} does not exist")
-    angles = _read_phi_psi(path, topology)
-    return wrap_degrees(check_phi_psi(angles, name=path, min_frames=MIN_PHI_PSI_FRAMES))
+    frames = _read_frames(path, topology)
+    try:
+        if isinstance(frames, np.ndarray):
+            if torsions:
+                raise DataFileError(f"{path} holds phi/psi angles, not coordinates: it has no other torsions to "
+                                    f"measure ({', '.join(t.name for t in torsions)})")
+            angles = frames if frames.ndim == 3 else frames[:, None, :]
+            labels = ["phi/psi"] if frames.ndim == 2 else [f"pair {i + 1}" for i in range(angles.shape[1])]
+        else:
+            pairs = backbone_torsion_pairs(frames.topology)
+            if not pairs and not torsions:
+                raise DataFileError(f"{path}: no residue with both a backbone phi and psi, and no torsion given")
+            angles = ramachandran_angles(frames, pairs)
+            labels = [pair.label for pair in pairs]
+            measured = torsion_angles(frames, [t.atoms for t in torsions]) if torsions else None
+            torsions = {t.name: measured[:, i] for i, t in enumerate(torsions)}
+    except ValueError as error:
+        if isinstance(error, ForecastError):
+            raise
+        raise DataFileError(f"cannot read angles from {path}: {error}") from error
+    for index, label in enumerate(labels):
+        check_phi_psi(angles[:, index], name=f"{path} ({label})", min_frames=MIN_PHI_PSI_FRAMES)
+    return RunAngles(labels, wrap_degrees(angles), dict(torsions) if not isinstance(torsions, dict) else torsions)
 
 
-def _read_phi_psi(path, topology):
-    """phi/psi of an existing file by its extension (see :func:`load_phi_psi`), not yet validated."""
+def load_phi_psi(path, topology=None):
+    """phi/psi in degrees from a file (see :func:`load_angles`): shape (n_frames, 2) for one residue (a dipeptide,
+    or a file of its angles), (n_frames, n_residues, 2) for more.
+
+    Raises
+    ------
+    DataFileError
+        As :func:`load_angles`.
+    """
+    return load_angles(path, topology).squeezed()
+
+
+def _read_frames(path, topology):
+    """An existing file's angles (numpy array, not yet validated) or coordinates (mdtraj Trajectory), by its
+    extension (see :func:`load_angles`)."""
     import mdtraj
 
     extension = os.path.splitext(path)[1].lower()
     try:
         if extension == ".npy":
             array = load_npy(path, "phi/psi in degrees (n_frames, 2) or positions in nm (n_frames, n_atoms, 3)")
-            if array.ndim == 2 and array.shape[1] == 2:
-                return array
+            if (array.ndim == 2 and array.shape[1] == 2) or (array.ndim == 3 and array.shape[2] == 2):
+                return np.asarray(array, dtype=float)
             if array.ndim == 3 and array.shape[2] == 3:
-                return phi_psi_from_positions(array, topology)
+                return _trajectory(array, topology)
             raise DataFileError(
                 f"{path} holds an array of shape {array.shape}; expected phi/psi in degrees of shape "
-                f"(n_frames, 2) or positions in nm of shape (n_frames, n_atoms, 3)"
+                f"(n_frames, 2) or (n_frames, n_residues, 2), or positions in nm of shape (n_frames, n_atoms, 3)"
             )
         if extension == ".pdb":
-            return compute_phi_psi(mdtraj.load(path))
+            return mdtraj.load(path)
         if extension in (".h5", ".hdf5"):
-            return _load_hdf5_phi_psi(path, topology)
+            return _load_hdf5_frames(path, topology)
         if extension in _TRAJECTORY_EXTENSIONS:
             if topology is None:
                 raise DataFileError(f"{path} holds coordinates only; pass a topology (for example a PDB file)")
-            return compute_phi_psi(mdtraj.load(path, top=_mdtraj_topology(topology)))
+            return mdtraj.load(path, top=_mdtraj_topology(topology))
     except (ValueError, OSError) as error:
         if isinstance(error, ForecastError):
             raise
@@ -418,8 +564,8 @@ def _read_phi_psi(path, topology):
     )
 
 
-def _load_hdf5_phi_psi(path, topology):
-    """phi/psi from an mdtraj HDF5 file or an :mod:`openmm_forecast.data` file.
+def _load_hdf5_frames(path, topology):
+    """Coordinates of an mdtraj HDF5 file or an :mod:`openmm_forecast.data` file, as an mdtraj Trajectory.
 
     An mdtraj HDF5 file (``coordinates`` and ``topology`` nodes) is read with mdtraj when PyTables is
     installed; without it, its ``coordinates`` (nm) are read with h5py and ``topology`` (default: the
@@ -439,13 +585,13 @@ def _load_hdf5_phi_psi(path, topology):
         from .data import load_trajectory
 
         data = load_trajectory(path)
-        return phi_psi_from_positions(data.positions.reshape(-1, data.n_atoms, 3), topology)
+        return _trajectory(data.positions.reshape(-1, data.n_atoms, 3), topology)
     try:
         import mdtraj
         import tables  # noqa: F401  (mdtraj's HDF5 reader needs PyTables)
     except ImportError:
-        return phi_psi_from_positions(positions_nm, topology)
-    return compute_phi_psi(mdtraj.load(path))
+        return _trajectory(positions_nm, topology)
+    return mdtraj.load(path)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ def _intervals(interval):
     return [(lo, hi)] if lo <= hi else [(lo, 180.0), (-180.0, hi)]
 
 
-def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_RANGE, basins=BASINS, max_kT=None):
+def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_RANGE, basins=BASINS, max_kT=None,
+                      columns=None):
     """Side-by-side Ramachandran free-energy surfaces, F = -ln p in kT, on one colour scale.
 
     Each panel shows ``F = -ln p_bin - F_min`` with ``p_bin`` the probability of a bin of the normalised
@@ -42,6 +43,8 @@ def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_R
         Boundaries to draw (default :data:`~openmm_forecast.analysis.BASINS`).
     max_kT : float, optional
         Top of the colour scale in kT (default: the highest visited bin over all panels).
+    columns : int, optional
+        Panels per row (default: all in one row); a peptide's residues, one row per run, for example.
 
     Returns
     -------
@@ -64,12 +67,17 @@ def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_R
     vmax = max(vmax, 1e-6)
 
     n = len(surfaces)
-    fig, axes = plt.subplots(1, n, figsize=(4.4 * n + 1.2, 4.4), squeeze=False, constrained_layout=True)
+    n_columns = n if columns is None else max(1, min(int(columns), n))
+    n_rows = -(-n // n_columns)
+    fig, axes = plt.subplots(n_rows, n_columns, figsize=(4.4 * n_columns + 1.2, 4.4 * n_rows), squeeze=False,
+                             constrained_layout=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
     viridis = plt.get_cmap("viridis")
     cmap = viridis.with_extremes(over=viridis(1.0), bad="white")
     edges = np.linspace(lo, hi, bins + 1)
     image = None
-    for ax, (label, f) in zip(axes[0], surfaces.items()):
+    for ax, (label, f) in zip(axes.flat, surfaces.items()):
         shifted = np.ma.masked_invalid(f - f_min)
         # pcolormesh takes C[y, x]: rows psi, columns phi.
         image = ax.pcolormesh(edges, edges, shifted.T, cmap=cmap, vmin=0.0, vmax=vmax, shading="flat")
@@ -93,7 +101,7 @@ def plot_ramachandran(phi_psi_by_label, path, bins=DEFAULT_BINS, range=DEFAULT_R
         ax.set_yticks(ticks)
         ax.set_xlabel("φ (degrees)")
         ax.set_ylabel("ψ (degrees)")
-    colorbar = fig.colorbar(image, ax=axes[0].tolist(), extend="max" if max_kT is not None else "neither",
+    colorbar = fig.colorbar(image, ax=axes.ravel().tolist(), extend="max" if max_kT is not None else "neither",
                             shrink=0.9)
     colorbar.set_label("F = −ln p + const (kT)")
     fig.savefig(path, dpi=120)

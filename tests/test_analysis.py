@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -10,17 +11,24 @@ import pytest
 
 from openmm_forecast.analysis import (
     BASINS,
+    Torsion,
     assign_basins,
+    backbone_torsion_pairs,
     basin_populations,
+    compute_phi,
     compute_phi_psi,
+    compute_psi,
     count_transitions,
     js_convergence,
     js_divergence,
     js_divergence_phi_psi,
     last_visited_basin,
+    load_angles,
     load_phi_psi,
     ramachandran_histogram,
+    torsion_state_populations,
     window_js,
+    wrap_degrees,
 )
 from openmm_forecast.errors import DataFileError
 from openmm_forecast.systems import ALANINE_DIPEPTIDE_PDB, PHI_ATOMS, PSI_ATOMS, resource_path
@@ -290,3 +298,93 @@ def test_phi_psi_files_in_radians_are_refused(tmp_path, rng):
     assert load_phi_psi(tmp_path / "degrees.npy").shape == (50, 2)
     with pytest.raises(DataFileError, match="radians"):
         load_phi_psi(tmp_path / "radians.npy")
+
+
+# ------------------------------------------------------------------------------------------------ any peptide
+
+TETRAPEPTIDE = os.path.join(os.path.dirname(__file__), "data", "ace-ala3-nme.pdb")
+"""ACE-ALA-ALA-ALA-NME, built with Modeller for the input tests: three residues with phi and psi."""
+
+
+def _tetrapeptide_frames(rng, n_frames=40, noise_nm=0.01):
+    """Noisy copies of the tetrapeptide's structure (nm) and its mdtraj topology."""
+    import mdtraj
+
+    pdb = mdtraj.load(TETRAPEPTIDE)
+    frames = pdb.xyz[0][None] + rng.normal(scale=noise_nm, size=(n_frames,) + pdb.xyz.shape[1:])
+    return frames.astype(np.float32), pdb.topology
+
+
+def test_every_residue_gets_its_phi_psi_pair_with_mdtraj_atoms_and_textbook_angles(rng):
+    import mdtraj
+
+    frames, topology = _tetrapeptide_frames(rng)
+    pairs = backbone_torsion_pairs(topology)
+    assert [pair.label for pair in pairs] == ["ALA2", "ALA3", "ALA4"]
+    traj = mdtraj.Trajectory(frames, topology)
+    phi_atoms, phi = compute_phi(traj)
+    psi_atoms, psi = compute_psi(traj)
+    assert [tuple(a) for a in phi_atoms] == [p.phi for p in pairs] and [tuple(a) for a in psi_atoms] == [p.psi for p in pairs]
+    for pair in pairs:  # phi is C(i-1)-N-CA-C of the residue, psi N-CA-C-N(i+1)
+        names = [topology.atom(i).name for i in pair.phi] + [topology.atom(i).name for i in pair.psi]
+        assert names == ["C", "N", "CA", "C", "N", "CA", "C", "N"]
+    angles = compute_phi_psi(traj)
+    assert angles.shape == (40, 3, 2)
+    for frame in (0, 17):
+        for r, pair in enumerate(pairs):
+            for column, atoms in enumerate((pair.phi, pair.psi)):
+                expected = _dihedral_deg(*(frames[frame, i].astype(float) for i in atoms))
+                assert angles[frame, r, column] == pytest.approx(expected, abs=1e-3)
+    np.testing.assert_allclose(angles[..., 0], phi, atol=1e-4)
+    np.testing.assert_allclose(angles[..., 1], psi, atol=1e-4)
+
+
+def test_a_mirror_image_flips_every_torsion_and_its_basins(rng, tmp_path):
+    """Reflection turns every torsion into its negative: a check of the angles that shares no code with them."""
+    frames, topology = _tetrapeptide_frames(rng)
+    np.save(tmp_path / "a.npy", frames)
+    np.save(tmp_path / "mirror.npy", frames * np.array([-1.0, 1.0, 1.0], dtype=np.float32))
+    torsion = Torsion.parse("chi=4,6,8,9")
+    a = load_angles(tmp_path / "a.npy", topology=TETRAPEPTIDE, torsions=[torsion])
+    mirror = load_angles(tmp_path / "mirror.npy", topology=TETRAPEPTIDE, torsions=[torsion])
+    assert a.labels == mirror.labels == ["ALA2", "ALA3", "ALA4"]
+    np.testing.assert_allclose(wrap_degrees(a.phi_psi + mirror.phi_psi + 180.0) - (-180.0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(wrap_degrees(a.torsions["chi"] + mirror.torsions["chi"] + 180.0), -180.0, atol=1e-3)
+    assert load_phi_psi(tmp_path / "a.npy", topology=TETRAPEPTIDE).shape == (40, 3, 2)
+    with pytest.raises(DataFileError, match="not coordinates"):
+        np.save(tmp_path / "angles.npy", a.phi_psi)
+        load_angles(tmp_path / "angles.npy", torsions=[torsion])
+    assert load_angles(tmp_path / "angles.npy").labels == ["pair 1", "pair 2", "pair 3"]
+
+
+def test_torsion_specifications_and_states():
+    assert Torsion.parse("chi1=0,1,2,3") == Torsion("chi1", (0, 1, 2, 3))
+    assert Torsion.parse("4,6,8,9").name == "4-6-8-9"
+    for bad in ("1,2,3", "a=1,2,3,x", "1,1,2,3", "-1,2,3,4"):
+        with pytest.raises(ValueError, match="four distinct"):
+            Torsion.parse(bad)
+    populations = torsion_state_populations([60.0, 179.0, -179.0, -60.0, 0.0, 119.9, 120.0, -120.0])
+    assert populations == {"g+": {"population": 3 / 8}, "t": {"population": 3 / 8}, "g-": {"population": 2 / 8}}
+
+
+def test_compare_cli_on_a_tetrapeptide_reports_and_plots_every_residue(rng, tmp_path, capsys):
+    from openmm_forecast.cli import main
+
+    frames, _ = _tetrapeptide_frames(rng)
+    np.save(tmp_path / "a.npy", frames)
+    np.save(tmp_path / "mirror.npy", frames * np.array([-1.0, 1.0, 1.0], dtype=np.float32))
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "a.npy"), str(tmp_path / "mirror.npy"), "--topology", TETRAPEPTIDE,
+                 "--torsion", "chi=4,6,8,9", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["residues"] == ["ALA2", "ALA3", "ALA4"]
+    per_residue = report["js_divergence_per_residue"]
+    assert report["js_divergence"] == pytest.approx(np.mean(list(per_residue.values())))
+    assert all(value > 0.5 for value in per_residue.values())  # mirror images: (nearly) disjoint histograms
+    for run in ("a", "mirror"):
+        for residue in report["residues"]:
+            assert sum(b["population"] for b in report["basins"][run][residue].values()) == pytest.approx(1.0)
+    populations = report["torsions"]["chi"]["populations"]
+    assert populations["a"]["g+"]["population"] == pytest.approx(populations["mirror"]["g-"]["population"])
+    assert (out / "ramachandran.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ALA3" in capsys.readouterr().out
