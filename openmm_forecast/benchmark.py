@@ -71,6 +71,12 @@ from .analysis import (
     DEFAULT_BINS,
     DEFAULT_RANGE,
     MIN_PHI_PSI_FRAMES,
+    TORSION_STATES,
+    backbone_torsion_pairs,
+    ramachandran_angles,
+    torsion_angles,
+    torsion_state_labels,
+    torsion_state_populations,
     check_phi_psi,
     analysis_definitions,
     assign_basins,
@@ -84,7 +90,7 @@ from .analysis import (
 from .checkpoint import forecaster_fingerprint
 from .efficiency import compare, efficiency, kish_ess, winner
 from .errors import DataFileError, SamplingInterrupted, UsageError
-from .systems import resource_path
+from .systems import SETUPS, resource_path
 from .units import whole_steps
 from .walkers import ForecastWalkers, PlainWalkers
 
@@ -635,7 +641,7 @@ def arm_efficiency(phi_psi, wall_seconds, cpu_seconds=None, weights=None):
 
 
 def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=None, cpu_seconds=None,
-                  weights=None):
+                  weights=None, torsions=()):
     """Numbers of one arm: time, speed, JS, temperature, basins, transitions, and its convergence curve.
 
     Parameters
@@ -652,16 +658,24 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
     weights : numpy.ndarray, shape (n_walkers, n_samples), optional
         Weights of reweighted samples (a metadynamics arm): JS, populations and efficiency are weighted;
         transitions are those of the biased trajectories.
+    torsions : sequence of Torsion
+        The user's torsions: populations and effective samples per second of each of their states.
 
     Returns
     -------
     summary : dict
         JSON types; the keys of :data:`REQUIRED_ARM_KEYS` (``time_to_bar`` is added by
-        :func:`run_benchmark`) and more.
-    phi_psi : numpy.ndarray, shape (n_walkers, n_samples, 2)
+        :func:`run_benchmark`) and more.  JS, ``basins``, ``transitions`` and ``efficiency`` are those of the first
+        residue with phi and psi (a dipeptide's only one); a molecule with several has them all under ``residues``
+        (``{residue: {"basins", "transitions", "efficiency"}}``), the user's torsions under ``torsions``.
+    phi_psi : numpy.ndarray, shape (n_walkers, n_samples, n_residues, 2)
     js_curve : numpy.ndarray, shape (n_samples,), or None
     """
-    phi_psi = samples.phi_psi(topology)
+    n_samples, n_walkers = samples.positions_nm.shape[:2]
+    pairs = backbone_torsion_pairs(topology)
+    flat = np.swapaxes(samples.positions_nm, 0, 1).reshape((n_walkers * n_samples,) + samples.positions_nm.shape[2:])
+    all_phi_psi = ramachandran_angles(flat, pairs).reshape(n_walkers, n_samples, len(pairs), 2)
+    phi_psi = all_phi_psi[:, :, 0]
     pooled = phi_psi.reshape(-1, 2)
     js_curve = None if reference_histogram is None else convergence_curve(phi_psi, reference_histogram,
                                                                            weights=weights)
@@ -690,9 +704,27 @@ def summarize_arm(samples, reference_histogram, topology, wall_budget_s, extra=N
         "transitions": {"total": int(sum(t["total"] for t in per_walker)), "counts": counts,
                         "note": "counted within each walker's trajectory, then summed over walkers"},
         "efficiency": arm_efficiency(phi_psi, wall, cpu_seconds, weights),
+        "residue": pairs[0].label,
     }
+    flat_weights = None if weights is None else weights.reshape(-1)
+    if len(pairs) > 1:
+        summary["residues"] = {pair.label: {
+            "basins": basin_populations(all_phi_psi[:, :, r].reshape(-1, 2), weights=flat_weights),
+            "transitions": int(sum(count_transitions(run)["total"] for run in all_phi_psi[:, :, r])),
+            "efficiency": arm_efficiency(all_phi_psi[:, :, r], wall, cpu_seconds, weights)}
+            for r, pair in enumerate(pairs)}
+    if torsions:
+        angles = torsion_angles(flat, [t.atoms for t in torsions]).reshape(n_walkers, n_samples, len(torsions))
+        summary["torsions"] = {}
+        for t, torsion in enumerate(torsions):
+            labels = torsion_state_labels(angles[:, :, t])
+            summary["torsions"][torsion.name] = {
+                **torsion.as_dict(), "populations": torsion_state_populations(angles[:, :, t], flat_weights),
+                "efficiency": None if n_samples < 2 else {
+                    state: efficiency(labels == index, wall, observable=f"{torsion.name} {state} indicator",
+                                      weights=weights).as_dict() for index, (state, _) in enumerate(TORSION_STATES)}}
     summary.update(extra or {})
-    return summary, phi_psi, js_curve
+    return summary, all_phi_psi, js_curve
 
 
 def time_to_js(target_js, js_curve, wall_s, ns_per_day=None, reference_curve=None, frame_interval_ps=None):
@@ -1088,7 +1120,7 @@ def plot_convergence(curves, path, target_js=None, noise_js=None, target_label="
 def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, js_bar=None,
                   sample_interval=1.0 * unit.picosecond, reference_interval=1.0 * unit.picosecond, seed=1,
                   platform=None, pin="auto", slice_seconds=10.0, progress=None, overwrite=False,
-                  efficiency_observable="beta", backend=None):
+                  efficiency_observable="beta", backend=None, torsions=()):
     """Run every arm for the same wall-clock budget, interleaved; write the report and plots.
 
     Parameters
@@ -1103,9 +1135,10 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     wall_seconds : float
         Wall-clock budget of each arm, seconds.
     reference : str or os.PathLike or False, optional
-        Reference phi/psi of the same potential (see :func:`load_reference_runs`); default
-        :func:`default_reference_path` (refuses setups with no shipped reference); False: none (no JS, no
-        bar: speed, acceptance and temperature only).
+        Reference phi/psi of the same potential (see :func:`load_reference_runs`; of the first residue with phi and
+        psi); default :func:`default_reference_path` (refuses the shipped setups with no shipped reference; the
+        user's own molecule, which has none, is compared without: arms against each other in one run); False:
+        none (no JS, no bar: speed, acceptance, temperature, populations and effective samples per second).
     js_bar : float, optional
         The JS every arm's time is measured to; default: the baseline's final JS.
     sample_interval : openmm.unit.Quantity
@@ -1129,11 +1162,14 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         Replace the outputs (:data:`BENCHMARK_OUTPUTS`) of an earlier benchmark in ``out``; by default such a
         directory is refused before any work.
     efficiency_observable : str
-        The basin whose indicator's effective samples per second decide the winner (default 'beta').
+        The basin whose indicator's effective samples per second decide the winner (default 'beta'; of the first
+        residue with phi and psi).
     backend : RayBackend, optional
         Run the walkers in Ray actors (:mod:`openmm_forecast.distributed`; give ``platform``: the driver's
         timings say nothing of the actors'); default: in this process.  Each arm's summary records where each
         walker ran (``walkers_ran_on``).
+    torsions : sequence of Torsion
+        The user's torsions, reported in every arm (populations and effective samples per second of their states).
 
     Returns
     -------
@@ -1161,6 +1197,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         raise ValueError(f"js_bar must be in (0, ln 2), got {js_bar}")
     baseline = arms[0]
     system = baseline.molecular_system
+    if reference is None and not os.environ.get(REFERENCE_ENV) and system.setup not in SETUPS:
+        reference = False  # the user's own molecule: no reference exists, the arms are compared with each other
     if reference is False:
         if js_bar is not None:
             raise ValueError("js_bar needs a reference")
@@ -1236,8 +1274,10 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         extra["label"] = arm.label(forecaster)
         summaries[arm.name], phi_psis[arm.name], curves[arm.name] = summarize_arm(
             samples[arm.name], reference_histogram, topology, wall_seconds, extra, cpu_seconds.get(arm.name),
-            weights[arm.name])
-        np.save(os.path.join(out, f"{arm.name}_phipsi.npy"), phi_psis[arm.name])
+            weights[arm.name], torsions)
+        n_residues = phi_psis[arm.name].shape[2]
+        np.save(os.path.join(out, f"{arm.name}_phipsi.npy"),
+                phi_psis[arm.name][:, :, 0] if n_residues == 1 else phi_psis[arm.name])
 
     bar = _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps)
     populations = reference_populations(system)
@@ -1292,9 +1332,13 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference}
     if populations is not None:
         panels["converged reference (metadynamics, reweighted)"] = reference_frames(populations["source"])
-    panels.update({f"{name} ({summary['simulated_ns']:.3g} ns)": phi_psis[name].reshape(-1, 2) if weights[name] is None
-                   else (phi_psis[name].reshape(-1, 2), weights[name].reshape(-1)) for name, summary in summaries.items()})
-    plot_ramachandran(panels, os.path.join(out, "ramachandran.png"))
+    residues = [pair.label for pair in backbone_torsion_pairs(topology)]
+    for name, summary in summaries.items():
+        for r, residue in enumerate(residues):
+            frames = phi_psis[name][:, :, r].reshape(-1, 2)
+            label = f"{name} ({summary['simulated_ns']:.3g} ns)" + (f": {residue}" if len(residues) > 1 else "")
+            panels[label] = frames if weights[name] is None else (frames, weights[name].reshape(-1))
+    plot_ramachandran(panels, os.path.join(out, "ramachandran.png"), columns=len(residues) if len(residues) > 1 else None)
     if runs is not None:
         plot_convergence({summaries[name]["label"]: (samples[name].wall_s, curves[name]) for name in summaries},
                          os.path.join(out, "convergence.png"), target_js=bar["value"],
@@ -1446,6 +1490,7 @@ def format_summary(report):
     elif bar["value"] is not None:
         lines.append("first to the JS bar: none (no arm reached it)")
     lines.extend(format_efficiency(report))
+    lines.extend(format_residues(report))
     populations = report.get("reference_populations")
     if populations:
         lines.append(f"basin populations against the converged reference ({populations['source']}), z = difference "
@@ -1456,6 +1501,26 @@ def format_summary(report):
                 f"{basin} {value['arm']:.3f} (ref {value['reference']:.3f}, z {_number(value['z'], '+.1f')})"
                 for basin, value in against.items() if basin != "other"))
     return "\n".join(lines)
+
+
+def format_residues(report):
+    """Lines, for a molecule with several residues or the user's torsions: every residue's basin populations (with
+    standard errors from their effective samples) and every torsion state's, per arm."""
+    lines = []
+    for name, arm in report["arms"].items():
+        parts = []
+        for residue, numbers in (arm.get("residues") or {}).items():
+            errors = numbers["efficiency"] or {}
+            parts.append(f"{residue} " + " ".join(
+                f"{basin} {value['population']:.3f}" + (f"+-{errors[basin]['standard_error']:.3f}" if basin in errors
+                                                        else "") for basin, value in numbers["basins"].items()))
+        for torsion, numbers in (arm.get("torsions") or {}).items():
+            parts.append(f"{torsion} " + " ".join(f"{state} {value['population']:.3f}"
+                                                 for state, value in numbers["populations"].items()))
+        if parts:
+            lines.append(f"  {name}: " + "; ".join(parts))
+    return ["populations per residue and torsion (+- standard error from the effective samples):"] + lines if lines \
+        else []
 
 
 def format_efficiency(report):

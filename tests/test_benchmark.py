@@ -575,3 +575,49 @@ def test_a_metadynamics_arm_is_reweighted_in_the_report(vacuum_system, reference
     assert "metadynamics" in format_summary(report)
     with pytest.raises(ValueError, match="unknown metadynamics"):
         BenchmarkArm("m", vacuum_system, metadynamics={"bias": 3})
+
+
+TETRAPEPTIDE = os.path.join(os.path.dirname(__file__), "data", "ace-ala3-nme.pdb")
+
+
+def tetrapeptide_system():
+    """ACE-ALA3-NME in amber14 vacuum, built as a user would (not one of the package's setups)."""
+    from openmm import app
+
+    from openmm_forecast.systems import MolecularSystem
+
+    pdb = app.PDBFile(TETRAPEPTIDE)
+    system = app.ForceField("amber14-all.xml").createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
+                                                            constraints=app.HBonds)
+    return MolecularSystem(setup=None, topology=pdb.topology, system=system, positions=pdb.positions,
+                           temperature=300 * unit.kelvin, timestep=2 * unit.femtosecond, friction=1 / unit.picosecond,
+                           constraints="HBonds", potential="amber14-all.xml, vacuum", solute_atoms=system.getNumParticles())
+
+
+def test_a_tetrapeptide_benchmark_has_no_reference_and_reports_every_residue_and_torsion(tmp_path):
+    """No reference exists for the user's molecule: the arms are compared with each other (efficiency with
+    intervals), every residue and the user's torsion get populations and effective samples per second."""
+    from openmm_forecast.analysis import Torsion
+
+    molecule = tetrapeptide_system()
+    arms = [BenchmarkArm("plain", molecule), BenchmarkArm("metad", molecule, metadynamics={"deposit_ps": 0.1})]
+    out = tmp_path / "tetra"
+    report = run_benchmark(arms, str(out), n_walkers=2, wall_seconds=1.0, progress=False, platform="Reference",
+                           slice_seconds=0.5, sample_interval=0.1 * unit.picosecond,
+                           torsions=[Torsion.parse("omega=8,10,16,18")])
+    assert report["reference"] is None and report["js_bar"]["value"] is None
+    for arm in report["arms"].values():
+        assert arm["residue"] == "ALA2" and list(arm["residues"]) == ["ALA2", "ALA3", "ALA4"]
+        assert arm["residues"]["ALA2"]["basins"] == arm["basins"]
+        for numbers in arm["residues"].values():
+            assert sum(b["population"] for b in numbers["basins"].values()) == pytest.approx(1.0)
+            assert set(numbers["efficiency"]) == {"beta", "alpha_R", "alpha_L"}
+        omega = arm["torsions"]["omega"]
+        assert omega["atoms"] == [8, 10, 16, 18]
+        # a trans peptide bond: omega stays near 180 degrees
+        assert omega["populations"]["t"]["population"] > 0.95 and set(omega["efficiency"]) == {"g+", "t", "g-"}
+    assert report["arms"]["metad"]["metadynamics"]["residue"] == "ALA2"
+    assert np.load(out / "plain_phipsi.npy").shape[2:] == (3, 2)
+    assert (out / "ramachandran.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = format_summary(report)
+    assert "ALA4" in summary and "omega" in summary

@@ -14,6 +14,7 @@ import math
 from ..acceptance import RULES
 from ..analysis import BASINS
 from ._backend import add_backend_argument, backend_from_args
+from .compare import torsion_argument
 from ._common import (
     MAX_STRIDE_FS,
     NON_NEGATIVE,
@@ -84,6 +85,9 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
                         help="pin the process to one core: auto (default) times the baseline both ways and pins when "
                         "that is faster (the CPU platform's worker thread is slow to wake across cores); the report "
                         "names every arm's platform, threads and pinning")
+    parser.add_argument("--torsion", action="append", default=[], metavar="[NAME=]I,J,K,L", type=torsion_argument,
+                        help="a torsion to report besides every residue's phi/psi (0-based atom indices; repeatable): "
+                        "populations and effective samples per second of its gauche+, trans and gauche- states")
     parser.add_argument("--observable", default="beta", choices=[basin.name for basin in BASINS],
                         help="basin whose indicator's effective samples per second decide the winner (default beta)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -227,7 +231,7 @@ def execute(args, arms):
             pin={"auto": "auto", "yes": True, "no": False}[args.pin], efficiency_observable=args.observable,
             progress=False if args.no_progress else None,
             slice_seconds=args.slice_seconds if args.slice_seconds > 0 else None,
-            overwrite=args.overwrite, backend=backend,
+            overwrite=args.overwrite, backend=backend, torsions=args.torsion,
         )
     finally:
         if backend is not None:
