@@ -33,26 +33,29 @@ def backend():
     backend.shutdown()
 
 
-def _kill_during_round(monkeypatch, walkers, worker, round_number):
-    """Kill ``worker``'s actor once its ``round_number``-th sampling request (from 1) is in flight."""
+def _kill_before_round(monkeypatch, walkers, worker, round_number):
+    """Kill ``worker``'s actor (and wait until it is dead) before the ``round_number``-th round (from 1) of sampling,
+    so that the round's request finds it lost."""
     import ray
 
-    original, seen = walkers._get, []
+    original, rounds = walkers._round, []
 
-    def get(i, reference, method, arguments):
-        if method == "sample" and i == worker:
-            seen.append(i)
-            if len(seen) == round_number:
-                ray.kill(walkers._actors[i])
-        return original(i, reference, method, arguments)
+    def round_(*arguments):
+        rounds.append(1)
+        if len(rounds) == round_number:
+            actor = walkers._actors[worker]
+            ray.kill(actor)
+            with pytest.raises(ray.exceptions.RayActorError):
+                ray.get(actor.info.remote())
+        return original(*arguments)
 
-    monkeypatch.setattr(walkers, "_get", get)
+    monkeypatch.setattr(walkers, "_round", round_)
 
 
 def test_plain_walkers_same_samples_and_a_lost_actor_resumes(backend, vacuum_system, monkeypatch):
     local = PlainWalkers(vacuum_system, 4, seed=3, platform=CPU).sample(INTERVAL, n_samples=6)
     walkers = backend.walkers(vacuum_system, 4, seed=3, platform=CPU)
-    _kill_during_round(monkeypatch, walkers, worker=1, round_number=2)  # after the first round's checkpoint
+    _kill_before_round(monkeypatch, walkers, worker=1, round_number=2)  # after the first round's checkpoint
     remote = walkers.sample(INTERVAL, n_samples=6)
 
     assert len(walkers.restarts) == 1 and walkers.restarts[0]["walkers"] == [5, 6]
@@ -68,12 +71,16 @@ def test_plain_walkers_same_samples_and_a_lost_actor_resumes(backend, vacuum_sys
     assert all(len(entries) == 2 and entries[1]["first_sample"] == walkers.restarts[0]["at_sample"] > 0
                and entries[1]["pid"] not in first_pids for entries in replaced)
 
+    more = walkers.sample(INTERVAL, wall_seconds=0.5)  # a wall-clock budget, met in rounds
+    assert more.wall_s[-1] >= 0.5
+    np.testing.assert_allclose(more.time_ps, INTERVAL.value_in_unit(unit.picosecond) * np.arange(1, len(more.time_ps) + 1))
+
 
 def test_forecast_walkers_same_samples_and_statistics(backend, vacuum_system, monkeypatch):
     local = ForecastWalkers(vacuum_system, "verlet", 4, seed=3, platform=CPU, forecaster_options=VERLET)
     expected = local.sample(INTERVAL, n_samples=5)
     walkers = backend.walkers(vacuum_system, 4, seed=3, platform=CPU, forecaster="verlet", forecaster_options=VERLET)
-    _kill_during_round(monkeypatch, walkers, worker=0, round_number=2)
+    _kill_before_round(monkeypatch, walkers, worker=0, round_number=2)
     remote = walkers.sample(INTERVAL, n_samples=5)
 
     assert len(walkers.restarts) == 1
@@ -84,13 +91,6 @@ def test_forecast_walkers_same_samples_and_statistics(backend, vacuum_system, mo
         assert ours[key] == theirs[key], key
     assert repr(walkers.rule) == repr(local.rule)
     assert walkers.forecast_calls >= local.forecast_calls  # each worker batches only its own walkers
-
-
-def test_wall_clock_budget_is_met_in_rounds(backend, vacuum_system):
-    walkers = backend.walkers(vacuum_system, 2, seed=1, platform=CPU)
-    samples = walkers.sample(INTERVAL, wall_seconds=1.0)
-    assert samples.wall_s[-1] >= 1.0 and samples.n_walkers == 2
-    np.testing.assert_allclose(samples.time_ps, INTERVAL.value_in_unit(unit.picosecond) * np.arange(1, len(samples.time_ps) + 1))
 
 
 def test_a_forecaster_object_is_refused(backend, vacuum_system):
