@@ -56,7 +56,7 @@ static void testClockAndStatistics(Platform& platform, const std::string& model)
         rejected += item.second;
     CHECK(stats.jumpsAttempted > 0);
     CHECK(stats.jumpsAttempted == stats.jumpsAccepted + rejected);
-    CHECK(std::abs(stats.jumpedPs + stats.integratedPs + stats.keptPs - 1.001) < 1e-9);
+    CHECK(std::abs(stats.jumpedPs + stats.integratedPs + stats.keptPs + stats.pendingPs - 1.001) < 1e-9);
     for (const Vec3& position : state.getPositions())
         CHECK(std::isfinite(position[0]) && std::isfinite(position[1]) && std::isfinite(position[2]));
 }
@@ -89,7 +89,12 @@ static void testSerialization(const std::string& model) {
     integrator.setDriftTolerance(8.0);
     integrator.setTemperatureSigmas(-1.0);
     integrator.setReequilibrationSteps(50);
-    integrator.setMetropolis(true);
+    integrator.setAcceptance("ghmc");
+    integrator.setAllowInexactMetropolis(true);
+    integrator.setVelocityMemory(0.25);
+    integrator.setJump(0.05);
+    integrator.setSurrogateStepSize(0.0025);
+    integrator.setSurrogatePlatform("CPU");
     integrator.setBondStretch(1.25);
     integrator.setThermostatJumps(false);
     integrator.setThermostatted(1);
@@ -102,8 +107,42 @@ static void testSerialization(const std::string& model) {
     CHECK(other.getConstraintTolerance() == 1e-6 && other.getIntegrationForceGroups() == 3 && other.getRandomNumberSeed() == 17);
     CHECK(other.getSegmentSteps() == 7 && other.getJumpsPerCycle() == 3 && other.getMaxFrames() == 2 && other.getInitialFrames() == 1);
     CHECK(other.getAdaptSpan() == 0 && other.getGrowAfter() == 6 && other.getEnergyTolerance() == 0.5 && other.getDriftTolerance() == 8.0);
-    CHECK(other.getTemperatureSigmas() == -1.0 && other.getReequilibrationSteps() == 50 && other.getMetropolis());
+    CHECK(other.getTemperatureSigmas() == -1.0 && other.getReequilibrationSteps() == 50 && other.getAcceptance() == "ghmc");
+    CHECK(other.getAllowInexactMetropolis() && other.getVelocityMemory() == 0.25 && other.getJump() == 0.05);
+    CHECK(other.getSurrogateStepSize() == 0.0025 && other.getSurrogatePlatform() == "CPU");
     CHECK(other.getBondStretch() == 1.25 && !other.getThermostatJumps() && other.getThermostatted() == 1);
+}
+
+/** Tampered XML: each attribute of the wrong type or out of range is refused, naming it. */
+static void testTamperedXml(const std::string& model) {
+    ForecastIntegrator integrator(model, 300.0, 1.0, 0.001);
+    std::stringstream buffer;
+    XmlSerializer::serialize<Integrator>(&integrator, "Integrator", buffer);
+    const std::string xml = buffer.str();
+    const std::vector<std::pair<std::string, std::string>> cases{
+        {"maxFrames=\"0\"", "maxFrames=\"lots\""},
+        {"jumpsPerCycle=\"4\"", "jumpsPerCycle=\"2.5\""},
+        {"randomSeed=\"0\"", "randomSeed=\"99999999999999999999999\""},
+        {"temperature=\"300\"", "temperature=\"abc\""},
+        {"acceptance=\"tolerance\"", "acceptance=\"sometimes\""},
+        {"thermostatJumps=\"1\"", "thermostatJumps=\"yes\""},
+        {"bondStretch=\"1.5\"", "bondStretch=\"0.5\""}};
+    for (const auto& item : cases) {
+        size_t at = xml.find(item.first);
+        CHECK(at != std::string::npos);
+        std::string tampered = xml;
+        tampered.replace(at, item.first.size(), item.second);
+        std::string name = item.first.substr(0, item.first.find('='));
+        bool refused = false;
+        try {
+            std::stringstream in(tampered);
+            delete XmlSerializer::deserialize<Integrator>(in);
+        }
+        catch (const OpenMMException& error) {
+            refused = std::string(error.what()).find(name) != std::string::npos;
+        }
+        CHECK(refused);
+    }
 }
 
 static void testCheckpoint(Platform& platform, const std::string& model) {
@@ -128,6 +167,17 @@ static void testCheckpoint(Platform& platform, const std::string& model) {
     State second = other.getState(State::Positions | State::Velocities);
     ForecastStatistics secondStats = fresh.getStatistics();
     CHECK(other.getStepCount() == 600);
+    ForecastIntegrator warmer(model, 350.0, 5.0, 0.001);  // the checkpoint carries temperature and friction
+    Context third(*system, warmer, platform);
+    bool refused = false;
+    try {
+        checkpoint.seekg(0);
+        third.loadCheckpoint(checkpoint);
+    }
+    catch (const OpenMMException& error) {
+        refused = std::string(error.what()).find("350") != std::string::npos;
+    }
+    CHECK(refused);
     CHECK(firstStats.jumpsAttempted == secondStats.jumpsAttempted && firstStats.jumpsAccepted == secondStats.jumpsAccepted);
     CHECK(firstStats.dhKJ == secondStats.dhKJ);
     for (int i = 0; i < 3; i++)
@@ -150,6 +200,7 @@ int main(int argc, char* argv[]) {
         testClockAndStatistics(platform, model);
         testWrongAtomCount(platform, model);
         testSerialization(model);
+        testTamperedXml(model);
         testCheckpoint(platform, model);
     }
     catch (const std::exception& error) {

@@ -25,7 +25,8 @@ public:
     virtual double computeKineticEnergy(OpenMM::ContextImpl& context, const ForecastIntegrator& integrator) = 0;
     virtual const ForecastStatistics& getStatistics() const = 0;
     virtual void createCheckpoint(std::ostream& stream) const = 0;
-    virtual void loadCheckpoint(std::istream& stream) = 0;
+    /** Refuses a checkpoint of another proposal, rule, temperature, friction or step size than integrator's. */
+    virtual void loadCheckpoint(std::istream& stream, const ForecastIntegrator& integrator) = 0;
 };
 
 /** Register the portable kernel on every Platform loaded so far that lacks one (idempotent). */

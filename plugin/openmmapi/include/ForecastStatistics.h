@@ -18,6 +18,9 @@ struct ForecastStatistics {
     std::map<std::string, long long> rejections{{"nonfinite", 0}, {"bond", 0}, {"energy", 0}, {"metropolis", 0}, {"forecaster", 0}};
     std::map<int, long long> attemptedByFrames, acceptedByFrames;
     double jumpedPs = 0, integratedPs = 0, keptPs = 0;
+    /** Time the clock has run into a jump not yet carried out (it is, with its whole span, in the call that reaches its
+     *  end): jumpedPs + integratedPs + keptPs + pendingPs is the time covered. */
+    double pendingPs = 0;
     /** Wall-clock seconds in "integration", "forecast", "guard" (sanity checks, projection, energy) and "transfer";
      *  "energy" is the part of "guard" and "transfer" spent in force and energy evaluations. */
     std::map<std::string, double> wallSeconds{{"integration", 0}, {"forecast", 0}, {"guard", 0}, {"transfer", 0}, {"energy", 0}};
@@ -28,6 +31,8 @@ struct ForecastStatistics {
     int spanFrames = 0, acceptedInRow = 0;
     double driftKJ = 0;
     bool jumpsSwitchedOff = false;
+    /** State of the jumps' random stream (RandomStream::describe) when the Context was created or a checkpoint loaded. */
+    std::string randomStream;
 
     void recordDh(double dh);
     /** Everything as one JSON object (what Python reads). */

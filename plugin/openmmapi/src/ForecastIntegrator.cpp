@@ -21,17 +21,18 @@ ForecastIntegrator::ForecastIntegrator(const string& forecasterFile, double temp
     : forecasterFile(forecasterFile) {
     setTemperature(temperature);
     setFriction(frictionCoeff);
+    require(stepSize > 0 && std::isfinite(stepSize), "stepSize must be a finite number > 0 ps, got " + std::to_string(stepSize));
     setStepSize(stepSize);
     setConstraintTolerance(1e-5);
 }
 
 void ForecastIntegrator::setTemperature(double temp) {
-    require(temp > 0, "temperature must be > 0 K, got " + std::to_string(temp));
+    require(temp > 0 && std::isfinite(temp), "temperature must be > 0 K, got " + std::to_string(temp));
     temperature = temp;
 }
 
 void ForecastIntegrator::setFriction(double coeff) {
-    require(coeff >= 0, "friction must be >= 0 /ps, got " + std::to_string(coeff));
+    require(coeff >= 0 && std::isfinite(coeff), "friction must be >= 0 /ps, got " + std::to_string(coeff));
     friction = coeff;
 }
 
@@ -75,19 +76,53 @@ void ForecastIntegrator::setDriftTolerance(double kT) {
     driftTolerance = kT;
 }
 
+void ForecastIntegrator::setTemperatureSigmas(double sigmas) {
+    require(std::isfinite(sigmas), "temperatureSigmas must be a finite number (<= 0 disables the check), got " + std::to_string(sigmas));
+    temperatureSigmas = sigmas;
+}
+
 void ForecastIntegrator::setReequilibrationSteps(int steps) {
     require(steps >= 0, "reequilibrationSteps must be >= 0, got " + std::to_string(steps));
     reequilibrationSteps = steps;
 }
 
 void ForecastIntegrator::setBondStretch(double factor) {
-    require(factor > 1, "bondStretch must be > 1, got " + std::to_string(factor));
+    require(factor > 1 && std::isfinite(factor), "bondStretch must be > 1, got " + std::to_string(factor));
     bondStretch = factor;
 }
 
 void ForecastIntegrator::setThermostatted(int mode) {
     require(mode >= -1 && mode <= 1, "thermostatted must be -1 (detect), 0 or 1, got " + std::to_string(mode));
     thermostatted = mode;
+}
+
+void ForecastIntegrator::setAcceptance(const string& rule) {
+    require(rule == "tolerance" || rule == "metropolis" || rule == "ghmc",
+            "acceptance must be 'tolerance', 'metropolis' or 'ghmc', got '" + rule + "'");
+    acceptance = rule;
+}
+
+void ForecastIntegrator::setVelocityMemory(double memory) {
+    require(memory == -1 || (memory >= 0 && memory <= 1), "velocityMemory must be in [0, 1] (-1: from the friction), got " +
+            std::to_string(memory));
+    velocityMemory = memory;
+}
+
+void ForecastIntegrator::setJump(double ps) {
+    require(ps >= 0 && std::isfinite(ps), "jump must be a finite number >= 0 ps (0: a TorchScript forecaster's own spans), got " +
+            std::to_string(ps));
+    jump = ps;
+}
+
+void ForecastIntegrator::setSurrogateStepSize(double ps) {
+    require(ps >= 0 && std::isfinite(ps), "surrogateStepSize must be a finite number >= 0 ps (0: the step size), got " +
+            std::to_string(ps));
+    surrogateStepSize = ps;
+}
+
+void ForecastIntegrator::setSurrogatePlatform(const string& name) {
+    require(!name.empty(), "surrogatePlatform must name an OpenMM platform");
+    surrogatePlatform = name;
 }
 
 void ForecastIntegrator::initialize(ContextImpl& contextRef) {
@@ -131,5 +166,5 @@ void ForecastIntegrator::createCheckpoint(std::ostream& stream) const {
 }
 
 void ForecastIntegrator::loadCheckpoint(std::istream& stream) {
-    kernel.getAs<IntegrateForecastStepKernel>().loadCheckpoint(stream);
+    kernel.getAs<IntegrateForecastStepKernel>().loadCheckpoint(stream, *this);
 }

@@ -36,19 +36,19 @@ std::string ForecastStatistics::toJson() const {
     writeMap(out, attemptedByFrames);
     out << ", \"accepted_by_frames\": ";
     writeMap(out, acceptedByFrames);
-    out << ", \"jumped_ps\": " << jumpedPs << ", \"integrated_ps\": " << integratedPs << ", \"kept_ps\": " << keptPs
+    out << ", \"jumped_ps\": " << jumpedPs << ", \"integrated_ps\": " << integratedPs << ", \"kept_ps\": " << keptPs << ", \"pending_ps\": " << pendingPs
         << ", \"reequilibrations\": " << reequilibrations << ", \"wall_s\": ";
     writeMap(out, wallSeconds);
     out << ", \"dh_kJ\": [";
     for (size_t i = 0; i < dhKJ.size(); i++)
         out << (i ? ", " : "") << dhKJ[i];
     out << "], \"max_dh_samples\": " << maxDhSamples << ", \"span_frames\": " << spanFrames << ", \"accepted_in_row\": " << acceptedInRow
-        << ", \"drift_kJ\": " << driftKJ << ", \"jumps_switched_off\": " << (jumpsSwitchedOff ? "true" : "false") << "}";
+        << ", \"drift_kJ\": " << driftKJ << ", \"jumps_switched_off\": " << (jumpsSwitchedOff ? "true" : "false") << ", \"random_stream\": \"" << randomStream << "\"}";
     return out.str();
 }
 
 void ForecastStatistics::write(std::ostream& out) const {
-    out << jumpsAttempted << " " << jumpsAccepted << " " << reequilibrations << " " << jumpedPs << " " << integratedPs << " " << keptPs
+    out << jumpsAttempted << " " << jumpsAccepted << " " << reequilibrations << " " << jumpedPs << " " << integratedPs << " " << keptPs << " " << pendingPs
         << " " << spanFrames << " " << acceptedInRow << " " << driftKJ << " " << jumpsSwitchedOff << " " << maxDhSamples << "\n";
     out << rejections.size();
     for (const auto& item : rejections)
@@ -68,7 +68,7 @@ void ForecastStatistics::write(std::ostream& out) const {
 }
 
 void ForecastStatistics::read(std::istream& in) {
-    in >> jumpsAttempted >> jumpsAccepted >> reequilibrations >> jumpedPs >> integratedPs >> keptPs >> spanFrames >> acceptedInRow >>
+    in >> jumpsAttempted >> jumpsAccepted >> reequilibrations >> jumpedPs >> integratedPs >> keptPs >> pendingPs >> spanFrames >> acceptedInRow >>
         driftKJ >> jumpsSwitchedOff >> maxDhSamples;
     size_t n = 0;
     in >> n;

@@ -83,17 +83,6 @@ std::map<std::string, std::string> topLevelFields(const std::string& text) {
     return fields;
 }
 
-unsigned long long fileFingerprint(const std::string& path) {
-    std::ifstream file(path, std::ios::binary);
-    unsigned long long hash = 1469598103934665603ULL;
-    char buffer[65536];
-    while (file) {
-        file.read(buffer, sizeof(buffer));
-        for (std::streamsize k = 0; k < file.gcount(); ++k)
-            hash = (hash ^ (unsigned char) buffer[k]) * 1099511628211ULL;
-    }
-    return hash;
-}
 
 } // namespace
 
@@ -105,8 +94,13 @@ ForecasterModel::ForecasterModel(const std::string& path) : impl(new Impl()) {
     try {
         impl->module = torch::jit::load(path, torch::kCPU, extra);
     }
+    catch (const c10::Error& error) {  // its what() carries libtorch's C++ stack: the message alone
+        throw OpenMMException("ForecastIntegrator: '" + path + "' is not a readable TorchScript forecaster (nor a surrogate System "
+                              "file ending in .xml): " + error.what_without_backtrace());
+    }
     catch (const std::exception& error) {
-        throw OpenMMException("ForecastIntegrator: '" + path + "' is not a readable TorchScript forecaster: " + error.what());
+        throw OpenMMException("ForecastIntegrator: '" + path + "' is not a readable TorchScript forecaster (nor a surrogate System "
+                              "file ending in .xml): " + error.what());
     }
     impl->module.eval();
     const std::string& text = extra["metadata.json"];
@@ -123,7 +117,7 @@ ForecasterModel::ForecasterModel(const std::string& path) : impl(new Impl()) {
         if (temperature != fields.end() && temperature->second != "null")
             temperatureK = std::stod(temperature->second);
     }
-    catch (const std::exception& error) {
+    catch (const std::exception&) {
         throw OpenMMException("ForecastIntegrator: the metadata of '" + path + "' lacks or garbles stride_ps, max_frames or history");
     }
     if (!(stridePs > 0) || maxFrames < 1 || history < 1)
@@ -144,6 +138,9 @@ ForecasterModel::ForecasterModel(const std::string& path) : impl(new Impl()) {
                 impl->dtype = buffer.scalar_type();
                 break;
             }
+    // Certified by save_forecaster's metadata (Forecaster.structure_preserving: extra["structure_preserving"]).
+    structurePreserving = text.find("\"structure_preserving\": true") != std::string::npos;
+    description = "TorchScript forecaster '" + path + "' (" + architecture + ")";
     fingerprint = fileFingerprint(path);
 }
 

@@ -1,6 +1,7 @@
 #ifndef OPENMM_FORECAST_FORECASTER_MODEL_H_
 #define OPENMM_FORECAST_FORECASTER_MODEL_H_
 
+#include "Proposal.h"
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,25 +13,18 @@ namespace ForecastPlugin {
  * forward(positions[B,H,N,3], velocities[B,H,N,3], n_frames) -> (positions[B,K,N,3], velocities[B,K,N,3]) and its
  * metadata (extra file metadata.json).  This class keeps torch out of every other translation unit.
  */
-class ForecasterModel {
+class ForecasterModel : public Proposal {
 public:
     /** Load a model file; throws OpenMMException naming the file and the problem. */
     explicit ForecasterModel(const std::string& path);
     ~ForecasterModel();
-    int numAtoms() const { return atomicNumbers.size(); }
+    int numAtoms() const override { return atomicNumbers.size(); }
     std::vector<int> atomicNumbers;
-    double stridePs = 0;
-    int maxFrames = 1, history = 1;
     double temperatureK = 0;  // 0: not recorded
     std::string architecture;
-    /** FNV-1a hash of the file's bytes (checkpoints refuse another forecaster). */
-    unsigned long long fingerprint = 0;
-    /**
-     * Forecast nFrames frames from one state.  x, v: numAtoms*3 values (nm, nm/ps).  outX, outV: nFrames*numAtoms*3.
-     * Throws std::exception when the model fails or returns arrays of the wrong shape.
-     */
+    /** Throws std::exception when the model fails or returns arrays of the wrong shape. */
     void forecast(const std::vector<double>& x, const std::vector<double>& v, int nFrames,
-                  std::vector<double>& outX, std::vector<double>& outV);
+                  std::vector<double>& outX, std::vector<double>& outV) override;
 
 private:
     struct Impl;
