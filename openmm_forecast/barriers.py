@@ -161,39 +161,64 @@ def surrogate_free_energy(surrogate_system, positions, torsions, temperature=300
                              free_energy - free_energy.min(), total_ps / 1000.0)
 
 
-def lower_barriers(surrogate_system, surface, strength):
-    """A copy of ``surrogate_system`` plus the bias ``-strength * F`` along the surface's torsions.
+def lower_barriers(surrogate_system, surfaces, strength):
+    """A copy of ``surrogate_system`` plus the bias ``-strength * F`` along each surface's torsions.
 
     Parameters
     ----------
     surrogate_system : openmm.System
-    surface : FreeEnergySurface
+    surfaces : FreeEnergySurface or list of FreeEnergySurface
+        Several: one bias each (every residue's phi/psi of a peptide, for instance), added together.  Each surface
+        estimated with the other torsions unbiased is a marginal one: their sum does not flatten the joint surface
+        exactly, which costs acceptance, never exactness (the target's Metropolis test judges every jump).
     strength : float
         In [0, 1]: 0 leaves the surrogate as it is, 1 flattens its surface along the torsions.
 
     Returns
     -------
     openmm.System
-        The surrogate with one more force (a ``CustomCVForce``); still an ordinary, serialisable System.
+        The surrogate with one more force (a ``CustomCVForce``) per surface; still an ordinary, serialisable System.
     """
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     system = mm.XmlSerializer.clone(surrogate_system)
-    system.addForce(tabulated_torsion_bias(-float(strength) * surface.free_energy_kJ, surface.torsions))
+    for surface in [surfaces] if isinstance(surfaces, FreeEnergySurface) else surfaces:
+        system.addForce(tabulated_torsion_bias(-float(strength) * surface.free_energy_kJ, surface.torsions))
     return system
 
 
-def save_surface(path, surface):
-    """Write a :class:`FreeEnergySurface` as ``.npz`` (``free_energy_kJ``, ``torsions``, ``simulated_ns``)."""
-    np.savez(path, free_energy_kJ=surface.free_energy_kJ, torsions=np.array(surface.torsions),
-             simulated_ns=surface.simulated_ns, written=time.strftime("%Y-%m-%d %H:%M:%S"))
+def save_surface(path, surfaces):
+    """Write one :class:`FreeEnergySurface` or a list of them as ``.npz`` (``free_energy_kJ``, ``torsions``,
+    ``simulated_ns``; a list stacks them along a first axis)."""
+    many = not isinstance(surfaces, FreeEnergySurface)
+    listed = list(surfaces) if many else [surfaces]
+
+    def stack(values):
+        return np.array(values) if many else np.array(values[0])
+
+    np.savez(path, free_energy_kJ=stack([s.free_energy_kJ for s in listed]),
+             torsions=stack([np.array(s.torsions) for s in listed]), simulated_ns=stack([s.simulated_ns for s in listed]),
+             written=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
-def load_surface(path):
-    """Read a :class:`FreeEnergySurface` written by :func:`save_surface`."""
+def load_surfaces(path):
+    """Every :class:`FreeEnergySurface` of a file written by :func:`save_surface` (a list, one for a single one)."""
     from ._io import load_npz
 
     data = load_npz(path, ("free_energy_kJ", "torsions", "simulated_ns"),
                     "a free energy surface of save_surface (free_energy_kJ, torsions, simulated_ns)")
-    return FreeEnergySurface(tuple(tuple(int(a) for a in row) for row in data["torsions"]),
-                             np.asarray(data["free_energy_kJ"], dtype=float), float(data["simulated_ns"]))
+    free_energy = np.asarray(data["free_energy_kJ"], dtype=float)
+    if free_energy.ndim == 2:
+        return [FreeEnergySurface(tuple(tuple(int(a) for a in row) for row in data["torsions"]), free_energy,
+                                  float(data["simulated_ns"]))]
+    return [FreeEnergySurface(tuple(tuple(int(a) for a in row) for row in torsions), table, float(ns))
+            for table, torsions, ns in zip(free_energy, data["torsions"], data["simulated_ns"])]
+
+
+def load_surface(path):
+    """The one :class:`FreeEnergySurface` of a file written by :func:`save_surface` (refuses a file of several:
+    :func:`load_surfaces` reads those)."""
+    surfaces = load_surfaces(path)
+    if len(surfaces) != 1:
+        raise ValueError(f"{path} holds {len(surfaces)} surfaces; read them with load_surfaces")
+    return surfaces[0]

@@ -140,3 +140,35 @@ def test_the_lower_barriers_command_writes_a_loadable_lowered_surrogate(tmp_path
         main(["lower-barriers", "--setup", "amber14-obc2", "--surrogate", "amber14-vacuum", "--strength", "2",
               "--out", str(tmp_path / "never")])
     assert refused.value.code == 2 and not (tmp_path / "never").exists()
+
+
+def test_every_residue_of_a_tetrapeptide_gets_its_own_bias_and_torsion_pairs_replace_them(tmp_path, capsys):
+    """ACE-ALA3-NME: three residues, three surfaces and three bias forces; the file of several surfaces reads back;
+    two --torsion give one surface on exactly those atoms; an odd number is a usage error before any work."""
+    import json
+    import os
+
+    from openmm_forecast.barriers import load_surfaces
+    from openmm_forecast.cli import main
+    from openmm_forecast.forecasters.surrogate import load_surrogate_system
+    from test_benchmark import tetrapeptide_system
+
+    molecule = tetrapeptide_system()
+    vacuum = tmp_path / "vacuum.xml"
+    vacuum.write_text(mm.XmlSerializer.serialize(molecule.system))
+    pdb = os.path.join(os.path.dirname(__file__), "data", "ace-ala3-nme.pdb")
+    common = ["lower-barriers", "--system", str(vacuum), "--pdb", pdb, "--surrogate", str(vacuum), "--ns", "0.01",
+              "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "all")]) == 0
+    surfaces = load_surfaces(tmp_path / "all" / "surface.npz")
+    assert [s.torsions[0] for s in surfaces] == [(4, 6, 8, 10), (10, 16, 18, 20), (20, 26, 28, 30)]
+    lowered = load_surrogate_system(str(tmp_path / "all" / "surrogate.xml"))
+    assert lowered.getNumForces() == molecule.system.getNumForces() + 3
+    report = json.loads((tmp_path / "all" / "report.json").read_text())
+    assert [s["label"] for s in report["surfaces"]] == ["ALA2", "ALA3", "ALA4"]
+    assert main(common + ["--torsion", "omega=8,10,16,18", "--torsion", "psi3=16,18,20,26", "--out",
+                          str(tmp_path / "pair")]) == 0
+    (surface,) = load_surfaces(tmp_path / "pair" / "surface.npz")
+    assert surface.torsions == ((8, 10, 16, 18), (16, 18, 20, 26))
+    assert main(common + ["--torsion", "8,10,16,18", "--out", str(tmp_path / "odd")]) != 0
+    assert not (tmp_path / "odd").exists()
