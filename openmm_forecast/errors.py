@@ -29,6 +29,11 @@ class ModelMismatchError(ForecastError, ValueError):
     """
 
 
+class TargetInputError(ForecastError, ValueError):
+    """The files or objects that describe a target (System XML, structure, prmtop/inpcrd) are missing, unreadable
+    or disagree with each other (atom counts); the message names the file."""
+
+
 class ModelFileError(ForecastError, OSError):
     """A model file is missing, unreadable, corrupt, or lacks the metadata openmm-forecast needs."""
 

@@ -55,6 +55,7 @@ from .errors import (
     ModelFileError,
     ModelMismatchError,
     PotentialEvaluationError,
+    TargetInputError,
     UnknownSetupError,
     is_potential_evaluation_failure,
 )
@@ -98,22 +99,94 @@ def constraints_name(value):
     return names[_constraints(value)]
 
 
+def force_class_name(force):
+    """Class name of an OpenMM force ('NonbondedForce', 'CustomGBForce', ...); a plugin's force that Python sees
+    as a bare ``openmm.Force`` (openmm-torch's ``TorchForce``) by the name it gives itself."""
+    return force.getName() if type(force) is mm.Force else type(force).__name__
+
+
+def _constraint_set(system, topology):
+    """Name of the constraint set of a System: 'none', 'HBonds' or 'AllBonds' when its constrained pairs are
+    exactly those bonds of ``topology``, else ``'<n> constraints'``."""
+    pairs = {frozenset(system.getConstraintParameters(k)[:2]) for k in range(system.getNumConstraints())}
+    if not pairs:
+        return "none"
+    bonds = {frozenset((a.index, b.index)) for a, b in topology.bonds()}
+    hydrogen = app.element.hydrogen
+    h_bonds = {frozenset((a.index, b.index)) for a, b in topology.bonds() if hydrogen in (a.element, b.element)}
+    water = {atom.index for residue in topology.residues() if residue.name in _WATER for atom in residue.atoms()}
+    solute_pairs = {pair for pair in pairs if not pair <= water}  # rigid water comes with any set
+    for name, candidates in (("HBonds", h_bonds), ("AllBonds", bonds)):
+        if solute_pairs == {pair for pair in candidates if not pair <= water}:
+            return name
+    return f"{len(pairs)} constraints"
+
+
+_WATER = frozenset({"HOH", "WAT", "SOL", "TIP3", "TIP4", "TIP5", "SPC"})
+"""Residue names of water, which follows the molecule in a solvated target."""
+
+
+def _solute_atoms(topology):
+    """Atoms before the first water residue (all of them in vacuum or implicit solvent)."""
+    for residue in topology.residues():
+        if residue.name in _WATER:
+            return next(residue.atoms()).index
+    return topology.getNumAtoms()
+
+
+def _read_file(path, reader, what):
+    """``reader(path)`` (an ``openmm.app`` file class); a missing or unreadable file is a TargetInputError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise TargetInputError(f"{what} file {path!r} does not exist")
+    try:
+        return reader(path)
+    except Exception as error:  # openmm.app raises anything from ValueError to IndexError on a bad file
+        raise TargetInputError(f"{what} file {path!r} could not be read: {str(error).strip() or type(error).__name__}"
+                               ) from error
+
+
+def _read_structure(path):
+    """Topology and positions of a PDB or PDBx/mmCIF file (``openmm.app.PDBFile`` or ``PDBxFile``)."""
+    is_pdbx = os.fspath(path).lower().endswith((".cif", ".pdbx", ".mmcif"))
+    structure = _read_file(path, app.PDBxFile if is_pdbx else app.PDBFile, "structure")
+    if structure.topology.getNumAtoms() == 0:
+        raise TargetInputError(f"structure file {os.fspath(path)!r} holds no atoms")
+    return structure
+
+
+def _read_system_xml(path):
+    """The OpenMM System serialized in ``path``; anything else is a TargetInputError naming the file."""
+    def deserialize(name):
+        with open(name) as handle:
+            return mm.XmlSerializer.deserialize(handle.read())
+
+    system = _read_file(path, deserialize, "System XML")
+    if not isinstance(system, mm.System):
+        raise TargetInputError(f"System XML file {os.fspath(path)!r} holds a {type(system).__name__}, not a System")
+    return system
+
+
 @dataclasses.dataclass
 class MolecularSystem:
     """A ready-to-simulate setup: topology, System, positions and thermodynamic parameters.
 
     Attributes
     ----------
-    setup : str
-        Name of the setup (one of :data:`SETUPS`).
+    setup : str or None
+        Name of the named test system (one of :data:`SETUPS`), or None for the user's own target (built by
+        :meth:`from_simulation`, :meth:`from_xml`, :meth:`from_amber` or :meth:`from_openmm`): such a target is
+        identified by :meth:`fingerprint`, never by a name.
     topology : openmm.app.Topology
     system : openmm.System
     positions : openmm.unit.Quantity
         Starting positions, shape (n_particles, 3), length units.
     temperature, timestep, friction : openmm.unit.Quantity
-        Thermostat temperature, integration time step, Langevin friction coefficient.
+        Thermostat temperature, integration time step, Langevin friction coefficient (``temperature`` is None
+        only for a target read from a Simulation whose integrator has no thermostat).
     constraints : str
-        'HBonds', 'AllBonds', 'HAngles' or 'none'.
+        'HBonds', 'AllBonds', 'HAngles' or 'none'; for a System read as it is, the set its constraints match
+        ('HBonds', 'AllBonds', 'none') or ``'<n> constraints'``.
     potential : str
         Description of the potential (force-field files, or the TorchScript file and its hash).
     solute_atoms : int
@@ -121,6 +194,8 @@ class MolecularSystem:
     hydrogen_mass : openmm.unit.Quantity or None
         Mass given to every hydrogen bonded to a heavy atom (hydrogen mass repartitioning), or None for the
         force field's masses.
+    source : str or None
+        Where the target came from ('Simulation', the file names), for reports; None for a named test system.
     """
 
     setup: str
@@ -134,6 +209,157 @@ class MolecularSystem:
     potential: str
     solute_atoms: int
     hydrogen_mass: unit.Quantity = None
+    source: str = None
+
+    @classmethod
+    def from_openmm(cls, system, topology, positions, *, temperature=300.0 * unit.kelvin,
+                    timestep=2.0 * unit.femtosecond, friction=1.0 / unit.picosecond, hydrogen_mass=None,
+                    potential=None, source=None, setup=None, constraints=None):
+        """A target from an OpenMM System, its Topology and positions: the one path every target takes.
+
+        Parameters
+        ----------
+        system : openmm.System
+            Used as it is (not copied); with ``hydrogen_mass``, its masses are changed in place.
+        topology : openmm.app.Topology
+            One atom per particle of ``system``, in the same order.
+        positions : openmm.unit.Quantity or array_like
+            Shape (n_particles, 3); length units (nm when a plain array).
+        temperature, timestep, friction : openmm.unit.Quantity
+            Of the LangevinMiddleIntegrator that :meth:`integrator` builds (K, fs, 1/ps by default 300, 2, 1).
+        hydrogen_mass : openmm.unit.Quantity, optional
+            Hydrogen mass repartitioning (:func:`repartition_hydrogen_mass`).
+        potential : str, optional
+            Description of the potential (default: the System's force classes).
+        source : str, optional
+            Where it came from, for reports.
+        setup : str, optional
+            Name of a named test system (:func:`build_system`); None for the user's own target.
+        constraints : str, optional
+            Name of the constraint set it was built with; default: read from the System (see the class).
+
+        Returns
+        -------
+        MolecularSystem
+
+        Raises
+        ------
+        TargetInputError
+            The System, Topology and positions do not have the same number of atoms.
+        UnitError
+            A quantity without units or of the wrong dimension.
+        """
+        n_particles, n_atoms = system.getNumParticles(), topology.getNumAtoms()
+        if not isinstance(positions, unit.Quantity):
+            positions = np.asarray(positions, dtype=np.float64) * unit.nanometer
+        n_positions = len(positions)
+        if not n_particles == n_atoms == n_positions:
+            raise TargetInputError(
+                f"{source or 'the target'}: the System has {n_particles} particles, the topology {n_atoms} atoms and "
+                f"the positions {n_positions} rows; they must describe the same atoms in the same order"
+            )
+        if temperature is not None:
+            positive(temperature, unit.kelvin, "temperature")
+        positive(timestep, unit.picosecond, "timestep")
+        positive(friction, unit.picosecond**-1, "friction", allow_zero=True)
+        if potential is None:
+            potential = "+".join(force_class_name(force) for force in system.getForces()) or "no forces"
+        if hydrogen_mass is not None:
+            repartition_hydrogen_mass(system, topology, hydrogen_mass)
+            potential += f", hydrogen mass {hydrogen_mass.value_in_unit(unit.dalton):g} amu"
+        return cls(setup=setup, topology=topology, system=system, positions=positions, temperature=temperature,
+                   timestep=timestep, friction=friction,
+                   constraints=constraints if constraints is not None else _constraint_set(system, topology),
+                   potential=potential, solute_atoms=_solute_atoms(topology), hydrogen_mass=hydrogen_mass,
+                   source=source)
+
+    @classmethod
+    def from_simulation(cls, simulation, *, temperature=None):
+        """The target an existing ``openmm.app.Simulation`` simulates: its System, Topology and current positions.
+
+        Parameters
+        ----------
+        simulation : openmm.app.Simulation
+        temperature : openmm.unit.Quantity, optional
+            Default: the integrator's (``getTemperature``); None for an integrator without a thermostat.
+
+        Returns
+        -------
+        MolecularSystem
+            Time step and friction are the integrator's (friction 0 without one).  The System is the
+            Simulation's own object, not a copy.
+        """
+        integrator = simulation.integrator
+        if temperature is None and hasattr(integrator, "getTemperature"):
+            temperature = integrator.getTemperature()
+        friction = integrator.getFriction() if hasattr(integrator, "getFriction") else 0.0 / unit.picosecond
+        positions = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+        return cls.from_openmm(simulation.system, simulation.topology, positions, temperature=temperature,
+                               timestep=integrator.getStepSize(), friction=friction, source="Simulation")
+
+    @classmethod
+    def from_xml(cls, system_xml, structure, **options):
+        """A target from a serialized System (``XmlSerializer.serialize``) and a structure file.
+
+        Parameters
+        ----------
+        system_xml : str or os.PathLike
+            The System XML file.
+        structure : str or os.PathLike
+            PDB (``.pdb``, ``.ent``) or PDBx/mmCIF (``.cif``, ``.pdbx``): topology and positions, one atom per
+            particle in the System's order.
+        **options
+            :meth:`from_openmm` keywords (``temperature``, ``timestep``, ``friction``, ``hydrogen_mass``).
+
+        Raises
+        ------
+        TargetInputError
+            A missing or unreadable file, an XML file that is not a System, or a structure whose atom count is
+            not the System's (the message names the file).
+        """
+        system = _read_system_xml(system_xml)
+        structure_file = _read_structure(structure)
+        return cls.from_openmm(system, structure_file.topology, structure_file.positions,
+                               source=f"{os.fspath(system_xml)} + {os.fspath(structure)}", **options)
+
+    @classmethod
+    def from_amber(cls, prmtop, inpcrd, *, implicit_solvent=None, constraints="HBonds", **options):
+        """A target from AMBER files: ``AmberPrmtopFile.createSystem`` without cutoff (PME with a periodic box).
+
+        Parameters
+        ----------
+        prmtop : str or os.PathLike
+            AMBER topology (``.prmtop``, ``.parm7``).
+        inpcrd : str or os.PathLike
+            AMBER coordinates (``.inpcrd``, ``.rst7``, ``.crd``).
+        implicit_solvent : {None, 'HCT', 'OBC1', 'OBC2', 'GBn', 'GBn2'}
+            OpenMM's generalized Born model from the prmtop's radii (None: vacuum or the file's explicit water).
+        constraints : str or None
+            None, 'HBonds', 'AllBonds' or 'HAngles'.
+        **options
+            :meth:`from_openmm` keywords (``temperature``, ``timestep``, ``friction``, ``hydrogen_mass``).
+
+        Raises
+        ------
+        TargetInputError
+            A missing or unreadable file, coordinates of another atom count, or an unknown ``implicit_solvent``.
+        """
+        models = {None: None, "none": None, "HCT": app.HCT, "OBC1": app.OBC1, "OBC2": app.OBC2, "GBn": app.GBn,
+                  "GBn2": app.GBn2}
+        if implicit_solvent not in models:
+            raise TargetInputError(f"implicit_solvent must be one of {', '.join(k for k in models if k)} or None, "
+                                   f"got {implicit_solvent!r}")
+        constraint_type = _constraints(constraints)
+        prmtop_file = _read_file(prmtop, app.AmberPrmtopFile, "AMBER prmtop")
+        inpcrd_file = _read_file(inpcrd, app.AmberInpcrdFile, "AMBER coordinate")
+        periodic = inpcrd_file.boxVectors is not None
+        system = prmtop_file.createSystem(nonbondedMethod=app.PME if periodic else app.NoCutoff,
+                                          constraints=constraint_type, implicitSolvent=models[implicit_solvent])
+        if periodic:
+            system.setDefaultPeriodicBoxVectors(*inpcrd_file.boxVectors)
+        return cls.from_openmm(system, prmtop_file.topology, inpcrd_file.positions,
+                               source=f"{os.fspath(prmtop)} + {os.fspath(inpcrd)}",
+                               constraints=constraints_name(constraints), **options)
 
     @property
     def n_atoms(self):
@@ -326,7 +552,7 @@ def build_system(
     potential_file=None,
     hydrogen_mass=None,
 ):
-    """Build a named alanine-dipeptide setup.
+    """Build a named alanine-dipeptide test system (through :meth:`MolecularSystem.from_openmm`, as every target).
 
     Parameters
     ----------
@@ -378,7 +604,6 @@ def build_system(
 
     pdb = load_alanine_dipeptide()
     topology, positions = pdb.topology, pdb.positions
-    solute_atoms = topology.getNumAtoms()
     if setup == "amber14-vacuum":
         system = _amber14_vacuum(topology, constraint_type)
         potential = "amber14-all.xml"
@@ -425,22 +650,9 @@ def build_system(
         force, potential = _torch_force(potential_file, elements)
         system.addForce(force)
         _check_potential_evaluates(system, positions, potential_file)
-    if hydrogen_mass is not None:
-        repartition_hydrogen_mass(system, topology, hydrogen_mass)
-        potential += f", hydrogen mass {hydrogen_mass.value_in_unit(unit.dalton):g} amu"
-    return MolecularSystem(
-        setup=setup,
-        topology=topology,
-        system=system,
-        positions=positions,
-        temperature=temperature,
-        timestep=timestep,
-        friction=friction,
-        constraints=constraints_name(constraints),
-        potential=potential,
-        solute_atoms=solute_atoms,
-        hydrogen_mass=hydrogen_mass,
-    )
+    return MolecularSystem.from_openmm(system, topology, positions, temperature=temperature, timestep=timestep,
+                                       friction=friction, hydrogen_mass=hydrogen_mass, potential=potential,
+                                       setup=setup, constraints=constraints_name(constraints))
 
 
 def _amber14_vacuum(topology, constraint_type):

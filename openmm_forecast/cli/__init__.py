@@ -62,6 +62,10 @@ def main(argv=None):
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
                 signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
+        if hasattr(args, "prmtop"):  # a command that takes a target (cli/_common.py's add_setup_arguments)
+            from ._common import check_target_arguments
+
+            check_target_arguments(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt as interruption:  # SIGINT, or SIGTERM through _terminate
         signum = interruption.args[0] if interruption.args else signal.SIGINT

@@ -10,6 +10,7 @@ import math
 
 from openmm import unit
 
+from ..forecasters.surrogate import DEFAULT_SURROGATE
 from ..systems import SETUPS
 
 
@@ -121,20 +122,96 @@ def add_overwrite_argument(parser):
                         help="replace the outputs of an earlier run in --out (default: refuse, nothing is replaced)")
 
 
+TARGET_FLAGS = {"setup": "--setup", "system": "--system", "prmtop": "--prmtop"}
+"""The flags that choose a target, one at a time (``--pdb`` goes with ``--system``, ``--inpcrd`` with ``--prmtop``)."""
+
+DEFAULT_SETUP = "amber14-vacuum"
+"""The named test system of a command given no target."""
+
+
 def add_setup_arguments(parser):
-    """Arguments that choose and parametrise a system setup (see :func:`setup_from_args`)."""
-    parser.add_argument("--setup", default="amber14-vacuum", choices=SETUPS, help="system setup (default %(default)s)")
+    """Arguments that choose and parametrise the target (see :func:`check_target_arguments`, :func:`setup_from_args`).
+
+    The target is a named test system (``--setup``) or the user's own: ``--system SYSTEM.xml --pdb STRUCTURE.pdb``
+    (a serialized System and its structure, PDB or PDBx/mmCIF) or ``--prmtop FILE --inpcrd FILE`` (AMBER).
+    """
+    target = parser.add_argument_group(
+        "target", "a named test system (--setup, default amber14-vacuum) or your own molecule: --system with --pdb, "
+        "or --prmtop with --inpcrd")
+    target.add_argument("--setup", default=None, choices=SETUPS,
+                        help=f"named alanine-dipeptide test system (default {DEFAULT_SETUP} when no other target)")
+    target.add_argument("--system", default=None, metavar="SYSTEM.xml",
+                        help="your own target: an OpenMM System serialized with XmlSerializer (needs --pdb)")
+    target.add_argument("--pdb", default=None, metavar="STRUCTURE.pdb",
+                        help="with --system: its topology and starting positions, one atom per particle in the same "
+                        "order (PDB, or PDBx/mmCIF ending in .cif)")
+    target.add_argument("--prmtop", default=None, help="your own target from AMBER files (needs --inpcrd)")
+    target.add_argument("--inpcrd", default=None, help="with --prmtop: coordinates (.inpcrd, .rst7, .crd)")
+    target.add_argument("--implicit-solvent", default=None, choices=["HCT", "OBC1", "OBC2", "GBn", "GBn2"],
+                        help="with --prmtop: generalized Born model from the prmtop's radii (default none)")
     parser.add_argument("--temperature", type=POSITIVE, default=300.0, help="temperature in K (default %(default)s)")
     parser.add_argument("--timestep", type=POSITIVE, default=2.0, help="time step in fs (default %(default)s)")
     parser.add_argument("--friction", type=NON_NEGATIVE, default=1.0,
                         help="Langevin friction in 1/ps (default %(default)s)")
     parser.add_argument(
-        "--constraints", default="HBonds", choices=["HBonds", "AllBonds", "HAngles", "none"],
-        help="constraints (default %(default)s)",
+        "--constraints", default=None, choices=["HBonds", "AllBonds", "HAngles", "none"],
+        help="constraints of --setup and --prmtop (default HBonds; a --system file holds its own)",
     )
     parser.add_argument("--potential-file", default=None, help="TorchScript potential for the 'ml' setup, or 'ani2x'")
     parser.add_argument("--platform", default=None, help="OpenMM platform (default: the fastest measured here)")
     add_threads_argument(parser)
+
+
+def check_target_arguments(args):
+    """Refuse a target given inconsistently, or files that cannot make one, before any work; fill in defaults.
+
+    Called by ``openmm-forecast`` for every command with the target arguments, right after parsing.  Sets
+    ``args.setup`` to :data:`DEFAULT_SETUP` when no target is given, and ``args.constraints`` to 'HBonds' when
+    not given (except with ``--system``, whose file holds its constraints).
+
+    Raises
+    ------
+    UsageError
+        Two targets, a file without its partner (``--system`` without ``--pdb``, ...), an option of another kind
+        of target, a missing or unreadable file, or a structure whose atom count is not the System's (exit 2).
+    """
+    from ..errors import UsageError
+
+    given = [flag for key, flag in TARGET_FLAGS.items() if getattr(args, key) is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} each choose the target; give one of them")
+    for first, second in (("system", "pdb"), ("pdb", "system"), ("prmtop", "inpcrd"), ("inpcrd", "prmtop")):
+        if getattr(args, first) is not None and getattr(args, second) is None:
+            raise UsageError(f"--{first} needs --{second}")
+    if args.implicit_solvent is not None and args.prmtop is None:
+        raise UsageError("--implicit-solvent applies to --prmtop only (a --system file holds its own forces)")
+    if args.potential_file is not None and args.setup != "ml":
+        raise UsageError("--potential-file applies to --setup ml only")
+    if args.system is not None and args.constraints is not None:
+        raise UsageError(f"--constraints does not apply to --system: {args.system} holds the System's constraints")
+    if not given:
+        args.setup = DEFAULT_SETUP
+    if args.system is None and args.constraints is None:
+        args.constraints = "HBonds"
+    if args.setup is None:
+        _custom_target(args)  # read once now: a bad file is refused before any work
+
+
+def _custom_target(args, **options):
+    """The user's own target that ``--system/--pdb`` or ``--prmtop/--inpcrd`` names (``options``: ``from_xml`` or
+    ``from_amber`` keywords); a bad file is a UsageError naming its flag."""
+    from ..errors import TargetInputError, UsageError
+    from ..systems import MolecularSystem
+
+    try:
+        if args.system is not None:
+            return MolecularSystem.from_xml(args.system, args.pdb, **options)
+        return MolecularSystem.from_amber(args.prmtop, args.inpcrd, implicit_solvent=args.implicit_solvent,
+                                          constraints=None if args.constraints == "none" else args.constraints,
+                                          **options)
+    except TargetInputError as error:
+        flags = "--system/--pdb" if args.system is not None else "--prmtop/--inpcrd"
+        raise UsageError(f"{flags}: {error}") from None
 
 
 def add_baseline_arguments(parser):
@@ -145,10 +222,12 @@ def add_baseline_arguments(parser):
     parser.add_argument("--max-frames", type=integer(1, 1000), default=8,
                         help="baselines and surrogates (ala2-amber14-obc2 too) only: frames per forecast "
                         "(default %(default)s)")
-    parser.add_argument("--surrogate", default="amber14-vacuum", type=surrogate_name,
-                        help="--model surrogate only: the System the proposal integrates: a setup (built for the "
-                        "same atoms and constraints), a shipped fitted surrogate or a .xml System file (default "
-                        "%(default)s; a fitted surrogate can also be given as --model or --arm itself)")
+    parser.add_argument("--surrogate", default=DEFAULT_SURROGATE, type=surrogate_name,
+                        help="--model surrogate only: the System the proposal integrates: 'derived' (default: the "
+                        "target's own System without its costly terms, implicit solvent or ML potential; amber14 for "
+                        "a target with only an ML potential), a setup (built for the same atoms and constraints), a "
+                        "shipped fitted surrogate or a .xml System file (a fitted surrogate can also be given as "
+                        "--model or --arm itself)")
     parser.add_argument("--surrogate-timestep", type=POSITIVE, default=2.0,
                         help="--model surrogate only: its velocity Verlet time step in fs (default %(default)s)")
 
@@ -174,10 +253,10 @@ def surrogate_name(value):
     """argparse type of ``--surrogate``: a setup, a shipped fitted surrogate or a .xml file."""
     from ..forecasters.surrogate import is_surrogate_file, shipped_surrogates
 
-    if value in SETUPS or is_surrogate_file(value):
+    if value == DEFAULT_SURROGATE or value in SETUPS or is_surrogate_file(value):
         return value
     raise argparse.ArgumentTypeError(
-        f"{value!r} is neither a setup ({', '.join(SETUPS)}), a shipped fitted surrogate "
+        f"{value!r} is neither {DEFAULT_SURROGATE!r}, a setup ({', '.join(SETUPS)}), a shipped fitted surrogate "
         f"({', '.join(shipped_surrogates()) or 'none'}) nor a .xml System file"
     )
 
@@ -218,9 +297,12 @@ def apply_threads(args):
 
 
 def setup_from_args(args, **overrides):
-    """Build the :class:`~openmm_forecast.systems.MolecularSystem` the setup arguments describe.
+    """Build the :class:`~openmm_forecast.systems.MolecularSystem` the target arguments describe (a named test
+    system, or the user's own from ``--system/--pdb`` or ``--prmtop/--inpcrd``).
 
-    ``overrides``: ``build_system`` keywords that replace the arguments' (e.g. ``timestep``, ``hydrogen_mass``).
+    ``overrides``: keywords that replace the arguments' (``temperature``, ``timestep``, ``friction``,
+    ``hydrogen_mass``; for a named setup any ``build_system`` keyword).  Every call builds a new System (an HMR
+    arm's masses never reach another arm's).
     """
     from ..systems import build_system
 
@@ -229,8 +311,10 @@ def setup_from_args(args, **overrides):
         temperature=args.temperature * unit.kelvin,
         timestep=args.timestep * unit.femtosecond,
         friction=args.friction / unit.picosecond,
-        constraints=None if args.constraints == "none" else args.constraints,
-        potential_file=args.potential_file,
     )
+    if args.setup is None:
+        return _custom_target(args, **{**kwargs, **overrides})
+    kwargs.update(constraints=None if args.constraints == "none" else args.constraints,
+                  potential_file=args.potential_file)
     kwargs.update(overrides)
     return build_system(args.setup, **kwargs)

@@ -1,4 +1,5 @@
-"""``openmm-forecast run``: accelerated MD of a named setup with a forecaster, checkpointed and resumable.
+"""``openmm-forecast run``: accelerated MD of a target (a named setup, or ``--system/--pdb``, ``--prmtop/--inpcrd``)
+with a forecaster, checkpointed and resumable.
 
 Writes into OUT: ``run.json`` (the settings), ``trajectory.dcd`` (DCDReporter), ``log.csv``
 (StateDataReporter), ``topology.pdb``, ``checkpoint.chk`` (every ``--checkpoint-interval`` ps and at the end)
@@ -53,7 +54,8 @@ logger = logging.getLogger(__name__)
 TRAJECTORY, LOG, TOPOLOGY = "trajectory.dcd", "log.csv", "topology.pdb"
 CHECKPOINT, STATS, SETTINGS = "checkpoint.chk", "stats.json", "run.json"
 RESUMABLE_FLAGS = {
-    "setup": "--setup", "temperature": "--temperature", "timestep": "--timestep", "friction": "--friction",
+    "setup": "--setup", "system": "--system", "pdb": "--pdb", "prmtop": "--prmtop", "inpcrd": "--inpcrd",
+    "implicit_solvent": "--implicit-solvent", "temperature": "--temperature", "timestep": "--timestep", "friction": "--friction",
     "constraints": "--constraints", "potential_file": "--potential-file", "model": "--model", "seed": "--seed",
     "report_interval": "--report-interval", "stride": "--stride", "max_frames": "--max-frames",
     "surrogate": "--surrogate", "surrogate_timestep": "--surrogate-timestep",
@@ -62,7 +64,7 @@ RESUMABLE_FLAGS = {
 }
 """Settings recorded in run.json that a resumed run must keep, with their flags."""
 
-FILE_SETTINGS = ("model", "potential_file", "surrogate")
+FILE_SETTINGS = ("model", "potential_file", "surrogate", "system", "pdb", "prmtop", "inpcrd")
 """Settings that may name a file: compared by content (SHA-256 recorded in run.json), not by path."""
 
 FILE_HASHES = "file_sha256"
@@ -386,6 +388,8 @@ def _settings(args):
         "seed": args.seed, "report_interval": args.report_interval, "energy_tolerance": args.energy_tolerance,
         "acceptance": args.acceptance,
     }
+    settings.update({key: getattr(args, key) for key in ("system", "pdb", "prmtop", "inpcrd", "implicit_solvent")
+                     if getattr(args, key) is not None})  # the user's own target: its files, compared by content
     if args.allow_inexact_metropolis:  # recorded only when given: runs from before the flag resume unchanged
         settings["allow_inexact_metropolis"] = True
     if args.model in BASELINES:
