@@ -1,10 +1,12 @@
 """Acceptance rules: how a sane jump is judged from its energy, and what a rejection does.
 
-The accelerator (:class:`~openmm_forecast.accelerator.ForecastAccelerator`) proposes, checks sanity and
-writes the candidate into the Context (projected onto the constraints, one potential evaluation); then
-its rule decides, from ``dH = H_after - H_before`` and the candidate's kinetic energy, and says what follows
-a rejection.  A rule is a small stateless object (one may serve many walkers); a new rule is a new
-subclass of :class:`AcceptanceRule`, not a new branch in the accelerator.
+The jump cycle (:class:`~openmm_forecast.jumps.JumpCycle`) proposes, checks sanity and writes the
+candidate into the Context (projected onto the constraints, one potential evaluation); then its rule
+decides, from ``dH = H_after - H_before`` and the candidate's kinetic energy, and says what follows a
+rejection, through the cycle's public methods (:meth:`~openmm_forecast.jumps.JumpCycle.integrate`,
+:meth:`~openmm_forecast.jumps.JumpCycle.keep_reversed`, :meth:`~openmm_forecast.jumps.JumpCycle.reequilibration_due`).
+A rule is a small stateless object (one may serve many walkers); a new rule is a new subclass of
+:class:`AcceptanceRule`, not a new branch in the accelerator.
 
 ================  =================================  ===============================  ======================
 rule              accepts                            after a rejection                exact?
@@ -103,9 +105,21 @@ class AcceptanceRule(abc.ABC):
         Decision
         """
 
-    def after_rejection(self, accelerator, before, n_frames, reports):
-        """Cover a rejected span, the pre-jump state ``before`` restored: integrate it (default)."""
-        accelerator._integrate(n_frames * accelerator.stride_steps)
+    def after_rejection(self, cycle, before, n_frames, reports):
+        """Cover a rejected span, the pre-jump state ``before`` restored: integrate it (default).
+
+        Parameters
+        ----------
+        cycle : JumpCycle
+            The walker's cycle (:class:`~openmm_forecast.jumps.JumpCycle`), through its public methods.
+        before : Snapshot
+            The pre-jump state, restored in the Context.
+        n_frames : int
+            The rejected jump's span in frames.
+        reports : list of (reporter, description)
+            The reporters' next reports, described before the jump.
+        """
+        cycle.integrate(n_frames * cycle.stride_steps)
 
     def velocity_decay(self, friction_per_ps, span_ps):
         """Factor ``a`` of the Ornstein-Uhlenbeck velocity step over ``span_ps`` ps (1: none).
@@ -115,9 +129,9 @@ class AcceptanceRule(abc.ABC):
         """
         return float(np.exp(-friction_per_ps * span_ps))
 
-    def keeps_jumping(self, accelerator, accepted):
+    def keeps_jumping(self, cycle, accepted):
         """Whether the cycle goes on after a jump: after an acceptance, unless maintenance is now due."""
-        return accepted and not accelerator._reequilibration_due()
+        return accepted and not cycle.reequilibration_due()
 
     def __repr__(self):
         fields = {key: value for key, value in vars(self).items() if not key.startswith("_")}
@@ -180,13 +194,13 @@ class MetropolisRule(AcceptanceRule):
         uniform = rng.random()
         return Decision() if uniform < np.exp(min(0.0, -dh_kJ / kT_kJ)) else Decision("metropolis")
 
-    def after_rejection(self, accelerator, before, n_frames, reports):
-        accelerator.keep_reversed(before, n_frames, reports)
+    def after_rejection(self, cycle, before, n_frames, reports):
+        cycle.keep_reversed(before, n_frames, reports)
 
-    def keeps_jumping(self, accelerator, accepted):
+    def keeps_jumping(self, cycle, accepted):
         """Always (whatever the outcome), except that a rejection leaves one state of history, so with
         ``history > 1`` every cycle ends after its first jump."""
-        return accelerator.history == 1
+        return cycle.history == 1
 
 
 class DynamicsRule(AcceptanceRule):

@@ -84,7 +84,7 @@ class GHMCCycle(MetropolisRule):
     An acceptance rule (``acceptance='ghmc'``) whose cycle has no integration of the target: the whole
     Ornstein-Uhlenbeck refresh comes before each jump (``thermostat_before = 1``), the decision is the
     Metropolis rule's, a rejection restores the pre-jump state with reversed velocities
-    (:meth:`~openmm_forecast.accelerator.ForecastAccelerator.keep_reversed`), and the span is fixed.  Use it
+    (:meth:`~openmm_forecast.jumps.JumpCycle.keep_reversed`), and the span is fixed.  Use it
     with a forecaster of history 1 (the surrogate, the ``verlet`` baseline, the symplectic architecture).
 
     Parameters

@@ -126,6 +126,78 @@ def kinetic_temperature_score(temperature_K, target_K, dof):
     return (np.cbrt(temperature_K / target_K) - (1.0 - c)) / np.sqrt(c)
 
 
+class DriftGuard:
+    """When a run must re-equilibrate: the energy error of accepted jumps adds up, or the temperature strays.
+
+    The third guard, over many jumps: each accepted jump's ``dH`` is added to a drift (every jump since the
+    last :meth:`reset`, or only the last ``window`` ones); :meth:`due` says when the drift passes
+    ``drift_tolerance_kT`` or the kinetic temperature lies more than ``temperature_sigmas`` standard deviations
+    from the target (:func:`kinetic_temperature_score`).
+
+    Parameters
+    ----------
+    drift_tolerance_kT : float
+        Largest accumulated ``|dH|``, in kT.
+    temperature_sigmas : float or None
+        Largest ``|z|`` of the kinetic temperature (None: not checked).
+    window : int, optional
+        Number of most recent accepted jumps in the drift (None: all since the last reset).
+
+    Attributes
+    ----------
+    drift_kJ : float
+        The accumulated ``dH``, kJ/mol.
+    terms_kJ : list of float
+        With a ``window``: the ``dH`` in it, kJ/mol.
+    """
+
+    def __init__(self, drift_tolerance_kT, temperature_sigmas, window=None):
+        self.drift_tolerance_kT = drift_tolerance_kT
+        self.temperature_sigmas = temperature_sigmas
+        self.window = window
+        self.drift_kJ = 0.0
+        self.terms_kJ = []
+
+    def add(self, dh_kJ):
+        """Count an accepted jump's ``dH`` (kJ/mol) in the drift."""
+        if self.window is None:
+            self.drift_kJ += dh_kJ
+            return
+        self.terms_kJ.append(float(dh_kJ))
+        del self.terms_kJ[: -self.window]
+        self.drift_kJ = float(sum(self.terms_kJ))
+
+    def exceeded(self, kT_kJ):
+        """Whether ``|drift|`` is above ``drift_tolerance_kT`` times ``kT_kJ`` (kJ/mol)."""
+        return abs(self.drift_kJ) > self.drift_tolerance_kT * kT_kJ
+
+    def due(self, kT_kJ, temperature_K, target_K, dof, thermostatted):
+        """Whether a re-equilibration is due.
+
+        Parameters
+        ----------
+        kT_kJ : float
+            Thermal energy, kJ/mol.
+        temperature_K, target_K : float
+            Kinetic temperature of the current state and the thermostat's, K.
+        dof : int
+            Kinetic degrees of freedom.
+        thermostatted : bool
+            Without a thermostat the kinetic temperature is not canonical (and integration cannot restore it):
+            only the drift counts.
+        """
+        if self.exceeded(kT_kJ):
+            return True
+        if self.temperature_sigmas is None or dof <= 0 or not thermostatted:
+            return False
+        return abs(kinetic_temperature_score(temperature_K, target_K, dof)) > self.temperature_sigmas
+
+    def reset(self):
+        """Forget the drift (after a thermostatted re-equilibration removed it)."""
+        self.drift_kJ = 0.0
+        self.terms_kJ.clear()
+
+
 # --------------------------------------------------------------------------------------------------
 # Topology analysis
 # --------------------------------------------------------------------------------------------------

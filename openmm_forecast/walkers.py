@@ -375,9 +375,8 @@ class ForecastWalkers(_Walkers):
             raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}")
         ends = [w.simulation.currentStep + int(n_steps) for w in self.walkers]
         for walker in self.walkers:
-            walker._read_integrator()
-            with walker.stats.timing("transfer"):
-                walker._capture()
+            walker.read_integrator()
+            walker.cycle.start()
         while any(w.simulation.currentStep < end for w, end in zip(self.walkers, ends)):
             self._cycle(ends)
 
@@ -388,30 +387,27 @@ class ForecastWalkers(_Walkers):
             remaining = end - walker.simulation.currentStep
             if remaining <= 0:
                 continue
-            walker._history.clear()
-            if walker._maintain(remaining):
-                continue
-            walker._integrate(min(walker.segment_steps, remaining))
-            jumping.append((walker, end))
+            if walker.cycle.begin(remaining):
+                jumping.append((walker, end))
         for _ in range(self.jumps_per_cycle):
-            plans = [(walker, end) + walker._plan_jump(end) for walker, end in jumping]
+            plans = [(walker, end) + walker.cycle.plan_jump(end) for walker, end in jumping]
             plans = [plan for plan in plans if plan[2] > 0]
             if not plans:
                 return
             for walker, _, n_frames, _ in plans:
-                walker._prepare_jump(n_frames)
+                walker.cycle.prepare_jump(n_frames)
             self._propose([walker for walker, *_ in plans], max(plan[2] for plan in plans))
             jumping = [
                 (walker, end) for walker, end, n_frames, reports in plans
-                if walker._keeps_jumping(walker._jump(n_frames, reports))
+                if walker.cycle.keeps_jumping(walker.cycle.jump(n_frames, reports))
             ]
 
     def _propose(self, walkers, n_frames):
         """One batched forecast of ``n_frames`` frames for ``walkers``; hand each walker its slice."""
-        history = walkers[0].history
-        x = np.stack([np.stack([x for x, _ in w._history[-history:]]) for w in walkers])
-        v = np.stack([np.stack([v for _, v in w._history[-history:]]) for w in walkers])
-        forces = np.stack([w._current.forces_kJ_nm for w in walkers]) if self.forecaster.uses_forces else None
+        inputs = [walker.cycle.proposal_input() for walker in walkers]
+        x = np.stack([x for x, _, _ in inputs])
+        v = np.stack([v for _, v, _ in inputs])
+        forces = np.stack([forces for _, _, forces in inputs]) if self.forecaster.uses_forces else None
         start = time.perf_counter()
         try:
             positions, velocities = self.forecaster.forecast(x, v, n_frames, forces=forces)

@@ -350,7 +350,7 @@ def test_which_integrators_count_as_thermostatted(system, vv_verlet):
     def thermostatted(integrator, **options):
         simulation = system.create_simulation(platform="Reference", integrator=integrator, minimize=False)
         return ForecastAccelerator(simulation, vv_verlet, molecular_system=system, progress=False,
-                                   **options)._thermostatted
+                                   **options).cycle.thermostatted
 
     assert thermostatted(mm.LangevinMiddleIntegrator(300, 1.0, VV_STEP))
     assert not thermostatted(mm.LangevinMiddleIntegrator(300, 0.0, VV_STEP))  # no friction: NVE

@@ -14,7 +14,7 @@ import pytest
 from openmm import app, unit
 
 from openmm_forecast import ForecastAccelerator, ForecastWalkers, GHMCCycle, SurrogateForecaster, build_system
-from openmm_forecast import accelerator as accelerator_module
+from openmm_forecast import _logging
 from openmm_forecast._runtime import openmm as mm
 from openmm_forecast.acceptance import RULES, Decision, acceptance_rule
 from openmm_forecast.cli.benchmark import parse_arm
@@ -184,7 +184,7 @@ def test_ornstein_uhlenbeck_keeps_maxwell_boltzmann_and_full_refresh_forgets(rng
 def test_exactly_one_target_evaluation_per_jump_and_none_per_step_call(integrator, options, caplog, monkeypatch):
     """Counted inside the potential (a PythonForce), so hidden evaluations count too.  A VerletIntegrator's
     kinetic energy needs forces, so its energy reads cost forces (a warning says so; still one call)."""
-    monkeypatch.setattr(accelerator_module, "_warned", set())  # warnings once per process: see this one
+    monkeypatch.setattr(_logging, "_warned", set())  # warnings once per process: see this one
     counter = CountingEnergy()
     with caplog.at_level("WARNING", logger="openmm_forecast.accelerator"):
         simulation, accelerator = toy_accelerator(GHMCCycle(), extra_force=mm.PythonForce(counter),

@@ -454,9 +454,9 @@ def _tip3p_system():
 @pytest.mark.parametrize("case", SETTINGS_CASES, ids=[case[0] for case in SETTINGS_CASES])
 def test_mismatched_physical_settings(case, caplog):
     _, call, exception, message = case
-    import openmm_forecast.accelerator as accelerator_module
+    from openmm_forecast import _logging
 
-    accelerator_module._warned.clear()
+    _logging._warned.clear()
     with caplog.at_level(logging.WARNING, logger="openmm_forecast.accelerator"):
         if exception is not None:
             with pytest.raises(exception, match=re.escape(message)):

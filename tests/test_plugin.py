@@ -121,7 +121,7 @@ def test_same_jumps_and_states_as_python_driver(vacuum_system, forecaster, model
     assert {k: v for k, v in got.rejections.items() if v} == {k: v for k, v in expected.rejections.items() if v}
     assert got.reequilibrations == expected.reequilibrations
     assert (got.reequilibrations > 0) == (case == "reequilibration")
-    assert plugin.integrator.getJumpState()["jumps_switched_off"] == accelerator._jumps_switched_off == (case == "nve-switch-off")
+    assert plugin.integrator.getJumpState()["jumps_switched_off"] == accelerator.cycle.jumps_switched_off == (case == "nve-switch-off")
     np.testing.assert_allclose(got.dh_kJ, expected.dh_kJ, rtol=0, atol=1e-7)
     assert got.jumped_ps == pytest.approx(expected.jumped_ps) and got.integrated_ps == pytest.approx(expected.integrated_ps)
     a = python.context.getState(getPositions=True, getVelocities=True)
