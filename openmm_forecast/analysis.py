@@ -459,8 +459,9 @@ def load_angles(path, topology=None, torsions=()):
     """Load the angles of a run from a file, dispatching on its extension.
 
     ``.npy``
-        phi/psi in degrees of shape (n_frames, 2) (the format of the shared reference runs) or (n_frames,
-        n_residues, 2), or positions in nm of shape (n_frames, n_atoms, 3) (``topology`` as in
+        phi/psi in degrees: of shape (n_frames, 2) (the format of the shared reference runs), or a benchmark's
+        ``<arm>_phipsi.npy`` (walkers pooled): (n_walkers, n_samples, 2) for one residue, (n_walkers, n_samples,
+        n_residues, 2) for several; or positions in nm of shape (n_frames, n_atoms, 3) (``topology`` as in
         :func:`phi_psi_from_positions`).
     ``.pdb``
         A (multi-model) PDB file; ``topology`` is ignored.
@@ -498,8 +499,8 @@ def load_angles(path, topology=None, torsions=()):
             if torsions:
                 raise DataFileError(f"{path} holds phi/psi angles, not coordinates: it has no other torsions to "
                                     f"measure ({', '.join(t.name for t in torsions)})")
-            angles = frames if frames.ndim == 3 else frames[:, None, :]
-            labels = ["phi/psi"] if frames.ndim == 2 else [f"pair {i + 1}" for i in range(angles.shape[1])]
+            angles = frames.reshape(-1, 1 if frames.ndim < 4 else frames.shape[2], 2)
+            labels = ["phi/psi"] if frames.ndim < 4 else [f"pair {i + 1}" for i in range(angles.shape[1])]
         else:
             pairs = backbone_torsion_pairs(frames.topology)
             if not pairs and not torsions:
@@ -538,13 +539,14 @@ def _read_frames(path, topology):
     try:
         if extension == ".npy":
             array = load_npy(path, "phi/psi in degrees (n_frames, 2) or positions in nm (n_frames, n_atoms, 3)")
-            if (array.ndim == 2 and array.shape[1] == 2) or (array.ndim == 3 and array.shape[2] == 2):
+            if array.shape[-1:] == (2,) and array.ndim in (2, 3, 4):
                 return np.asarray(array, dtype=float)
             if array.ndim == 3 and array.shape[2] == 3:
                 return _trajectory(array, topology)
             raise DataFileError(
-                f"{path} holds an array of shape {array.shape}; expected phi/psi in degrees of shape "
-                f"(n_frames, 2) or (n_frames, n_residues, 2), or positions in nm of shape (n_frames, n_atoms, 3)"
+                f"{path} holds an array of shape {array.shape}; expected phi/psi in degrees of shape (n_frames, 2), "
+                "(n_walkers, n_samples, 2) or (n_walkers, n_samples, n_residues, 2), or positions in nm of shape "
+                "(n_frames, n_atoms, 3)"
             )
         if extension == ".pdb":
             return mdtraj.load(path)

@@ -351,10 +351,13 @@ def test_a_mirror_image_flips_every_torsion_and_its_basins(rng, tmp_path):
     np.testing.assert_allclose(wrap_degrees(a.phi_psi + mirror.phi_psi + 180.0) - (-180.0), 0.0, atol=1e-3)
     np.testing.assert_allclose(wrap_degrees(a.torsions["chi"] + mirror.torsions["chi"] + 180.0), -180.0, atol=1e-3)
     assert load_phi_psi(tmp_path / "a.npy", topology=TETRAPEPTIDE).shape == (40, 3, 2)
+    np.save(tmp_path / "walkers.npy", np.stack([a.phi_psi, mirror.phi_psi]))  # a benchmark's (walkers, samples, ...)
     with pytest.raises(DataFileError, match="not coordinates"):
-        np.save(tmp_path / "angles.npy", a.phi_psi)
-        load_angles(tmp_path / "angles.npy", torsions=[torsion])
-    assert load_angles(tmp_path / "angles.npy").labels == ["pair 1", "pair 2", "pair 3"]
+        load_angles(tmp_path / "walkers.npy", torsions=[torsion])
+    pooled = load_angles(tmp_path / "walkers.npy")
+    assert pooled.labels == ["pair 1", "pair 2", "pair 3"] and pooled.phi_psi.shape == (80, 3, 2)
+    np.save(tmp_path / "one.npy", np.stack([a.phi_psi[:, 1], mirror.phi_psi[:, 1]]))
+    assert load_phi_psi(tmp_path / "one.npy").shape == (80, 2)
 
 
 def test_torsion_specifications_and_states():
