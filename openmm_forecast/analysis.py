@@ -476,6 +476,7 @@ def load_angles(path, topology=None, torsions=()):
     ----------
     path : str or os.PathLike
     topology : str, os.PathLike, mdtraj.Topology or openmm.app.Topology, optional
+        The atoms of coordinate files without a topology; for files of angles, names their residues.
     torsions : sequence of Torsion
         Torsions to measure besides phi/psi (coordinate files only).
 
@@ -500,7 +501,9 @@ def load_angles(path, topology=None, torsions=()):
                 raise DataFileError(f"{path} holds phi/psi angles, not coordinates: it has no other torsions to "
                                     f"measure ({', '.join(t.name for t in torsions)})")
             angles = frames.reshape(-1, 1 if frames.ndim < 4 else frames.shape[2], 2)
-            labels = ["phi/psi"] if frames.ndim < 4 else [f"pair {i + 1}" for i in range(angles.shape[1])]
+            named = [] if topology is None else [pair.label for pair in backbone_torsion_pairs(topology)]
+            labels = named if len(named) == angles.shape[1] else (
+                ["phi/psi"] if frames.ndim < 4 else [f"pair {i + 1}" for i in range(angles.shape[1])])
         else:
             pairs = backbone_torsion_pairs(frames.topology)
             if not pairs and not torsions:

@@ -137,7 +137,7 @@ def machine_info():
     """
     import torch
 
-    from . import __version__
+    from ._version import __version__
     from ._runtime import openmm as mm
     from .platforms import available_platforms
 
@@ -1197,13 +1197,14 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         raise ValueError(f"js_bar must be in (0, ln 2), got {js_bar}")
     baseline = arms[0]
     system = baseline.molecular_system
-    if reference is None and not os.environ.get(REFERENCE_ENV) and system.setup not in SETUPS:
-        reference = False  # the user's own molecule: no reference exists, the arms are compared with each other
-    if reference is False:
+    own_molecule = reference is None and not os.environ.get(REFERENCE_ENV) and system.setup not in SETUPS
+    if reference is False or own_molecule:
         if js_bar is not None:
             raise ValueError("js_bar needs a reference")
         reference_path, runs, files = None, None, []
-        logger.warning("no reference: the report has speeds, acceptance and temperatures, no JS and no time to a bar")
+        logger.warning("%s: the arms are compared with each other (populations, effective samples per second with "
+                       "intervals), no JS and no time to a bar", "no reference exists for your own molecule (pass "
+                       "--reference to give one)" if own_molecule else "no reference")
     else:
         reference_path = default_reference_path(system) if reference is None else reference
         runs, files = load_reference_runs(reference_path)
@@ -1459,7 +1460,8 @@ def format_summary(report):
     lines = [
         f"machine: {m['cpu_model']} ({m['cpu_cores']} cores){', GPU ' + ', '.join(m['gpus']) if m['gpus'] else ', no GPU'}; "
         f"OpenMM {m['versions']['openmm']}, torch {m['versions']['torch']}",
-        f"setup {report['setup']}, {report['walkers']} walkers per arm; JS bar: "
+        f"{'setup ' + report['setup'] if report['setup'] else 'your System (' + report['potential'] + ')'}, "
+        f"{report['walkers']} walkers per arm; JS bar: "
         + ("none (no reference)" if bar["value"] is None else f"{bar['value']:.4f} ({bar['description']})"),
     ]
     for name, arm in report["arms"].items():

@@ -356,6 +356,7 @@ def test_a_mirror_image_flips_every_torsion_and_its_basins(rng, tmp_path):
         load_angles(tmp_path / "walkers.npy", torsions=[torsion])
     pooled = load_angles(tmp_path / "walkers.npy")
     assert pooled.labels == ["pair 1", "pair 2", "pair 3"] and pooled.phi_psi.shape == (80, 3, 2)
+    assert load_angles(tmp_path / "walkers.npy", topology=TETRAPEPTIDE).labels == ["ALA2", "ALA3", "ALA4"]
     np.save(tmp_path / "one.npy", np.stack([a.phi_psi[:, 1], mirror.phi_psi[:, 1]]))
     assert load_phi_psi(tmp_path / "one.npy").shape == (80, 2)
 
