@@ -1130,7 +1130,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         step).  All simulate the same molecule, potential and temperature.
     out : str or os.PathLike
         Output directory: ``report.json``, ``ramachandran.png``, ``convergence.png`` (with a reference) and
-        ``<arm>_phipsi.npy`` per arm (shape (n_walkers, n_samples, 2), degrees).
+        ``<arm>_phipsi.npy`` per arm (shape (n_walkers, n_samples, 2), degrees; (n_walkers, n_samples, n_residues, 2)
+        for several residues), with ``<arm>_weights.npy`` (n_walkers, n_samples) for a reweighted (metad) arm.
     n_walkers : int
     wall_seconds : float
         Wall-clock budget of each arm, seconds.
@@ -1279,6 +1280,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         n_residues = phi_psis[arm.name].shape[2]
         np.save(os.path.join(out, f"{arm.name}_phipsi.npy"),
                 phi_psis[arm.name][:, :, 0] if n_residues == 1 else phi_psis[arm.name])
+        if weights[arm.name] is not None:  # the phi/psi of a reweighted arm are its biased samples
+            np.save(os.path.join(out, f"{arm.name}_weights.npy"), weights[arm.name])
 
     bar = _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps)
     populations = reference_populations(system)

@@ -618,6 +618,8 @@ def test_a_tetrapeptide_benchmark_has_no_reference_and_reports_every_residue_and
         assert omega["populations"]["t"]["population"] > 0.95 and set(omega["efficiency"]) == {"g+", "t", "g-"}
     assert report["arms"]["metad"]["metadynamics"]["residue"] == "ALA2"
     assert np.load(out / "plain_phipsi.npy").shape[2:] == (3, 2)
+    assert np.load(out / "metad_weights.npy").shape == np.load(out / "metad_phipsi.npy").shape[:2]
+    assert not (out / "plain_weights.npy").exists()
     assert (out / "ramachandran.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = format_summary(report)
     assert "ALA4" in summary and "omega" in summary
