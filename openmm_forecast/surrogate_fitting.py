@@ -339,46 +339,170 @@ def constraint_projectors(positions, constraints, masses):
     return eye - np.swapaxes(g, 1, 2) @ np.linalg.solve(gram, g_minv)
 
 
-def surrogate_loss(energy_model, positions, target_energies, target_forces, projectors, kT, sigma_nm,
-                   prior_weight, create_graph=True):
-    """The fitting loss (see the module docstring) and its parts.
+FAMILIES = {
+    "amber": {"bond_powers": (1, 2), "angle_powers": (1, 2), "periodicities": (1, 2, 3, 4)},
+    "anharmonic": {"bond_powers": (1, 2, 3, 4), "angle_powers": (1, 2, 3, 4), "periodicities": (1, 2, 3, 4, 5, 6)},
+}
+"""Surrogate families: powers of ``r - r0`` per bond and of ``theta - theta0`` per angle (``r0``, ``theta0`` the
+starting System's), and the torsion periodicities (cosine and sine terms on every torsion quadruple).  ``amber``
+is written as amber's own forces (harmonic bonds and angles, periodic torsions); ``anharmonic`` (quartic bonds
+and angles) as a ``CustomBondForce`` and a ``CustomAngleForce``."""
 
-    Parameters
-    ----------
-    energy_model : AmberSurrogateEnergy
-    positions : torch.Tensor
-        (B, N, 3) nm.
-    target_energies : torch.Tensor
-        (B,) kJ/mol.
-    target_forces : torch.Tensor
-        (B, N, 3) kJ/mol/nm.
-    projectors : torch.Tensor
-        (B, 3N, 3N), from :func:`constraint_projectors`.
-    kT : float
-        kJ/mol.
-    sigma_nm : float
-        Displacement scale of the force term, nm.
-    prior_weight : float
+RIDGE_GRID = tuple(10.0 ** np.arange(-9, 1))
+"""Ridge strengths tried (relative to the diagonal of the normal matrix); the held-out loss picks one."""
+
+
+class _LinearTerms:
+    """The surrogate energy as ``U_fixed(x) + features(x) @ theta``, with the features' gradients.
+
+    Every term but the charges is linear in its coefficients (``theta``); the charges enter the Coulomb energy
+    quadratically and are fitted by Gauss-Newton rounds: at charges ``q`` the energy is linear in ``dq``
+    (features ``dU/dq_k``), its quadratic remainder is what the next round's linearisation picks up.
+    """
+
+    def __init__(self, base_system, family):
+        spec = FAMILIES[family]
+        self.family = family
+        self.amber = AmberSurrogateEnergy(base_system, extra_periodicities=())  # reads and checks the base System
+        a = self.amber
+        self.n_atoms = a.n_particles
+        self.bond_powers = spec["bond_powers"]
+        self.angle_powers = spec["angle_powers"]
+        quads = list(dict.fromkeys(tuple(t) for t in a.torsion_atoms.tolist()))
+        base_n = {int(n) for n in a.torsion_n.tolist()}
+        self.periodicities = tuple(sorted(set(spec["periodicities"]) | base_n))
+        self.quads = torch.tensor(quads, dtype=torch.long).reshape(-1, 4)
+        n_bond, n_angle, n_quad = len(a.bond_atoms), len(a.angle_atoms), len(quads)
+        self.blocks = {"bond": (0, n_bond * len(self.bond_powers))}
+        offset = self.blocks["bond"][1]
+        self.blocks["angle"] = (offset, offset + n_angle * len(self.angle_powers))
+        offset = self.blocks["angle"][1]
+        self.blocks["torsion"] = (offset, offset + 2 * n_quad * len(self.periodicities))
+        offset = self.blocks["torsion"][1]
+        self.blocks["charge"] = (offset, offset + self.n_atoms)
+        self.n_parameters = offset + self.n_atoms
+        # The starting System's coefficients (its charges: 0, an offset from the charges of the round).
+        theta = np.zeros(self.n_parameters)
+        bonds = np.zeros((n_bond, len(self.bond_powers)))
+        bonds[:, self.bond_powers.index(2)] = 0.5 * a.bond_k.numpy()
+        angles = np.zeros((n_angle, len(self.angle_powers)))
+        angles[:, self.angle_powers.index(2)] = 0.5 * a.angle_k.numpy()
+        torsions = np.zeros((n_quad, len(self.periodicities), 2))
+        index = {q: i for i, q in enumerate(quads)}
+        for quad, n, phase, k in zip(a.torsion_atoms.tolist(), a.torsion_n.tolist(), a.torsion_phase.tolist(),
+                                     a.torsion_k0.tolist()):
+            p = self.periodicities.index(int(n))
+            torsions[index[tuple(quad)], p] += (k * np.cos(phase), k * np.sin(phase))
+        theta[slice(*self.blocks["bond"])] = bonds.ravel()
+        theta[slice(*self.blocks["angle"])] = angles.ravel()
+        theta[slice(*self.blocks["torsion"])] = torsions.ravel()
+        self.theta0 = theta
+        # Coulomb scale of every atom pair: 1, an exception's scale, or 0 (excluded); fixed charge products apart.
+        scale = np.zeros((self.n_atoms, self.n_atoms))
+        pairs = a.pair_atoms.numpy()
+        scale[pairs[:, 0], pairs[:, 1]] = 1.0
+        ex = a.exception_atoms.numpy()
+        scale[ex[:, 0], ex[:, 1]] = a.exception_scale.numpy()
+        self.coulomb_scale = torch.as_tensor(scale + scale.T)
+
+    @staticmethod
+    def _powers(values, gradient, powers):
+        """Features ``values**n`` (B, T, K) and their gradients (B, T, K, atoms, 3) from ``d values / dx``."""
+        features = torch.stack([values ** n for n in powers], -1)
+        slopes = torch.stack([n * values ** (n - 1) for n in powers], -1)
+        return features, slopes[..., None, None] * gradient[..., None, :, :]
+
+    @staticmethod
+    def _local(function, positions, atoms):
+        """``function`` of each term's own atoms (B, T) and its gradient (B, T, atoms, 3)."""
+        local = positions[:, atoms].detach().requires_grad_(True)  # (B, T, atoms, 3)
+        values = function(local)
+        (gradient,) = torch.autograd.grad(values.sum(), local)
+        return values.detach(), gradient
+
+    def evaluate(self, positions, charges):
+        """Fixed energy (B,), fixed forces (B, N, 3), features (B, P) and their gradients (B, N, 3, P).
+
+        Parameters
+        ----------
+        positions : torch.Tensor
+            (B, N, 3) nm.
+        charges : torch.Tensor
+            (N,) e: the charges of the round (the fixed part's Coulomb energy; the features are ``dU/dq``).
+        """
+        a = self.amber
+        n_frames = len(positions)
+        features = torch.zeros(n_frames, self.n_parameters, dtype=torch.float64)
+        jacobian = torch.zeros(n_frames, self.n_atoms, self.n_parameters, 3, dtype=torch.float64)
+
+        def scatter(block, values, gradient, atoms):
+            # values (B, T, K), gradient (B, T, K, atoms, 3): term t's feature k is column start + t K + k
+            start, stop = self.blocks[block]
+            features[:, start:stop] = values.reshape(n_frames, -1)
+            n_terms, n_k = values.shape[1:]
+            columns = start + torch.arange(n_terms * n_k).reshape(n_terms, n_k)
+            for slot in range(atoms.shape[1]):
+                rows = atoms[:, slot][:, None].expand(n_terms, n_k).reshape(-1)
+                g = gradient[:, :, :, slot, :].reshape(n_frames, -1, 3)  # (B, T K, 3)
+                jacobian.index_put_((torch.arange(n_frames)[:, None], rows[None, :], columns.reshape(-1)[None, :]),
+                                    g, accumulate=True)
+
+        r, dr = self._local(lambda x: torch.linalg.vector_norm(x[..., 0, :] - x[..., 1, :], dim=-1), positions,
+                            a.bond_atoms)
+        scatter("bond", *self._powers(r - a.bond_r0, dr, self.bond_powers), a.bond_atoms)
+        t, dt = self._local(lambda x: bond_angles(x, torch.tensor([[0, 1, 2]]))[..., 0], positions, a.angle_atoms)
+        scatter("angle", *self._powers(t - a.angle_theta0, dt, self.angle_powers), a.angle_atoms)
+        phi, dphi = self._local(lambda x: dihedral_angles(x, torch.tensor([[0, 1, 2, 3]]))[..., 0], positions,
+                                self.quads)
+        n = torch.tensor(self.periodicities, dtype=torch.float64)
+        angle = phi[..., None] * n  # (B, Q, K)
+        values = torch.stack([torch.cos(angle), torch.sin(angle)], -1).reshape(n_frames, len(self.quads), -1)
+        slopes = torch.stack([-n * torch.sin(angle), n * torch.cos(angle)], -1).reshape(n_frames, len(self.quads), -1)
+        scatter("torsion", values, slopes[..., None, None] * dphi[:, :, None], self.quads)
+
+        # Charges: dU/dq_k = C sum_j s_kj q_j / r_kj; its gradient in x_m is C s_km q_m (x_k - x_m) / r_km^3 for m != k.
+        difference = positions[:, :, None, :] - positions[:, None, :, :]  # (B, k, j, 3): x_k - x_j
+        distance = torch.linalg.vector_norm(difference, dim=-1) + torch.eye(self.n_atoms, dtype=torch.float64)
+        start, stop = self.blocks["charge"]
+        features[:, start:stop] = ONE_4PI_EPS0 * (self.coulomb_scale / distance) @ charges
+        weight = ONE_4PI_EPS0 * self.coulomb_scale * charges / distance ** 3  # (B, k, j)
+        off_diagonal = weight[..., None] * difference  # d g_k / d x_m for m != k, (B, k, m, 3)
+        gradient = off_diagonal - torch.diag_embed(off_diagonal.sum(2).transpose(1, 2)).permute(0, 2, 3, 1)
+        jacobian[:, :, start:stop] = gradient.transpose(1, 2)
+        # Fixed part: Lennard-Jones, Coulomb at the round's charges, the fixed charge products of exceptions.
+        x = positions.detach().requires_grad_(True)
+        q = charges
+        qq_pairs = q[a.pair_atoms[:, 0]] * q[a.pair_atoms[:, 1]]
+        ex = a.exception_atoms
+        qq_ex = a.exception_scale * q[ex[:, 0]] * q[ex[:, 1]] + a.exception_fixed_qq
+        energy = a._pairs(x, a.pair_atoms, qq_pairs, a.pair_sigma, a.pair_epsilon) + a._pairs(
+            x, ex, qq_ex, a.exception_sigma, a.exception_epsilon)
+        (gradient,) = torch.autograd.grad(energy.sum(), x)
+        # the charge-centred parametrisation keeps the total charge: dq -> dq - mean(dq)
+        jacobian[:, :, start:stop] -= jacobian[:, :, start:stop].mean(2, keepdim=True)
+        features[:, start:stop] -= features[:, start:stop].mean(-1, keepdim=True)
+        return energy.detach(), -gradient, features, jacobian.transpose(2, 3)
+
+
+def _projected_design(terms, positions, energies, forces, charges, projectors):
+    """One chunk's energy design (features, targets) and projected force design, as float64 numpy arrays.
 
     Returns
     -------
-    loss : torch.Tensor
-        Scalar.
-    parts : dict
-        ``energy_std`` (kJ/mol: std of D over the batch), ``force_rmse`` (kJ/mol/nm, projected, per
-        component), as floats.
+    energy_x : (B, P)
+    energy_y : (B,) kJ/mol, ``U_target - U_fixed``
+    force_x : (B 3N, P) kJ/mol/nm per unit coefficient, the projected model forces
+    force_y : (B 3N,) kJ/mol/nm, the projected ``F_target - F_fixed``
     """
-    energy, forces = energy_model.energies_and_forces(positions, create_graph=create_graph)
-    difference = target_energies - energy
-    energy_term = difference.var(unbiased=False) / kT ** 2
-    force_error = torch.einsum("bij,bj->bi", projectors, (target_forces - forces).reshape(len(positions), -1))
-    force_term = (force_error ** 2).sum(-1).mean() * sigma_nm ** 2 / kT ** 2
-    loss = energy_term + force_term + prior_weight * energy_model.prior()
-    parts = {
-        "energy_std": float(difference.detach().std(unbiased=False)),
-        "force_rmse": float(torch.sqrt((force_error.detach() ** 2).mean())),
-    }
-    return loss, parts
+    fixed_energy, fixed_forces, features, jacobian = terms.evaluate(torch.as_tensor(positions), charges)
+    n_frames = len(positions)
+    model_forces = -jacobian.numpy().reshape(n_frames, -1, terms.n_parameters)  # (B, 3N, P)
+    residual = (forces - fixed_forces.numpy()).reshape(n_frames, -1)
+    force_x = np.einsum("bij,bjp->bip", projectors, model_forces).reshape(-1, terms.n_parameters)
+    force_y = np.einsum("bij,bj->bi", projectors, residual).reshape(-1)
+    return features.numpy(), energies - fixed_energy.numpy(), force_x, force_y
+
+
 
 
 def long_jump_acceptance(differences_kJ, kT, n_pairs=20000, seed=0):
@@ -408,10 +532,66 @@ def long_jump_acceptance(differences_kJ, kT, n_pairs=20000, seed=0):
     return float(np.mean(np.exp(np.minimum(0.0, -(d[j] - d[i]) / kT))))
 
 
-def fit_surrogate(target, positions, energies, forces, base_system, *, iterations=1500, learning_rate=0.02,
-                  sigma_nm=0.01, prior_weight=1e-3, validation_fraction=0.2, extra_periodicities=EXTRA_PERIODICITIES,
-                  max_excess_kT=100.0, progress=False):
-    """Fit an amber-form surrogate System to a target's energies and forces (see the module docstring).
+class _Moments:
+    """Running sums of one frame set's least-squares problem (energy and projected-force rows).
+
+    The per-frame loss at coefficients ``theta`` is ``theta A theta - 2 b theta + c`` (:meth:`quadratic`), with
+    ``Var(D)`` taken about the set's own mean (an offset of ``D`` costs nothing in a Metropolis test).
+    """
+
+    def __init__(self, n_parameters):
+        self.n = 0
+        self.force_rows = 0
+        self.sum_x = np.zeros(n_parameters)
+        self.sum_y = 0.0
+        self.energy_xx = np.zeros((n_parameters, n_parameters))
+        self.energy_xy = np.zeros(n_parameters)
+        self.energy_yy = 0.0
+        self.force_xx = np.zeros((n_parameters, n_parameters))
+        self.force_xy = np.zeros(n_parameters)
+        self.force_yy = 0.0
+
+    def add(self, energy_x, energy_y, force_x, force_y):
+        """Add a chunk: ``energy_x`` (B, P), ``energy_y`` (B,), ``force_x`` (B 3N, P), ``force_y`` (B 3N,)."""
+        self.n += len(energy_y)
+        self.force_rows += len(force_y)
+        self.sum_x += energy_x.sum(0)
+        self.sum_y += float(energy_y.sum())
+        self.energy_xx += energy_x.T @ energy_x
+        self.energy_xy += energy_x.T @ energy_y
+        self.energy_yy += float(energy_y @ energy_y)
+        self.force_xx += force_x.T @ force_x
+        self.force_xy += force_x.T @ force_y
+        self.force_yy += float(force_y @ force_y)
+
+    def quadratic(self, kT, sigma_nm):
+        """``(A (P, P), b (P,), c)`` of the per-frame loss ``Var(D) / kT^2 + sigma^2 |P dF|^2 / kT^2``."""
+        n, mx, my = self.n, self.sum_x / self.n, self.sum_y / self.n
+        w = sigma_nm ** 2
+        a = (self.energy_xx / n - np.outer(mx, mx) + w * self.force_xx / n) / kT ** 2
+        b = (self.energy_xy / n - mx * my + w * self.force_xy / n) / kT ** 2
+        c = (self.energy_yy / n - my * my + w * self.force_yy / n) / kT ** 2
+        return a, b, c
+
+    def parts(self, theta):
+        """``energy_std`` (kJ/mol: std of ``D``) and ``force_rmse`` (kJ/mol/nm, projected, per component)."""
+        n, mx, my = self.n, self.sum_x / self.n, self.sum_y / self.n
+        variance = (self.energy_yy - 2 * theta @ self.energy_xy + theta @ self.energy_xx @ theta) / n \
+            - (my - theta @ mx) ** 2
+        squared = self.force_yy - 2 * theta @ self.force_xy + theta @ self.force_xx @ theta
+        return {"energy_std": float(np.sqrt(max(variance, 0.0))),
+                "force_rmse": float(np.sqrt(max(squared, 0.0) / self.force_rows))}
+
+
+def fit_surrogate(target, positions, energies, forces, base_system, *, family="amber", iterations=10,
+                  sigma_nm=0.01, validation_fraction=0.2, max_excess_kT=100.0, chunk_frames=64,
+                  predict_jumps_fs=(), predict_frames=200, seed=0, platform="Reference", progress=False):
+    """Fit a surrogate System to a target's energies and forces (see the module docstring).
+
+    The surrogate's energy is linear in its coefficients except for the charges, so each round is a
+    weighted ridge least-squares solve (closed form, no learning rate): the ridge strength is the one of
+    :data:`RIDGE_GRID` with the least held-out loss; the charges are linearised about the last round's
+    (Gauss-Newton), and rounds stop when the held-out loss falls by less than 1 %.
 
     Parameters
     ----------
@@ -425,46 +605,62 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, iteration
         (n, N, 3) kJ/mol/nm, the target's forces there.
     base_system : openmm.System
         The amber-form starting point, with the target's particles, masses and constraints (e.g.
-        ``build_system('amber14-vacuum', constraints=target.constraints).system``).
+        ``build_system('amber14-vacuum', constraints=target.constraints).system``): its topology of terms,
+        Lennard-Jones parameters and reference lengths and angles; the ridge pulls toward its parameters.
+    family : str
+        A key of :data:`FAMILIES`.
     iterations : int
-        Full-batch Adam steps.
-    learning_rate : float
-        Adam's, in the scaled parameter units; cosine decay to 2 % of it.
+        Most Gauss-Newton rounds.
     sigma_nm : float
         Displacement scale of the force term, nm.
-    prior_weight : float
-        Weight of the squared parameter offsets.
     validation_fraction : float
-        The last fraction of the frames (in their order) is held out and reported.
-    extra_periodicities : sequence of int
-        Periodicities of the added torsion terms.
+        The last fraction of the frames (in their order) is held out: it picks the ridge strength, stops the
+        rounds, and is what the report's ``after.validation`` and ``predicted_acceptance`` describe.
     max_excess_kT : float
         Frames whose target energy is further than this many kT from the median are left out (with a
         warning), and frames whose energy under the starting System is ten times further (an absurd
         geometry): at 300 K, 100 kT is about 20 standard deviations of a 22-atom molecule's thermal energy, so
         only frames of a trajectory that fell into a hole of the potential or blew up (seen with an ML
         potential) go.  Non-finite frames are left out too.
+    chunk_frames : int
+        Frames evaluated at once (memory: about ``chunk_frames * 3N * P * 8`` bytes).
+    predict_jumps_fs : sequence of float
+        Jump lengths (fs, whole multiples of the 2 fs surrogate step) at which to predict the acceptance by
+        :func:`predict_acceptance` from held-out frames (one target energy per frame and length).
+    predict_frames : int
+        Most held-out frames used per jump length.
+    seed : int
+        Seed of the prediction's velocities.
+    platform : str
+        Platform of the target's Context in the prediction.
     progress : bool
-        Show a progress bar.
+        Show a progress bar (rounds and chunks).
 
     Returns
     -------
     system : openmm.System
         The fitted surrogate.
     report : dict
-        Settings, and before/after ``energy_std`` (kJ/mol), ``force_rmse`` (kJ/mol/nm, projected) and
-        ``long_jump_acceptance`` on the training and validation frames; the loss history.
+        Settings; before/after ``energy_std`` (kJ/mol), ``force_rmse`` (kJ/mol/nm, projected) and
+        ``long_jump_acceptance`` on the training and validation frames; ``history`` (per round: ridge
+        strength, losses); ``predicted_acceptance`` (per jump length, see :func:`predict_acceptance`);
+        ``fit_seconds``.
 
     Raises
     ------
     ValueError
         Shapes that do not match the target, non-finite labels, or too few frames to split.
     """
+    import time
+
     from tqdm.auto import tqdm
 
     from .forecasters.surrogate import check_same_particles_and_constraints
     from .systems import particle_masses
 
+    started = time.process_time()
+    if family not in FAMILIES:
+        raise ValueError(f"unknown surrogate family {family!r}; choose one of {', '.join(FAMILIES)}")
     positions, energies, forces = (np.asarray(a, dtype=np.float64) for a in (positions, energies, forces))
     n_atoms = target.n_atoms
     if positions.ndim != 3 or positions.shape[1:] != (n_atoms, 3) or forces.shape != positions.shape \
@@ -477,10 +673,10 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, iteration
                        int((~finite).sum()), len(finite))
         positions, energies, forces = positions[finite], energies[finite], forces[finite]
     check_same_particles_and_constraints(base_system, target.system)
-    model = AmberSurrogateEnergy(base_system, extra_periodicities)
+    terms = _LinearTerms(base_system, family)
     kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
     with torch.no_grad():
-        base_energies = model(torch.as_tensor(positions)).numpy()
+        base_energies = terms.amber(torch.as_tensor(positions)).numpy()
     # The starting System's energy flags geometries the target finds fine but a force field finds absurd (atoms
     # on top of each other: seen in a hole of an ML potential); it differs from the target's by design, so its
     # bar is ten times looser.
@@ -492,47 +688,243 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, iteration
                        int(hot.sum()), len(hot), max_excess_kT)
         positions, energies, forces = positions[~hot], energies[~hot], forces[~hot]
     n_validation = int(round(validation_fraction * len(positions)))
-    if len(positions) - n_validation < 10 or (validation_fraction > 0 and n_validation < 2):
-        raise ValueError(f"{len(positions)} usable frames are too few to fit and validate a surrogate (need >= 12)")
+    if len(positions) - n_validation < 10 or n_validation < 2:
+        raise ValueError(f"{len(positions)} usable frames are too few to fit and validate a surrogate (need >= 12, "
+                         "and a validation_fraction that holds out at least 2)")
     constraints = [tuple(base_system.getConstraintParameters(c)[:2]) for c in range(base_system.getNumConstraints())]
-    projectors = constraint_projectors(positions, constraints, particle_masses(target.system))
+    masses = particle_masses(target.system)
     split = len(positions) - n_validation
-    tensors = [torch.as_tensor(a) for a in (positions, energies, forces, projectors)]
-    train = [t[:split] for t in tensors]
-    validation = [t[split:] for t in tensors]
+    sets = {"train": slice(0, split), "validation": slice(split, None)}
 
-    settings = dict(sigma_nm=sigma_nm, kT=kT, prior_weight=prior_weight)
+    def moments(charges, bar):
+        result = {}
+        for name, part in sets.items():
+            m = _Moments(terms.n_parameters)
+            for start in range(part.start or 0, part.stop or len(positions), chunk_frames):
+                chunk = slice(start, min(start + chunk_frames, part.stop or len(positions)))
+                m.add(*_projected_design(terms, positions[chunk], energies[chunk], forces[chunk], charges,
+                                         constraint_projectors(positions[chunk], constraints, masses)))
+                bar.update(chunk.stop - chunk.start)
+            result[name] = m
+        return result
 
-    def evaluate(data):
-        loss, parts = surrogate_loss(model, *data, create_graph=False, **settings)
-        with torch.no_grad():
-            energy = model(data[0])
-        parts["long_jump_acceptance"] = long_jump_acceptance((data[1] - energy).numpy(), kT)
-        parts["loss"] = float(loss.detach())
+    def summary(m, theta, energies_d):
+        parts = m.parts(theta)
+        parts["long_jump_acceptance"] = long_jump_acceptance(energies_d, kT)
         return parts
 
-    before = {"train": evaluate(train), "validation": evaluate(validation) if n_validation else None}
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations, eta_min=0.02 * learning_rate)
-    history = []
-    bar = tqdm(range(iterations), desc="fit surrogate", disable=not progress)
-    for step in bar:
-        optimizer.zero_grad()
-        loss, parts = surrogate_loss(model, *train, **settings)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if step % 25 == 0 or step == iterations - 1:
-            history.append({"iteration": step, "loss": float(loss.detach()), **parts})
-            bar.set_postfix(dU_std=f"{parts['energy_std']:.2f}", F_rmse=f"{parts['force_rmse']:.0f}")
-    after = {"train": evaluate(train), "validation": evaluate(validation) if n_validation else None}
+    charges = terms.amber.charge0.clone()
+    prior = terms.theta0.copy()
+    history, before, best = [], None, None
+    bar = tqdm(total=iterations * len(positions), desc="fit surrogate", unit="frame", disable=not progress)
+    for round_index in range(iterations):
+        m = moments(charges, bar)
+        a, b, c = m["train"].quadratic(kT, sigma_nm)
+        av, bv, cv = m["validation"].quadratic(kT, sigma_nm)
+        charge_block = slice(*terms.blocks["charge"])
+        prior[charge_block] = (terms.amber.charge0 - charges).numpy()  # the ridge pulls toward the base charges
+        zero = terms.theta0.copy()
+        zero[charge_block] = 0.0  # this round's charges as they are
+        if before is None:
+            before = {name: m[name].parts(terms.theta0) for name in sets}
+        scale = np.maximum(np.diag(a), 1e-12 * np.diag(a).max())
+        candidates = []
+        for ridge in RIDGE_GRID:
+            try:
+                theta = np.linalg.solve(a + ridge * np.diag(scale), b + ridge * scale * prior)
+            except np.linalg.LinAlgError:
+                continue
+            candidates.append((float(theta @ av @ theta - 2 * bv @ theta + cv), ridge, theta))
+        loss, ridge, theta = min(candidates, key=lambda item: item[0])
+        start_loss = float(zero @ av @ zero - 2 * bv @ zero + cv)
+        history.append({"round": round_index, "ridge": ridge, "validation_loss_before": start_loss,
+                        "validation_loss": loss, "train_loss": float(theta @ a @ theta - 2 * b @ theta + c),
+                        **{f"validation_{k}": v for k, v in m["validation"].parts(theta).items()}})
+        bar.set_postfix(dU_std=f"{history[-1]['validation_energy_std']:.2f}")
+        if best is not None and loss > best[0]:
+            break  # linearised charges got worse on held-out frames: keep the last round's
+        best = (loss, theta, charges.clone(), m)
+        dq = theta[charge_block]
+        charges = charges + torch.as_tensor(dq - dq.mean())
+        if start_loss - loss < 0.01 * start_loss:
+            break
+    bar.close()
+    loss, theta, charges_used, m = best
+    dq = theta[charge_block]
+    fitted_charges = (charges_used + torch.as_tensor(dq - dq.mean())).numpy()
+    system = _write_system(terms, theta, fitted_charges, base_system)
+    # Report: the written System's own numbers (the least-squares model's leave out the charges' second order).
+    from .potential_training import label_configurations
+
+    surrogate_energies, surrogate_forces = label_configurations(system, positions)
+    after = {}
+    for name, part in sets.items():
+        difference = energies[part] - surrogate_energies[part]
+        residual = (forces[part] - surrogate_forces[part]).reshape(len(difference), -1)
+        projected = np.einsum("bij,bj->bi", constraint_projectors(positions[part], constraints, masses), residual)
+        after[name] = {"energy_std": float(np.std(difference)), "force_rmse": float(np.sqrt(np.mean(projected ** 2))),
+                       "long_jump_acceptance": long_jump_acceptance(difference, kT)}
+        before[name]["long_jump_acceptance"] = long_jump_acceptance(energies[part] - base_energies[~hot][part], kT)
     report = {
-        "n_frames": int(len(positions)), "n_left_out": int((~finite).sum() + hot.sum()), "n_train": int(split), "n_validation": int(n_validation),
-        "iterations": int(iterations), "learning_rate": learning_rate, "sigma_nm": sigma_nm,
-        "prior_weight": prior_weight, "extra_periodicities": list(model.extra_periodicities), "kT_kJ_per_mol": kT,
-        "before": before, "after": after, "history": history,
+        "family": family, "n_frames": int(len(positions)), "n_left_out": int((~finite).sum() + hot.sum()),
+        "n_train": int(split), "n_validation": int(n_validation), "iterations": int(iterations),
+        "rounds": len(history), "sigma_nm": sigma_nm, "n_parameters": int(terms.n_parameters),
+        "kT_kJ_per_mol": kT, "before": before, "after": after, "history": history,
+        "fit_seconds": time.process_time() - started,
     }
-    return model.to_system(base_system), report
+    if predict_jumps_fs:
+        held_out = np.arange(split, len(positions))
+        chosen = np.random.default_rng(seed).choice(held_out, min(predict_frames, len(held_out)), replace=False)
+        report["predicted_acceptance"] = {
+            f"{jump:g}": predict_acceptance(target, system, positions[chosen], energies[chosen], jump, seed=seed,
+                                              platform=platform)
+            for jump in predict_jumps_fs}
+    return system, report
+
+
+def _write_system(terms, theta, charges, base_system):
+    """The fitted surrogate as an OpenMM System: ``base_system``'s particles, constraints and Lennard-Jones,
+    the fitted bonded terms and torsions, the fitted charges (exceptions scaled with them).
+
+    Raises
+    ------
+    ValueError
+        A fitted harmonic force constant that is not positive (``amber`` family), which no System can hold.
+    """
+    a = terms.amber
+    fitted = copy.deepcopy(base_system)
+    for index in reversed(range(fitted.getNumForces())):
+        if isinstance(fitted.getForce(index), (mm.HarmonicBondForce, mm.HarmonicAngleForce, mm.PeriodicTorsionForce)):
+            fitted.removeForce(index)
+    for kind, atoms, reference, powers in (("bond", a.bond_atoms, a.bond_r0, terms.bond_powers),
+                                           ("angle", a.angle_atoms, a.angle_theta0, terms.angle_powers)):
+        coefficients = theta[slice(*terms.blocks[kind])].reshape(len(atoms), len(powers))
+        atoms, reference = atoms.tolist(), reference.numpy()
+        if tuple(powers) == (1, 2):
+            c1, c2 = coefficients[:, 0], coefficients[:, 1]
+            if (c2 <= 0).any():
+                raise ValueError(f"the fit gave {int((c2 <= 0).sum())} {kind}(s) a force constant <= 0: fit with more "
+                                 "frames, or from frames that sample those terms")
+            force = mm.HarmonicBondForce() if kind == "bond" else mm.HarmonicAngleForce()
+            add = force.addBond if kind == "bond" else force.addAngle
+            for quad, r0, linear, quadratic in zip(atoms, reference, c1, c2):
+                add(*quad, float(r0 - linear / (2 * quadratic)), float(2 * quadratic))
+        else:
+            variable = "r" if kind == "bond" else "theta"
+            expression = " + ".join(f"c{n}*d^{n}" for n in powers) + f"; d = {variable} - x0"
+            force = mm.CustomBondForce(expression) if kind == "bond" else mm.CustomAngleForce(expression)
+            force.addPerBondParameter("x0") if kind == "bond" else force.addPerAngleParameter("x0")
+            for n in powers:
+                force.addPerBondParameter(f"c{n}") if kind == "bond" else force.addPerAngleParameter(f"c{n}")
+            add = force.addBond if kind == "bond" else force.addAngle
+            for quad, x0, row in zip(atoms, reference, coefficients):
+                add(*quad, [float(x0), *map(float, row)])
+            if max(powers) % 2 == 0 and (coefficients[:, -1] <= 0).any():
+                logger.warning("%d %ss have a leading coefficient <= 0: unbounded below far from the fitted range",
+                               int((coefficients[:, -1] <= 0).sum()), kind)
+        fitted.addForce(force)
+    torsions = mm.PeriodicTorsionForce()
+    pairs = theta[slice(*terms.blocks["torsion"])].reshape(len(terms.quads), len(terms.periodicities), 2)
+    for quad, row in zip(terms.quads.tolist(), pairs):
+        for n, (cosine, sine) in zip(terms.periodicities, row):
+            amplitude = float(np.hypot(cosine, sine))
+            if amplitude > 1e-9:  # a cos(n phi) + b sin(n phi) = k (1 + cos(n phi - phase)) - k
+                torsions.addTorsion(*quad, n, float(np.arctan2(sine, cosine)), amplitude)
+    fitted.addForce(torsions)
+    nonbonded = next(f for f in fitted.getForces() if isinstance(f, mm.NonbondedForce))
+    for index in range(nonbonded.getNumParticles()):
+        _, sigma, epsilon = nonbonded.getParticleParameters(index)
+        nonbonded.setParticleParameters(index, float(charges[index]), sigma, epsilon)
+    scale, fixed = a.exception_scale.numpy(), a.exception_fixed_qq.numpy()
+    for index in range(nonbonded.getNumExceptions()):
+        i, j, _, sigma, epsilon = nonbonded.getExceptionParameters(index)
+        nonbonded.setExceptionParameters(index, i, j, float(scale[index] * charges[i] * charges[j] + fixed[index]),
+                                         sigma, epsilon)
+    return fitted
+
+
+def predict_acceptance(target, surrogate_system, positions, energies, jump_fs, timestep_fs=2.0, seed=0,
+                       platform="Reference"):
+    """The acceptance of the exact ghmc / metropolis jump, run from given thermal states of the target.
+
+    At stationarity the chain's state ``(x, v)`` is Boltzmann-distributed under the target (a momentum refresh,
+    full or partial, keeps it so), and its acceptance is the average of ``min(1, exp(-dH / kT))`` over that
+    distribution.  This draws it: from each frame (a thermal state of the target: held-out frames of its own
+    MD), Maxwell-Boltzmann velocities (constrained; centre-of-mass velocity removed when the target has a
+    ``CMMotionRemover``), the surrogate's velocity Verlet jump (:class:`~.forecasters.surrogate.SurrogateForecaster`,
+    what the accelerator runs), and one target energy at its end.
+
+    Parameters
+    ----------
+    target : MolecularSystem
+    surrogate_system : openmm.System
+    positions : numpy.ndarray
+        (n, N, 3) nm, thermal states of the target.
+    energies : numpy.ndarray
+        (n,) kJ/mol, the target's potential energies there.
+    jump_fs : float
+        Jump length, fs (a whole multiple of ``timestep_fs``).
+    timestep_fs : float
+        The surrogate's time step, fs.
+    seed : int
+    platform : str
+        Platform of the target's Context.
+
+    Returns
+    -------
+    dict
+        ``acceptance`` (mean of ``min(1, exp(-dH / kT))``), ``stderr`` (its standard error, frames taken as
+        independent), ``n_frames``, ``dH_std_kJ`` and ``dH_mean_kJ`` (kJ/mol, finite jumps), ``surrogate_dH_std_kJ``
+        (the surrogate's own integration error in its ``H``), ``jump_fs``.  A jump that fails (non-finite)
+        counts as rejected.
+    """
+    from .forecasters.surrogate import SurrogateForecaster
+    from .platforms import get_platform
+    from .systems import particle_masses, removes_com_motion, without_com_velocity
+
+    positions = np.asarray(positions, dtype=np.float64)
+    energies = np.asarray(energies, dtype=np.float64)
+    kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
+    masses = particle_masses(target.system)
+    forecaster = SurrogateForecaster(target, jump_fs / 1000.0, surrogate=surrogate_system,
+                                     timestep=timestep_fs * unit.femtosecond)
+    context = mm.Context(target.system, mm.VerletIntegrator(0.001), get_platform(platform))
+    surrogate = mm.Context(surrogate_system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    rng = np.random.default_rng(seed)
+    speed = np.sqrt(kT / np.where(masses > 0, masses, np.inf))[:, None]
+    com = removes_com_motion(target.system)
+
+    def potential(ctx, x):
+        ctx.setPositions(x)
+        return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    dh, dh_surrogate = [], []
+    for x, u in zip(positions, energies):
+        v = speed * rng.standard_normal(x.shape)
+        if com:
+            v = without_com_velocity(v, masses)
+        context.setPositions(x)
+        context.setVelocities(v)
+        context.applyVelocityConstraints(1e-8)
+        v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        kinetic = 0.5 * float((masses[:, None] * v * v).sum())
+        try:
+            x1, v1 = (a[0, 0] for a in forecaster.forecast(x[None], v[None]))
+            kinetic1 = 0.5 * float((masses[:, None] * v1 * v1).sum())
+            change = potential(context, x1) - u + kinetic1 - kinetic
+            own = potential(surrogate, x1) - potential(surrogate, x) + kinetic1 - kinetic
+        except mm.OpenMMException:
+            change = own = np.nan
+        dh.append(change)
+        dh_surrogate.append(own)
+    dh = np.array(dh)
+    ok = np.isfinite(dh)
+    accept = np.where(ok, np.exp(np.minimum(0.0, -np.where(ok, dh, 0.0) / kT)), 0.0)
+    return {"jump_fs": float(jump_fs), "acceptance": float(accept.mean()),
+            "stderr": float(accept.std(ddof=1) / np.sqrt(len(accept))) if len(accept) > 1 else float("nan"),
+            "n_frames": int(len(accept)), "dH_mean_kJ": float(np.mean(dh[ok])) if ok.any() else float("nan"),
+            "dH_std_kJ": float(np.std(dh[ok])) if ok.any() else float("nan"),
+            "surrogate_dH_std_kJ": float(np.nanstd(dh_surrogate)) if ok.any() else float("nan")}
 
 
 def sample_target(target, n_frames, n_chains=2, frame_interval_ps=0.05, equilibration_ps=5.0, seed=1,

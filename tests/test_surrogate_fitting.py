@@ -21,10 +21,14 @@ from openmm_forecast.cli import main
 from openmm_forecast.forecasters.surrogate import load_surrogate_system
 from openmm_forecast.potential_training import label_configurations
 from openmm_forecast.surrogate_fitting import (
+    FAMILIES,
     AmberSurrogateEnergy,
+    _LinearTerms,
+    _write_system,
     constraint_projectors,
     fit_surrogate,
     long_jump_acceptance,
+    predict_acceptance,
     sample_target,
 )
 
@@ -94,6 +98,47 @@ def test_long_jump_acceptance_of_gaussian_differences_has_its_closed_form():
     assert long_jump_acceptance(np.full(10, 7.0), kT) == 1.0
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_linear_terms_are_the_written_system_and_charges_linearise_to_second_order(vacuum_system, rng, family):
+    """The fit's model ``U_fixed + features @ theta`` is the System it writes: energies up to a constant (the
+    torsions' ``k (1 + cos)`` form), forces to round-off, for coefficients far from amber's; the charge features
+    are the first derivative in the charges (what a charge step leaves out is second order in it)."""
+    x = _positions(vacuum_system, rng, n=5)
+    terms = _LinearTerms(vacuum_system.system, family)
+    theta = terms.theta0.copy()
+    for block, size in (("bond", 0.1), ("angle", 0.1)):
+        part = slice(*terms.blocks[block])
+        theta[part] *= 1.0 + size * rng.normal(size=part.stop - part.start)
+        theta[part] += np.abs(rng.normal(0.0, 100.0, part.stop - part.start))  # all powers, leading ones > 0
+    part = slice(*terms.blocks["torsion"])
+    theta[part] += rng.normal(0.0, 1.0, part.stop - part.start)
+    charges = terms.amber.charge0 + torch.as_tensor(rng.normal(0.0, 0.05, 22))
+    fixed_energy, fixed_forces, features, jacobian = terms.evaluate(torch.as_tensor(x), charges)
+    energies = fixed_energy.numpy() + features.numpy() @ theta
+    forces = fixed_forces.numpy() - np.einsum("bnip,p->bni", jacobian.numpy(), theta)
+    written_energies, written_forces = label_configurations(_write_system(terms, theta, charges.numpy(),
+                                                                          vacuum_system.system), x)
+    difference = energies - written_energies
+    np.testing.assert_allclose(difference - difference.mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(forces, written_forces, atol=1e-4)
+    charge_block = slice(*terms.blocks["charge"])
+    direction = np.zeros(terms.n_parameters)
+    direction[charge_block] = rng.normal(0.0, 1e-3, 22)
+
+    def linearisation_errors(scale):
+        step = scale * direction
+        moved = terms.evaluate(torch.as_tensor(x),
+                               charges + torch.as_tensor(step[charge_block] - step[charge_block].mean()))
+        energy_error = (moved[0] - fixed_energy).numpy() - features.numpy() @ step
+        force_error = (moved[1] - fixed_forces).numpy() + np.einsum("bnip,p->bni", jacobian.numpy(), step)
+        return np.abs(energy_error).max(), np.abs(force_error).max()
+
+    # the Coulomb energy is quadratic in the charges: halving the step quarters what the linear model leaves out
+    (energy_full, force_full), (energy_half, force_half) = linearisation_errors(1.0), linearisation_errors(0.5)
+    assert energy_full / energy_half == pytest.approx(4.0, rel=0.01)
+    assert force_full / force_half == pytest.approx(4.0, rel=0.01)
+
+
 def _perturbed_target(vacuum_system):
     """amber14-vacuum with shifted bond lengths, softer angles, other torsion barriers and moved charges."""
     system = copy.deepcopy(vacuum_system.system)
@@ -121,8 +166,7 @@ def _perturbed_target(vacuum_system):
 def fitted(vacuum_system):
     target = _perturbed_target(vacuum_system)
     positions, energies, forces = sample_target(target, 240, n_chains=2, frame_interval_ps=0.02, equilibration_ps=1.0)
-    system, report = fit_surrogate(target, positions, energies, forces, vacuum_system.system, iterations=300,
-                                   learning_rate=0.05, validation_fraction=0.25)
+    system, report = fit_surrogate(target, positions, energies, forces, vacuum_system.system, validation_fraction=0.25)
     return target, system, report
 
 
@@ -133,7 +177,7 @@ def test_fit_to_a_perturbed_amber_recovers_what_the_guard_needs(fitted):
     assert after["energy_std"] < 0.25 * before["energy_std"], (before, after)
     assert after["force_rmse"] < 0.25 * before["force_rmse"], (before, after)
     assert after["long_jump_acceptance"] > before["long_jump_acceptance"] + 0.2, (before, after)
-    assert report["n_validation"] == 60 and report["history"][-1]["iteration"] == 299
+    assert report["n_validation"] == 60 and 1 <= report["rounds"] <= 10
 
 
 def test_fitted_surrogate_is_accepted_more_often_in_metropolis_mode(fitted, tmp_path):
@@ -154,6 +198,49 @@ def test_fitted_surrogate_is_accepted_more_often_in_metropolis_mode(fitted, tmp_
         assert stats["jumps_attempted"] >= 40, stats
         rates[name] = stats["acceptance_rate"]
     assert rates["fitted"] > rates["base"] + 0.2, rates
+
+
+def _ghmc_acceptance(target, surrogate, jump_fs, starts, n_jumps, seed):
+    """Acceptance of ghmc chains (the accelerator's cycle, default velocity memory) started at ``starts``.
+
+    Returns the pooled acceptance and its standard error from the spread between the independent chains.
+    """
+    rates = []
+    for index, x in enumerate(starts):
+        simulation = target.create_simulation(platform="Reference", seed=seed + index, minimize=False)
+        simulation.context.setPositions(x)
+        simulation.context.setVelocitiesToTemperature(target.temperature, seed + index)
+        accelerator = ForecastAccelerator(simulation, SurrogateForecaster(target, jump_fs / 1000.0, surrogate=surrogate),
+                                          acceptance="ghmc", seed=seed + index, progress=False)
+        accelerator.step(n_jumps * accelerator.stride_steps)
+        stats = accelerator.stats.as_dict()
+        assert stats["jumps_attempted"] == n_jumps, stats
+        rates.append(stats["acceptance_rate"])
+    return float(np.mean(rates)), float(np.std(rates, ddof=1) / np.sqrt(len(rates)))
+
+
+@pytest.mark.slow
+def test_predicted_acceptance_matches_the_ghmc_chain_then_run(fitted):
+    """fit -> predict -> run: the acceptance predicted from thermal frames of the target (400 frames, 8 short
+    chains) matches that of 8 ghmc chains of 150 jumps started among them, within the issue's 0.1.
+
+    Tolerance: the prediction's standard error (frames taken as independent) and the chains' (from their
+    spread) are asserted to combine below 0.1 / 3, so a correct prediction fails this about once in 400 and a
+    prediction off by 0.15 passes about once in 20.  The frames and the chains are drawn from the same few
+    picoseconds of the target: the acceptance depends on the conformations visited (measured: frames from
+    30 ps of one pair of runs predicted 0.67 for a 40 ps chain elsewhere that accepted 0.49), which is what
+    held-out frames must cover.  The chain must accept between 0.2 and 0.95 of its jumps, where a prediction
+    that ignored the surrogate's integration error or the target's energy change would be off by more than 0.1.
+    """
+    target, system, _ = fitted
+    positions, energies, _ = sample_target(target, 400, n_chains=8, frame_interval_ps=0.05, equilibration_ps=1.0,
+                                           seed=11)
+    predicted = predict_acceptance(target, system, positions, energies, 40.0, seed=3)
+    observed, observed_stderr = _ghmc_acceptance(target, system, 40.0, positions[25::50], n_jumps=150, seed=21)
+    combined = math.hypot(predicted["stderr"], observed_stderr)
+    assert combined < 0.1 / 3, (predicted, observed, observed_stderr)
+    assert 0.2 < observed < 0.95, observed  # a regime where a wrong prediction would show
+    assert abs(predicted["acceptance"] - observed) <= 0.1, (predicted, observed, observed_stderr)
 
 
 def test_surrogate_file_is_a_forecaster_and_a_surrogate_argument(fitted, tmp_path, vacuum_system):
