@@ -5,7 +5,9 @@ this process may use) and :meth:`RayBackend.walkers` returns :class:`RayWalkers`
 :class:`~openmm_forecast.walkers.PlainWalkers` and :class:`~openmm_forecast.walkers.ForecastWalkers`, whose
 walkers live in Ray actors.  Each actor owns ``cpus_per_worker`` CPUs (or ``gpus_per_worker`` GPUs) and a
 contiguous batch of the walkers (seeds ``seed, seed + 1, ...`` in order), and runs them as in-process walkers
-do, the accelerator (Python driver) included.  Nothing live crosses a process boundary: an actor rebuilds the
+do, the accelerator (Python driver) included.  The backend reserves its workers once, as a Ray placement group
+of one bundle (CPUs, GPUs) per worker spread over the nodes; worker ``i`` of every set of walkers (each arm of
+a benchmark) runs in bundle ``i``, the sets taking turns (up to :data:`SETS_PER_WORKER` of them).  Nothing live crosses a process boundary: an actor rebuilds the
 target from a :class:`TargetDescription` (System XML, topology as PDB and exact positions; or, for Systems with
 forces that have no XML form such as TorchForce, the setup name and its options) and loads the forecaster by
 name or path; its System and forecaster fingerprints are checked against the driver's.
@@ -48,6 +50,9 @@ BACKENDS = ("local", "ray")
 """Values of the ``--backend`` flag: in-process walkers, or walkers in Ray actors."""
 
 INSTALL_HINT = "pip install openmm-forecast[ray]"
+
+SETS_PER_WORKER = 16
+"""Most sets of walkers whose actors share one worker's reservation (each actor asks for this fraction of it)."""
 
 ROUND_SECONDS = 2.0
 """Wall clock a sampling round aims at: the work an actor's loss costs, and the checkpoint interval."""
@@ -188,12 +193,18 @@ class WalkerWorker:
         minimisation).
     log_level : int, optional
         Level of the ``openmm_forecast`` loggers here (the driver's).
+    threads : int, optional
+        torch's CPU threads here (forecasters, ML potentials).
     """
 
     def __init__(self, target, seeds, platform=None, forecaster=None, forecaster_options=None,
-                 accelerator_options=None, checkpoint=None, log_level=None):
+                 accelerator_options=None, checkpoint=None, log_level=None, threads=None):
         from .walkers import ForecastWalkers, PlainWalkers
 
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(int(threads))
         if log_level is not None:
             logging.getLogger("openmm_forecast").setLevel(log_level)
         molecular_system = target.build()
@@ -243,12 +254,13 @@ class RayBackend:
     num_cpus : int, optional
         CPUs of the local cluster (default: the cores this process may run on).
     workers : int, optional
-        Actors per set of walkers (default: as many as the cluster has CPUs / ``cpus_per_worker``, or GPUs /
-        ``gpus_per_worker``; never more than walkers).
+        Workers reserved (placement-group bundles; default: as many as the cluster has CPUs /
+        ``cpus_per_worker``, or GPUs / ``gpus_per_worker``); a set of walkers has one actor on each of
+        ``min(workers, walkers)`` of them.
     cpus_per_worker : int
-        CPUs each actor reserves (default 1; the walkers' CPU platform gets as many threads).
+        CPUs of each worker (default 1; the walkers' CPU platform and torch get as many threads).
     gpus_per_worker : float
-        GPUs each actor reserves (default 0; give 1, or a fraction to share a GPU, with a GPU platform).
+        GPUs of each worker (default 0; give 1, or a fraction to share a GPU, with a GPU platform).
     max_restarts : int
         Lost actors replaced per set of walkers before the run fails (default 3).
     build_options : dict, optional
@@ -284,6 +296,13 @@ class RayBackend:
         self.workers, self.cpus_per_worker, self.gpus_per_worker = workers, cpus_per_worker, gpus_per_worker
         self.max_restarts = int(max_restarts)
         self.build_options = build_options
+        bundle = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+        self._placement = ray.util.placement_group([bundle] * workers, strategy="SPREAD")
+        ready, _ = ray.wait([self._placement.ready()], timeout=120)
+        if not ready:
+            ray.util.remove_placement_group(self._placement)
+            raise UsageError(f"--backend ray: the Ray cluster cannot hold {workers} workers of {bundle} (it has "
+                             f"{dict(resources)} in all); ask for fewer")
         self.cluster = {"address": ray.get_runtime_context().gcs_address, "started_here": self.started_here,
                         "nodes": len([node for node in ray.nodes() if node["Alive"]]),
                         "resources": {key: resources[key] for key in ("CPU", "GPU") if key in resources},
@@ -316,15 +335,22 @@ class RayBackend:
         return RayWalkers(self, molecular_system, n_walkers, seeds=seeds, seed=seed, platform=platform,
                           forecaster=forecaster, forecaster_options=forecaster_options, **accelerator_options)
 
-    def new_actor(self, arguments):
-        options = {"num_cpus": self.cpus_per_worker}
+    def new_actor(self, worker, arguments):
+        """An actor of worker ``worker``'s bundle, with a :data:`SETS_PER_WORKER`-th of its CPUs and GPUs."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        options = {"num_cpus": self.cpus_per_worker / SETS_PER_WORKER, "scheduling_strategy":
+                   PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=worker)}
         if self.gpus_per_worker:
-            options["num_gpus"] = self.gpus_per_worker
-        return self._actor_class.options(**options).remote(**arguments)
+            options["num_gpus"] = self.gpus_per_worker / SETS_PER_WORKER
+        return self._actor_class.options(**options).remote(threads=self.cpus_per_worker, **arguments)
 
     def shutdown(self):
         """Stop the local cluster this backend started (a joined cluster is left running)."""
-        if self.started_here and self._ray.is_initialized():
+        if not self._ray.is_initialized():
+            return
+        self._ray.util.remove_placement_group(self._placement)
+        if self.started_here:
             self._ray.shutdown()
 
 
@@ -373,7 +399,7 @@ class RayWalkers:
         self._checkpoints = [None] * len(groups)
         self._samples_done = 0
         self.restarts = []
-        self._actors = [backend.new_actor(arguments) for arguments in self._arguments]
+        self._actors = [backend.new_actor(i, arguments) for i, arguments in enumerate(self._arguments)]
         self._info = [self._call(i, "info") for i in range(len(self._actors))]
         self._where = [[dict(info["where"], first_sample=0)] for info in self._info]
         if self.forecaster is not None:
@@ -425,7 +451,7 @@ class RayWalkers:
                        i, self._arguments[i]["seeds"], self._samples_done)
         self.restarts.append({"worker": i, "walkers": self._arguments[i]["seeds"], "at_sample": self._samples_done,
                               "error": str(error).strip().splitlines()[0][:300]})
-        self._actors[i] = self._backend.new_actor(dict(self._arguments[i], checkpoint=self._checkpoints[i]))
+        self._actors[i] = self._backend.new_actor(i, dict(self._arguments[i], checkpoint=self._checkpoints[i]))
         place = self._ray.get(self._actors[i].info.remote())["where"]
         self._where[i].append(dict(place, first_sample=self._samples_done))
 
@@ -511,8 +537,3 @@ class RayWalkers:
     def forecast_calls(self):
         """Batched forecaster calls of all workers (each batches only its own walkers)."""
         return sum(self._call(i, "stats")[1] for i in range(len(self._actors)))
-
-    def close(self):
-        """End the actors (their walkers are lost; the samples already returned are kept)."""
-        for actor in self._actors:
-            self._ray.kill(actor)
