@@ -30,8 +30,7 @@ from .compatibility import (
     check_supported_system,
     check_temperature_option,
     check_training_conditions,
-    has_thermostat,
-    target_temperature_K,
+    integrator_settings,
 )
 from .context_state import ContextState
 from .errors import CheckpointError, RunInterrupted, UnsupportedSystemError
@@ -96,43 +95,17 @@ class ForecastAccelerator:
     integrator or from an accepted jump that ends on the report step; a call pattern repeated with the
     same seeds repeats the trajectory (each :meth:`step` call starts a new cycle).
 
-    *Integrators.*  OpenMM's leapfrog-type integrators (Verlet, Langevin) hold velocities half a step
-    behind the positions.  The accelerator synchronises them: the forecaster and ``H`` see
-    ``v + dt/2 F/m`` (projected onto the constraints), and an accepted frame goes back into the Context
-    as ``v - dt/2 F/m``.  Without this, every jump would add about ``dt^2/8 sum(F^2/m)`` of kinetic
-    energy (measured: alanine dipeptide with Langevin at 2 fs and the verlet baseline reached over
-    500 K after 3 ps and 1500 K after 9 ps).
-    ``velocity_verlet_integrator`` and vouched-for CustomIntegrators are taken as synchronous.  With a
-    thermostat-free integrator (NVE), re-equilibration only integrates, which cannot remove the energy the
-    jumps added: the accumulated drift is then kept, so once it passes ``drift_tolerance_kT`` every cycle
-    re-equilibrates and the run goes on as plain MD (a warning says so), keeping ``H`` within the bound.
+    *Integrators.*  The forecaster and ``H`` see synchronous velocities, also with OpenMM's leapfrog-type
+    integrators (Verlet, Langevin), which hold them half a step behind the positions
+    (:mod:`openmm_forecast.context_state`).  With a thermostat-free integrator (NVE), re-equilibration only
+    integrates, which cannot remove the energy the jumps added: the accumulated drift is then kept, so once it
+    passes ``drift_tolerance_kT`` every cycle re-equilibrates and the run goes on as plain MD (a warning says
+    so), keeping ``H`` within the bound.
 
-    *Exactness.*  The acceptance rule (``acceptance``, :mod:`openmm_forecast.acceptance`) decides.  The
-    tolerance rule (default) produces dynamics: rejected spans are integrated.  It
-    biases the ensemble by up to the accepted ``|dH|`` per jump; the thermostatted integrator between
-    jumps and the re-equilibrations remove the accumulated drift.  The dynamics rule (FlashMD's recipe)
-    accepts every sane jump and rescales its momenta so that ``H`` is kept: it hides the energy error
-    rather than bounding it, and its fidelity is measured (docs/benchmark.md), not guaranteed.  The
-    Metropolis rule (``acceptance='metropolis'``, alias ``metropolis=True``) samples instead, as
-    generalised hybrid Monte Carlo: a jump is accepted with
-    probability ``min(1, exp(-dH / kT))``; a rejected jump keeps the configuration for its span with
-    reversed velocities, and what follows does not depend on the outcome (no integration of rejected
-    spans, no re-equilibration, a fixed span).  Each jump then leaves the Boltzmann distribution
-    ``exp(-(U + K) / kT)`` of the synchronous state exactly invariant (restricted to sane geometries)
-    when the forecaster is a volume-preserving, time-reversible map (``forecaster.structure_preserving``):
-    the ``surrogate`` and ``verlet`` forecasters, even at the wrong time step or with a wrong potential.  The
-    whole chain is exact when the integration between jumps is too; a finite-step Langevin integrator is
-    not, and velocity reversals after rejections amplify its O(dt) error (harmonic wells, verlet on a twice stiffer well as forecaster, ~60 %
-    rejections, LangevinMiddleIntegrator at friction 50/ps, 20 fs of it per jump: <x^2> 10 +- 3 % low at
-    10 fs, 5 +- 3 % at 2 fs, while accepting every jump gives 44 % low): use a small step or long segments.
-    ``adapt_span=True`` makes the span depend on past outcomes and the chain approximate.  A learned
-    forecaster is in general neither volume-preserving nor exactly reversible, so with one the Metropolis
-    rule is approximate too, with a bias controlled by ``dH``; the exception are learned maps certified
-    structure-preserving (``is_structure_preserving(metadata)``, the ``symplectic`` architecture: Verlet on
-    a learned potential), exact on a System without constraints (with constraints, the projection breaks
-    volume preservation: a warning says so).  The ghmc rule (:class:`~openmm_forecast.cycles.GHMCCycle`)
-    removes the integration between jumps: the whole chain is then exact, at one potential energy evaluation
-    per jump.
+    *Exactness.*  The acceptance rule (``acceptance``) decides: the tolerance rule (default) and the dynamics
+    rule produce dynamics with a bounded or rescaled energy error; the Metropolis and ghmc rules sample
+    ``exp(-(U + K) / kT)`` exactly with a volume-preserving, time-reversible proposal
+    (``forecaster.structure_preserving``).  What each guarantees, and when: :mod:`openmm_forecast.acceptance`.
 
     *Reference platform.*  All Contexts of a process on OpenMM's Reference platform share one random
     stream: a forecaster that steps its own Context (the ``verlet`` baseline) changes the thermostat's
@@ -198,7 +171,7 @@ class ForecastAccelerator:
                       "default) or openmm_forecast.velocity_verlet_integrator", type(integrator).__name__,
                       self.rule.name)
         check_temperature_option(opts.temperature, integrator)
-        settings = self._integrator_settings()
+        settings = integrator_settings(simulation, self.forecaster, self.rule, opts)
 
         reference = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
         state = ContextState(simulation, self.masses_amu, leapfrog, leapfrog or self.forecaster.uses_forces)
@@ -257,51 +230,14 @@ class ForecastAccelerator:
             check_chirality=opts.check_chirality,
         )
 
-    def _integrator_settings(self):
-        """The integrator's step size, temperature and friction, and what depends on them (stride and segment in
-        steps), as keyword arguments of :meth:`JumpCycle.configure <openmm_forecast.jumps.JumpCycle.configure>`.
-
-        Raises
-        ------
-        UnsupportedSystemError
-            The forecaster's stride is not a whole number of the integrator's steps.
-        ValueError
-            ``segment_steps`` no longer covers the forecaster's history, or no temperature is known.
-        """
-        integrator, meta, opts = self.simulation.integrator, self.forecaster.metadata, self.options
-        timestep_ps = integrator.getStepSize().value_in_unit(unit.picosecond)
-        ratio = meta.stride_ps / timestep_ps
-        stride_steps = int(round(ratio))
-        if stride_steps < 1 or abs(ratio - stride_steps) > 1e-6 * ratio:
-            raise UnsupportedSystemError(
-                f"the forecaster's stride ({meta.stride_ps} ps) is not a whole number of the integrator's "
-                f"steps ({timestep_ps} ps); use a step size that divides the stride"
-            )
-        history_steps = (self.history - 1) * stride_steps
-        segment_steps = max(history_steps, stride_steps) if opts.segment_steps is None else opts.segment_steps
-        if not self.rule.integrates:
-            segment_steps = 0
-        if segment_steps < history_steps:
-            raise ValueError(
-                f"segment_steps ({segment_steps}) must cover the forecaster's history: at least "
-                f"{history_steps} steps ({self.history - 1} strides of {stride_steps} steps)"
-            )
-        has_friction = opts.thermostat_jumps and hasattr(integrator, "getFriction")
-        return dict(
-            timestep_ps=timestep_ps, stride_steps=stride_steps, segment_steps=segment_steps,
-            temperature_K=target_temperature_K(integrator, opts.temperature, self.forecaster),
-            friction_per_ps=integrator.getFriction().value_in_unit(unit.picosecond**-1) if has_friction else 0.0,
-            thermostatted=has_thermostat(self.simulation.system, integrator, opts.thermostatted),
-        )
-
     def read_integrator(self):
         """Read the integrator's settings again (step size, temperature, friction, constraint tolerance, force groups).
 
         :meth:`step` and :meth:`run_for` call it first, so that changes made between calls (annealing with
         ``setTemperature``, another friction or step size) apply to the jumps as they apply to the integrator.
-        Nothing changes when a check fails (see :meth:`_integrator_settings` for the errors).
+        Nothing changes when a check fails (see :func:`~openmm_forecast.compatibility.integrator_settings`).
         """
-        self.cycle.configure(**self._integrator_settings())
+        self.cycle.configure(**integrator_settings(self.simulation, self.forecaster, self.rule, self.options))
 
     # ---- public driving API ---------------------------------------------------------------------
 
@@ -344,20 +280,11 @@ class ForecastAccelerator:
         self._stop_signal = int(signum)
 
     def propose(self, n_frames):
-        """The proposal of the next jump: ``n_frames`` forecast frames from the recent states.
+        """The proposal of the next jump: ``n_frames`` frames (nm, nm/ps) from the recent states, by default
+        :meth:`JumpCycle.forecast <openmm_forecast.jumps.JumpCycle.forecast>` (same returns and errors).
 
         The cycle calls it for every jump; a subclass may supply frames from elsewhere (the walkers hand each
         walker its slice of one batched forecast).
-
-        Returns
-        -------
-        positions, velocities : numpy.ndarray, shape (n_frames, n_atoms, 3)
-            nm and nm/ps.
-
-        Raises
-        ------
-        BadForecastError
-            The forecaster returned arrays of the wrong shape (nothing was written to the Context).
         """
         return self.cycle.forecast(n_frames)
 

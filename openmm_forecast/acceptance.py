@@ -22,6 +22,34 @@ ghmc              as metropolis; the target is       as metropolis              
                   jump; :mod:`openmm_forecast.cycles`)
 ================  =================================  ===============================  ======================
 
+Exactness
+---------
+The tolerance rule (default) produces dynamics: rejected spans are integrated.  It
+biases the ensemble by up to the accepted ``|dH|`` per jump; the thermostatted integrator between
+jumps and the re-equilibrations remove the accumulated drift.  The dynamics rule (FlashMD's recipe)
+accepts every sane jump and rescales its momenta so that ``H`` is kept: it hides the energy error
+rather than bounding it, and its fidelity is measured (docs/benchmark.md), not guaranteed.  The
+Metropolis rule (``acceptance='metropolis'``, alias ``metropolis=True``) samples instead, as
+generalised hybrid Monte Carlo: a jump is accepted with
+probability ``min(1, exp(-dH / kT))``; a rejected jump keeps the configuration for its span with
+reversed velocities, and what follows does not depend on the outcome (no integration of rejected
+spans, no re-equilibration, a fixed span).  Each jump then leaves the Boltzmann distribution
+``exp(-(U + K) / kT)`` of the synchronous state exactly invariant (restricted to sane geometries)
+when the forecaster is a volume-preserving, time-reversible map (``forecaster.structure_preserving``):
+the ``surrogate`` and ``verlet`` forecasters, even at the wrong time step or with a wrong potential.  The
+whole chain is exact when the integration between jumps is too; a finite-step Langevin integrator is
+not, and velocity reversals after rejections amplify its O(dt) error (harmonic wells, verlet on a twice stiffer well as forecaster, ~60 %
+rejections, LangevinMiddleIntegrator at friction 50/ps, 20 fs of it per jump: <x^2> 10 +- 3 % low at
+10 fs, 5 +- 3 % at 2 fs, while accepting every jump gives 44 % low): use a small step or long segments.
+``adapt_span=True`` makes the span depend on past outcomes and the chain approximate.  A learned
+forecaster is in general neither volume-preserving nor exactly reversible, so with one the Metropolis
+rule is approximate too, with a bias controlled by ``dH``; the exception are learned maps certified
+structure-preserving (``is_structure_preserving(metadata)``, the ``symplectic`` architecture: Verlet on
+a learned potential), exact on a System without constraints (with constraints, the projection breaks
+volume preservation: a warning says so).  The ghmc rule (:class:`~openmm_forecast.cycles.GHMCCycle`)
+removes the integration between jumps: the whole chain is then exact, at one potential energy evaluation
+per jump.
+
 Units: kJ/mol.
 """
 

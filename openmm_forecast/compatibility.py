@@ -285,3 +285,57 @@ def target_temperature_K(integrator, temperature, forecaster):
         "the accelerator needs a temperature for its energy tolerance (in kT): the integrator has none and "
         "the forecaster's metadata neither; pass temperature=300*unit.kelvin (for example)"
     )
+
+
+def integrator_settings(simulation, forecaster, rule, options):
+    """The integrator's step size, temperature and friction, and what depends on them (stride and segment in
+    steps), as keyword arguments of :meth:`JumpCycle.configure <openmm_forecast.jumps.JumpCycle.configure>`.
+
+    Parameters
+    ----------
+    simulation : openmm.app.Simulation
+    forecaster : Forecaster
+        Its stride (ps), history and training temperature.
+    rule : AcceptanceRule
+        A rule that never integrates has no segment.
+    options : AcceleratorOptions
+        ``segment_steps``, ``thermostat_jumps``, ``temperature`` and ``thermostatted``.
+
+    Returns
+    -------
+    dict
+        ``timestep_ps``, ``stride_steps``, ``segment_steps``, ``temperature_K``, ``friction_per_ps`` (1/ps; 0
+        without a Langevin integrator or with ``thermostat_jumps=False``), ``thermostatted``.
+
+    Raises
+    ------
+    UnsupportedSystemError
+        The forecaster's stride is not a whole number of the integrator's steps.
+    ValueError
+        ``segment_steps`` does not cover the forecaster's history, or no temperature is known.
+    """
+    integrator, meta = simulation.integrator, forecaster.metadata
+    timestep_ps = integrator.getStepSize().value_in_unit(unit.picosecond)
+    ratio = meta.stride_ps / timestep_ps
+    stride_steps = int(round(ratio))
+    if stride_steps < 1 or abs(ratio - stride_steps) > 1e-6 * ratio:
+        raise UnsupportedSystemError(
+            f"the forecaster's stride ({meta.stride_ps} ps) is not a whole number of the integrator's "
+            f"steps ({timestep_ps} ps); use a step size that divides the stride"
+        )
+    history_steps = (meta.history - 1) * stride_steps
+    segment_steps = max(history_steps, stride_steps) if options.segment_steps is None else options.segment_steps
+    if not rule.integrates:
+        segment_steps = 0
+    if segment_steps < history_steps:
+        raise ValueError(
+            f"segment_steps ({segment_steps}) must cover the forecaster's history: at least "
+            f"{history_steps} steps ({meta.history - 1} strides of {stride_steps} steps)"
+        )
+    has_friction = options.thermostat_jumps and hasattr(integrator, "getFriction")
+    return dict(
+        timestep_ps=timestep_ps, stride_steps=stride_steps, segment_steps=segment_steps,
+        temperature_K=target_temperature_K(integrator, options.temperature, forecaster),
+        friction_per_ps=integrator.getFriction().value_in_unit(unit.picosecond**-1) if has_friction else 0.0,
+        thermostatted=has_thermostat(simulation.system, integrator, options.thermostatted),
+    )
