@@ -36,6 +36,7 @@ import torch
 
 from ._io import atomic_write_path
 from .errors import ModelFileError, ModelMismatchError
+from .shipped import resource_path
 
 with warnings.catch_warnings():
     # torchani warns at import that its optional CUDA extensions are not compiled; they are not used here.
@@ -326,8 +327,6 @@ def shipped_potential(name="ala2-ani-amber14"):
     ModelFileError
         If no such file is shipped.
     """
-    from .systems import resource_path
-
     path = resource_path(f"potentials/{name}.pt")
     if not os.path.isfile(path):
         raise ModelFileError(f"no shipped potential {name!r} (expected {path})")
@@ -470,7 +469,5 @@ def ani1x_module(elements, dtype=ANI1X_DTYPE):
     ModelFileError
         The shipped weights are missing or unreadable (a broken install).
     """
-    from .systems import resource_path
-
     _refuse_elements(list(elements), SYMBOLS_1X, "ANI-1x")
     return _pretrained_module(ani1x_architecture(), resource_path(ANI1X_STATE_DICT), elements, dtype, "ANI-1x")

@@ -40,7 +40,6 @@ averages (phi/psi, the references) are unchanged; only the dynamics and the stab
 
 import dataclasses
 import hashlib
-import importlib.resources
 import io
 import logging
 import os
@@ -59,6 +58,7 @@ from .errors import (
     UnknownSetupError,
     is_potential_evaluation_failure,
 )
+from .shipped import resource_path
 from .units import positive
 
 SETUPS = ("amber14-vacuum", "amber14-obc2", "amber14-tip3p", "ml", "ani1x", "gfn2-xtb")
@@ -74,11 +74,6 @@ TIP3P_PADDING = 1.2 * unit.nanometer
 """Water padding of ``amber14-tip3p``: its box must exceed twice the 1.0 nm cutoff, so that a barostat may shrink it."""
 
 _CONSTRAINTS = {None: None, "none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}
-
-
-def resource_path(name):
-    """Absolute path of a file shipped in ``openmm_forecast/resources``."""
-    return str(importlib.resources.files("openmm_forecast") / "resources" / name)
 
 
 def _constraints(value):

@@ -26,6 +26,7 @@ import os
 import torch
 
 from ..errors import ModelFileError, ModelMismatchError
+from ..shipped import resource_path
 from .base import ForecasterMetadata
 from .baselines import BallisticForecaster, ConstantForecaster, VerletForecaster
 from .surrogate import SurrogateForecaster, is_surrogate_file
@@ -224,8 +225,6 @@ def create_forecaster(name, **kwargs):
 
 def models_directory():
     """Directory of the models shipped with openmm-forecast (``openmm_forecast/resources/models``)."""
-    from ..systems import resource_path
-
     return resource_path("models")
 
 

@@ -28,6 +28,7 @@ from openmm import app, unit
 from .._runtime import openmm as mm
 from ..integrators import velocity_verlet_integrator
 from ..platforms import get_platform
+from ..shipped import resource_path
 from ..systems import force_class_name, particle_masses, system_fingerprint
 from ..units import positive, strip_units
 from .base import Forecaster, ForecasterMetadata, stride_in_ps
@@ -121,8 +122,6 @@ SURROGATE_SUFFIX = ".xml"
 
 def surrogates_directory():
     """Directory of the shipped fitted surrogates (``openmm_forecast/resources/surrogates``)."""
-    from ..systems import resource_path
-
     return resource_path("surrogates")
 
 
