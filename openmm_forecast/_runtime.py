@@ -8,33 +8,43 @@ If the user imported openmm before torch, the plugins that failed are loaded aga
 """
 
 import os
+import platform
 import re
 
-import torch  # noqa: F401  (must come first: TorchForce's plugin needs torch's libraries)
+import torch  # (must come first: TorchForce's plugin needs torch's libraries)
 import openmm
+import numpy as np
+
+from ._version import __version__
 
 
 def _reload_failed_plugins():
     """Load again the OpenMM plugins whose first load failed (for example, before torch was imported).
 
-    Returns
-    -------
-    list of str
-        Load failures that persist after the retry (empty when every plugin now loads).
+    A plugin that still fails (e.g. the OpenCL one on a machine without ``libOpenCL.so.1``) is left out, as
+    OpenMM itself leaves it out; :func:`openmm.Platform.getPluginLoadFailures` still lists it.
     """
-    remaining = []
     for failure in openmm.Platform.getPluginLoadFailures():
         # Messages read "Error loading library /path/libX.so: reason".
         match = re.match(r"Error loading library (.+?\.so[.0-9]*): ", failure)
         path = match.group(1) if match else None
         if path is None or not os.path.isfile(path):
-            remaining.append(failure)
             continue
         try:
             openmm.Platform.loadPluginLibrary(path)
-        except Exception as error:  # still missing a library (e.g. libOpenCL.so.1 on a machine with no GPU)
-            remaining.append(str(error))
-    return remaining
+        except Exception:  # still missing a library (e.g. libOpenCL.so.1 on a machine with no GPU)
+            continue
 
 
-PLUGIN_LOAD_FAILURES = _reload_failed_plugins()
+_reload_failed_plugins()
+
+
+def package_versions():
+    """Versions of the packages a trained model or a result depends on (dict of str)."""
+    return {
+        "openmm_forecast": __version__,
+        "torch": str(torch.__version__),
+        "openmm": openmm.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }

@@ -82,6 +82,7 @@ import numpy as np
 from openmm import unit
 
 from ._io import atomic_write_path
+from ._version import __version__
 from ._runtime import openmm as mm
 from .errors import CheckpointError, DataFileError
 from .integrators import velocity_verlet_integrator
@@ -764,10 +765,19 @@ def _check_metadata(path, existing, requested):
         )
 
 
+def frame_step(stride_ps, frame_interval_ps):
+    """Number of data frames in a forecast stride (a whole multiple, else DataFileError)."""
+    step = int(round(stride_ps / frame_interval_ps))
+    if step < 1 or abs(step * frame_interval_ps - stride_ps) > 1e-6 * frame_interval_ps:
+        raise DataFileError(
+            f"the stride ({stride_ps * 1000:g} fs) must be a whole multiple of the data's frame interval "
+            f"({frame_interval_ps * 1000:g} fs)"
+        )
+    return step
+
+
 def _base_metadata(molecular_system, mode, seed, equilibration_ps, platform):
     """Metadata shared by both modes (see the module docstring)."""
-    from . import __version__
-
     box = None
     if molecular_system.system.usesPeriodicBoundaryConditions():
         vectors = molecular_system.system.getDefaultPeriodicBoxVectors()

@@ -36,6 +36,7 @@ from openmm import unit
 
 from ._io import check_output_directory, write_json
 from ._runtime import openmm as mm
+from ._runtime import package_versions
 from .errors import DataFileError, ModelMismatchError
 from .units import kT_kJ
 
@@ -394,10 +395,9 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from .data import data_fingerprint, load_trajectory
+    from .data import data_fingerprint, frame_step, load_trajectory
     from .forecasters import Forecaster, load_forecaster
     from .forecasters.registry import integrates_surrogate, shipped_model_card
-    from .training import frame_step, package_versions
 
     unknown = [name for name in baselines if name not in BASELINE_NAMES]
     if unknown:

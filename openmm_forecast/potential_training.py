@@ -93,7 +93,7 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
-class TrainingConfig:
+class PotentialTrainingConfig:
     """Optimisation settings; ``max_minutes`` bounds the wall time of the training loop."""
 
     validation_fraction: float = 0.1
@@ -135,7 +135,7 @@ class PotentialFitConfig:
     seed: int = 1
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    training: PotentialTrainingConfig = dataclasses.field(default_factory=PotentialTrainingConfig)
     md_check: StabilityCheckConfig = dataclasses.field(default_factory=StabilityCheckConfig)
 
     def to_dict(self):
@@ -437,7 +437,7 @@ def train_potential(potential, train, validation, settings, checkpoint_path=None
         Trained in place (its dtype is kept; float32 is faster on a CPU).
     train, validation : tuple of numpy.ndarray
         (positions (M, N, 3) nm, energies (M,) kJ/mol, forces (M, N, 3) kJ/mol/nm).
-    settings : TrainingConfig
+    settings : PotentialTrainingConfig
     checkpoint_path : str, optional
         Written after every epoch; when it exists at the start, training resumes from it.
     progress : bool

@@ -51,8 +51,11 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_path, write_json
+from ._runtime import package_versions
 from .config import check_field, from_mapping, read_yaml_mapping, to_plain_dict, write_yaml
+from .data import data_fingerprint, frame_step, load_trajectory
 from .errors import CheckpointError, DataFileError
+from .evaluation import EnergyEvaluator, molecular_system_from_metadata
 from .forecasters.symmetry import random_rotations
 from .units import kT_kJ
 
@@ -322,17 +325,6 @@ class SegmentData:
         return frame_step(stride_ps, self.frame_interval_ps)
 
 
-def frame_step(stride_ps, frame_interval_ps):
-    """Number of data frames in a forecast stride (a whole multiple, else DataFileError)."""
-    step = int(round(stride_ps / frame_interval_ps))
-    if step < 1 or abs(step * frame_interval_ps - stride_ps) > 1e-6 * frame_interval_ps:
-        raise DataFileError(
-            f"the stride ({stride_ps * 1000:g} fs) must be a whole multiple of the data's frame interval "
-            f"({frame_interval_ps * 1000:g} fs)"
-        )
-    return step
-
-
 _MATCHING_KEYS = ("elements", "setup", "potential", "constraints", "temperature_K", "system_fingerprint")
 
 
@@ -345,8 +337,6 @@ def load_segments(paths):
         A file that is not NVE data, or files that differ in atoms, setup, potential, constraints,
         temperature, System, frame interval or frames per segment.
     """
-    from .data import data_fingerprint, load_trajectory
-
     positions, velocities, fingerprints, owners, seeds = [], [], [], [], []
     first = None
     for index, path in enumerate(paths):
@@ -539,22 +529,6 @@ def resolve_device(name):
     return device
 
 
-def package_versions():
-    """Versions of the packages a trained model depends on."""
-    import platform
-
-    from . import __version__
-    from ._runtime import openmm as mm
-
-    return {
-        "openmm_forecast": __version__,
-        "torch": str(torch.__version__),
-        "openmm": mm.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 class _Schedule:
     """Learning-rate factor per optimizer step: linear warm-up, then cosine or constant.
 
@@ -706,8 +680,6 @@ class Trainer:
     def _data_forces(self):
         """Forces (kJ/mol/nm) of every data frame, shape (n_segments, n_frames, N, 3): cached in the run directory."""
         import hashlib
-
-        from .evaluation import EnergyEvaluator, molecular_system_from_metadata
 
         key = hashlib.sha256("+".join(self.data.fingerprints).encode()).hexdigest()[:16]
         path = os.path.join(self.config.out, f"forces-{key}.npy")

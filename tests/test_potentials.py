@@ -17,7 +17,7 @@ import openmm_forecast
 from openmm_forecast import ModelFileError, ModelMismatchError, build_system
 from openmm_forecast.errors import CheckpointError
 from openmm_forecast.potential_training import (
-    TrainingConfig,
+    PotentialTrainingConfig,
     calibrate_energy_offset,
     config_from_dict,
     energies_and_forces,
@@ -180,7 +180,7 @@ def test_training_reduces_errors(elements, configurations):
     calibrate_energy_offset(potential, configurations, energies)
     _, start_f = energies_and_forces(potential, torch.as_tensor(configurations, dtype=torch.float32))
     start = float(((start_f.detach().double().numpy() - forces) ** 2).mean())
-    settings = TrainingConfig(batch_size=5, learning_rate=3e-3, max_epochs=10, patience=100)
+    settings = PotentialTrainingConfig(batch_size=5, learning_rate=3e-3, max_epochs=10, patience=100)
     result = train_potential(potential, data, data, settings, progress=False)
     end_e, end_f = energies_and_forces(potential, torch.as_tensor(configurations, dtype=torch.float32))
     end = float(((end_f.detach().double().numpy() - forces) ** 2).mean())
@@ -196,7 +196,7 @@ def test_a_fit_stopped_by_its_time_budget_trains_no_further_when_run_again(eleme
     reference = build_system("amber14-vacuum", constraints=None)
     energies, forces = label_configurations(reference.system, configurations)
     data = (configurations, energies, forces)
-    settings = TrainingConfig(batch_size=2, max_epochs=10_000, patience=10_000, max_minutes=0.01)  # 0.6 s
+    settings = PotentialTrainingConfig(batch_size=2, max_epochs=10_000, patience=10_000, max_minutes=0.01)  # 0.6 s
     checkpoint = str(tmp_path / "checkpoint.pt")
     runs = []
     for _ in range(3):
@@ -214,7 +214,7 @@ def test_validation_energy_errors_are_centred_over_the_whole_set(elements, confi
     offset = 1000.0  # kJ/mol: the first 300 frames +offset, the last 300 -offset (like two temperature sets)
     shifted = np.tile(energies, 30) + np.where(np.arange(600) < 300, offset, -offset)
     potential = build_ani_potential(elements, ensemble_size=1, hidden_layers=(16,), seed=1)
-    settings = TrainingConfig(batch_size=10, max_epochs=1, patience=10)
+    settings = PotentialTrainingConfig(batch_size=10, max_epochs=1, patience=10)
     validation = (positions, shifted, np.tile(forces, (30, 1, 1)))
     result = train_potential(potential, (configurations, energies, forces), validation, settings, progress=False)
     assert result["history"][0]["validation_energy_rmse_centered_kJ_per_mol"] > 0.9 * offset

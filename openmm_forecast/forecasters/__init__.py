@@ -49,7 +49,6 @@ __all__ = [
     "TorchForecaster",
     "VerletForecaster",
     "available_architectures",
-    "is_structure_preserving",
     "build_forecaster",
     "create_forecaster",
     "is_structure_preserving",
