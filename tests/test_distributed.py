@@ -123,3 +123,30 @@ def test_backend_ray_without_ray_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(UsageError, match=r"--backend ray.*" + INSTALL_HINT.replace("[", r"\[").replace("]", r"\]")):
         RayBackend()
+
+
+def test_benchmark_through_ray_records_where_each_walker_ran(backend, vacuum_system, tmp_path):
+    import os
+
+    from openmm_forecast.benchmark import BenchmarkArm, run_benchmark
+
+    report = run_benchmark([BenchmarkArm("plain", vacuum_system)], str(tmp_path / "bench"), n_walkers=2,
+                           wall_seconds=0.5, reference=False, platform=CPU, pin=False, progress=False,
+                           backend=backend)
+    assert report["backend"]["backend"] == "ray" and report["backend"]["workers"] == 2
+    ran_on = report["arms"]["plain"]["walkers_ran_on"]
+    pids = [entries[0]["pid"] for entries in ran_on]
+    assert len(ran_on) == 2 and len(set(pids)) == 2 and os.getpid() not in pids
+    assert np.load(tmp_path / "bench" / "plain_phipsi.npy").shape[0] == 2
+
+
+def test_cli_backend_ray_without_ray_names_the_flag_and_the_install_command(monkeypatch, tmp_path, capsys):
+    from openmm_forecast.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code = main(["benchmark", "--setup", "amber14-vacuum", "--arm", "plain", "--walkers", "1", "--wall-seconds", "0.1",
+                 "--no-reference", "--backend", "ray", "--out", str(tmp_path / "out")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "--backend ray" in error and INSTALL_HINT in error
+    assert not (tmp_path / "out").exists()
