@@ -313,6 +313,7 @@ bool PortableIntegrateForecastStepKernel::holdsLeft() const {
 
 bool PortableIntegrateForecastStepKernel::jump(int nFrames) {
     double spanPs = (double) ((long long) nFrames * strideSteps) * stepSize;
+    advanceClock(current, 0);  // the clock back from where it was held to the jump's start
     if (ghmc)
         thermalise(spanPs);  // the whole refresh before the jump (cycles.py: thermostat_before = 1)
     stats.jumpsAttempted++;
