@@ -22,8 +22,10 @@ struct ForecastStatistics {
      *  end): jumpedPs + integratedPs + keptPs + pendingPs is the time covered. */
     double pendingPs = 0;
     /** Wall-clock seconds in "integration", "forecast", "guard" (sanity checks, projection, energy) and "transfer";
-     *  "energy" is the part of "guard" and "transfer" spent in force and energy evaluations. */
-    std::map<std::string, double> wallSeconds{{"integration", 0}, {"forecast", 0}, {"guard", 0}, {"transfer", 0}, {"energy", 0}};
+     *  "energy" is the part of "guard" and "transfer" spent in force and energy evaluations, "proposal_steps" the part
+     *  of "forecast" spent in a surrogate's integration steps. */
+    std::map<std::string, double> wallSeconds{{"integration", 0}, {"forecast", 0}, {"guard", 0}, {"transfer", 0}, {"energy", 0},
+                                              {"proposal_steps", 0}};
     /** dH of the most recent energy-checked jumps (at most maxDhSamples), accepted or rejected. */
     std::vector<double> dhKJ;
     size_t maxDhSamples = 10000;

@@ -4,6 +4,7 @@
 #include "openmm/State.h"
 #include "openmm/serialization/XmlSerializer.h"
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -120,7 +121,9 @@ void SurrogateProposal::forecast(const vector<double>& x, const vector<double>& 
     outX.resize((size_t) nFrames * 3 * n);
     outV.resize((size_t) nFrames * 3 * n);
     for (int frame = 0; frame < nFrames; frame++) {
+        auto start = std::chrono::steady_clock::now();
         integrator->step(stepsPerJump);
+        stepSeconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         State state = context->getState(State::Positions | State::Velocities);
         const vector<Vec3>& p = state.getPositions();
         const vector<Vec3>& u = state.getVelocities();

@@ -28,6 +28,8 @@ public:
     std::string description;
     /** FNV-1a hash of the file's bytes (checkpoints refuse another proposal). */
     unsigned long long fingerprint = 0;
+    /** Wall-clock seconds spent integrating (a surrogate's steps; 0 for a forecaster, which has none). */
+    double stepSeconds = 0;
 };
 
 /** FNV-1a hash of a file's bytes (0 when unreadable). */

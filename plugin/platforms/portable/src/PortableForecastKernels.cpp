@@ -327,6 +327,7 @@ bool PortableIntegrateForecastStepKernel::jump(int nFrames) {
             v[3 * i + k] = before.velocities[i][k];
         }
     string reason;
+    double stepSeconds = proposal->stepSeconds;
     try {
         Timer timer(stats.wallSeconds["forecast"]);
         proposal->forecast(x, v, nFrames, newX, newV);
@@ -334,6 +335,7 @@ bool PortableIntegrateForecastStepKernel::jump(int nFrames) {
     catch (const std::exception& error) {
         reason = "forecaster";
     }
+    stats.wallSeconds["proposal_steps"] += proposal->stepSeconds - stepSeconds;
     if (reason.empty()) {
         Timer timer(stats.wallSeconds["guard"]);
         reason = sanity(newX, newV, nFrames);
