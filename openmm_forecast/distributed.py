@@ -337,13 +337,21 @@ class RayBackend:
 
     def new_actor(self, worker, arguments):
         """An actor of worker ``worker``'s bundle, with a :data:`SETS_PER_WORKER`-th of its CPUs and GPUs."""
+        return self._actor_class.options(**self._share(worker)).remote(threads=self.cpus_per_worker, **arguments)
+
+    def _share(self, worker):
+        """Ray options: a :data:`SETS_PER_WORKER`-th of worker ``worker``'s bundle."""
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         options = {"num_cpus": self.cpus_per_worker / SETS_PER_WORKER, "scheduling_strategy":
                    PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=worker)}
         if self.gpus_per_worker:
             options["num_gpus"] = self.gpus_per_worker / SETS_PER_WORKER
-        return self._actor_class.options(**options).remote(threads=self.cpus_per_worker, **arguments)
+        return options
+
+    def task(self, function):
+        """``function`` as a Ray task in worker 0's bundle, sharing it as an actor does (not run again if lost)."""
+        return self._ray.remote(function).options(max_retries=0, **self._share(0))
 
     def shutdown(self):
         """Stop the local cluster this backend started (a joined cluster is left running)."""
@@ -352,6 +360,46 @@ class RayBackend:
         self._ray.util.remove_placement_group(self._placement)
         if self.started_here:
             self._ray.shutdown()
+
+
+def _run_command(function, args):
+    """Body of :func:`run_remotely`'s task: the command, in-process in this worker; (its result, what it printed)."""
+    import contextlib
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = function(args)
+    return result, printed.getvalue()
+
+
+def run_remotely(function, args, backend):
+    """Run a command (``function(args)``, ``args.backend`` 'ray') in one Ray worker of ``backend``, print what it
+    printed and return its result; its output files are written on the worker's node (on another node: shared
+    storage).
+
+    A lost worker is not run again here: the command's own checkpoints make ``--resume`` exact, and the error
+    says so.
+
+    Raises
+    ------
+    RuntimeError
+        The worker was lost.
+    """
+    import argparse
+
+    ray = backend._ray
+    arguments = argparse.Namespace(**{**vars(args), "backend": "local"})
+    task = backend.task(_run_command)
+    try:
+        result, printed = ray.get(task.remote(function, arguments))
+    except ray.exceptions.RayTaskError as error:
+        cause = getattr(error, "cause", None)
+        raise cause if isinstance(cause, BaseException) else error
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayActorError, ray.exceptions.NodeDiedError) as error:
+        raise RuntimeError(f"the Ray worker running the command was lost ({str(error).strip().splitlines()[0]}); "
+                           "its last checkpoint stands: run the same command with --resume") from error
+    print(printed, end="")
+    return result
 
 
 class RayWalkers:

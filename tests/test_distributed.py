@@ -150,3 +150,25 @@ def test_cli_backend_ray_without_ray_names_the_flag_and_the_install_command(monk
     error = capsys.readouterr().err
     assert "--backend ray" in error and INSTALL_HINT in error
     assert not (tmp_path / "out").exists()
+
+
+def test_run_command_in_a_ray_worker_writes_the_same_run(backend, tmp_path, capsys):
+    import json
+    import os
+
+    from openmm_forecast.cli import build_parser
+    from openmm_forecast.cli.run import run
+    from openmm_forecast.distributed import run_remotely
+
+    def arguments(out, where):
+        return build_parser().parse_args(["run", "--setup", "amber14-vacuum", "--model", "verlet", "--stride", "10",
+                                          "--max-frames", "4", "--time", "1", "--report-interval", "0.25",
+                                          "--checkpoint-interval", "0.5", "--platform", "CPU", "--no-progress",
+                                          "--backend", where, "--out", str(out)])
+
+    assert run(arguments(tmp_path / "local", "local")) == 0
+    assert run_remotely(run, arguments(tmp_path / "ray", "ray"), backend) == 0
+    assert capsys.readouterr().out.count("jumps accepted") == 2  # the worker's summary line is printed here too
+    assert (tmp_path / "ray" / "log.csv").read_text() == (tmp_path / "local" / "log.csv").read_text()
+    ran_on = json.loads((tmp_path / "ray" / "stats.json").read_text())["ran_on"]
+    assert ran_on["pid"] != os.getpid() and "node_id" in ran_on

@@ -14,12 +14,13 @@ def add_backend_argument(parser):
                         "records where each walker ran")
 
 
-def backend_from_args(args):
-    """None for ``--backend local``; else a :class:`~openmm_forecast.distributed.RayBackend` (UsageError without Ray)."""
+def backend_from_args(args, workers=None):
+    """None for ``--backend local``; else a :class:`~openmm_forecast.distributed.RayBackend` of ``workers`` workers
+    (default: the cluster's CPUs or GPUs; UsageError without Ray)."""
     if args.backend == "local":
         return None
     from ..distributed import RayBackend
 
     potential_file = getattr(args, "potential_file", None)
-    return RayBackend(gpus_per_worker=1 if args.platform in GPU_PLATFORMS else 0,
+    return RayBackend(workers=workers, gpus_per_worker=1 if args.platform in GPU_PLATFORMS else 0,
                       build_options={"potential_file": potential_file} if potential_file else None)

@@ -36,8 +36,10 @@ import time
 from openmm import app, unit
 
 from .._io import atomic_write_path, check_output_directory, file_sha256, write_json
+from ..distributed import where
 from ..errors import BlowUpError, DataFileError, RunInterrupted, UsageError
 from ..reporters import BlowUpReporter
+from ._backend import add_backend_argument, backend_from_args
 from ._common import (
     POSITIVE,
     SEED,
@@ -96,6 +98,7 @@ def add_parser(subparsers):
                         help="continue from OUT/checkpoint.chk (start from the beginning when OUT holds no run yet)")
     add_baseline_arguments(parser)
     add_acceptance_arguments(parser)
+    add_backend_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -235,6 +238,14 @@ def check_outputs_agree(paths, step, interval, n_atoms):
 
 
 def run(args):
+    backend = backend_from_args(args, workers=1)
+    if backend is not None:  # the whole command in one Ray worker (stats.json says which)
+        from ..distributed import run_remotely
+
+        try:
+            return run_remotely(run, args, backend)
+        finally:
+            backend.shutdown()
     from ..accelerator import ForecastAccelerator
     from ..forecasters import load_forecaster
 
@@ -464,5 +475,6 @@ def _summary(args, molecular_system, simulation, accelerator, wall_s):
         "time_ps": simulation.context.getTime().value_in_unit(unit.picosecond),
         "seed": args.seed,
         "wall_s_this_session": wall_s,
+        "ran_on": where(),
         "stats": accelerator.stats.as_dict(),
     }
