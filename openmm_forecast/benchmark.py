@@ -883,14 +883,22 @@ class BenchmarkArm:
                                forecaster_options=self.forecaster_options, **self.accelerator_options)
 
 
-METADYNAMICS = {"bias_factor": 6.0, "height_kJ": 1.0, "width_deg": 20.0, "deposit_ps": 1.0, "grid": 72}
+METADYNAMICS = {"bias_factor": 6.0, "height_kJ": 1.0, "width_deg": 20.0, "deposit_ps": 1.0, "grid": 72,
+                "shared_bias": True}
 """Default settings of a ``metad`` arm: those of the shipped converged reference (``scripts/make_metad_reference.py``:
-Gaussians of 1 kJ/mol and 0.35 rad (20 degrees) every ps, bias factor 6, 72 x 72 grid)."""
+Gaussians of 1 kJ/mol and 0.35 rad (20 degrees) every ps, bias factor 6, 72 x 72 grid), with one bias shared by
+all walkers (multiple-walker metadynamics, what one runs with several walkers)."""
 
 
 class MetadynamicsWalkers(PlainWalkers):
-    """Well-tempered metadynamics of the target itself (OpenMM's ``app.Metadynamics``), one independent bias per
-    walker, on the phi/psi of the first residue of :func:`~openmm_forecast.analysis.backbone_torsion_pairs`.
+    """Well-tempered metadynamics of the target itself (OpenMM's ``app.Metadynamics``) on the phi/psi of the first
+    residue of :func:`~openmm_forecast.analysis.backbone_torsion_pairs`: one bias that every walker deposits into
+    (multiple walkers, ``shared_bias=True``), or one independent bias per walker.
+
+    With a shared bias, each walker's Context receives the whole bias (every walker's Gaussians) at its own deposits;
+    its weight is computed right after its deposit, with ``c(t)`` of that same bias, so sample at a multiple of
+    ``deposit_ps``.  Walkers that share a bias are not independent: the leave-one-walker-out intervals of the
+    efficiency are then optimistic; ``shared_bias=False`` gives independent walkers.
 
     Reweighting: the time-dependent bias with Tiwary and Parrinello's ``c(t)`` (J. Phys. Chem. B 119, 736, 2015):
     a sample taken at time ``t`` at collective variables ``s`` has weight ``exp((V(s, t) - c(t)) / kT)`` with
@@ -905,7 +913,7 @@ class MetadynamicsWalkers(PlainWalkers):
         Not modified: every walker gets a copy of its System plus its own bias force.
     n_walkers, seeds, seed, platform
         As for :class:`~openmm_forecast.walkers.PlainWalkers`.
-    bias_factor, height_kJ, width_deg, deposit_ps, grid
+    bias_factor, height_kJ, width_deg, deposit_ps, grid, shared_bias
         See :data:`METADYNAMICS`.
 
     Attributes
@@ -918,7 +926,8 @@ class MetadynamicsWalkers(PlainWalkers):
 
     def __init__(self, molecular_system, n_walkers=None, *, seeds=None, seed=1, platform=None,
                  bias_factor=METADYNAMICS["bias_factor"], height_kJ=METADYNAMICS["height_kJ"],
-                 width_deg=METADYNAMICS["width_deg"], deposit_ps=METADYNAMICS["deposit_ps"], grid=METADYNAMICS["grid"]):
+                 width_deg=METADYNAMICS["width_deg"], deposit_ps=METADYNAMICS["deposit_ps"], grid=METADYNAMICS["grid"],
+                 shared_bias=METADYNAMICS["shared_bias"]):
         from openmm import app
 
         from ._runtime import openmm as mm
@@ -939,25 +948,26 @@ class MetadynamicsWalkers(PlainWalkers):
         frequency = whole_steps(float(deposit_ps), molecular_system.timestep.value_in_unit(unit.picosecond),
                                 "deposit_ps")
         self.metadynamics, simulations = [], []
-        for walker_seed in seeds:
+        for group in [seeds] if shared_bias else [[walker_seed] for walker_seed in seeds]:
             system = mm.XmlSerializer.clone(molecular_system.system)
             variables = [app.BiasVariable(torsion_force(atoms), -np.pi, np.pi, np.radians(width_deg), periodic=True,
                                           gridWidth=int(grid)) for atoms in (self.torsions.phi, self.torsions.psi)]
-            self.metadynamics.append(app.Metadynamics(system, variables, molecular_system.temperature,
-                                                      self.bias_factor, height_kJ * unit.kilojoule_per_mole,
-                                                      frequency))
+            meta = app.Metadynamics(system, variables, molecular_system.temperature, self.bias_factor,
+                                    height_kJ * unit.kilojoule_per_mole, frequency)
+            self.metadynamics += [meta] * len(group)
             simulations += self._create_simulations(dataclasses.replace(molecular_system, system=system), None,
-                                                    [walker_seed], walker_seed, platform, True)
+                                                    group, group[0], platform, True)
         self.simulations = simulations
         self.seeds = [int(s) for s in seeds]
         self.molecular_system = molecular_system
         self.log_weights = []
 
     def step(self, n_steps):
+        log_weights = []
         for simulation, meta in zip(self.simulations, self.metadynamics):
             meta.step(simulation, int(n_steps))
-        self.log_weights.append(np.array([self._log_weight(simulation, meta)
-                                          for simulation, meta in zip(self.simulations, self.metadynamics)]))
+            log_weights.append(self._log_weight(simulation, meta))  # now: a shared bias changes with the next walker
+        self.log_weights.append(np.array(log_weights))
 
     def _log_weight(self, simulation, meta):
         """``(V(s, t) - c(t)) / kT`` of one walker's current state."""
@@ -1249,7 +1259,9 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
             weights[arm.name] = arm_walkers.weights(len(samples[arm.name].time_ps))
             extra["metadynamics"] = {
                 "settings": {**METADYNAMICS, **arm.metadynamics}, "residue": arm_walkers.torsions.label,
-                "torsions": arm_walkers.torsions.as_dict(), "bias": "one independent bias per walker",
+                "torsions": arm_walkers.torsions.as_dict(),
+                "bias": "one bias shared by all walkers (their intervals are optimistic)" if {
+                    **METADYNAMICS, **arm.metadynamics}["shared_bias"] else "one independent bias per walker",
                 "reweighting": "time-dependent bias, Tiwary-Parrinello c(t): weight exp((V(s,t) - c(t)) / kT), every "
                                "sample from the first deposit on",
                 "kish_ess_fraction": kish_ess(weights[arm.name]) / weights[arm.name].size}

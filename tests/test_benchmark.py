@@ -544,7 +544,7 @@ def test_metadynamics_walkers_read_their_own_bias_and_weight_by_c_of_t(vacuum_sy
     sum e^{V/((gamma-1) kT)}), computed here from Metadynamics' own bias array."""
     from openmm_forecast.benchmark import MetadynamicsWalkers
 
-    walkers = MetadynamicsWalkers(vacuum_system, 2, seed=3, platform="Reference", deposit_ps=0.1)
+    walkers = MetadynamicsWalkers(vacuum_system, 2, seed=3, platform="Reference", deposit_ps=0.1, shared_bias=False)
     assert walkers.torsions.phi == (4, 6, 8, 14) and walkers.torsions.psi == (6, 8, 14, 16)
     walkers.step(50)  # one deposit (0.1 ps of 2 fs steps)
     meta = walkers.metadynamics[0]
@@ -558,6 +558,25 @@ def test_metadynamics_walkers_read_their_own_bias_and_weight_by_c_of_t(vacuum_sy
     assert len(walkers.log_weights) == 6 and walkers.weights(6).shape == (2, 6) and walkers.weights(6).max() == 1.0
     assert samples.positions_nm.shape[:2] == (5, 2)
     assert not np.allclose(walkers.metadynamics[0]._totalBias, walkers.metadynamics[1]._totalBias)  # own biases
+
+
+def test_walkers_sharing_a_bias_each_deposit_into_it_and_are_weighted_by_it(vacuum_system):
+    """Two walkers, one bias: after one round it holds two Gaussians (2 kJ/mol in all, well-tempered heights a few
+    per cent lower once the first is there); the second walker's weight is computed from the bias that includes
+    both (c(t) of the final grid, V read right after its deposit)."""
+    from openmm_forecast.benchmark import MetadynamicsWalkers
+
+    walkers = MetadynamicsWalkers(vacuum_system, 2, seed=3, platform="Reference", deposit_ps=0.1)
+    assert walkers.metadynamics[0] is walkers.metadynamics[1]
+    walkers.step(50)
+    meta, kT, gamma = walkers.metadynamics[0], walkers.kT_kJ, walkers.bias_factor
+    bias = meta._totalBias[:-1, :-1]
+    spacing = (2 * np.pi / 71) ** 2
+    gaussian_volume = 2 * np.pi * np.radians(20.0) ** 2  # a 2D Gaussian of unit height, rad^2
+    assert bias.sum() * spacing / gaussian_volume == pytest.approx(2.0, rel=0.1)
+    c = kT * np.log(np.sum(np.exp(gamma * bias / ((gamma - 1) * kT))) / np.sum(np.exp(bias / ((gamma - 1) * kT))))
+    v = walkers.log_weights[0][1] * kT + c
+    assert 1.0 < v < 2.0  # its own Gaussian and part of the other walker's, deposited nearby
 
 
 def test_a_metadynamics_arm_is_reweighted_in_the_report(vacuum_system, reference_dir, tmp_path):
@@ -623,3 +642,13 @@ def test_a_tetrapeptide_benchmark_has_no_reference_and_reports_every_residue_and
     assert (out / "ramachandran.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = format_summary(report)
     assert "ALA4" in summary and "omega" in summary
+
+
+def test_cli_metad_arm_takes_its_settings(reference_dir, tmp_path):
+    out = tmp_path / "metad"
+    assert main(["benchmark", "--arm", "plain", "--arm", "metad", "--walkers", "2", "--wall-seconds", "0.3", "--out",
+                 str(out), "--reference", str(reference_dir), "--no-progress", "--platform", "Reference",
+                 "--sample-interval", "0.2", "--reference-interval", "0.1", "--metad-deposit", "0.2", "--metad-height",
+                 "1.5", "--metad-bias-factor", "8", "--metad-independent"]) == 0
+    settings = json.loads((out / "report.json").read_text())["arms"]["metad"]["metadynamics"]["settings"]
+    assert settings == {**settings, "deposit_ps": 0.2, "height_kJ": 1.5, "bias_factor": 8.0, "shared_bias": False}

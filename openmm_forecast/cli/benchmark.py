@@ -14,6 +14,7 @@ import math
 from ..acceptance import RULES
 from ..analysis import BASINS
 from ._backend import add_backend_argument, backend_from_args
+from ..benchmark import METADYNAMICS
 from .compare import torsion_argument
 from ._common import (
     MAX_STRIDE_FS,
@@ -85,6 +86,14 @@ def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
                         help="pin the process to one core: auto (default) times the baseline both ways and pins when "
                         "that is faster (the CPU platform's worker thread is slow to wake across cores); the report "
                         "names every arm's platform, threads and pinning")
+    parser.add_argument("--metad-height", type=POSITIVE, default=METADYNAMICS["height_kJ"],
+                        help="metad arms: initial Gaussian height in kJ/mol (default %(default)s)")
+    parser.add_argument("--metad-bias-factor", type=number(above=1), default=METADYNAMICS["bias_factor"],
+                        help="metad arms: well-tempered bias factor (default %(default)s)")
+    parser.add_argument("--metad-deposit", type=POSITIVE, default=METADYNAMICS["deposit_ps"],
+                        help="metad arms: ps between Gaussians (default %(default)s; sample at a multiple of it)")
+    parser.add_argument("--metad-independent", action="store_true",
+                        help="metad arms: one bias per walker (default: one bias shared by all walkers)")
     parser.add_argument("--torsion", action="append", default=[], metavar="[NAME=]I,J,K,L", type=torsion_argument,
                         help="a torsion to report besides every residue's phi/psi (0-based atom indices; repeatable): "
                         "populations and effective samples per second of its gauche+, trans and gauche- states")
@@ -182,7 +191,9 @@ def arms_from_args(args, specs=None):
         if model == PLAIN_ARM:
             arms.append(BenchmarkArm(name, molecular_system))
         elif model == METAD_ARM:
-            arms.append(BenchmarkArm(name, molecular_system, metadynamics={}))
+            arms.append(BenchmarkArm(name, molecular_system, metadynamics={
+                "height_kJ": args.metad_height, "bias_factor": args.metad_bias_factor,
+                "deposit_ps": args.metad_deposit, "shared_bias": not args.metad_independent}))
         elif model == HMR_ARM:
             hmr = setup_from_args(args, timestep=args.hmr_timestep * unit.femtosecond,
                                   hydrogen_mass=args.hmr_mass * unit.dalton)
