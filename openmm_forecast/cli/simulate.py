@@ -65,6 +65,7 @@ def run(args):
     simulated_ns = n_steps * args.timestep * 1e-6
     summary = {
         "setup": molecular_system.setup,
+        "source": molecular_system.source,
         "potential": molecular_system.potential,
         "platform": simulation.context.getPlatform().getName(),
         "n_atoms": molecular_system.n_atoms,
