@@ -76,15 +76,13 @@ def run(args):
     from .._io import atomic_write_path, check_output_directory, write_json
     from .._runtime import openmm as mm
     from ..barriers import lower_barriers, save_surface, surrogate_free_energy
-    from ..forecasters.surrogate import load_surrogate_system
+    from ..forecasters.surrogate import resolve_surrogate
     from ..plotting import _pyplot
-    from ..systems import SETUPS, build_system
 
     check_output_directory(args.out, "--out", OUTPUTS, args.overwrite, hint="choose another --out or pass --overwrite")
     target = setup_from_args(args)
     pairs = torsion_pairs(args, target.topology)
-    surrogate = (build_system(args.surrogate, constraints=target.constraints, temperature=target.temperature).system
-                 if args.surrogate in SETUPS else load_surrogate_system(args.surrogate))
+    surrogate = resolve_surrogate(args.surrogate, target)[0]
     surfaces = [surrogate_free_energy(surrogate, target.positions, torsions, target.temperature,
                                       args.ns * unit.nanosecond, bias_factor=args.bias_factor,
                                       height=args.height * unit.kilojoule_per_mole, seed=args.seed,

@@ -60,8 +60,8 @@ def derived_surrogate_system(system, topology=None):
 
     A target with classical terms keeps them (:data:`CLASSICAL_FORCES`); when it had an implicit-solvent force
     (:data:`IMPLICIT_SOLVENT_FORCES`, e.g. amber14 + OBC2), that force is left out and the Coulomb terms of its
-    ``NonbondedForce`` are divided by :data:`SCREENING_DIELECTRIC`.  A target with none (a ``TorchForce`` or ``PythonForce`` alone) gets amber14 (``amber14-all.xml``,
-    no cutoff) for ``topology``.  Either way the particles, masses (hydrogen mass repartitioning included),
+    ``NonbondedForce`` are divided by :data:`SCREENING_DIELECTRIC`.  A target with none (a ``TorchForce`` or
+    ``PythonForce`` alone) gets amber14 (``amber14-all.xml``, no cutoff) for ``topology``.  Either way the particles, masses (hydrogen mass repartitioning included),
     constraints and box are the target's, as :func:`check_same_particles_and_constraints` requires.
 
     Parameters
@@ -239,7 +239,7 @@ class SurrogateForecaster(Forecaster):
             raise ValueError(
                 f"the System has {system.getNumParticles()} particles but {len(elements)} elements were given"
             )
-        surrogate_system, surrogate_name = self._surrogate_system(surrogate, molecular_system, system)
+        surrogate_system, surrogate_name = resolve_surrogate(surrogate, molecular_system)
         stride = stride_in_ps(stride_ps)
         dt_ps = positive(timestep, unit.picosecond, "timestep")
         steps = int(round(stride / dt_ps))
@@ -268,40 +268,6 @@ class SurrogateForecaster(Forecaster):
         # through XML and crashes for a System holding an openmm-torch TorchForce.
         self._context = mm.Context(surrogate_system, self._integrator, get_platform(platform))
 
-    @staticmethod
-    def _surrogate_system(surrogate, target, target_system):
-        """The surrogate's OpenMM System and a description of it (None: the target's own System)."""
-        if surrogate is None:
-            return target_system, None
-        if surrogate == DEFAULT_SURROGATE:
-            topology = None if isinstance(target, tuple) else target.topology
-            surrogate_system, name = derived_surrogate_system(target_system, topology)
-        elif is_surrogate_file(surrogate):
-            surrogate_system, name = load_surrogate_system(surrogate), os.fspath(surrogate)
-        elif isinstance(surrogate, str):
-            from ..systems import SETUPS, build_system
-
-            if surrogate not in SETUPS:
-                raise ValueError(
-                    f"unknown surrogate {surrogate!r}: give {DEFAULT_SURROGATE!r}, a setup ({', '.join(SETUPS)}), a shipped fitted surrogate "
-                    f"({', '.join(shipped_surrogates()) or 'none'}) or a serialized System file ending in .xml"
-                )
-            options = {}
-            if not isinstance(target, tuple):
-                options = dict(constraints=target.constraints, temperature=target.temperature)
-            surrogate_system, name = build_system(surrogate, **options).system, surrogate
-        elif isinstance(surrogate, mm.System):
-            surrogate_system, name = surrogate, "System"
-        elif hasattr(surrogate, "system") and hasattr(surrogate, "setup"):
-            surrogate_system, name = surrogate.system, surrogate.setup
-        else:
-            raise TypeError(
-                f"surrogate must be a setup name, a MolecularSystem, an openmm.System or None, got "
-                f"{type(surrogate).__name__}"
-            )
-        check_same_particles_and_constraints(surrogate_system, target_system)
-        return surrogate_system, name
-
     def _forecast(self, positions, velocities, n_frames):
         n_walkers = positions.shape[0]
         shape = (n_walkers, n_frames) + positions.shape[2:]
@@ -317,6 +283,62 @@ class SurrogateForecaster(Forecaster):
                     unit.nanometer / unit.picosecond
                 )
         return out_x, out_v
+
+
+def resolve_surrogate(surrogate, target):
+    """The OpenMM System a ``surrogate`` argument names for ``target``, and a description of it.
+
+    Parameters
+    ----------
+    surrogate : str, MolecularSystem, openmm.System or None
+        As :class:`SurrogateForecaster`'s ``surrogate``: ``'derived'``, a setup name, a shipped fitted surrogate or a
+        ``.xml`` file, a MolecularSystem, a System, or None (the target's own System).
+    target : MolecularSystem or tuple (openmm.System, list of str)
+
+    Returns
+    -------
+    system : openmm.System
+    description : str or None
+        None for the target's own System.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, a surrogate that does not fit the target's particles, masses and constraints, or none
+        to derive.
+    """
+    target_system = target[0] if isinstance(target, tuple) else target.system
+    if surrogate is None:
+        return target_system, None
+    if surrogate == DEFAULT_SURROGATE:
+        topology = None if isinstance(target, tuple) else target.topology
+        surrogate_system, name = derived_surrogate_system(target_system, topology)
+    elif is_surrogate_file(surrogate):
+        surrogate_system, name = load_surrogate_system(surrogate), os.fspath(surrogate)
+    elif isinstance(surrogate, str):
+        from ..systems import SETUPS, build_system
+
+        if surrogate not in SETUPS:
+            raise ValueError(
+                f"unknown surrogate {surrogate!r}: give {DEFAULT_SURROGATE!r}, a setup ({', '.join(SETUPS)}), a "
+                f"shipped fitted surrogate ({', '.join(shipped_surrogates()) or 'none'}) or a serialized System file "
+                "ending in .xml"
+            )
+        options = {}
+        if not isinstance(target, tuple):
+            options = dict(constraints=target.constraints, temperature=target.temperature)
+        surrogate_system, name = build_system(surrogate, **options).system, surrogate
+    elif isinstance(surrogate, mm.System):
+        surrogate_system, name = surrogate, "System"
+    elif hasattr(surrogate, "system") and hasattr(surrogate, "setup"):
+        surrogate_system, name = surrogate.system, surrogate.setup
+    else:
+        raise TypeError(
+            f"surrogate must be a setup name, a MolecularSystem, an openmm.System or None, got "
+            f"{type(surrogate).__name__}"
+        )
+    check_same_particles_and_constraints(surrogate_system, target_system)
+    return surrogate_system, name
 
 
 def _screen_coulomb(force, dielectric):
