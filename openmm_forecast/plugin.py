@@ -15,8 +15,9 @@ come back through one C function that takes the SWIG object's pointer (``int(int
 defaults through another (the XML of a default integrator, whose defaults CMake generates from
 :class:`~openmm_forecast.options.AcceleratorOptions`: one source).
 
-The library is looked up at ``$OPENMM_FORECAST_PLUGIN`` (a file), else at ``plugin/build/libOpenMMForecast.so`` of
-this source tree (where ``cmake -S plugin -B plugin/build && cmake --build plugin/build`` puts it).
+The library is looked up at ``$OPENMM_FORECAST_PLUGIN`` (a file), else in the package (``openmm_forecast/lib``, where
+``cmake -S plugin -B plugin/build && cmake --build plugin/build`` copies it, so that ``pip install .`` after the
+build installs it with the package), else at ``plugin/build/libOpenMMForecast.so`` of the source tree.
 """
 
 import atexit
@@ -119,13 +120,23 @@ def _number(value, name, minimum=0.0):
     return float(value)
 
 
+def library_candidates():
+    """Where the plugin library is looked for, in order (list of str): the package's own copy
+    (``openmm_forecast/lib``, where the CMake build puts it and a non-editable install carries it), then the source
+    tree's ``plugin/build``."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    return [os.path.join(package, "lib", LIBRARY_NAME),
+            os.path.join(os.path.dirname(package), "plugin", "build", LIBRARY_NAME)]
+
+
 def plugin_library_path():
-    """Where the plugin library is looked for (str; it may not exist)."""
+    """The plugin library to load (str; it may not exist): ``$OPENMM_FORECAST_PLUGIN``, else the first of
+    :func:`library_candidates` that exists, else the first."""
     path = os.environ.get(LIBRARY_ENVIRONMENT_VARIABLE)
     if path:
         return path
-    source_tree = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.join(source_tree, "plugin", "build", LIBRARY_NAME)
+    candidates = library_candidates()
+    return next((candidate for candidate in candidates if os.path.isfile(candidate)), candidates[0])
 
 
 def load_plugin():

@@ -20,7 +20,8 @@ import torch
 from openmm import app, unit
 
 import openmm_forecast
-from openmm_forecast import ForecastAccelerator, ForecastIntegrator, ForecasterMetadata, TorchForecaster
+from openmm_forecast import ForecastAccelerator, ForecastIntegrator
+from openmm_forecast.forecasters import ForecasterMetadata, TorchForecaster, save_forecaster
 from openmm_forecast.errors import PluginError
 from openmm_forecast.cycles import GHMCCycle
 from openmm_forecast.forecasters.surrogate import SurrogateForecaster, surrogates_directory
@@ -63,7 +64,7 @@ def forecaster(vacuum_system):
 @pytest.fixture(scope="module")
 def model_file(forecaster, tmp_path_factory):
     path = tmp_path_factory.mktemp("plugin") / "free_flight.pt"
-    openmm_forecast.save_forecaster(forecaster, path)
+    save_forecaster(forecaster, path)
     return str(path)
 
 
@@ -163,6 +164,44 @@ def test_plugin_load_failure_is_named(monkeypatch, tmp_path):
         ForecastIntegrator("x.pt", TIMESTEP, 300 * unit.kelvin, 0 / unit.picosecond)
 
 
+def test_library_is_found_in_the_package_first(monkeypatch):
+    """The CMake build copies the library into openmm_forecast/lib (package data): it is the one found."""
+    from openmm_forecast import plugin
+
+    monkeypatch.delenv(plugin.LIBRARY_ENVIRONMENT_VARIABLE, raising=False)
+    package_copy = os.path.join(os.path.dirname(plugin.__file__), "lib", plugin.LIBRARY_NAME)
+    assert plugin.library_candidates()[0] == package_copy and os.path.isfile(package_copy)
+    assert plugin.plugin_library_path() == package_copy
+
+
+@pytest.mark.slow
+def test_non_editable_install_loads_the_library(tmp_path):
+    """``pip install .`` after the plugin's build installs the library with the package; the installed package
+    (first on sys.path) loads it and runs a ghmc jump.  Slow: pip copies the package (and may fetch setuptools)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), root],
+                   check=True)
+    program = (
+        "import openmm_forecast, openmm_forecast.plugin as p\n"
+        "from openmm import app, unit\n"
+        "assert p.plugin_library_path().startswith(%r), p.plugin_library_path()\n"
+        "t = openmm_forecast.build_system('amber14-obc2')\n"
+        "i = p.ForecastIntegrator('fit-amber14-obc2', 2 * unit.femtosecond, 300 * unit.kelvin, 1 / unit.picosecond,"
+        " acceptance='ghmc', jump=100 * unit.femtosecond)\n"
+        "s = app.Simulation(t.topology, t.system, i)\n"
+        "s.context.setPositions(t.positions)\n"
+        "s.step(100)\n"
+        "assert i.getStatistics().jumps_attempted == 2\n" % str(target)
+    )
+    environment = dict(os.environ, PYTHONPATH=str(target))
+    environment.pop("OPENMM_FORECAST_PLUGIN", None)
+    subprocess.run([sys.executable, "-c", program], check=True, cwd=tmp_path, env=environment)
+
+
 CROSS_CHECKS = {
     "jumps": ("Reference", dict(drift_tolerance_kT=50.0, reequilibration_steps=20)),
     "jumps-cpu": ("CPU", dict(drift_tolerance_kT=50.0, reequilibration_steps=20)),
@@ -206,7 +245,7 @@ def test_same_jumps_and_states_as_python_driver(vacuum_system, forecaster, model
 
 def test_nan_forecast_is_rejected_and_never_reaches_positions(vacuum_system, tmp_path):
     path = tmp_path / "nan.pt"
-    openmm_forecast.save_forecaster(free_flight(vacuum_system.elements, poison=True), path)
+    save_forecaster(free_flight(vacuum_system.elements, poison=True), path)
     integrator = ForecastIntegrator(str(path), TIMESTEP, 300 * unit.kelvin, 1 / unit.picosecond, seed=2)
     simulation = plugin_simulation(vacuum_system, integrator, "Reference", start_state(vacuum_system))
     simulation.step(400)
@@ -221,7 +260,7 @@ def test_nan_forecast_is_rejected_and_never_reaches_positions(vacuum_system, tmp
 
 def test_wrong_atom_count_is_refused_at_context_creation(vacuum_system, tmp_path):
     path = tmp_path / "three.pt"
-    openmm_forecast.save_forecaster(free_flight(["C", "C", "C"]), path)
+    save_forecaster(free_flight(["C", "C", "C"]), path)
     integrator = ForecastIntegrator(str(path), TIMESTEP, 300 * unit.kelvin, 1 / unit.picosecond)
     with pytest.raises(openmm.OpenMMException, match="built for 3 atoms, but the System has 22 particles"):
         openmm.Context(vacuum_system.system, integrator, openmm.Platform.getPlatformByName("Reference"))
@@ -374,7 +413,7 @@ def test_checkpoint_of_another_forecaster_is_refused(vacuum_system, model_file, 
     first.step(20)
     checkpoint = first.context.createCheckpoint()
     other_file = tmp_path / "other.pt"
-    openmm_forecast.save_forecaster(free_flight(vacuum_system.elements, max_frames=2), other_file)
+    save_forecaster(free_flight(vacuum_system.elements, max_frames=2), other_file)
     other = plugin_simulation(
         vacuum_system, ForecastIntegrator(str(other_file), TIMESTEP, 300 * unit.kelvin, 1 / unit.picosecond), "Reference", state)
     with pytest.raises(openmm.OpenMMException, match="written with another proposal"):
