@@ -315,14 +315,16 @@ class RayBackend:
                 "gpus_per_worker": self.gpus_per_worker, "cluster": self.cluster}
 
     def default_platform(self, platform=None):
-        """The walkers' platform: ``platform`` (a name or configuration) or CPU; the CPU platform gets
-        ``Threads=cpus_per_worker`` unless its threads are given (so actors do not oversubscribe their cores)."""
+        """The walkers' platform: ``platform`` (a name, an openmm.Platform or a configuration) or CPU; the CPU
+        platform gets ``Threads=cpus_per_worker`` unless its threads are given (so actors do not oversubscribe their
+        cores).  A name is not looked up here: the driver's node may lack the workers' GPU platform."""
         from .platforms import PlatformConfiguration
 
         if isinstance(platform, PlatformConfiguration):
             configuration = platform
         else:
-            configuration = PlatformConfiguration.create("CPU" if platform is None else str(platform))
+            name = "CPU" if platform is None else platform if isinstance(platform, str) else platform.getName()
+            configuration = PlatformConfiguration.create(name)
         properties = configuration.properties_dict
         if configuration.name == "CPU" and "Threads" not in properties:
             configuration = PlatformConfiguration.create("CPU", {**properties, "Threads": self.cpus_per_worker})

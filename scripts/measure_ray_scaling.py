@@ -45,12 +45,16 @@ def main():
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--interval-ps", type=float, default=1.0)
     parser.add_argument("--model", default=None, help="forecaster (default: plain MD)")
+    parser.add_argument("--stride-fs", type=float, default=10.0, help="baselines' stride (default 10 fs, 4 frames)")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     system = openmm_forecast.build_system(args.setup)
     cpu = PlatformConfiguration.create("CPU", {"Threads": 1})
     interval = args.interval_ps * unit.picosecond
-    options = {} if args.model is None else {"forecaster": args.model}
+    from openmm_forecast.forecasters.registry import BASELINES
+
+    baseline = {"stride_ps": args.stride_fs * unit.femtosecond, "max_frames": 4} if args.model in BASELINES else None
+    options = {} if args.model is None else {"forecaster": args.model, "forecaster_options": baseline}
     results = {"setup": args.setup, "walkers": args.walkers, "seconds": args.seconds, "model": args.model, "runs": []}
 
     def measure(label, walkers):
@@ -69,7 +73,7 @@ def main():
     if args.model is None:
         measure("in-process", PlainWalkers(system, args.walkers, platform=cpu))
     else:
-        measure("in-process", ForecastWalkers(system, args.model, args.walkers, platform=cpu))
+        measure("in-process", ForecastWalkers(system, args.model, args.walkers, platform=cpu, forecaster_options=baseline))
     for workers in (1, 2):
         start = time.perf_counter()
         backend = RayBackend(num_cpus=2, workers=workers)
