@@ -96,7 +96,7 @@ def test_surrogate_and_acceptance_rule_are_recorded_and_kept_on_resume(tmp_path,
     assert main(arguments) == 0
     recorded = json.loads((out / "run.json").read_text())
     assert (recorded["model"], recorded["surrogate"], recorded["surrogate_timestep"], recorded["acceptance"]) == (
-        "surrogate", "amber14-vacuum", 1.0, "metropolis")
+        "surrogate", "derived", 1.0, "metropolis")  # the default: derived from the target
     assert "rejections" in json.loads((out / "stats.json").read_text())["stats"]
     resumed = [a for a in arguments if a not in ("--acceptance", "metropolis")] + ["--metropolis", "--resume"]
     resumed[resumed.index("0.2")] = "0.4"

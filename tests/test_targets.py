@@ -333,3 +333,36 @@ def test_cli_simulate_from_prmtop_and_inpcrd(files, tmp_path, capsys):
         summary = json.load(handle)
     assert summary["setup"] is None and summary["source"].endswith("ace-ala3-nme.inpcrd")
     assert "GBSAOBCForce" in summary["potential"]
+
+
+@pytest.mark.slow
+def test_cli_fit_surrogate_then_benchmark_on_system_xml_and_pdb(files, tmp_path, capsys):
+    """The issue's flow on the glycine dipeptide from --system/--pdb: fit a surrogate, then plain MD, HMR and the
+    fitted surrogate with metropolis at 500 fs in one benchmark, every arm on the user's System.
+
+    Slow: 52 s on the loaded 2-core machine (sampling the target for the fit, and each arm's platform timing)."""
+    target = ["--system", files["ace-gly-nme"], "--pdb", pdb_path("ace-gly-nme")]
+    fit = str(tmp_path / "fit")
+    code, output = cli(["fit-surrogate", *target, "--frames", "60", "--chains", "2", "--equilibration", "0",
+                        "--frame-interval", "0.02", "--platform", "CPU", "--predict-frames", "10", "--out", fit,
+                        "--no-progress"], capsys)
+    assert code == 0, output
+    with open(os.path.join(fit, "report.json")) as handle:
+        report = json.load(handle)
+    read = MolecularSystem.from_xml(files["ace-gly-nme"], pdb_path("ace-gly-nme"))
+    assert report["target"]["fingerprint"] == read.fingerprint() and report["target"]["setup"] is None
+    surrogate = mm.XmlSerializer.deserialize(open(os.path.join(fit, "surrogate.xml")).read())
+    assert surrogate.getNumParticles() == 19 and not any(isinstance(f, mm.CustomGBForce) for f in surrogate.getForces())
+    out = str(tmp_path / "bench")
+    code, output = cli(["benchmark", *target, "--arm", "plain", "--arm", "hmr", "--arm",
+                        f"fitted={fit}/surrogate.xml:metropolis@500", "--max-frames", "1", "--no-reference",
+                        "--wall-seconds", "2", "--slice-seconds", "0", "--walkers", "1", "--pin", "no", "--out", out,
+                        "--no-progress"], capsys)
+    assert code == 0, output
+    with open(os.path.join(out, "report.json")) as handle:
+        report = json.load(handle)
+    arms = report["arms"]
+    assert set(arms) == {"plain", "hmr", "fitted"} and report["setup"] is None and "CustomGBForce" in report["potential"]
+    assert arms["hmr"]["hydrogen_mass_amu"] == 1.5 and arms["hmr"]["timestep_fs"] == 4.0
+    assert all(arm["platform"] for arm in arms.values()) and arms["fitted"]["acceptance"] == "metropolis"
+    assert arms["fitted"]["forecast_calls"] >= 1 and 0.0 <= arms["fitted"]["acceptance_rate"] <= 1.0
