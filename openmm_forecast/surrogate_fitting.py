@@ -340,16 +340,26 @@ def constraint_projectors(positions, constraints, masses):
 
 
 FAMILIES = {
-    "amber": {"bond_powers": (1, 2), "angle_powers": (1, 2), "periodicities": (1, 2, 3, 4)},
-    "anharmonic": {"bond_powers": (1, 2, 3, 4), "angle_powers": (1, 2, 3, 4), "periodicities": (1, 2, 3, 4, 5, 6)},
+    "amber": {"bond_powers": (1, 2), "angle_powers": (1, 2), "periodicities": (1, 2, 3, 4), "pair_powers": ()},
+    "anharmonic": {"bond_powers": (1, 2, 3, 4), "angle_powers": (1, 2, 3, 4), "periodicities": (1, 2, 3, 4, 5, 6),
+                   "pair_powers": ()},
+    "coupled": {"bond_powers": (1, 2, 3, 4), "angle_powers": (1, 2, 3, 4), "periodicities": (1, 2, 3, 4, 5, 6),
+                "pair_powers": (1, 2, 3)},
 }
 """Surrogate families: powers of ``r - r0`` per bond and of ``theta - theta0`` per angle (``r0``, ``theta0`` the
-starting System's), and the torsion periodicities (cosine and sine terms on every torsion quadruple).  ``amber``
-is written as amber's own forces (harmonic bonds and angles, periodic torsions); ``anharmonic`` (quartic bonds
-and angles) as a ``CustomBondForce`` and a ``CustomAngleForce``."""
+starting System's), the torsion periodicities (cosine and sine terms on every torsion quadruple), and powers of
+``r - r_mean`` for every 1-3 and 1-4 atom pair not bonded or constrained (``r_mean`` its mean over the training
+frames: Urey-Bradley-like terms that couple bonds, angles and torsions).  ``amber`` is written as amber's own
+forces (harmonic bonds and angles, periodic torsions); ``anharmonic`` (quartic bonds and angles) as a
+``CustomBondForce`` and a ``CustomAngleForce``; ``coupled`` adds the pair terms as a second ``CustomBondForce``."""
 
 RIDGE_GRID = tuple(10.0 ** np.arange(-9, 1))
-"""Ridge strengths tried (relative to the diagonal of the normal matrix); the held-out loss picks one."""
+"""Ridge strengths tried for the bonded and torsion coefficients (relative to the diagonal of the normal
+matrix); the held-out loss picks one, with one of :data:`CHARGE_RIDGE_GRID` for the charges."""
+
+CHARGE_RIDGE_GRID = tuple(10.0 ** np.arange(-6, 3, 2))
+"""Ridge strengths tried for the charges: a strong one keeps amber's charges where moving them does not pay
+on held-out frames (charges that absorb a many-body energy can pull atoms together outside the sampled range)."""
 
 
 class _LinearTerms:
@@ -360,7 +370,7 @@ class _LinearTerms:
     (features ``dU/dq_k``), its quadratic remainder is what the next round's linearisation picks up.
     """
 
-    def __init__(self, base_system, family):
+    def __init__(self, base_system, family, positions):
         spec = FAMILIES[family]
         self.family = family
         self.amber = AmberSurrogateEnergy(base_system, extra_periodicities=())  # reads and checks the base System
@@ -379,6 +389,17 @@ class _LinearTerms:
         offset = self.blocks["angle"][1]
         self.blocks["torsion"] = (offset, offset + 2 * n_quad * len(self.periodicities))
         offset = self.blocks["torsion"][1]
+        self.pair_powers = spec["pair_powers"]
+        excluded = {tuple(sorted(b)) for b in a.bond_atoms.tolist()}
+        excluded |= {tuple(sorted(base_system.getConstraintParameters(c)[:2]))
+                     for c in range(base_system.getNumConstraints())}
+        ends = [(t[0], t[2]) for t in a.angle_atoms.tolist()] + [(q[0], q[3]) for q in quads]
+        pairs = [p for p in dict.fromkeys(tuple(sorted(e)) for e in ends) if p not in excluded]
+        self.pair_atoms = torch.tensor(pairs if self.pair_powers else [], dtype=torch.long).reshape(-1, 2)
+        x = torch.as_tensor(np.asarray(positions, dtype=np.float64))
+        self.pair_r0 = torch.linalg.vector_norm(x[:, self.pair_atoms[:, 0]] - x[:, self.pair_atoms[:, 1]], dim=-1).mean(0)
+        self.blocks["pair"] = (offset, offset + len(self.pair_atoms) * len(self.pair_powers))
+        offset = self.blocks["pair"][1]
         self.blocks["charge"] = (offset, offset + self.n_atoms)
         self.n_parameters = offset + self.n_atoms
         # The starting System's coefficients (its charges: 0, an offset from the charges of the round).
@@ -459,6 +480,10 @@ class _LinearTerms:
         values = torch.stack([torch.cos(angle), torch.sin(angle)], -1).reshape(n_frames, len(self.quads), -1)
         slopes = torch.stack([-n * torch.sin(angle), n * torch.cos(angle)], -1).reshape(n_frames, len(self.quads), -1)
         scatter("torsion", values, slopes[..., None, None] * dphi[:, :, None], self.quads)
+        if len(self.pair_atoms):
+            r, dr = self._local(lambda x: torch.linalg.vector_norm(x[..., 0, :] - x[..., 1, :], dim=-1), positions,
+                                self.pair_atoms)
+            scatter("pair", *self._powers(r - self.pair_r0, dr, self.pair_powers), self.pair_atoms)
 
         # Charges: dU/dq_k = C sum_j s_kj q_j / r_kj; its gradient in x_m is C s_km q_m (x_k - x_m) / r_km^3 for m != k.
         difference = positions[:, :, None, :] - positions[:, None, :, :]  # (B, k, j, 3): x_k - x_j
@@ -560,7 +585,8 @@ class _Moments:
         self.energy_xx += energy_x.T @ energy_x
         self.energy_xy += energy_x.T @ energy_y
         self.energy_yy += float(energy_y @ energy_y)
-        self.force_xx += force_x.T @ force_x
+        force = torch.as_tensor(force_x)  # the largest product (B 3N rows): torch's BLAS, as for the solves
+        self.force_xx += (force.T @ force).numpy()
         self.force_xy += force_x.T @ force_y
         self.force_yy += float(force_y @ force_y)
 
@@ -589,9 +615,11 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
     """Fit a surrogate System to a target's energies and forces (see the module docstring).
 
     The surrogate's energy is linear in its coefficients except for the charges, so each round is a
-    weighted ridge least-squares solve (closed form, no learning rate): the ridge strength is the one of
-    :data:`RIDGE_GRID` with the least held-out loss; the charges are linearised about the last round's
-    (Gauss-Newton), and rounds stop when the held-out loss falls by less than 1 %.
+    weighted ridge least-squares solve (closed form, no learning rate): the ridge strengths are those of
+    :data:`RIDGE_GRID` and :data:`CHARGE_RIDGE_GRID` with the least held-out loss; the charges are linearised
+    about the last round's (Gauss-Newton), and rounds stop when the held-out loss of the System they give
+    falls by less than 1 % (that System's loss is known exactly one evaluation later, so a fit of ``k`` rounds
+    evaluates the frames ``k + 1`` times).
 
     Parameters
     ----------
@@ -610,7 +638,7 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
     family : str
         A key of :data:`FAMILIES`.
     iterations : int
-        Most Gauss-Newton rounds.
+        Most Gauss-Newton rounds (solves).
     sigma_nm : float
         Displacement scale of the force term, nm.
     validation_fraction : float
@@ -673,7 +701,7 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
                        int((~finite).sum()), len(finite))
         positions, energies, forces = positions[finite], energies[finite], forces[finite]
     check_same_particles_and_constraints(base_system, target.system)
-    terms = _LinearTerms(base_system, family)
+    terms = _LinearTerms(base_system, family, positions)
     kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
     with torch.no_grad():
         base_energies = terms.amber(torch.as_tensor(positions)).numpy()
@@ -714,44 +742,58 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
         return parts
 
     charges = terms.amber.charge0.clone()
+    charge_block = slice(*terms.blocks["charge"])
+    is_charge = np.zeros(terms.n_parameters, dtype=bool)
+    is_charge[charge_block] = True
     prior = terms.theta0.copy()
-    history, before, best = [], None, None
-    bar = tqdm(total=iterations * len(positions), desc="fit surrogate", unit="frame", disable=not progress)
-    for round_index in range(iterations):
+    history, before, best, previous = [], None, None, None
+    bar = tqdm(total=(iterations + 1) * len(positions), desc="fit surrogate", unit="frame", disable=not progress)
+    for round_index in range(iterations + 1):
         m = moments(charges, bar)
-        a, b, c = m["train"].quadratic(kT, sigma_nm)
         av, bv, cv = m["validation"].quadratic(kT, sigma_nm)
-        charge_block = slice(*terms.blocks["charge"])
-        prior[charge_block] = (terms.amber.charge0 - charges).numpy()  # the ridge pulls toward the base charges
-        zero = terms.theta0.copy()
-        zero[charge_block] = 0.0  # this round's charges as they are
         if before is None:
             before = {name: m[name].parts(terms.theta0) for name in sets}
+        if previous is not None:
+            # the last round's System, now exactly linear at its own charges: its true held-out loss
+            held = previous.copy()
+            held[charge_block] = 0.0
+            true_loss = float(held @ av @ held - 2 * bv @ held + cv)
+            history[-1]["validation_loss_of_system"] = true_loss
+            if best is not None and true_loss > (1.0 - 0.01) * best[0]:
+                if true_loss < best[0]:
+                    best = (true_loss, held, charges.clone())
+                break  # the charges' rounds no longer help on held-out frames (by less than 1 %)
+            best = (true_loss, held, charges.clone())
+        if round_index == iterations:
+            break
+        a, b, c = m["train"].quadratic(kT, sigma_nm)
+        prior[charge_block] = (terms.amber.charge0 - charges).numpy()  # the ridge pulls toward the base charges
         scale = np.maximum(np.diag(a), 1e-12 * np.diag(a).max())
-        candidates = []
-        for ridge in RIDGE_GRID:
+        def solve(ridge, charge_ridge):
+            penalty = scale * np.where(is_charge, charge_ridge, ridge)
             try:
-                theta = np.linalg.solve(a + ridge * np.diag(scale), b + ridge * scale * prior)
-            except np.linalg.LinAlgError:
-                continue
-            candidates.append((float(theta @ av @ theta - 2 * bv @ theta + cv), ridge, theta))
-        loss, ridge, theta = min(candidates, key=lambda item: item[0])
-        start_loss = float(zero @ av @ zero - 2 * bv @ zero + cv)
-        history.append({"round": round_index, "ridge": ridge, "validation_loss_before": start_loss,
-                        "validation_loss": loss, "train_loss": float(theta @ a @ theta - 2 * b @ theta + c),
+                # torch's solver: numpy's multithreaded BLAS was 5x slower on a loaded 2-core machine
+                theta = torch.linalg.solve(torch.as_tensor(a + np.diag(penalty)),
+                                           torch.as_tensor(b + penalty * prior)).numpy()
+            except RuntimeError:  # singular
+                return None
+            return float(theta @ av @ theta - 2 * bv @ theta + cv), ridge, charge_ridge, theta
+
+        # coordinate search: one ridge for all, then the charges' own
+        candidates = [c for c in (solve(r, r) for r in RIDGE_GRID) if c is not None]
+        ridge = min(candidates, key=lambda item: item[0])[1]
+        candidates += [c for c in (solve(ridge, q) for q in CHARGE_RIDGE_GRID) if c is not None]
+        loss, ridge, charge_ridge, theta = min(candidates, key=lambda item: item[0])
+        history.append({"round": round_index, "ridge": ridge, "charge_ridge": charge_ridge, "validation_loss": loss,
+                        "train_loss": float(theta @ a @ theta - 2 * b @ theta + c),
                         **{f"validation_{k}": v for k, v in m["validation"].parts(theta).items()}})
         bar.set_postfix(dU_std=f"{history[-1]['validation_energy_std']:.2f}")
-        if best is not None and loss > best[0]:
-            break  # linearised charges got worse on held-out frames: keep the last round's
-        best = (loss, theta, charges.clone(), m)
+        previous = theta
         dq = theta[charge_block]
         charges = charges + torch.as_tensor(dq - dq.mean())
-        if start_loss - loss < 0.01 * start_loss:
-            break
     bar.close()
-    loss, theta, charges_used, m = best
-    dq = theta[charge_block]
-    fitted_charges = (charges_used + torch.as_tensor(dq - dq.mean())).numpy()
+    _, theta, fitted_charges = best
+    fitted_charges = fitted_charges.numpy()
     system = _write_system(terms, theta, fitted_charges, base_system)
     # Report: the written System's own numbers (the least-squares model's leave out the charges' second order).
     from .potential_training import label_configurations
@@ -797,10 +839,13 @@ def _write_system(terms, theta, charges, base_system):
         if isinstance(fitted.getForce(index), (mm.HarmonicBondForce, mm.HarmonicAngleForce, mm.PeriodicTorsionForce)):
             fitted.removeForce(index)
     for kind, atoms, reference, powers in (("bond", a.bond_atoms, a.bond_r0, terms.bond_powers),
-                                           ("angle", a.angle_atoms, a.angle_theta0, terms.angle_powers)):
+                                           ("angle", a.angle_atoms, a.angle_theta0, terms.angle_powers),
+                                           ("pair", terms.pair_atoms, terms.pair_r0, terms.pair_powers)):
+        if not len(atoms) or not powers:
+            continue
         coefficients = theta[slice(*terms.blocks[kind])].reshape(len(atoms), len(powers))
         atoms, reference = atoms.tolist(), reference.numpy()
-        if tuple(powers) == (1, 2):
+        if tuple(powers) == (1, 2) and kind != "pair":
             c1, c2 = coefficients[:, 0], coefficients[:, 1]
             if (c2 <= 0).any():
                 raise ValueError(f"the fit gave {int((c2 <= 0).sum())} {kind}(s) a force constant <= 0: fit with more "
@@ -810,16 +855,15 @@ def _write_system(terms, theta, charges, base_system):
             for quad, r0, linear, quadratic in zip(atoms, reference, c1, c2):
                 add(*quad, float(r0 - linear / (2 * quadratic)), float(2 * quadratic))
         else:
-            variable = "r" if kind == "bond" else "theta"
-            expression = " + ".join(f"c{n}*d^{n}" for n in powers) + f"; d = {variable} - x0"
-            force = mm.CustomBondForce(expression) if kind == "bond" else mm.CustomAngleForce(expression)
-            force.addPerBondParameter("x0") if kind == "bond" else force.addPerAngleParameter("x0")
-            for n in powers:
-                force.addPerBondParameter(f"c{n}") if kind == "bond" else force.addPerAngleParameter(f"c{n}")
-            add = force.addBond if kind == "bond" else force.addAngle
+            distance = kind != "angle"
+            expression = " + ".join(f"c{n}*d^{n}" for n in powers) + f"; d = {'r' if distance else 'theta'} - x0"
+            force = mm.CustomBondForce(expression) if distance else mm.CustomAngleForce(expression)
+            for name in ["x0"] + [f"c{n}" for n in powers]:
+                force.addPerBondParameter(name) if distance else force.addPerAngleParameter(name)
+            add = force.addBond if distance else force.addAngle
             for quad, x0, row in zip(atoms, reference, coefficients):
                 add(*quad, [float(x0), *map(float, row)])
-            if max(powers) % 2 == 0 and (coefficients[:, -1] <= 0).any():
+            if kind != "pair" and max(powers) % 2 == 0 and (coefficients[:, -1] <= 0).any():
                 logger.warning("%d %ss have a leading coefficient <= 0: unbounded below far from the fitted range",
                                int((coefficients[:, -1] <= 0).sum()), kind)
         fitted.addForce(force)

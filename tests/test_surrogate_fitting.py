@@ -104,9 +104,9 @@ def test_linear_terms_are_the_written_system_and_charges_linearise_to_second_ord
     torsions' ``k (1 + cos)`` form), forces to round-off, for coefficients far from amber's; the charge features
     are the first derivative in the charges (what a charge step leaves out is second order in it)."""
     x = _positions(vacuum_system, rng, n=5)
-    terms = _LinearTerms(vacuum_system.system, family)
+    terms = _LinearTerms(vacuum_system.system, family, x)
     theta = terms.theta0.copy()
-    for block, size in (("bond", 0.1), ("angle", 0.1)):
+    for block, size in (("bond", 0.1), ("angle", 0.1), ("pair", 0.1)):
         part = slice(*terms.blocks[block])
         theta[part] *= 1.0 + size * rng.normal(size=part.stop - part.start)
         theta[part] += np.abs(rng.normal(0.0, 100.0, part.stop - part.start))  # all powers, leading ones > 0
@@ -303,4 +303,4 @@ def test_cli_surrogate_flag_names_what_it_accepts(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--model", "surrogate", "--surrogate", "amber99", "--steps", "10", "--out", "unused"])
     assert exit_info.value.code == 2
-    assert "neither a setup" in capsys.readouterr().err
+    assert "is neither" in capsys.readouterr().err

@@ -1,0 +1,140 @@
+"""The fitted ANI-1x surrogate (issue 17, item 2): thermal samples of ANI-1x alanine dipeptide, then the fit.
+
+    .venv/bin/python scripts/make_ani1x_surrogate.py sample [--chains 3 --frames-per-chain 400]
+    .venv/bin/python scripts/make_ani1x_surrogate.py fit [--family ...]
+
+``sample``: Langevin MD of the ``ani1x`` setup itself (2 fs, HBonds, 300 K, friction 1/ps; seeds 1, 2, ...,
+each minimised and equilibrated 5 ps), a frame every 50 fs labelled with ANI-1x's energy and forces; one file per
+chain in runs/ani1x-surrogate/ (resumable: a chain already written is not sampled again).  About 13 ms per
+ANI-1x step on one core: a chain of 400 frames is ~6 minutes.
+
+``fit``: :func:`openmm_forecast.surrogate_fitting.fit_surrogate` on the pooled chains (the last chain held out),
+writing runs/ani1x-surrogate/fit-<family>/surrogate.xml and report.json; ``--ship`` copies them to
+openmm_forecast/resources/surrogates/fit-ani1x.xml/.json.
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from openmm_forecast import build_system  # noqa: E402
+
+RUN = "runs/ani1x-surrogate"
+
+
+def sample(args):
+    from openmm_forecast.surrogate_fitting import sample_target
+
+    os.makedirs(RUN, exist_ok=True)
+    target = build_system("ani1x")
+    for chain in range(args.chains):
+        path = os.path.join(RUN, f"chain{chain + 1}.npz")
+        if os.path.exists(path):
+            print(f"{path} exists: kept", flush=True)
+            continue
+        start = time.time()
+        positions, energies, forces = sample_target(target, args.frames_per_chain, n_chains=1,
+                                                    frame_interval_ps=0.05, equilibration_ps=5.0,
+                                                    seed=1 + chain, progress=False)
+        np.savez(path + ".partial.npz", positions=positions, energies=energies, forces=forces,
+                 fingerprint=np.array(target.fingerprint()))
+        os.replace(path + ".partial.npz", path)
+        print(f"{path}: {len(positions)} frames in {time.time() - start:.0f} s", flush=True)
+
+
+def load_samples():
+    """Pooled (positions, energies, forces) of the chains, chain by chain (the last one is held out)."""
+    paths = sorted(glob.glob(os.path.join(RUN, "chain*.npz")))
+    if not paths:
+        sys.exit(f"no samples in {RUN}: run the 'sample' step first")
+    data = [np.load(p) for p in paths]
+    return tuple(np.concatenate([d[key] for d in data]) for key in ("positions", "energies", "forces"))
+
+
+def step_cost_ms(system, positions, steps=500):
+    """CPU milliseconds per 2 fs velocity Verlet step of ``system`` on the Reference platform (median of 3)."""
+    from openmm import unit
+
+    from openmm_forecast._runtime import openmm as mm
+    from openmm_forecast.integrators import velocity_verlet_integrator
+
+    integrator = velocity_verlet_integrator(2 * unit.femtosecond)
+    context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    integrator.step(10)
+    times = []
+    for _ in range(3):
+        start = time.process_time()
+        integrator.step(steps)
+        times.append((time.process_time() - start) / steps * 1e3)
+    return float(np.median(times))
+
+
+def fit(args):
+    from openmm import unit
+
+    from openmm_forecast._runtime import openmm as mm
+    from openmm_forecast.surrogate_fitting import fit_surrogate
+
+    positions, energies, forces = load_samples()
+    target = build_system("ani1x")
+    base = build_system("amber14-vacuum", constraints=target.constraints).system
+    out = os.path.join(RUN, f"fit-{args.family}")
+    os.makedirs(out, exist_ok=True)
+    system, report = fit_surrogate(target, positions, energies, forces, base, family=args.family,
+                                   validation_fraction=args.validation_fraction, predict_jumps_fs=args.jumps,
+                                   predict_frames=args.predict_frames, progress=True)
+    x0 = positions[0] * unit.nanometer
+    report["cost_ms_per_step"] = {"surrogate": step_cost_ms(system, x0), "amber14_vacuum": step_cost_ms(base, x0),
+                                  "ani1x": step_cost_ms(target.system, x0, steps=50)}
+    report["target"] = {"setup": "ani1x", "potential": target.potential, "fingerprint": target.fingerprint()}
+    report["samples"] = {"chains": len(glob.glob(os.path.join(RUN, "chain*.npz"))), "frame_interval_ps": 0.05}
+    with open(os.path.join(out, "surrogate.xml"), "w") as handle:
+        handle.write(mm.XmlSerializer.serialize(system))
+    with open(os.path.join(out, "report.json"), "w") as handle:
+        json.dump(report, handle, indent=1)
+    print(json.dumps({key: report[key] for key in ("family", "rounds", "fit_seconds", "after", "cost_ms_per_step")},
+                     indent=1))
+    for jump, prediction in report.get("predicted_acceptance", {}).items():
+        print(f"{jump} fs: predicted acceptance {prediction['acceptance']:.3f} +- {prediction['stderr']:.3f}, std dH "
+              f"{prediction['dH_std_kJ']:.2f} kJ/mol (surrogate's own {prediction['surrogate_dH_std_kJ']:.2f})")
+    if args.ship:
+        target_dir = "openmm_forecast/resources/surrogates"
+        shutil.copy(os.path.join(out, "surrogate.xml"), os.path.join(target_dir, "fit-ani1x.xml"))
+        shutil.copy(os.path.join(out, "report.json"), os.path.join(target_dir, "fit-ani1x.json"))
+        print(f"shipped as {target_dir}/fit-ani1x.xml")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    s = sub.add_parser("sample")
+    s.add_argument("--chains", type=int, default=3)
+    s.add_argument("--frames-per-chain", type=int, default=400)
+    s.set_defaults(func=sample)
+    f = sub.add_parser("fit")
+    f.add_argument("--family", default="anharmonic", choices=("amber", "anharmonic"))
+    f.add_argument("--validation-fraction", type=float, default=0.2)
+    f.add_argument("--jumps", type=float, nargs="*", default=[20.0, 100.0, 500.0])
+    f.add_argument("--predict-frames", type=int, default=150)
+    f.add_argument("--ship", action="store_true")
+    f.set_defaults(func=fit)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
