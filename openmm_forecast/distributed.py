@@ -42,6 +42,7 @@ import time
 import numpy as np
 from openmm import unit
 
+from ._runtime import openmm as mm
 from .errors import SamplingInterrupted, UsageError
 
 logger = logging.getLogger(__name__)
@@ -131,9 +132,16 @@ class TargetDescription:
             constraints=ms.constraints, potential=ms.potential, solute_atoms=ms.solute_atoms,
             hydrogen_mass_amu=None if mass is None else mass.value_in_unit(unit.dalton),
         )
+        # A plugin's force (TorchForce) comes back from getForces() as the bare base class openmm.Force
         foreign = [type(force).__name__ for force in ms.system.getForces()
-                   if not type(force).__module__.startswith("openmm.openmm")]
+                   if type(force) is mm.Force or not type(force).__module__.startswith("openmm.openmm")]
         if foreign:
+            from .systems import SETUPS
+
+            if ms.setup not in SETUPS:
+                raise UsageError(f"--backend ray: this target's System has forces that OpenMM's XML cannot hold "
+                                 f"({', '.join(sorted(set(foreign)))}) and is not a named setup, so Ray workers "
+                                 "cannot rebuild it; run it with --backend local")
             options = dict(temperature=fields["temperature_K"] * unit.kelvin,
                            timestep=fields["timestep_fs"] * unit.femtosecond,
                            friction=fields["friction_per_ps"] / unit.picosecond, constraints=ms.constraints,

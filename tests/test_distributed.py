@@ -172,3 +172,16 @@ def test_run_command_in_a_ray_worker_writes_the_same_run(backend, tmp_path, caps
     assert (tmp_path / "ray" / "log.csv").read_text() == (tmp_path / "local" / "log.csv").read_text()
     ran_on = json.loads((tmp_path / "ray" / "stats.json").read_text())["ran_on"]
     assert ran_on["pid"] != os.getpid() and "node_id" in ran_on
+
+
+def test_a_system_xml_cannot_hold_is_rebuilt_from_its_setup_or_refused():
+    import dataclasses
+
+    from openmm_forecast import build_system
+
+    ani1x = build_system("ani1x")  # a TorchForce: OpenMM's XML cannot hold it
+    description = TargetDescription.of(ani1x)
+    assert description.system_xml is None and description.build_options is not None
+    assert description.build().fingerprint() == ani1x.fingerprint()
+    with pytest.raises(UsageError, match="--backend local"):
+        TargetDescription.of(dataclasses.replace(ani1x, setup="user"))
