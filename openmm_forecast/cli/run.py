@@ -57,7 +57,8 @@ TRAJECTORY, LOG, TOPOLOGY = "trajectory.dcd", "log.csv", "topology.pdb"
 CHECKPOINT, STATS, SETTINGS = "checkpoint.chk", "stats.json", "run.json"
 RESUMABLE_FLAGS = {
     "setup": "--setup", "system": "--system", "pdb": "--pdb", "prmtop": "--prmtop", "inpcrd": "--inpcrd",
-    "implicit_solvent": "--implicit-solvent", "temperature": "--temperature", "timestep": "--timestep", "friction": "--friction",
+    "implicit_solvent": "--implicit-solvent", "temperature": "--temperature", "timestep": "--timestep",
+    "friction": "--friction",
     "constraints": "--constraints", "potential_file": "--potential-file", "model": "--model", "seed": "--seed",
     "report_interval": "--report-interval", "stride": "--stride", "max_frames": "--max-frames",
     "surrogate": "--surrogate", "surrogate_timestep": "--surrogate-timestep",
@@ -77,9 +78,9 @@ def add_parser(subparsers):
     parser = subparsers.add_parser(
         "run",
         help="accelerated MD: forecast jumps guarded by energy checks, checkpointed and resumable",
-        description="Accelerated MD of a named setup with a forecaster (a baseline name, a shipped model or a "
-        "model file). Writes OUT/run.json (settings a --resume must keep), OUT/trajectory.dcd, OUT/log.csv, "
-        "OUT/topology.pdb, OUT/checkpoint.chk and OUT/stats.json.",
+        description="Accelerated MD of a target (--setup, --system/--pdb or --prmtop/--inpcrd) with a forecaster (a "
+        "baseline name, a shipped model or a model file). Writes OUT/run.json (settings a --resume must keep), "
+        "OUT/trajectory.dcd, OUT/log.csv, OUT/topology.pdb, OUT/checkpoint.chk and OUT/stats.json.",
     )
     add_setup_arguments(parser)
     parser.add_argument("--model", required=True,

@@ -1,4 +1,5 @@
-"""``openmm-forecast simulate``: plain OpenMM MD of a named setup, writing a trajectory and a log."""
+"""``openmm-forecast simulate``: plain OpenMM MD of a target (a named setup or your own System), writing a trajectory
+and a log."""
 
 import json
 import os
@@ -17,7 +18,7 @@ OUTPUTS = ("trajectory.dcd", "log.csv", "topology.pdb", "summary.json")
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "simulate",
-        help="plain MD of a named setup (trajectory, log, final state)",
+        help="plain MD of a target: a named setup or your own System (trajectory, log, final state)",
         description="Plain OpenMM MD (Langevin, the setup's temperature/friction/time step). Writes "
         "OUT/trajectory.dcd, OUT/topology.pdb, OUT/log.csv (StateDataReporter) and OUT/summary.json.",
     )
