@@ -234,6 +234,34 @@ def test_accelerator_on_a_users_simulation_with_nothing_else_passed(name):
     assert np.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
 
 
+def test_checkpoint_of_a_users_target_keys_on_its_system_not_a_name(files, tmp_path):
+    """A checkpoint of a run on System XML + PDB loads into a simulation rebuilt from the same files, and is refused
+    for another System of the same atoms (vacuum instead of OBC2)."""
+    from openmm_forecast.errors import CheckpointError
+
+    def accelerator_for(system_xml):
+        target = MolecularSystem.from_xml(system_xml, pdb_path("ace-gly-nme"))
+        simulation = target.create_simulation(platform="Reference", seed=4, minimize=False)
+        return ForecastAccelerator(simulation, "surrogate", acceptance="metropolis", seed=4, progress=False)
+
+    first = accelerator_for(files["ace-gly-nme"])
+    first.step(200)
+    path = tmp_path / "run.chk"
+    first.save_checkpoint(path)
+    again = accelerator_for(files["ace-gly-nme"])
+    again.load_checkpoint(path)
+    assert again.simulation.currentStep == 200
+    np.testing.assert_array_equal(
+        again.simulation.context.getState(getPositions=True).getPositions(asNumpy=True)._value,
+        first.simulation.context.getState(getPositions=True).getPositions(asNumpy=True)._value)
+    pdb = app.PDBFile(pdb_path("ace-gly-nme"))
+    vacuum = tmp_path / "vacuum.xml"
+    vacuum.write_text(mm.XmlSerializer.serialize(app.ForceField("amber14-all.xml").createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)))
+    with pytest.raises(CheckpointError, match="different System"):
+        accelerator_for(vacuum).load_checkpoint(path)
+
+
 @pytest.mark.slow
 def test_accelerator_on_a_torchforce_target_derives_amber14(one_torch_thread):
     """ANI-1x on the glycine dipeptide, nothing but the Simulation given: amber14 proposals, judged by ANI-1x.
