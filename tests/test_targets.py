@@ -103,6 +103,18 @@ def test_named_setups_go_through_the_same_path():
     assert read.solute_atoms == named.solute_atoms == 22 and named.setup == "amber14-obc2" and read.setup is None
 
 
+def test_structure_may_be_pdbx(files, tmp_path):
+    pdb = app.PDBFile(pdb_path("ala4-zwitterion"))
+    cif = tmp_path / "ala4.cif"
+    with open(cif, "w") as handle:
+        app.PDBxFile.writeFile(pdb.topology, pdb.positions, handle)
+    from_cif = MolecularSystem.from_xml(files["ala4-zwitterion"], cif)
+    from_pdb = MolecularSystem.from_xml(files["ala4-zwitterion"], pdb_path("ala4-zwitterion"))
+    assert from_cif.elements == from_pdb.elements and from_cif.n_atoms == 43
+    np.testing.assert_allclose(from_cif.positions.value_in_unit(unit.nanometer),  # PDB's 3 decimals in angstrom
+                               from_pdb.positions.value_in_unit(unit.nanometer), atol=1e-4)
+
+
 def test_constraint_set_is_read_from_the_system():
     pdb = app.PDBFile(pdb_path("ace-gly-nme"))
     for constraints, name in ((None, "none"), (app.HBonds, "HBonds"), (app.AllBonds, "AllBonds")):
