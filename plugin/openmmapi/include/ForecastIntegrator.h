@@ -116,8 +116,9 @@ protected:
     void cleanup() override;
     std::vector<std::string> getKernelNames() override;
     double computeKineticEnergy() override;
-    bool kineticEnergyRequiresForce() const override { return true; }
-    double getVelocityTimeOffset() const override { return getStepSize() / 2; }
+    // ghmc: the Context holds synchronous velocities (no half-kick offset, no forces for the kinetic energy)
+    bool kineticEnergyRequiresForce() const override { return acceptance != "ghmc"; }
+    double getVelocityTimeOffset() const override { return acceptance == "ghmc" ? 0.0 : getStepSize() / 2; }
     void stateChanged(OpenMM::State::DataType changed) override {}
     void createCheckpoint(std::ostream& stream) const override;
     void loadCheckpoint(std::istream& stream) override;
