@@ -60,7 +60,7 @@ if potential_file is None:
         "training": {"max_minutes": args.fit_minutes, "max_epochs": 60, "patience": 6},
         "md_check": {"time_ps": 2.0},
     })
-    metrics = openmm_forecast.fit_potential(config)
+    metrics = openmm_forecast.potential_training.fit_potential(config)
     potential_file = metrics["potential_file"]
     print("fitted potential:", potential_file)
     print(json.dumps({k: metrics["validation"][k] for k in ("energy_rmse_kJ_per_mol", "force_rmse_kJ_per_mol_nm")},

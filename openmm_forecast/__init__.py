@@ -1,15 +1,22 @@
 """openmm-forecast: accelerate OpenMM sampling with learned multi-step forecast jumps.
 
-Importing this package imports torch before openmm (required by openmm-torch's plugins; see
+The public API is what a user calls, below by task; everything else lives in named submodules
+(:mod:`openmm_forecast.systems`, :mod:`~openmm_forecast.forecasters`, :mod:`~openmm_forecast.analysis`,
+:mod:`~openmm_forecast.benchmark`, :mod:`~openmm_forecast.platforms`, :mod:`~openmm_forecast.data`,
+:mod:`~openmm_forecast.training`, :mod:`~openmm_forecast.potentials`, ...), where every name once exported
+here still is.  Importing this package imports torch before openmm (required by openmm-torch's plugins; see
 :mod:`openmm_forecast._runtime`).  Units: OpenMM ``unit`` quantities at public boundaries; inside, plain
 floats in nm, ps, kJ/mol, K and amu.
 """
 
 from . import _runtime  # noqa: F401  (torch before openmm; must stay first)
+from ._version import __version__  # noqa: F401  (openmm_forecast.__version__)
 from .acceptance import AcceptanceRule, DynamicsRule, MetropolisRule, ToleranceRule
-from .accelerator import AcceleratorStats, ForecastAccelerator
+from .accelerator import ForecastAccelerator
+from .analysis import basin_populations, compute_phi_psi, js_divergence, load_phi_psi
+from .barriers import lower_barriers
+from .benchmark import BenchmarkArm, run_benchmark
 from .cycles import GHMCCycle
-from .plugin import ForecastIntegrator
 from .errors import (
     BadForecastError,
     CheckpointError,
@@ -18,103 +25,37 @@ from .errors import (
     ModelFileError,
     ModelMismatchError,
     OptionalDependencyError,
+    PluginError,
     PotentialEvaluationError,
+    RunInterrupted,
+    TargetInputError,
     UnitError,
     UnknownSetupError,
-    RunInterrupted,
-    PluginError,
     UnsupportedSystemError,
 )
-from .forecasters import (
-    BallisticForecaster,
-    ConstantForecaster,
-    Forecaster,
-    ForecasterMetadata,
-    SurrogateForecaster,
-    TorchForecaster,
-    VerletForecaster,
-    available_architectures,
-    is_structure_preserving,
-    load_forecaster,
-    save_forecaster,
-)
-from .analysis import (
-    BASINS,
-    basin_populations,
-    check_phi_psi,
-    compute_phi_psi,
-    count_transitions,
-    js_convergence,
-    js_divergence,
-    js_divergence_phi_psi,
-    load_phi_psi,
-    ramachandran_histogram,
-    window_js,
-)
-from .data import TrajectoryData, data_fingerprint, generate_nve_segments, generate_nvt, load_trajectory
-from .evaluation import evaluate
-from .integrators import velocity_verlet_integrator
-from .platforms import PlatformConfiguration, fastest_configuration, fastest_platform
-from .barriers import lower_barriers, surrogate_free_energy
-from .plotting import plot_ramachandran
-from .potential_training import fit_potential
-from .surrogate_fitting import AmberSurrogateEnergy, fit_surrogate, long_jump_acceptance, sample_target
-from .forecasters.surrogate import load_surrogate_system, shipped_surrogates
-from .potentials import TorchANIPotential, ani2x_module, build_ani_potential, load_potential, save_potential
-from .systems import SETUPS, MolecularSystem, ani1x_force, build_system
-from .training import TrainingConfig, train
-from .walkers import ForecastWalkers, PlainWalkers
-from .benchmark import BenchmarkArm, run_benchmark
-
-__version__ = "0.1.0"
+from .forecasters import Forecaster, SurrogateForecaster, load_forecaster, register_architecture
+from .options import AcceleratorOptions
+from .plugin import ForecastIntegrator
+from .stats import AcceleratorStats
+from .surrogate_fitting import fit_surrogate
+from .systems import MolecularSystem, build_system
+from .walkers import ForecastWalkers
 
 __all__ = [
-    "AcceptanceRule", "DynamicsRule", "GHMCCycle", "MetropolisRule", "ToleranceRule",
-    "AcceleratorStats",
-    "ForecastAccelerator",
-    "ForecastIntegrator",
-    "PluginError",
-    "BadForecastError",
-    "BallisticForecaster",
-    "ConstantForecaster",
-    "Forecaster",
-    "ForecasterMetadata",
-    "SurrogateForecaster",
-    "TorchForecaster",
-    "VerletForecaster",
-    "available_architectures",
-    "is_structure_preserving",
-    "load_forecaster",
-    "save_forecaster",
-    "CheckpointError",
-    "DataFileError",
-    "ForecastError",
-    "ModelFileError",
-    "ModelMismatchError",
-    "OptionalDependencyError",
-    "PotentialEvaluationError",
-    "MolecularSystem",
-    "SETUPS",
-    "UnitError",
-    "UnknownSetupError",
-    "RunInterrupted",
-    "UnsupportedSystemError",
-    "build_system",
-    "fastest_platform", "fastest_configuration", "PlatformConfiguration",
-    "lower_barriers", "surrogate_free_energy", "ani1x_force",
-    "TorchANIPotential",
-    "ani2x_module",
-    "build_ani_potential",
-    "fit_potential",
-    "AmberSurrogateEnergy", "fit_surrogate", "long_jump_acceptance", "load_surrogate_system", "sample_target",
-    "shipped_surrogates",
-    "load_potential",
-    "save_potential",
-    "velocity_verlet_integrator",
-    "TrainingConfig", "evaluate", "train",
-    "BASINS", "basin_populations", "check_phi_psi", "compute_phi_psi", "count_transitions", "js_convergence",
-    "js_divergence",
-    "js_divergence_phi_psi", "load_phi_psi", "plot_ramachandran", "ramachandran_histogram", "window_js",
-    "BenchmarkArm", "ForecastWalkers", "PlainWalkers", "run_benchmark",
-    "TrajectoryData", "data_fingerprint", "generate_nve_segments", "generate_nvt", "load_trajectory",
+    # the target: a System, Topology, positions and temperature
+    "MolecularSystem", "build_system",
+    # running: the accelerator, its options and statistics, walkers, the plugin integrator
+    "ForecastAccelerator", "AcceleratorOptions", "AcceleratorStats", "ForecastWalkers", "ForecastIntegrator",
+    # proposals (and the extension point for new architectures)
+    "Forecaster", "SurrogateForecaster", "load_forecaster", "register_architecture",
+    # acceptance rules and cycles
+    "AcceptanceRule", "ToleranceRule", "MetropolisRule", "DynamicsRule", "GHMCCycle",
+    # fitting a surrogate, lowering its barriers
+    "fit_surrogate", "lower_barriers",
+    # benchmark and analysis
+    "BenchmarkArm", "run_benchmark", "compute_phi_psi", "load_phi_psi", "basin_populations", "js_divergence",
+    # errors
+    "ForecastError", "BadForecastError", "CheckpointError", "DataFileError", "ModelFileError", "ModelMismatchError",
+    "OptionalDependencyError", "PluginError", "PotentialEvaluationError", "RunInterrupted", "TargetInputError",
+    "UnitError", "UnknownSetupError", "UnsupportedSystemError",
 ]

@@ -23,9 +23,9 @@ import torch
 from openmm import unit
 
 import openmm_forecast  # noqa: F401  (torch before openmm)
-from openmm_forecast import build_system, load_trajectory
+from openmm_forecast import build_system
 from openmm_forecast._runtime import openmm as mm
-from openmm_forecast.data import data_fingerprint
+from openmm_forecast.data import data_fingerprint, load_trajectory
 from openmm_forecast.forecasters import build_forecaster, save_forecaster
 from openmm_forecast.training import package_versions, split_segments
 from openmm_forecast.units import kT_kJ

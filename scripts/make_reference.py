@@ -55,7 +55,8 @@ def run_seed(args, seed):
     import torch
     from openmm import unit
 
-    from openmm_forecast import build_system, fastest_platform
+    from openmm_forecast import build_system
+    from openmm_forecast.platforms import fastest_platform
 
     torch.set_num_threads(1)
     kwargs = {"potential_file": args.potential_file} if args.potential_file else {}

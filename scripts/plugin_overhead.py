@@ -22,7 +22,8 @@ import torch
 from openmm import app, unit
 
 import openmm_forecast
-from openmm_forecast import ForecastAccelerator, ForecastIntegrator, ForecasterMetadata, TorchForecaster
+from openmm_forecast import ForecastAccelerator, ForecastIntegrator
+from openmm_forecast.forecasters import ForecasterMetadata, TorchForecaster
 from openmm_forecast.forecasters.torch_forecaster import atomic_numbers_of
 
 STRIDE_PS = 0.002

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 from openmm import unit
 
-from openmm_forecast import (
-    DataFileError,
-    UnitError,
-    data_fingerprint,
-    generate_nve_segments,
-    generate_nvt,
-    load_trajectory,
-)
+from openmm_forecast import DataFileError, UnitError
 from openmm_forecast.cli import main
-from openmm_forecast.data import to_mdtraj
+from openmm_forecast.data import data_fingerprint, generate_nve_segments, generate_nvt, load_trajectory, to_mdtraj
 from openmm_forecast.systems import PHI_ATOMS
 from openmm_forecast.units import kT_kJ
 

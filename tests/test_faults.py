@@ -24,7 +24,6 @@ import torch
 from openmm import app, unit
 
 from openmm_forecast import (
-    ConstantForecaster,
     DataFileError,
     ForecastAccelerator,
     ForecastWalkers,
@@ -32,17 +31,17 @@ from openmm_forecast import (
     ModelFileError,
     ModelMismatchError,
     UnsupportedSystemError,
-    VerletForecaster,
     build_system,
-    check_phi_psi,
     load_forecaster,
     load_phi_psi,
 )
 from openmm_forecast._io import atomic_write_path, write_json
 from openmm_forecast._runtime import openmm as mm
+from openmm_forecast.analysis import check_phi_psi
 from openmm_forecast.benchmark import load_reference_runs
 from openmm_forecast.cli import main
 from openmm_forecast.cli._common import MAX_STRIDE_FS
+from openmm_forecast.forecasters import VerletForecaster
 from openmm_forecast.systems import resource_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

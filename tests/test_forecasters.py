@@ -15,7 +15,7 @@ import pytest
 import torch
 from openmm import unit
 
-from openmm_forecast import ModelFileError, ModelMismatchError, build_system, velocity_verlet_integrator
+from openmm_forecast import ModelFileError, ModelMismatchError, build_system
 from openmm_forecast._runtime import openmm as mm
 from openmm_forecast.forecasters import (
     BallisticForecaster,
@@ -31,6 +31,7 @@ from openmm_forecast.forecasters import (
 )
 from openmm_forecast.forecasters import registry
 from openmm_forecast.forecasters.symmetry import equivariance_error, random_rotations
+from openmm_forecast.integrators import velocity_verlet_integrator
 
 NM_PS = unit.nanometer / unit.picosecond
 

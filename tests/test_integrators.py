@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from openmm import unit
 
-from openmm_forecast import velocity_verlet_integrator
 from openmm_forecast._runtime import openmm as mm
+from openmm_forecast.integrators import velocity_verlet_integrator
 
 
 def _context(molecular_system, integrator, seed=5):

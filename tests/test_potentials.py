@@ -13,7 +13,6 @@ import yaml
 from openmm import unit
 from forecast_helpers import FailsFarAway
 
-import openmm_forecast
 from openmm_forecast import ModelFileError, ModelMismatchError, build_system
 from openmm_forecast.errors import CheckpointError
 from openmm_forecast.potential_training import (
@@ -349,11 +348,6 @@ def test_shipped_potential_reproduces_amber_at_300K():
     assert metadata["elements"] == reference.elements
     with pytest.raises(ModelFileError):
         shipped_potential("no-such-potential")
-
-
-def test_public_names():
-    assert openmm_forecast.save_potential is save_potential
-    assert openmm_forecast.load_potential is load_potential
 
 
 def test_a_configuration_the_reference_cannot_evaluate_gets_nan_labels(configurations):

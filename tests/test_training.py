@@ -122,7 +122,7 @@ def test_windows_respect_history_and_stride():
 
 def test_time_reversed_window_is_a_true_trajectory(nve_file, vacuum_system):
     """A window played backwards with negated velocities is what velocity Verlet produces from its start."""
-    from openmm_forecast import VerletForecaster
+    from openmm_forecast.forecasters import VerletForecaster
 
     data = load_trajectory(nve_file)
     x = torch.as_tensor(data.positions[:2, :4])
