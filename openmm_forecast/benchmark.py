@@ -1544,7 +1544,7 @@ def format_efficiency(report):
     """Lines: effective samples per second of the deciding observable, ratios with intervals, the winner."""
     section = report["efficiency"]
     if not section["ess_per_second"]:
-        return ["efficiency: not measured (fewer than two samples per walker)"]
+        return ["efficiency: not measured (fewer than two samples per walker); winner: none"]
     lines = [f"effective samples per second of the {section['observable']} "
              f"({section['confidence']:.0%} intervals across walkers):"]
     for name, value in section["ess_per_second"].items():
