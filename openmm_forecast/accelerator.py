@@ -34,6 +34,7 @@ from .compatibility import (
 )
 from .context_state import ContextState
 from .errors import CheckpointError, RunInterrupted, UnsupportedSystemError
+from .forecasters import load_forecaster
 from .guards import SanityGuard
 from .jumps import JumpCycle
 from .options import AcceleratorOptions
@@ -206,8 +207,6 @@ class ForecastAccelerator:
     @staticmethod
     def _resolve_forecaster(forecaster, molecular_system, forecaster_options):
         if isinstance(forecaster, str) or hasattr(forecaster, "__fspath__"):
-            from .forecasters import load_forecaster
-
             return load_forecaster(forecaster, molecular_system=molecular_system, **forecaster_options)
         if forecaster_options:
             raise ValueError("forecaster_options are only used when the forecaster is given by name or path")

@@ -37,7 +37,13 @@ from openmm import unit
 from ._io import check_output_directory, write_json
 from ._runtime import openmm as mm
 from ._runtime import package_versions
+from .data import data_fingerprint, frame_step, load_trajectory
 from .errors import DataFileError, ModelMismatchError
+from .forecasters import Forecaster, load_forecaster
+from .forecasters.registry import integrates_surrogate, shipped_model_card
+from .platforms import get_platform
+from .plotting import _pyplot
+from .systems import build_system
 from .units import kT_kJ
 
 logger = logging.getLogger(__name__)
@@ -115,8 +121,6 @@ class EnergyBudget:
     """
 
     def __init__(self, system, platform="Reference"):
-        from .platforms import get_platform
-
         copy = mm.System()
         for index in range(system.getNumParticles()):
             copy.addParticle(system.getParticleMass(index))
@@ -186,8 +190,6 @@ class EnergyEvaluator:
     """
 
     def __init__(self, system, platform="Reference", tolerance=1e-8):
-        from .platforms import get_platform
-
         self.integrator = mm.VerletIntegrator(0.001)
         self.integrator.setConstraintTolerance(tolerance)
         self.context = mm.Context(system, self.integrator, get_platform(platform))
@@ -241,8 +243,6 @@ def molecular_system_from_metadata(metadata, potential_file=None):
         The rebuilt System differs from the one that generated the data (fingerprints differ), so its
         energies would not be the data's.
     """
-    from .systems import build_system
-
     molecular_system = build_system(
         metadata["setup"],
         temperature=float(metadata["temperature_K"]) * unit.kelvin,
@@ -285,8 +285,6 @@ def held_out_segments(forecasters, path, n_segments, fingerprint=None):
         'separate file', 'validation split of the training file', or 'validation split of the training
         file and the segments appended to it since'.
     """
-    from .data import data_fingerprint
-
     fingerprints = {n_segments: fingerprint or data_fingerprint(path)}
 
     def fingerprint_of_first(n):
@@ -394,10 +392,6 @@ def evaluate(
         which ``report.json`` leaves out.
     """
     from tqdm.auto import tqdm
-
-    from .data import data_fingerprint, frame_step, load_trajectory
-    from .forecasters import Forecaster, load_forecaster
-    from .forecasters.registry import integrates_surrogate, shipped_model_card
 
     unknown = [name for name in baselines if name not in BASELINE_NAMES]
     if unknown:
@@ -637,8 +631,6 @@ def _without_raw(value):
 
 def plot_rmsd_vs_span(report, path):
     """Mean position RMSD (A, log scale) against span (fs) for every forecaster of a report."""
-    from .plotting import _pyplot
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     floor = 1e-5  # A: round-off (the exact integrator) is drawn here, not lost off the log scale
@@ -665,8 +657,6 @@ def plot_rmsd_vs_span(report, path):
 
 def plot_energy_change(report, path):
     """Histograms of |H' - H| (kJ/mol, log bins) at the shortest and longest span, per forecaster."""
-    from .plotting import _pyplot
-
     plt = _pyplot()
     kT = report["kT_kJ_per_mol"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
@@ -696,8 +686,6 @@ def plot_energy_change(report, path):
 
 def plot_energy_vs_span(report, path):
     """Fraction within 1 kT and mean ``H' - H`` (kJ/mol) against span (fs), projected when there are constraints."""
-    from .plotting import _pyplot
-
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for label, result in report["forecasters"].items():

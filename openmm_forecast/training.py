@@ -41,6 +41,7 @@ scheduler, epoch, random states, best metric) and ``model.pt`` (the best model s
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -54,8 +55,11 @@ from ._io import atomic_write_path, write_json
 from ._runtime import package_versions
 from .config import check_field, from_mapping, read_yaml_mapping, to_plain_dict, write_yaml
 from .data import data_fingerprint, frame_step, load_trajectory
+from .energy_loss import BondedEnergy, energy_change_estimate, energy_loss_terms
 from .errors import CheckpointError, DataFileError
 from .evaluation import EnergyEvaluator, molecular_system_from_metadata
+from .forecasters import TorchForecaster, build_forecaster, load_forecaster, save_forecaster
+from .forecasters.registry import shipped_model_card
 from .forecasters.symmetry import random_rotations
 from .units import kT_kJ
 
@@ -489,8 +493,6 @@ def flow_map_loss(pred_x, pred_v, true_x, true_v, masses, kT, tau_ps, weights, p
         'position', 'velocity', 'kinetic_energy', 'energy', 'energy_bias' (unweighted terms; the last
         three when their weight is > 0), and 'mean_dH_kJ' (the estimated bias) with the energy terms.
     """
-    from .energy_loss import energy_change_estimate, energy_loss_terms
-
     m = masses[None, None, :, None]
     mu = m if position_masses is None else position_masses[None, None, :, None]
     position = (mu * (pred_x - true_x) ** 2).mean() / (kT * tau_ps**2)
@@ -558,8 +560,6 @@ class Trainer:
     """
 
     def __init__(self, config):
-        from .forecasters import build_forecaster
-
         self.config = config
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
@@ -616,9 +616,6 @@ class Trainer:
         if self.uses_forces or energy_terms:
             self.forces = torch.as_tensor(self._data_forces(), dtype=self.dtype, device=self.device)
         if energy_terms:
-            from .energy_loss import BondedEnergy
-            from .evaluation import molecular_system_from_metadata
-
             system = molecular_system_from_metadata(meta).system
             self.bonded = BondedEnergy(system, dtype=self.dtype).to(self.device)
         self.position_masses = self.masses if config.position_weighting == "mass" else torch.full_like(
@@ -679,8 +676,6 @@ class Trainer:
 
     def _data_forces(self):
         """Forces (kJ/mol/nm) of every data frame, shape (n_segments, n_frames, N, 3): cached in the run directory."""
-        import hashlib
-
         key = hashlib.sha256("+".join(self.data.fingerprints).encode()).hexdigest()[:16]
         path = os.path.join(self.config.out, f"forces-{key}.npy")
         if os.path.exists(path):
@@ -902,8 +897,6 @@ class Trainer:
 
     def export(self):
         """Write the best model (with metadata) to ``model.pt`` (and ``config.export``); returns the path."""
-        from .forecasters import TorchForecaster, save_forecaster
-
         if self.best_state is None:
             return None
         module = copy.deepcopy(self.model)
@@ -924,9 +917,6 @@ class Trainer:
 
     def _initialise_from(self, name_or_path):
         """Copy the weights of a trained model (file or shipped name) into the new model; return its provenance."""
-        from .forecasters import load_forecaster
-        from .forecasters.registry import shipped_model_card
-
         if shipped_model_card(os.fspath(name_or_path)) is not None:
             raise ValueError(
                 f"init_from {name_or_path!r} is a learned surrogate System integrated with velocity Verlet, not a "
