@@ -76,14 +76,12 @@ def test_plain_walkers_same_samples_and_a_lost_actor_resumes(backend, vacuum_sys
     np.testing.assert_allclose(more.time_ps, INTERVAL.value_in_unit(unit.picosecond) * np.arange(1, len(more.time_ps) + 1))
 
 
-def test_forecast_walkers_same_samples_and_statistics(backend, vacuum_system, monkeypatch):
+def test_forecast_walkers_same_samples_and_statistics(backend, vacuum_system):
     local = ForecastWalkers(vacuum_system, "verlet", 4, seed=3, platform=CPU, forecaster_options=VERLET)
     expected = local.sample(INTERVAL, n_samples=5)
     walkers = backend.walkers(vacuum_system, 4, seed=3, platform=CPU, forecaster="verlet", forecaster_options=VERLET)
-    _kill_before_round(monkeypatch, walkers, worker=0, round_number=2)
     remote = walkers.sample(INTERVAL, n_samples=5)
 
-    assert len(walkers.restarts) == 1
     np.testing.assert_array_equal(remote.positions_nm, expected.positions_nm)
     ours, theirs = walkers.stats().as_dict(), local.stats().as_dict()
     assert ours["jumps_attempted"] > 0
@@ -91,6 +89,21 @@ def test_forecast_walkers_same_samples_and_statistics(backend, vacuum_system, mo
         assert ours[key] == theirs[key], key
     assert repr(walkers.rule) == repr(local.rule)
     assert walkers.forecast_calls >= local.forecast_calls  # each worker batches only its own walkers
+
+
+def test_forecast_walkers_restored_from_their_checkpoint_continue_exactly(vacuum_system):
+    """What a replacement actor does (the plain case is killed through Ray above): restore, then sample on."""
+    first = ForecastWalkers(vacuum_system, "verlet", 2, seed=3, platform=CPU, forecaster_options=VERLET)
+    first.sample(INTERVAL, n_samples=2)
+    checkpoint = first.checkpoint()
+    expected = first.sample(INTERVAL, n_samples=3)
+    restored = ForecastWalkers(vacuum_system, "verlet", 2, seed=3, platform=CPU, forecaster_options=VERLET,
+                               minimize=False)
+    restored.restore(checkpoint)
+    continued = restored.sample(INTERVAL, n_samples=3)
+    np.testing.assert_array_equal(continued.positions_nm, expected.positions_nm)
+    assert restored.stats().as_dict()["jumps_attempted"] == first.stats().as_dict()["jumps_attempted"] > 0
+    assert restored.forecast_calls == first.forecast_calls
 
 
 def test_a_forecaster_object_is_refused(backend, vacuum_system):
