@@ -23,6 +23,10 @@ A forecast is checked in two stages, cheapest and Context-free first:
    forecast's error in the currency that matters for sampling.  The accelerator's acceptance rule judges it
    (:mod:`openmm_forecast.acceptance`: a tolerance, a Metropolis test, or momentum rescaling).
 
+3. **Drift**, over many jumps (:class:`DriftGuard`): the ``dH`` of accepted jumps adds up, or the kinetic
+   temperature strays from the target; the cycle then re-equilibrates with the simulation's own integrator
+   (tolerance and dynamics rules).
+
 :data:`REJECTION_REASONS` lists every reason a guard can give.  Units: nm, nm/ps, amu, kJ/mol, K.
 """
 

@@ -12,7 +12,8 @@ progress and checkpoints; :class:`~openmm_forecast.walkers.ForecastWalkers` driv
 
 The cycle
 ---------
-:meth:`JumpCycle.run` repeats one cycle until the requested step is reached.  The state of the loop is
+:meth:`~openmm_forecast.accelerator.ForecastAccelerator.step` calls :meth:`JumpCycle.run`, one cycle, until
+the requested step is reached.  The state of the loop is
 explicit: the Context (positions, velocities, box, time, step count), the current span ``span_frames``, the
 count of full-span acceptances in a row, the drift guard's accumulated energy drift, the Metropolis random
 stream, and the recent states (rebuilt every cycle).

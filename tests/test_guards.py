@@ -6,6 +6,7 @@ from openmm import app, unit
 
 from openmm_forecast.guards import (
     VDW_RADII_NM,
+    DriftGuard,
     SanityGuard,
     degrees_of_freedom,
     find_stereocentres,
@@ -178,3 +179,28 @@ def test_kinetic_temperature_score_has_normal_tails(dof):
         expected = 0.0013499  # one-sided 3-sigma tail of a standard normal
         assert abs(tail - expected) < 0.1 * expected + 5 * np.sqrt(expected / n), (side, tail)
     assert kinetic_temperature_score(300.0 * (1 - 2 / (9 * dof)) ** 3, 300.0, dof) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_drift_guard_fires_past_the_drift_bound_or_a_temperature_off_by_more_sigmas_than_allowed():
+    kT, target_K, dof = kT_kJ(300.0), 300.0, 51
+    guard = DriftGuard(drift_tolerance_kT=5.0, temperature_sigmas=4.0)
+    guard.add(4.0 * kT)
+    assert not guard.due(kT, target_K, target_K, dof, thermostatted=True)
+    guard.add(1.5 * kT)  # 5.5 kT accumulated
+    assert guard.exceeded(kT) and guard.due(kT, target_K, target_K, dof, thermostatted=False)
+    guard.reset()
+    assert guard.drift_kJ == 0.0 and not guard.due(kT, target_K, target_K, dof, thermostatted=True)
+    # The kinetic temperature 4.5 and 3.5 standard normal deviations hot (Wilson-Hilferty, as the score maps it).
+    c = 2.0 / (9.0 * dof)
+    hot_K, warm_K = (target_K * ((1.0 - c) + z * np.sqrt(c)) ** 3 for z in (4.5, 3.5))
+    assert guard.due(kT, hot_K, target_K, dof, thermostatted=True)
+    assert not guard.due(kT, warm_K, target_K, dof, thermostatted=True)
+    assert not guard.due(kT, hot_K, target_K, dof, thermostatted=False)  # NVE: T is not canonical
+    assert not DriftGuard(5.0, None).due(kT, hot_K, target_K, dof, thermostatted=True)
+
+
+def test_drift_guard_with_a_window_sums_only_the_last_jumps():
+    guard = DriftGuard(drift_tolerance_kT=5.0, temperature_sigmas=None, window=2)
+    for dh in (3.0, -1.0, 5.0):
+        guard.add(dh)
+    assert guard.drift_kJ == pytest.approx(4.0) and guard.terms_kJ == [-1.0, 5.0]
