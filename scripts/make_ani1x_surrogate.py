@@ -1,16 +1,22 @@
 """The fitted ANI-1x surrogate (issue 17, item 2): thermal samples of ANI-1x alanine dipeptide, then the fit.
 
     .venv/bin/python scripts/make_ani1x_surrogate.py sample [--chains 3 --frames-per-chain 400]
-    .venv/bin/python scripts/make_ani1x_surrogate.py fit [--family ...]
+    .venv/bin/python scripts/make_ani1x_surrogate.py fit --family amber --no-augment
+    .venv/bin/python scripts/make_ani1x_surrogate.py augment --family amber
+    .venv/bin/python scripts/make_ani1x_surrogate.py fit [--family ...] [--ship]
 
 ``sample``: Langevin MD of the ``ani1x`` setup itself (2 fs, HBonds, 300 K, friction 1/ps; seeds 1, 2, ...,
 each minimised and equilibrated 5 ps), a frame every 50 fs labelled with ANI-1x's energy and forces; one file per
 chain in runs/ani1x-surrogate/ (resumable: a chain already written is not sampled again).  About 13 ms per
 ANI-1x step on one core: a chain of 400 frames is ~6 minutes.
 
-``fit``: :func:`openmm_forecast.surrogate_fitting.fit_surrogate` on the pooled chains (the last chain held out),
-writing runs/ani1x-surrogate/fit-<family>/surrogate.xml and report.json; ``--ship`` copies them to
-openmm_forecast/resources/surrogates/fit-ani1x.xml/.json.
+``augment``: configurations of a fitted surrogate's own Langevin MD (300 K, 100 fs apart, runs started from
+training frames of ANI-1x) labelled with ANI-1x energies and forces (one evaluation each, no ANI-1x MD): cheap
+coverage of the region the surrogate's jumps visit (runs/ani1x-surrogate/augment.npz).
+
+``fit``: :func:`openmm_forecast.surrogate_fitting.fit_surrogate` on the pooled chains and augmented frames, the
+last chain (pure ANI-1x MD) held out, writing runs/ani1x-surrogate/fit-<family>/surrogate.xml and report.json;
+``--ship`` copies them to openmm_forecast/resources/surrogates/fit-ani1x.xml/.json.
 """
 
 import argparse
@@ -54,13 +60,46 @@ def sample(args):
         print(f"{path}: {len(positions)} frames in {time.time() - start:.0f} s", flush=True)
 
 
-def load_samples():
-    """Pooled (positions, energies, forces) of the chains, chain by chain (the last one is held out)."""
+def load_samples(augmented=True):
+    """Pooled (positions, energies, forces): the chains, then the surrogate-sampled frames (if any), then the
+    last chain (held out: pure ANI-1x MD), and the number of held-out frames."""
     paths = sorted(glob.glob(os.path.join(RUN, "chain*.npz")))
-    if not paths:
-        sys.exit(f"no samples in {RUN}: run the 'sample' step first")
-    data = [np.load(p) for p in paths]
-    return tuple(np.concatenate([d[key] for d in data]) for key in ("positions", "energies", "forces"))
+    if len(paths) < 2:
+        sys.exit(f"need at least two chains in {RUN}: run the 'sample' step first")
+    extra = os.path.join(RUN, "augment.npz")
+    train = paths[:-1] + ([extra] if augmented and os.path.exists(extra) else [])
+    data = [np.load(p) for p in train + paths[-1:]]
+    arrays = tuple(np.concatenate([d[key] for d in data]) for key in ("positions", "energies", "forces"))
+    return arrays, len(data[-1]["energies"])
+
+
+def augment(args):
+    """ANI-1x labels for configurations of the surrogate's own Langevin MD started from ANI-1x frames."""
+    from openmm import unit
+
+    from openmm_forecast._runtime import openmm as mm
+    from openmm_forecast.potential_training import label_configurations
+
+    (positions, _, _), n_validation = load_samples(augmented=False)
+    starts = positions[:-n_validation]
+    surrogate = mm.XmlSerializer.deserialize(open(os.path.join(RUN, f"fit-{args.family}", "surrogate.xml")).read())
+    rng = np.random.default_rng(5)
+    frames = []
+    per_run = args.frames // args.runs
+    for run in range(args.runs):
+        integrator = mm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+        integrator.setRandomNumberSeed(100 + run)
+        context = mm.Context(surrogate, integrator, mm.Platform.getPlatformByName("Reference"))
+        context.setPositions(starts[rng.integers(len(starts))])
+        context.setVelocitiesToTemperature(300 * unit.kelvin, 100 + run)
+        for _ in range(per_run):
+            integrator.step(50)
+            frames.append(context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    frames = np.array(frames)
+    start = time.time()
+    energies, forces = label_configurations(build_system("ani1x").system, frames)
+    print(f"{len(frames)} surrogate frames labelled by ANI-1x in {time.time() - start:.0f} s", flush=True)
+    np.savez(os.path.join(RUN, "augment.npz"), positions=frames, energies=energies, forces=forces)
 
 
 def step_cost_ms(system, positions, steps=500):
@@ -89,13 +128,13 @@ def fit(args):
     from openmm_forecast._runtime import openmm as mm
     from openmm_forecast.surrogate_fitting import fit_surrogate
 
-    positions, energies, forces = load_samples()
+    (positions, energies, forces), n_validation = load_samples(augmented=not args.no_augment)
     target = build_system("ani1x")
     base = build_system("amber14-vacuum", constraints=target.constraints).system
     out = os.path.join(RUN, f"fit-{args.family}")
     os.makedirs(out, exist_ok=True)
     system, report = fit_surrogate(target, positions, energies, forces, base, family=args.family,
-                                   validation_fraction=args.validation_fraction, predict_jumps_fs=args.jumps,
+                                   validation_fraction=n_validation / len(energies), predict_jumps_fs=args.jumps,
                                    predict_frames=args.predict_frames, progress=True)
     x0 = positions[0] * unit.nanometer
     report["cost_ms_per_step"] = {"surrogate": step_cost_ms(system, x0), "amber14_vacuum": step_cost_ms(base, x0),
@@ -127,11 +166,16 @@ def main():
     s.set_defaults(func=sample)
     f = sub.add_parser("fit")
     f.add_argument("--family", default="anharmonic", choices=("amber", "anharmonic"))
-    f.add_argument("--validation-fraction", type=float, default=0.2)
+    f.add_argument("--no-augment", action="store_true", help="leave out the surrogate-sampled frames")
     f.add_argument("--jumps", type=float, nargs="*", default=[20.0, 100.0, 500.0])
     f.add_argument("--predict-frames", type=int, default=150)
     f.add_argument("--ship", action="store_true")
     f.set_defaults(func=fit)
+    g = sub.add_parser("augment")
+    g.add_argument("--family", default="amber", help="the fit whose surrogate samples the configurations")
+    g.add_argument("--frames", type=int, default=1600)
+    g.add_argument("--runs", type=int, default=16)
+    g.set_defaults(func=augment)
     args = parser.parse_args()
     args.func(args)
 

@@ -6,7 +6,7 @@
 #
 # For each target: Langevin MD of the target itself (2 fs, HBonds, 300 K, friction 1/ps; seeds 1..CHAINS, each
 # minimised and equilibrated 5 ps), a frame every FRAME_PS, labelled with the target's energy and forces; then
-# fit-surrogate's full-batch fit (the last 20 % of the last chain held out). Resumable: samples.npz in the run
+# fit-surrogate's least-squares fit (the last 20 % of the last chain held out). Resumable: samples.npz in the run
 # directory is reused. Environment: OPENMM_FORECAST (the CLI), TARGETS (default "amber14-obc2 gfn2-xtb";
 # gfn2-xtb needs the xtb extra).
 set -euo pipefail
@@ -22,7 +22,7 @@ for target in $TARGETS; do
         *) echo "unknown target $target" >&2; exit 2 ;;
     esac
     out="runs/fit-surrogate/$target"
-    "$CLI" fit-surrogate "${setup[@]}" "${sampling[@]}" --iterations 1500 --out "$out" --overwrite --no-progress
+    "$CLI" fit-surrogate "${setup[@]}" "${sampling[@]}" --out "$out" --overwrite --no-progress
     cp "$out/surrogate.xml" "openmm_forecast/resources/surrogates/fit-$target.xml"
     cp "$out/report.json" "openmm_forecast/resources/surrogates/fit-$target.json"
 done

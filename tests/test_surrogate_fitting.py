@@ -281,6 +281,22 @@ def test_fit_refuses_bad_labels_and_too_few_frames(fitted, vacuum_system, caplog
     assert "non-finite" in caplog.text and "from the median energy" in caplog.text
 
 
+def test_fitted_surrogate_keeps_no_com_motion_remover_the_target_lacks(fitted, vacuum_system):
+    """A target without a CMMotionRemover (an ML potential's System) gets a surrogate without one: the chain does
+    not zero its centre-of-mass velocity, so the surrogate's remover would take ~3/2 kT out of every jump."""
+    target = fitted[0]
+    system = copy.deepcopy(target.system)
+    for index in reversed(range(system.getNumForces())):
+        if isinstance(system.getForce(index), mm.CMMotionRemover):
+            system.removeForce(index)
+    bare = dataclasses.replace(target, system=system)
+    positions, energies, forces = sample_target(bare, 16, n_chains=1, frame_interval_ps=0.01, equilibration_ps=0.1)
+    fitted_bare, _ = fit_surrogate(bare, positions, energies, forces, vacuum_system.system, iterations=1)
+    assert not any(isinstance(f, mm.CMMotionRemover) for f in fitted_bare.getForces())
+    fitted_with, _ = fit_surrogate(target, positions, energies, forces, vacuum_system.system, iterations=1)
+    assert any(isinstance(f, mm.CMMotionRemover) for f in fitted_with.getForces())
+
+
 def test_cli_fits_writes_reuses_samples_and_refuses_to_overwrite(tmp_path, capsys):
     out = os.fspath(tmp_path / "fit")
     argv = ["fit-surrogate", "--setup", "amber14-vacuum", "--frames", "30", "--chains", "2", "--frame-interval",
