@@ -165,7 +165,7 @@ def main():
     s.add_argument("--frames-per-chain", type=int, default=400)
     s.set_defaults(func=sample)
     f = sub.add_parser("fit")
-    f.add_argument("--family", default="anharmonic", choices=("amber", "anharmonic"))
+    f.add_argument("--family", default="amber", choices=("amber", "anharmonic", "coupled"))
     f.add_argument("--no-augment", action="store_true", help="leave out the surrogate-sampled frames")
     f.add_argument("--jumps", type=float, nargs="*", default=[20.0, 100.0, 500.0])
     f.add_argument("--predict-frames", type=int, default=150)
