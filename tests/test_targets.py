@@ -274,13 +274,12 @@ def test_checkpoint_of_a_users_target_keys_on_its_system_not_a_name(files, tmp_p
         accelerator_for(vacuum).load_checkpoint(path)
 
 
-@pytest.mark.slow
 def test_accelerator_on_a_torchforce_target_derives_amber14(one_torch_thread):
     """ANI-1x on the glycine dipeptide, nothing but the Simulation given: amber14 proposals, judged by ANI-1x.
 
-    Slow: 11 minutes on the loaded 2-core machine, and amber14 proposals for ANI-1x were accepted 0/16 times at
-    20 fs (fit a surrogate for an ML target); what is checked is the derivation and that rejected jumps leave
-    the state as it was.
+    13 s with one torch thread under load (11 minutes with torch's default threads on the shared 2 cores).
+    amber14 proposals for ANI-1x were accepted 0/16 times at 20 fs (fit a surrogate for an ML target), so what is
+    checked is the derivation and a finite state after the jumps, not acceptance.
     """
     pdb = app.PDBFile(pdb_path("ace-gly-nme"))
     system = app.ForceField("amber14-all.xml").createSystem(pdb.topology, constraints=app.HBonds)
