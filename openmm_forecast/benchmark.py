@@ -1405,27 +1405,38 @@ def _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, r
     return bar
 
 
+MAX_REFERENCE_Z = 3.0
+"""An arm whose population of the deciding basin lies more than this many combined standard errors from the converged
+reference is off it: its effective samples measure the spread of a wrong answer (an arm that never reached the basin,
+or reweighting that has not converged), so it takes no part in choosing the winner."""
+
+
 def _compare_efficiency(arms, summaries, observable):
     """Effective samples per second of one basin's indicator: every arm, each against every plain-MD and metadynamics
-    arm (what a user would run instead), and the
-    winner, declared only when its interval lies above every other arm's."""
+    arm (what a user would run instead), and the winner, declared only when its interval lies above every other
+    arm's, among the arms whose population agrees with the converged reference where one exists
+    (:data:`MAX_REFERENCE_Z`)."""
     from .efficiency import Efficiency
 
     per_arm = {name: Efficiency.from_dict(s["efficiency"][observable]) for name, s in summaries.items()
                if s.get("efficiency") is not None}
     plain = [arm.name for arm in arms if arm.kind in ("plain", "metad") and arm.name in per_arm]
-    best = winner(per_arm)
+    z = {name: (summaries[name].get("basins_vs_reference") or {}).get(observable, {}).get("z") for name in per_arm}
+    off = {name for name, value in z.items() if value is not None and abs(value) > MAX_REFERENCE_Z}
+    best = winner({name: e for name, e in per_arm.items() if name not in off})
     return {
         "observable": f"{observable} indicator",
         "per": "wall-clock second of the arm (all its walkers); per CPU second in each arm's efficiency",
         "confidence": next(iter(per_arm.values())).confidence if per_arm else None,
-        "ess_per_second": {name: {"value": e.ess_per_second, "interval": e.interval and list(e.interval)}
+        "ess_per_second": {name: {"value": e.ess_per_second, "interval": e.interval and list(e.interval),
+                                  "population_z": z[name], "off_reference": name in off}
                            for name, e in per_arm.items()},
         "against": {name: {other: compare(e, per_arm[other]) for other in plain if other != name}
                     for name, e in per_arm.items()},
         "winner": best,
         "rule": "the arm with the most effective samples per second, only when its interval lies above every other "
-                "arm's interval; otherwise none",
+                f"arm's interval; arms whose population lies more than {MAX_REFERENCE_Z:g} combined standard errors "
+                "from the converged reference (off_reference) take no part; otherwise none",
     }
 
 
@@ -1550,6 +1561,8 @@ def format_efficiency(report):
     for name, value in section["ess_per_second"].items():
         interval = value["interval"]
         line = f"  {name}: {value['value']:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+        if value.get("off_reference"):
+            line += f" (OFF the converged population, z {value['population_z']:+.1f}: not a candidate)"
         for other, ratio in section["against"][name].items():
             span = ratio["ratio_interval"]
             line += f"; {ratio['ratio']:.3g}x {other}"

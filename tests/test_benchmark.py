@@ -652,3 +652,26 @@ def test_cli_metad_arm_takes_its_settings(reference_dir, tmp_path):
                  "1.5", "--metad-bias-factor", "8", "--metad-independent"]) == 0
     settings = json.loads((out / "report.json").read_text())["arms"]["metad"]["metadynamics"]["settings"]
     assert settings == {**settings, "deposit_ps": 0.2, "height_kJ": 1.5, "bias_factor": 8.0, "shared_bias": False}
+
+
+def test_an_arm_off_the_converged_population_cannot_win(rng):
+    """Two arms with distinct intervals: the faster one wins, unless its population of the deciding basin lies more
+    than MAX_REFERENCE_Z combined standard errors from the converged reference (a precise wrong answer)."""
+    from openmm_forecast.benchmark import MAX_REFERENCE_Z, _compare_efficiency
+    from openmm_forecast.efficiency import efficiency
+    from test_efficiency import two_state
+
+    fast = efficiency(two_state(rng, 0.2, 8, 2_000), seconds=1.0).as_dict()
+    slow = efficiency(two_state(rng, 0.002, 8, 2_000), seconds=1.0).as_dict()
+    arms = [BenchmarkArm("a", None), BenchmarkArm("b", None)]
+
+    def summaries(z_fast):
+        return {"a": {"efficiency": {"beta": fast}, "basins_vs_reference": {"beta": {"z": z_fast}}},
+                "b": {"efficiency": {"beta": slow}, "basins_vs_reference": {"beta": {"z": 0.5}}}}
+
+    assert _compare_efficiency(arms, summaries(1.0), "beta")["winner"] == "a"
+    off = _compare_efficiency(arms, summaries(MAX_REFERENCE_Z + 0.1), "beta")
+    assert off["winner"] is None and off["ess_per_second"]["a"]["off_reference"]
+    assert not off["ess_per_second"]["b"]["off_reference"]
+    assert _compare_efficiency(arms, {k: {"efficiency": v["efficiency"]} for k, v in summaries(9.0).items()},
+                               "beta")["winner"] == "a"  # no reference: nothing to be off
