@@ -1,12 +1,16 @@
-"""Ramachandran analysis of alanine dipeptide: phi/psi, histograms, Jensen-Shannon divergence, basins.
+"""Ramachandran analysis of any peptide: phi/psi of every residue, histograms, Jensen-Shannon divergence, basins,
+and torsions of the user's choice.
 
 Conventions
 -----------
 Angles
     Degrees, IUPAC sign convention (the one of ``mdtraj.compute_dihedrals``), wrapped into
-    [-180, 180).  phi is C(ACE)-N-CA-C (0-based atoms 4-6-8-14), psi is N-CA-C-N(NME) (6-8-14-16), the
-    atoms of :data:`~openmm_forecast.systems.PHI_ATOMS` and :data:`~openmm_forecast.systems.PSI_ATOMS`.
-    Arrays of phi/psi have shape (n_frames, 2): column 0 phi, column 1 psi.
+    [-180, 180).  Every residue with both a backbone phi (C(i-1)-N-CA-C) and psi (N-CA-C-N(i+1)) has a
+    Ramachandran pair (:func:`backbone_torsion_pairs`, found by mdtraj from the topology); the package's alanine
+    dipeptide has one, phi 4-6-8-14 and psi 6-8-14-16 (0-based atoms, :data:`~openmm_forecast.systems.PHI_ATOMS`
+    and :data:`~openmm_forecast.systems.PSI_ATOMS`).  Arrays of one residue's phi/psi have shape (n_frames, 2):
+    column 0 phi, column 1 psi; of several, (n_frames, n_residues, 2).  Histograms, JS, basins and transitions
+    take one residue at a time.
 Histograms
     ``DEFAULT_BINS`` x ``DEFAULT_BINS`` = 36 x 36 square bins of 10 degrees over ``DEFAULT_RANGE`` =
     [-180, 180) in both angles, normalised to probabilities (sum 1).  Axis 0 is phi, axis 1 is psi.
@@ -841,7 +845,8 @@ def count_transitions(phi_psi, basins=BASINS):
 def analysis_definitions(bins=DEFAULT_BINS, range=DEFAULT_RANGE, basins=BASINS):
     """The conventions of an analysis, JSON-ready, to write next to its numbers."""
     return {
-        "angles": "degrees, IUPAC sign (mdtraj), phi = C-N-CA-C (atoms 4-6-8-14), psi = N-CA-C-N (6-8-14-16)",
+        "angles": "degrees, IUPAC sign (mdtraj); per residue phi = C(i-1)-N-CA-C, psi = N-CA-C-N(i+1) (alanine "
+                  "dipeptide: atoms 4-6-8-14 and 6-8-14-16)",
         "bins": int(bins),
         "range_deg": [float(range[0]), float(range[1])],
         "js_divergence": "Jensen-Shannon divergence of bins x bins histograms, natural log, 0 <= JS <= ln 2",
