@@ -205,17 +205,14 @@ def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONF
     Efficiency
     """
     x = np.asarray(series, dtype=float)
-    if weights is None:
-        def inefficiency(rows):
-            return statistical_inefficiency(x[rows])
-        mean = float(x.mean())
-    else:
-        w = np.asarray(weights, dtype=float)
+    w = None if weights is None else np.asarray(weights, dtype=float)
 
-        def inefficiency(rows):
-            return weighted_inefficiency(x[rows], w[rows])
-        mean = float(np.sum(w * x) / np.sum(w)) if w.shape == x.shape else None
-    g = inefficiency(slice(None))
+    def inefficiency(rows):
+        """g of the walkers ``rows`` (weighted when there are weights)."""
+        return statistical_inefficiency(x[rows]) if w is None else weighted_inefficiency(x[rows], w[rows])
+
+    g = inefficiency(slice(None))  # validates the shapes first
+    mean = float(x.mean() if w is None else np.sum(w * x) / np.sum(w))
     if not seconds > 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
     n = len(x)
