@@ -20,7 +20,10 @@ Protocol (:func:`run_benchmark`)
    everything after the first step is, including the first forecaster calls (TorchScript warm-up) and
    reading states at every sample.
 3. *Sampling.*  phi/psi and the kinetic temperature of every walker every ``sample_interval`` of
-   simulated time (1 ps by default: the frame interval of the shipped references).
+   simulated time (1 ps by default: the frame interval of the shipped references).  phi/psi of every residue
+   that has both (JS, the bar and the deciding observable use the first; every residue's populations and
+   efficiency are reported), and the user's torsions.  A reweighted (metad) arm's populations, JS and
+   efficiency are weighted.
 4. *Accuracy.*  Jensen-Shannon divergence of the pooled phi/psi histogram (36 x 36 bins, natural log; see
    :mod:`openmm_forecast.analysis`) against a reference of the *same potential* (the shipped plain-MD runs
    of the setup by default: :func:`default_reference_path`), after every sampling round: the convergence
