@@ -11,21 +11,22 @@ A surrogate is good when ``D`` is nearly constant over the states a walker visit
 over the target's thermal states (what matters for long jumps, whose ends are decorrelated in the fast
 coordinates) and small differences of forces (what matters for short jumps: ``D(x') - D(x) ~ -dF . dx``).
 This module learns exactly that from samples of the target, while keeping the surrogate's cost: the amber
-functional form (harmonic bonds and angles, periodic torsions, Coulomb and Lennard-Jones in vacuum), whose
-parameters are fitted, plus extra periodic torsion terms (periodicities 1-3 on every torsion quadruple) that
-can absorb conformation-dependent energy such as implicit solvation.  The result is an ordinary OpenMM
-System (same particles, masses and constraints as the target), saved as XML, at vacuum cost (~9 us per
-2 fs step for alanine dipeptide on the Reference platform).
+functional form in vacuum (:data:`FAMILIES`: bond and angle polynomials, torsion Fourier terms on every torsion
+quadruple that can absorb conformation-dependent energy such as implicit solvation, charges; Lennard-Jones
+kept), written as an ordinary OpenMM System (same particles, masses and constraints as the target), saved as
+XML, at vacuum cost (~20 us per 2 fs step for alanine dipeptide on the Reference platform).
 
 Loss (dimensionless, per frame)::
 
     Var(D) / kT^2  +  sum over components of (P (F_target - F_surrogate))^2 * sigma^2 / kT^2
-                   +  prior_weight * (squared parameter changes, in the scaled units below)
 
 ``P`` removes the force components along the constraints (they do nothing in constrained dynamics);
 ``sigma`` (default 0.01 nm) is the typical displacement over which a force error turns into an energy error,
-so both terms are energy variances in kT^2.  Parameter scales: bond lengths 0.01 nm, angles 0.1 rad,
-force constants as log factors, torsion amplitudes 1 kJ/mol, charges 0.1 e (total charge kept).
+so both terms are energy variances in kT^2.  The energy is linear in every coefficient but the charges, so
+:func:`fit_surrogate` minimises this loss by ridge least squares in closed form (ridge toward the starting
+System, strength chosen on held-out frames) and Gauss-Newton rounds for the charges (total charge kept).
+:func:`predict_acceptance` runs the exact jump from held-out frames: the acceptance a ghmc or metropolis chain
+then sees.  :class:`AmberSurrogateEnergy` is the same amber-form energy as a torch module.
 
 Units: nm, rad, kJ/mol, elementary charge; energies kJ/mol, forces kJ/mol/nm.
 """
@@ -215,10 +216,6 @@ class AmberSurrogateEnergy(nn.Module):
             "extra_sin": self.TORSION_SCALE * self.extra_sin,
             "charge": self.charge0 + self.CHARGE_SCALE * d_charge,
         }
-
-    def prior(self):
-        """Sum of squared learnable offsets (scaled units): the regulariser toward the starting System."""
-        return sum((p ** 2).sum() for p in self.parameters())
 
     def forward(self, positions):
         """Potential energy (kJ/mol), shape (...), of positions (..., N, 3) in nm."""
