@@ -608,7 +608,7 @@ class _Moments:
 
 def fit_surrogate(target, positions, energies, forces, base_system, *, family="amber", iterations=10,
                   sigma_nm=0.01, validation_fraction=0.2, max_excess_kT=100.0, chunk_frames=64,
-                  predict_jumps_fs=(), predict_frames=200, seed=0, platform="Reference", progress=False):
+                  predict_jumps=(), predict_frames=200, seed=0, platform="Reference", progress=False):
     """Fit a surrogate System to a target's energies and forces (see the module docstring).
 
     The surrogate's energy is linear in its coefficients except for the charges, so each round is a
@@ -649,9 +649,9 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
         potential) go.  Non-finite frames are left out too.
     chunk_frames : int
         Frames evaluated at once (memory: about ``chunk_frames * 3N * P * 8`` bytes).
-    predict_jumps_fs : sequence of float
-        Jump lengths (fs, whole multiples of the 2 fs surrogate step) at which to predict the acceptance by
-        :func:`predict_acceptance` from held-out frames (one target energy per frame and length).
+    predict_jumps : sequence of openmm.unit.Quantity
+        Jump lengths (time units, whole multiples of the 2 fs surrogate step) at which to predict the acceptance
+        by :func:`predict_acceptance` from held-out frames (one target energy per frame and length).
     predict_frames : int
         Most held-out frames used per jump length.
     seed : int
@@ -668,7 +668,7 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
     report : dict
         Settings; before/after ``energy_std`` (kJ/mol), ``force_rmse`` (kJ/mol/nm, projected) and
         ``long_jump_acceptance`` on the training and validation frames; ``history`` (per round: ridge
-        strength, losses); ``predicted_acceptance`` (per jump length, see :func:`predict_acceptance`);
+        strength, losses); ``predicted_acceptance`` (per jump length in fs, see :func:`predict_acceptance`);
         ``fit_seconds``.
 
     Raises
@@ -817,13 +817,14 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
         "kT_kJ_per_mol": kT, "before": before, "after": after, "history": history,
         "fit_seconds": time.process_time() - started,
     }
-    if predict_jumps_fs:
+    if len(predict_jumps):
         held_out = np.arange(split, len(positions))
         chosen = np.random.default_rng(seed).choice(held_out, min(predict_frames, len(held_out)), replace=False)
-        report["predicted_acceptance"] = {
-            f"{jump:g}": predict_acceptance(target, system, positions[chosen], energies[chosen], jump, seed=seed,
-                                              platform=platform)
-            for jump in predict_jumps_fs}
+        report["predicted_acceptance"] = {}
+        for jump in predict_jumps:
+            prediction = predict_acceptance(target, system, positions[chosen], energies[chosen], jump, seed=seed,
+                                            platform=platform)
+            report["predicted_acceptance"][f"{prediction['jump_fs']:g}"] = prediction
     return system, report
 
 
@@ -890,8 +891,8 @@ def _write_system(terms, theta, charges, base_system):
     return fitted
 
 
-def predict_acceptance(target, surrogate_system, positions, energies, jump_fs, timestep_fs=2.0, seed=0,
-                       platform="Reference"):
+def predict_acceptance(target, surrogate_system, positions, energies, jump, timestep=2.0 * unit.femtosecond,
+                       seed=0, platform="Reference"):
     """The acceptance of the exact ghmc / metropolis jump, run from given thermal states of the target.
 
     At stationarity the chain's state ``(x, v)`` is Boltzmann-distributed under the target (a momentum refresh,
@@ -909,10 +910,10 @@ def predict_acceptance(target, surrogate_system, positions, energies, jump_fs, t
         (n, N, 3) nm, thermal states of the target.
     energies : numpy.ndarray
         (n,) kJ/mol, the target's potential energies there.
-    jump_fs : float
-        Jump length, fs (a whole multiple of ``timestep_fs``).
-    timestep_fs : float
-        The surrogate's time step, fs.
+    jump : openmm.unit.Quantity
+        Jump length (time units; a whole multiple of ``timestep``).
+    timestep : openmm.unit.Quantity
+        The surrogate's time step (time units).
     seed : int
     platform : str
         Platform of the target's Context.
@@ -929,12 +930,15 @@ def predict_acceptance(target, surrogate_system, positions, energies, jump_fs, t
     from .platforms import get_platform
     from .systems import particle_masses, removes_com_motion, without_com_velocity
 
+    from .units import positive
+
+    jump_fs = positive(jump, unit.femtosecond, "jump")
+    positive(timestep, unit.femtosecond, "timestep")
     positions = np.asarray(positions, dtype=np.float64)
     energies = np.asarray(energies, dtype=np.float64)
     kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
     masses = particle_masses(target.system)
-    forecaster = SurrogateForecaster(target, jump_fs / 1000.0, surrogate=surrogate_system,
-                                     timestep=timestep_fs * unit.femtosecond)
+    forecaster = SurrogateForecaster(target, jump_fs / 1000.0, surrogate=surrogate_system, timestep=timestep)
     context = mm.Context(target.system, mm.VerletIntegrator(0.001), get_platform(platform))
     surrogate = mm.Context(surrogate_system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
     rng = np.random.default_rng(seed)

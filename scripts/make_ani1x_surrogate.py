@@ -134,7 +134,7 @@ def fit(args):
     out = os.path.join(RUN, f"fit-{args.family}")
     os.makedirs(out, exist_ok=True)
     system, report = fit_surrogate(target, positions, energies, forces, base, family=args.family,
-                                   validation_fraction=n_validation / len(energies), predict_jumps_fs=args.jumps,
+                                   validation_fraction=n_validation / len(energies), predict_jumps=[jump * unit.femtosecond for jump in args.jumps],
                                    predict_frames=args.predict_frames, progress=True)
     x0 = positions[0] * unit.nanometer
     report["cost_ms_per_step"] = {"surrogate": step_cost_ms(system, x0), "amber14_vacuum": step_cost_ms(base, x0),

@@ -18,6 +18,7 @@ from openmm import unit
 from openmm_forecast import ForecastAccelerator, SurrogateForecaster, build_system, load_forecaster
 from openmm_forecast._runtime import openmm as mm
 from openmm_forecast.cli import main
+from openmm_forecast.errors import UnitError
 from openmm_forecast.forecasters.surrogate import load_surrogate_system
 from openmm_forecast.potential_training import label_configurations
 from openmm_forecast.surrogate_fitting import (
@@ -235,7 +236,7 @@ def test_predicted_acceptance_matches_the_ghmc_chain_then_run(fitted):
     target, system, _ = fitted
     positions, energies, _ = sample_target(target, 400, n_chains=8, frame_interval_ps=0.05, equilibration_ps=1.0,
                                            seed=11)
-    predicted = predict_acceptance(target, system, positions, energies, 40.0, seed=3)
+    predicted = predict_acceptance(target, system, positions, energies, 40 * unit.femtosecond, seed=3)
     observed, observed_stderr = _ghmc_acceptance(target, system, 40.0, positions[25::50], n_jumps=150, seed=21)
     combined = math.hypot(predicted["stderr"], observed_stderr)
     assert combined < 0.1 / 3, (predicted, observed, observed_stderr)
@@ -279,6 +280,8 @@ def test_fit_refuses_bad_labels_and_too_few_frames(fitted, vacuum_system, caplog
                               validation_fraction=0.2)
     assert report["n_frames"] == 14 and report["n_left_out"] == 2
     assert "non-finite" in caplog.text and "from the median energy" in caplog.text
+    with pytest.raises(UnitError, match="jump"):
+        predict_acceptance(target, fitted[1], positions[:2], energies[:2], 40.0)
 
 
 def test_fitted_surrogate_keeps_no_com_motion_remover_the_target_lacks(fitted, vacuum_system):

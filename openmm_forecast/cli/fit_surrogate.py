@@ -129,7 +129,7 @@ def run(args):
                                                            fingerprint=target.fingerprint()))))
     system, report = fit_surrogate(
         target, positions, energies, forces, base, family=args.family, iterations=args.iterations,
-        sigma_nm=args.sigma, validation_fraction=args.validation_fraction, predict_jumps_fs=args.predict_jumps,
+        sigma_nm=args.sigma, validation_fraction=args.validation_fraction, predict_jumps=[jump * unit.femtosecond for jump in args.predict_jumps],
         predict_frames=args.predict_frames, seed=args.seed, platform=args.platform or "Reference", progress=progress)
     report = {
         "target": {"setup": target.setup, "potential": target.potential, "constraints": target.constraints,
