@@ -11,7 +11,7 @@ from openmm import app, unit
 from openmm_forecast import ForecastAccelerator, SurrogateForecaster, build_system, load_forecaster
 from openmm_forecast._runtime import openmm as mm
 from openmm_forecast.forecasters import VerletForecaster
-from openmm_forecast.forecasters.surrogate import derived_surrogate_system
+from openmm_forecast.forecasters.surrogate import derived_surrogate_system, without_motion_remover
 from openmm_forecast.systems import system_fingerprint
 from openmm_forecast.integrators import velocity_verlet_integrator
 from openmm_forecast.units import kT_kJ
@@ -105,7 +105,8 @@ def test_surrogate_equal_to_the_target_at_a_small_step_accepts_almost_always(vac
 
 
 def test_surrogate_is_velocity_verlet_on_the_surrogate_system(vacuum_system, rng):
-    """Frames equal velocity Verlet run directly on the surrogate System; VerletForecaster is the special case."""
+    """Frames equal velocity Verlet run directly on the surrogate System (its CMMotionRemover left out);
+    VerletForecaster is the special case."""
     obc2 = build_system("amber14-obc2")
     forecaster = load_forecaster("surrogate", obc2, stride_ps=0.004, max_frames=2)
     simulation = obc2.create_simulation(platform="Reference", seed=2)
@@ -115,7 +116,7 @@ def test_surrogate_is_velocity_verlet_on_the_surrogate_system(vacuum_system, rng
     fx, fv = forecaster.forecast(x[None], v[None])
     integrator = velocity_verlet_integrator(2 * unit.femtosecond)
     derived, _ = derived_surrogate_system(obc2.system, obc2.topology)  # the default surrogate
-    context = mm.Context(derived, integrator, REFERENCE)
+    context = mm.Context(without_motion_remover(derived), integrator, REFERENCE)
     context.setPositions(x)
     context.setVelocities(v)
     integrator.step(4)
@@ -126,6 +127,26 @@ def test_surrogate_is_velocity_verlet_on_the_surrogate_system(vacuum_system, rng
     assert meta.extra["surrogate_fingerprint"] == system_fingerprint(derived)
     verlet = VerletForecaster(obc2, stride_ps=0.004)
     assert isinstance(verlet, SurrogateForecaster) and verlet.structure_preserving and verlet.name == "verlet"
+
+
+def test_a_surrogate_with_a_motion_remover_keeps_the_centre_of_mass_momentum_of_the_target(vacuum_system, rng):
+    """A target without a CMMotionRemover (the ANI-1x setup has none) keeps its centre-of-mass momentum; a remover
+    in the surrogate's Context would take it (and ~3/2 kT) out of every jump, a map that is not reversible.  The
+    surrogate here has one; the forecast must conserve the total momentum to round-off (float64, 10 steps)."""
+    target = mm.XmlSerializer.clone(vacuum_system.system)
+    for index in reversed(range(target.getNumForces())):
+        if isinstance(target.getForce(index), mm.CMMotionRemover):
+            target.removeForce(index)
+    surrogate = vacuum_system.system
+    assert any(isinstance(force, mm.CMMotionRemover) for force in surrogate.getForces())  # the case under test
+    forecaster = SurrogateForecaster((target, vacuum_system.elements), stride_ps=0.02, surrogate=surrogate)
+    masses = np.array([surrogate.getParticleMass(i).value_in_unit(unit.dalton) for i in range(target.getNumParticles())])
+    x = np.asarray(vacuum_system.positions.value_in_unit(unit.nanometer))[None]
+    v = rng.normal(0.0, 0.3, size=x.shape) + np.array([0.5, -0.2, 0.1])  # a drift of the whole molecule, nm/ps
+    _, fv = forecaster.forecast(x, v)
+    before, after = masses @ v[0], masses @ fv[0, -1]
+    np.testing.assert_allclose(after, before, atol=1e-6 * np.abs(before).max())
+    assert surrogate.getNumForces() == vacuum_system.system.getNumForces()  # the caller's System is untouched
 
 
 def test_learned_and_trivial_forecasters_are_not_certified(vacuum_system):
