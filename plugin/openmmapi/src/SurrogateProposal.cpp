@@ -1,4 +1,5 @@
 #include "internal/SurrogateProposal.h"
+#include "openmm/CMMotionRemover.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/Platform.h"
 #include "openmm/State.h"
@@ -60,6 +61,12 @@ SurrogateProposal::SurrogateProposal(const string& path, const System& target, d
     }
     if (system == nullptr)
         throw OpenMMException(where + " is not a serialized OpenMM System");
+    // No CMMotionRemover in the proposal (as openmm_forecast.forecasters.surrogate.without_motion_remover): it would
+    // take the centre-of-mass momentum out of every jump of a target that keeps it, a map that is not reversible;
+    // velocity Verlet conserves the total momentum of a translation-invariant surrogate by itself.
+    for (int i = system->getNumForces() - 1; i >= 0; i--)
+        if (dynamic_cast<const CMMotionRemover*>(&system->getForce(i)) != nullptr)
+            system->removeForce(i);
     if (system->getNumParticles() != target.getNumParticles())
         throw OpenMMException(where + " has " + std::to_string(system->getNumParticles()) + " particles, the target System " +
                               std::to_string(target.getNumParticles()) + ": a surrogate must describe the same atoms");
