@@ -656,8 +656,9 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
         Most held-out frames used per jump length.
     seed : int
         Seed of the prediction's velocities.
-    platform : str
-        Platform of the target's Context in the prediction.
+    platform : str or PlatformConfiguration
+        Platform of the target's Context in the prediction (a configuration's properties, such as ``Threads``,
+        go to the Context).
     progress : bool
         Show a progress bar (rounds and chunks).
 
@@ -915,8 +916,8 @@ def predict_acceptance(target, surrogate_system, positions, energies, jump, time
     timestep : openmm.unit.Quantity
         The surrogate's time step (time units).
     seed : int
-    platform : str
-        Platform of the target's Context.
+    platform : str or PlatformConfiguration
+        Platform of the target's Context (a configuration's properties go to it).
 
     Returns
     -------
@@ -927,7 +928,7 @@ def predict_acceptance(target, surrogate_system, positions, energies, jump, time
         counts as rejected.
     """
     from .forecasters.surrogate import SurrogateForecaster
-    from .platforms import get_platform
+    from .platforms import get_platform, platform_properties
     from .systems import particle_masses, removes_com_motion, without_com_velocity
 
     from .units import positive
@@ -939,7 +940,7 @@ def predict_acceptance(target, surrogate_system, positions, energies, jump, time
     kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
     masses = particle_masses(target.system)
     forecaster = SurrogateForecaster(target, jump_fs / 1000.0, surrogate=surrogate_system, timestep=timestep)
-    context = mm.Context(target.system, mm.VerletIntegrator(0.001), get_platform(platform))
+    context = mm.Context(target.system, mm.VerletIntegrator(0.001), get_platform(platform), platform_properties(platform))
     surrogate = mm.Context(surrogate_system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
     rng = np.random.default_rng(seed)
     speed = np.sqrt(kT / np.where(masses > 0, masses, np.inf))[:, None]

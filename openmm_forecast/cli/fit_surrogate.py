@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from ..platforms import fastest_platform
 from ._common import (
     NON_NEGATIVE,
     POSITIVE,
@@ -101,6 +102,8 @@ def run(args):
             if target.setup is not None else derived_surrogate_system(target.system, target.topology)[0])  # own target
     samples_path = os.path.join(args.out, SAMPLES)
     progress = not args.no_progress
+    platform = args.platform or fastest_platform(target)  # as --help says: measured on the target, not assumed
+    print(f"target platform: {platform}")
     sampling = dict(frames=args.frames, chains=args.chains, frame_interval_ps=args.frame_interval,
                     equilibration_ps=args.equilibration, seed=args.seed)
     if os.path.exists(samples_path):
@@ -120,7 +123,7 @@ def run(args):
     else:
         positions, energies, forces = sample_target(
             target, args.frames, n_chains=args.chains, frame_interval_ps=args.frame_interval,
-            equilibration_ps=args.equilibration, seed=args.seed, platform=args.platform or "Reference",
+            equilibration_ps=args.equilibration, seed=args.seed, platform=platform,
             progress=progress)
         with atomic_write_path(samples_path) as partial:
             with open(partial, "wb") as handle:
@@ -130,7 +133,7 @@ def run(args):
     system, report = fit_surrogate(
         target, positions, energies, forces, base, family=args.family, iterations=args.iterations,
         sigma_nm=args.sigma, validation_fraction=args.validation_fraction, predict_jumps=[jump * unit.femtosecond for jump in args.predict_jumps],
-        predict_frames=args.predict_frames, seed=args.seed, platform=args.platform or "Reference", progress=progress)
+        predict_frames=args.predict_frames, seed=args.seed, platform=platform, progress=progress)
     report = {
         "target": {"setup": target.setup, "potential": target.potential, "constraints": target.constraints,
                    "temperature_K": float(target.temperature.value_in_unit(unit.kelvin)),
