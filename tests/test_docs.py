@@ -3,7 +3,8 @@ CLI's own parser, their relative links resolve, and the README stays short.
 
 A Python block is executed unless the line before its opening fence is ``<!-- no-test: REASON -->`` (for an
 example that needs a GPU, a cluster or a long run).  Each block runs in its own interpreter in an empty
-directory, so blocks cannot depend on each other or on files of the repository but the package.
+directory that holds only a link to the repository's ``tests/data`` (the molecules the examples use), so blocks
+cannot depend on each other or on other files of a clone.
 """
 
 import os
@@ -101,6 +102,8 @@ def test_documented_command_lines_parse(argv):
 @pytest.mark.parametrize("page, code", python_examples())
 def test_python_examples_run(page, code, tmp_path):
     environment = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "data").symlink_to(os.path.join(ROOT, "tests", "data"))
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, f"{page}: the example failed:\n{result.stderr[-3000:]}"
