@@ -176,11 +176,12 @@ class ForecastAccelerator:
 
         reference = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
         state = ContextState(simulation, self.masses_amu, leapfrog, leapfrog or self.forecaster.uses_forces)
+        proposal = weakref.WeakMethod(self.propose)  # no reference cycle: a discarded accelerator frees its Simulation
         self.cycle = JumpCycle(
             simulation, self.forecaster, self.rule, state, self._sanity_guard(reference.value_in_unit(unit.nanometer)),
             opts, max_frames=self.max_frames, span_frames=span_frames, adapt_span=adapt_span,
             rng=np.random.Generator(np.random.PCG64(opts.seed)), stats=AcceleratorStats(max_dh_samples=opts.max_dh_samples),
-            propose=self.propose,
+            propose=lambda n_frames: proposal()(n_frames),
         )
         self.cycle.configure(**settings)
         self._system_fingerprint = system_fingerprint(simulation.system)

@@ -888,6 +888,20 @@ def test_public_api():
     assert "AcceleratorStats" in openmm_forecast.__all__
 
 
+def test_a_discarded_accelerator_frees_its_simulation_at_once(system, langevin_verlet):
+    """No reference cycle (the accelerator and its jump cycle) keeps a dropped accelerator alive until the garbage
+    collector runs: a new accelerator on the same Simulation is accepted at once."""
+    import gc
+
+    simulation = langevin_simulation(system)
+    gc.disable()
+    try:
+        ForecastAccelerator(simulation, langevin_verlet, progress=False)
+        ForecastAccelerator(simulation, langevin_verlet, progress=False)
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("metropolis", [False, True], ids=["tolerance", "metropolis"])
 def test_a_potential_that_fails_at_the_candidate_rejects_the_jump(metropolis):
     """An exception of the potential at a forecast (an SCF failure) is a rejection, never a crash."""
