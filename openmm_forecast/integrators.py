@@ -12,13 +12,17 @@ from ._runtime import openmm as mm
 from .units import positive
 
 
-def velocity_verlet_integrator(timestep):
+def velocity_verlet_integrator(timestep, update_context_state=True):
     """Build a velocity Verlet integrator (with RATTLE when the System has constraints).
 
     Parameters
     ----------
     timestep : openmm.unit.Quantity
         Integration time step (time units).
+    update_context_state : bool
+        Let the System's forces act on the state at every step (OpenMM's ``addUpdateContextState``: a
+        ``CMMotionRemover`` zeroes the centre-of-mass velocity, an ``AndersenThermostat`` draws velocities).
+        False for a proposal that must stay volume-preserving and reversible whatever the System holds.
 
     Returns
     -------
@@ -29,7 +33,8 @@ def velocity_verlet_integrator(timestep):
     dt_ps = positive(timestep, unit.picosecond, "timestep")
     integrator = mm.CustomIntegrator(dt_ps)
     integrator.addPerDofVariable("x1", 0.0)
-    integrator.addUpdateContextState()
+    if update_context_state:
+        integrator.addUpdateContextState()
     integrator.addComputePerDof("v", "v + 0.5*dt*f/m")
     integrator.addComputePerDof("x", "x + dt*v")
     integrator.addComputePerDof("x1", "x")

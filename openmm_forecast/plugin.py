@@ -108,18 +108,6 @@ _library = None
 _temporary_files = []
 
 
-def _int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _number(value, name, minimum=0.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum < value < float("inf"):
-        raise ValueError(f"{name} must be a finite number > {minimum:g}, got {value!r}")
-    return float(value)
-
-
 def library_candidates():
     """Where the plugin library is looked for, in order (list of str): the package's own copy
     (``openmm_forecast/lib``, where the CMake build puts it and a non-editable install carries it), then the source

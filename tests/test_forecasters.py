@@ -418,7 +418,7 @@ def test_every_shipped_model_is_a_forecaster_for_alanine_dipeptide(vacuum_system
 
 
 def test_a_shipped_surrogate_card_is_velocity_verlet_on_its_learned_system():
-    from openmm_forecast.plugin import _forecaster_file
+    from openmm_forecast.plugin import resolve_proposal
 
     obc2 = build_system("amber14-obc2")
     forecaster = load_forecaster("ala2-amber14-obc2", molecular_system=obc2)
@@ -439,8 +439,8 @@ def test_a_shipped_surrogate_card_is_velocity_verlet_on_its_learned_system():
         load_forecaster("ala2-amber14-obc2")
     with pytest.raises(TypeError, match="not options of"):
         load_forecaster("ala2-amber14-obc2", obc2, surrogate="amber14-vacuum")
-    with pytest.raises(TypeError, match="Python ForecastAccelerator"):
-        _forecaster_file("ala2-amber14-obc2")  # the C++ plugin runs TorchScript models only
+    path, implied = resolve_proposal("ala2-amber14-obc2")  # the C++ plugin runs the card's surrogate too
+    assert path.endswith("fit-amber14-obc2.xml") and implied["jump"] == meta.stride_ps * meta.max_frames * unit.picosecond
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_mismatched_system_is_refused(architecture, vacuum_system, tmp_path):

@@ -213,8 +213,8 @@ class SurrogateForecaster(Forecaster):
     Notes
     -----
     Periodic systems use the System's default box vectors (the forecast interface carries no box): do
-    not use this forecaster with a barostat.  A ``CMMotionRemover`` of the surrogate is left out of its Context
-    (:func:`without_motion_remover`): velocity Verlet conserves the total momentum of a translation-invariant
+    not use this forecaster with a barostat.  A ``CMMotionRemover`` of the surrogate never acts (its integrator
+    has no context-state update): velocity Verlet conserves the total momentum of a translation-invariant
     surrogate by itself, while a remover would take the centre-of-mass kinetic energy out of every jump of a
     target that keeps it (one without a remover, such as the ANI-1x setup), a map that is not reversible.
     """
@@ -265,10 +265,11 @@ class SurrogateForecaster(Forecaster):
             **metadata_kwargs,
         )
         self.steps_per_stride = steps
-        self._integrator = velocity_verlet_integrator(dt_ps * unit.picosecond)
+        # No context-state update: a CMMotionRemover of the surrogate stays idle (see the Notes).
+        self._integrator = velocity_verlet_integrator(dt_ps * unit.picosecond, update_context_state=False)
         # The Context keeps its own copy of the System's parameters; no deep copy, which would round-trip the System
         # through XML and crashes for a System holding an openmm-torch TorchForce.
-        self._context = mm.Context(without_motion_remover(surrogate_system), self._integrator, get_platform(platform))
+        self._context = mm.Context(surrogate_system, self._integrator, get_platform(platform))
 
     def _forecast(self, positions, velocities, n_frames):
         n_walkers = positions.shape[0]
@@ -285,26 +286,6 @@ class SurrogateForecaster(Forecaster):
                     unit.nanometer / unit.picosecond
                 )
         return out_x, out_v
-
-
-def without_motion_remover(system):
-    """``system`` itself, or a copy without its ``CMMotionRemover`` forces when it has any.
-
-    The copy goes through OpenMM's XML serialiser, which a System holding a plugin force (openmm-torch's
-    ``TorchForce``, seen from Python as a bare ``openmm.Force``) or a ``PythonForce`` does not survive; such a
-    System with a remover is refused with the reason.
-    """
-    removers = [index for index in range(system.getNumForces())
-                if isinstance(system.getForce(index), mm.CMMotionRemover)]
-    if not removers:
-        return system
-    if any(type(force) is mm.Force or type(force).__name__ == "PythonForce" for force in system.getForces()):
-        raise ValueError("a surrogate System with a CMMotionRemover and a TorchForce or PythonForce cannot be copied "
-                         "without its remover; remove the CMMotionRemover from the surrogate System yourself")
-    copy = mm.XmlSerializer.clone(system)
-    for index in reversed(removers):
-        copy.removeForce(index)
-    return copy
 
 
 def resolve_surrogate(surrogate, target):
