@@ -176,9 +176,11 @@ def test_run_command_in_a_ray_worker_writes_the_same_run(backend, tmp_path, caps
     def arguments(out, where):
         return build_parser().parse_args(["run", "--setup", "amber14-vacuum", "--model", "verlet", "--stride", "10",
                                           "--max-frames", "4", "--time", "1", "--report-interval", "0.25",
-                                          "--checkpoint-interval", "0.5", "--platform", "CPU", "--no-progress",
+                                          "--checkpoint-interval", "0.5", "--platform", "Reference", "--no-progress",
                                           "--backend", where, "--out", str(out)])
 
+    # Reference: the CPU platform with two threads hands out work dynamically, so even two local runs of the same
+    # command differ in the last bits (seen under load); Reference is deterministic for a fixed seed.
     assert run(arguments(tmp_path / "local", "local")) == 0
     assert run_remotely(run, arguments(tmp_path / "ray", "ray"), backend) == 0
     assert capsys.readouterr().out.count("jumps accepted") == 2  # the worker's summary line is printed here too
