@@ -141,11 +141,12 @@ def test_ballistic_is_exact_for_free_particles(rng):
 
 
 def test_verlet_matches_direct_integration(vacuum_system, states):
-    """Frame k equals k * stride / dt steps of velocity Verlet run directly in a Context."""
+    """Frame k equals k * stride / dt steps of velocity Verlet run directly in a Context (the System's
+    CMMotionRemover idle in both: a proposal must keep the centre-of-mass momentum it is given)."""
     x, v = states
     forecaster = VerletForecaster(vacuum_system, 0.005, max_frames=3, timestep=0.5 * unit.femtosecond)
     fx, fv = forecaster.forecast(x[:2], v[:2])
-    integrator = velocity_verlet_integrator(0.5 * unit.femtosecond)
+    integrator = velocity_verlet_integrator(0.5 * unit.femtosecond, update_context_state=False)
     context = mm.Context(vacuum_system.system, integrator, mm.Platform.getPlatformByName("Reference"))
     for walker in range(2):
         context.setPositions(x[walker])
@@ -186,6 +187,9 @@ def test_verlet_agrees_with_openmm_leapfrog(states):
     itself, the initial velocity error a(0) dt/2 displaces positions by about a(0) dt/2 * t.
     """
     system = build_system("amber14-vacuum", constraints=None).system
+    for index in reversed(range(system.getNumForces())):  # the leapfrog Context would apply it; the proposal does not
+        if isinstance(system.getForce(index), mm.CMMotionRemover):
+            system.removeForce(index)
     x, v = states
     dt = 0.25e-3
     forecaster = VerletForecaster((system, ["C"] * 22), 0.01, max_frames=2)
