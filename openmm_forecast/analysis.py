@@ -397,7 +397,8 @@ def _trajectory(positions_nm, topology=None):
     alanine dipeptide)."""
     import mdtraj
 
-    from .systems import ALANINE_DIPEPTIDE_PDB, resource_path
+    from .shipped import resource_path
+    from .systems import ALANINE_DIPEPTIDE_PDB
 
     positions_nm = np.asarray(positions_nm, dtype=float)
     if positions_nm.ndim != 3 or positions_nm.shape[2] != 3 or positions_nm.shape[0] == 0:

@@ -93,7 +93,8 @@ from .analysis import (
 from .checkpoint import forecaster_fingerprint
 from .efficiency import compare, efficiency, kish_ess, winner
 from .errors import DataFileError, SamplingInterrupted, UsageError
-from .systems import SETUPS, resource_path
+from .shipped import resource_path
+from .systems import SETUPS
 from .units import whole_steps
 from .walkers import ForecastWalkers, PlainWalkers
 
@@ -140,8 +141,7 @@ def machine_info():
     """
     import torch
 
-    from ._version import __version__
-    from ._runtime import openmm as mm
+    from ._runtime import package_versions
     from .platforms import available_platforms
 
     cpu_model = platform_module.processor() or platform_module.machine()
@@ -162,8 +162,7 @@ def machine_info():
         "os": platform_module.platform(),
         "python": platform_module.python_version(),
         "torch_threads": torch.get_num_threads(),
-        "versions": {"openmm": mm.__version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "openmm_forecast": __version__},
+        "versions": package_versions(),
     }
 
 

@@ -264,14 +264,16 @@ def surrogate_name(value):
 def add_acceptance_arguments(parser):
     """``--acceptance`` (with ``--metropolis`` as its shorthand) and ``--energy-tolerance``."""
     from ..acceptance import RULES
+    from ..options import AcceleratorOptions
 
-    parser.add_argument("--acceptance", choices=sorted(RULES), default="tolerance",
+    defaults = AcceleratorOptions()  # the one source of option defaults
+    parser.add_argument("--acceptance", choices=sorted(RULES), default=defaults.acceptance.name,
                         help="acceptance rule of the jumps (default %(default)s): 'tolerance' accepts |dH| within "
                         "--energy-tolerance, 'metropolis' is exact with a structure-preserving proposal (surrogate, "
                         "verlet), 'dynamics' rescales momenta to keep H (FlashMD)")
     parser.add_argument("--metropolis", dest="acceptance", action="store_const", const="metropolis",
                         help="shorthand for --acceptance metropolis")
-    parser.add_argument("--energy-tolerance", type=POSITIVE, default=1.0,
+    parser.add_argument("--energy-tolerance", type=POSITIVE, default=defaults.energy_tolerance_kT,
                         help="accepted |dH| in kT of --acceptance tolerance (default %(default)s)")
     parser.add_argument("--allow-inexact-metropolis", action="store_true",
                         help="run metropolis or ghmc with a forecaster not certified volume-preserving and reversible "
