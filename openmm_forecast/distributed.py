@@ -316,6 +316,7 @@ class RayBackend:
                         "resources": {key: resources[key] for key in ("CPU", "GPU") if key in resources},
                         "ray_version": ray.__version__, "startup_s": self.startup_s}
         self._actor_class = ray.remote(WalkerWorker)
+        self.placements = []
 
     def describe(self):
         """The backend for reports: ``{"backend": "ray", workers, cpus/gpus per worker, cluster}``."""
@@ -359,9 +360,29 @@ class RayBackend:
             options["num_gpus"] = self.gpus_per_worker / SETS_PER_WORKER
         return options
 
-    def task(self, function):
-        """``function`` as a Ray task in worker 0's bundle, sharing it as an actor does (not run again if lost)."""
-        return self._ray.remote(function).options(max_retries=0, **self._share(0))
+    def task(self, function, worker=0):
+        """``function`` as a Ray task in worker ``worker``'s bundle, sharing it as an actor does (not run again if
+        lost)."""
+        return self._ray.remote(function).options(max_retries=0, **self._share(worker))
+
+    def map_target(self, function, molecular_system, calls):
+        """``[function(target, *arguments) for arguments in calls]``, call ``i`` as a Ray task on worker
+        ``i % workers`` with the target rebuilt there from its :class:`TargetDescription`.
+
+        ``function`` must be importable by name (a module-level function).  Results come back in the order of
+        ``calls``; where each call ran is appended to :attr:`placements` (dicts of :func:`where`).  A task that
+        raises re-raises its error here.
+        """
+        description = TargetDescription.of(molecular_system, self.build_options)
+        references = [self.task(_call_on_target, i % self.workers).remote(function, description, tuple(arguments))
+                      for i, arguments in enumerate(calls)]
+        try:
+            results = self._ray.get(references)
+        except self._ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            raise cause if isinstance(cause, BaseException) else error
+        self.placements.extend(place for _, place in results)
+        return [result for result, _ in results]
 
     def shutdown(self):
         """Stop the local cluster this backend started (a joined cluster is left running)."""
@@ -370,6 +391,11 @@ class RayBackend:
         self._ray.util.remove_placement_group(self._placement)
         if self.started_here:
             self._ray.shutdown()
+
+
+def _call_on_target(function, description, arguments):
+    """Body of :meth:`RayBackend.map_target`'s tasks: (``function(target, *arguments)``, :func:`where`)."""
+    return function(description.build(), *arguments), where()
 
 
 def _run_command(function, args):

@@ -980,7 +980,7 @@ def predict_acceptance(target, surrogate_system, positions, energies, jump, time
 
 
 def sample_target(target, n_frames, n_chains=2, frame_interval_ps=0.05, equilibration_ps=5.0, seed=1,
-                  platform="Reference", progress=False):
+                  platform="Reference", progress=False, backend=None):
     """Thermal states of the target with its energies and forces: Langevin MD of the target itself.
 
     ``n_chains`` independent chains (seeds ``seed``, ``seed + 1``, ...), each the setup's own simulation
@@ -990,6 +990,10 @@ def sample_target(target, n_frames, n_chains=2, frame_interval_ps=0.05, equilibr
     frames are ordered chain by chain (so the last chain's end is what :func:`fit_surrogate` holds out).
     A chain whose potential cannot be evaluated any more (a :class:`~openmm_forecast.errors.PotentialEvaluationError`)
     or whose positions are no longer finite ends there, with a warning; its frames so far are kept.
+
+    ``backend``: a :class:`~openmm_forecast.distributed.RayBackend` runs the chains as Ray tasks spread over its
+    workers (``platform`` through :meth:`~openmm_forecast.distributed.RayBackend.default_platform`), the same
+    frames as in-process for a deterministic platform; None runs them here, one after the other.
 
     Returns
     -------
@@ -1002,35 +1006,53 @@ def sample_target(target, n_frames, n_chains=2, frame_interval_ps=0.05, equilibr
     """
     from tqdm.auto import tqdm
 
-    from .errors import PotentialEvaluationError, is_blow_up, is_potential_evaluation_failure
+    from .errors import PotentialEvaluationError
 
     if n_frames < n_chains or n_chains < 1:
         raise ValueError(f"need at least one frame per chain (n_frames={n_frames}, n_chains={n_chains})")
     per_chain = np.diff(np.linspace(0, n_frames, n_chains + 1).round().astype(int))
     dt_ps = float(target.timestep.value_in_unit(unit.picosecond))
     interval = max(1, int(round(frame_interval_ps / dt_ps)))
-    positions, energies, forces = [], [], []
-    bar = tqdm(total=int(n_frames), desc="sample target", disable=not progress)
-    for chain, count in enumerate(per_chain):
-        simulation = target.create_simulation(platform=platform, seed=seed + chain)
-        try:
-            simulation.step(int(round(equilibration_ps / dt_ps)))
-            for _ in range(int(count)):
-                simulation.step(interval)
-                state = simulation.context.getState(getPositions=True, getEnergy=True, getForces=True)
-                x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-                if not np.isfinite(x).all():
-                    raise PotentialEvaluationError("positions are no longer finite")
-                positions.append(x)
-                energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
-                forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
-                bar.update()
-        except (PotentialEvaluationError, mm.OpenMMException) as error:
-            if not (is_potential_evaluation_failure(error) or is_blow_up(error)):
-                raise
-            logger.warning("chain %d (seed %d) ended after %d frames: %s", chain, seed + chain,
-                           len(positions) - int(per_chain[:chain].sum()), error)
-    bar.close()
-    if not positions:
+    equilibration = int(round(equilibration_ps / dt_ps))
+    calls = [(int(count), interval, equilibration, seed + chain) for chain, count in enumerate(per_chain)]
+    if backend is None:
+        bar = tqdm(total=int(n_frames), desc="sample target", disable=not progress)
+        chains = [sample_chain(target, *call, platform=platform, advance=bar.update) for call in calls]
+        bar.close()
+    else:
+        chains = backend.map_target(sample_chain, target, [call + (backend.default_platform(platform),)
+                                                           for call in calls])
+    chains = [chain for chain in chains if len(chain[0])]
+    if not chains:
         raise PotentialEvaluationError("no target frame could be sampled")
-    return np.array(positions), np.array(energies), np.array(forces)
+    return tuple(np.concatenate(parts) for parts in zip(*chains))
+
+
+def sample_chain(target, n_frames, interval_steps, equilibration_steps, seed, platform="Reference", advance=None):
+    """One chain of :func:`sample_target`: positions (n, N, 3) nm, energies (n,) kJ/mol and forces (n, N, 3)
+    kJ/mol/nm of ``n <= n_frames`` frames ``interval_steps`` apart after ``equilibration_steps``; ``advance()``
+    is called after each frame (a progress bar's update)."""
+    from .errors import PotentialEvaluationError, is_blow_up, is_potential_evaluation_failure
+
+    n_atoms = target.system.getNumParticles()
+    positions, energies, forces = [], [], []
+    simulation = target.create_simulation(platform=platform, seed=seed)
+    try:
+        simulation.step(equilibration_steps)
+        for _ in range(n_frames):
+            simulation.step(interval_steps)
+            state = simulation.context.getState(getPositions=True, getEnergy=True, getForces=True)
+            x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            if not np.isfinite(x).all():
+                raise PotentialEvaluationError("positions are no longer finite")
+            positions.append(x)
+            energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+            forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+            if advance is not None:
+                advance()
+    except (PotentialEvaluationError, mm.OpenMMException) as error:
+        if not (is_potential_evaluation_failure(error) or is_blow_up(error)):
+            raise
+        logger.warning("the chain of seed %d ended after %d frames: %s", seed, len(positions), error)
+    return (np.array(positions).reshape(-1, n_atoms, 3), np.array(energies, dtype=float),
+            np.array(forces).reshape(-1, n_atoms, 3))

@@ -200,3 +200,18 @@ def test_a_system_xml_cannot_hold_is_rebuilt_from_its_setup_or_refused():
     assert description.build().fingerprint() == ani1x.fingerprint()
     with pytest.raises(UsageError, match="--backend local"):
         TargetDescription.of(dataclasses.replace(ani1x, setup="user"))
+
+
+def test_fit_surrogate_sampling_chains_through_ray_are_the_local_ones(backend, vacuum_system):
+    """fit-surrogate's target chains as Ray tasks, one per worker: the same frames, energies and forces, bitwise
+    (CPU platform, one thread), as the chains run one after the other here; where each ran is recorded."""
+    from openmm_forecast.surrogate_fitting import sample_target
+
+    options = dict(n_chains=2, frame_interval_ps=0.02, equilibration_ps=0.02, seed=5, platform=CPU)
+    local = sample_target(vacuum_system, 12, **options)
+    before = len(backend.placements)
+    remote = sample_target(vacuum_system, 12, backend=backend, **options)
+    for here, there in zip(local, remote):
+        assert here.shape[0] == 12 and np.array_equal(here, there)
+    placements = backend.placements[before:]
+    assert len(placements) == 2 and all("node_id" in place for place in placements)

@@ -1,4 +1,4 @@
-"""``--backend {local,ray}``: where the walkers of ``run``, ``benchmark`` and ``demo`` run."""
+"""``--backend {local,ray}``: where the walkers of ``run`` and ``benchmark``, and the sampling chains of ``fit-surrogate``, run."""
 
 from ..distributed import BACKENDS, INSTALL_HINT
 
@@ -6,9 +6,9 @@ GPU_PLATFORMS = ("CUDA", "OpenCL", "HIP")
 """Platforms whose Ray actors each reserve one GPU."""
 
 
-def add_backend_argument(parser):
+def add_backend_argument(parser, what="the walkers"):
     parser.add_argument("--backend", choices=BACKENDS, default="local",
-                        help="where the walkers run: 'local' (this process, default) or 'ray' (Ray actors of one CPU, "
+                        help=f"where {what} run: 'local' (this process, default) or 'ray' (Ray actors of one CPU, "
                         "or one GPU with a GPU --platform, each: the cluster at $RAY_ADDRESS, else a local one with "
                         f"the cores this process may use; needs {INSTALL_HINT}). Samples are the same; the report "
                         "records where each walker ran")

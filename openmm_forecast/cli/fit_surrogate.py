@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from ..platforms import fastest_platform
+from ._backend import add_backend_argument, backend_from_args
 from ._common import (
     NON_NEGATIVE,
     POSITIVE,
@@ -39,7 +40,7 @@ NonbondedForce without cutoff), what :class:`~openmm_forecast.surrogate_fitting.
 
 MAX_FRAMES = 10**6
 """Most ``--frames``: every frame is held in memory with its forces (about 1 kB for alanine dipeptide) and every
-Adam step evaluates all of them."""
+least-squares round evaluates all of them."""
 
 
 def add_parser(subparsers):
@@ -77,6 +78,7 @@ def add_parser(subparsers):
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_overwrite_argument(parser)
+    add_backend_argument(parser, "the target's sampling chains")
     parser.set_defaults(func=run)
 
 
@@ -121,10 +123,17 @@ def run(args):
                              "choose another --out")
         print(f"reusing {len(positions)} target frames from {samples_path}")
     else:
-        positions, energies, forces = sample_target(
-            target, args.frames, n_chains=args.chains, frame_interval_ps=args.frame_interval,
-            equilibration_ps=args.equilibration, seed=args.seed, platform=platform,
-            progress=progress)
+        backend = backend_from_args(args)
+        try:
+            positions, energies, forces = sample_target(
+                target, args.frames, n_chains=args.chains, frame_interval_ps=args.frame_interval,
+                equilibration_ps=args.equilibration, seed=args.seed, platform=platform,
+                progress=progress, backend=backend)
+            if backend is not None:
+                sampling["backend"] = dict(backend.describe(), chains_ran_on=backend.placements)
+        finally:
+            if backend is not None:
+                backend.shutdown()
         with atomic_write_path(samples_path) as partial:
             with open(partial, "wb") as handle:
                 np.savez(handle, positions=positions, energies=energies, forces=forces,
