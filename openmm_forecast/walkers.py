@@ -110,7 +110,8 @@ class WalkerSamples:
         )
 
     def phi_psi(self, topology=None):
-        """phi/psi in degrees of every sample, shape (n_walkers, n_samples, 2).
+        """phi/psi in degrees of every sample, shape (n_walkers, n_samples, 2), or (n_walkers, n_samples,
+        n_residues, 2) for a peptide of several residues with both angles.
 
         Parameters
         ----------
@@ -123,7 +124,8 @@ class WalkerSamples:
         if n_samples == 0:
             return np.zeros((n_walkers, 0, 2))
         flat = np.swapaxes(self.positions_nm, 0, 1).reshape((n_walkers * n_samples,) + self.positions_nm.shape[2:])
-        return phi_psi_from_positions(flat, topology).reshape(n_walkers, n_samples, 2)
+        angles = phi_psi_from_positions(flat, topology)
+        return angles.reshape((n_walkers, n_samples) + angles.shape[1:])
 
 
 class _Walkers:

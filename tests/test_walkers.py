@@ -216,3 +216,23 @@ def test_merged_statistics_keep_every_field():
     assert total.attempted_by_frames == {2: 2} and total.accepted_by_frames == {2: 1}
     assert total.kept_ps == pytest.approx(0.04) and total.integrated_ps == pytest.approx(0.3)
     assert total.jumped_ps == pytest.approx(0.02) and sorted(total.dh_kJ) == [-1.0, 0.5]
+
+
+def test_phi_psi_of_samples_of_a_peptide_of_several_residues():
+    """ACE-(ALA)3-NME: three residues with both angles, so (n_walkers, n_samples, 3, 2), walker by walker in time
+    order, equal to the angles of the frames themselves (the dipeptide's (n_walkers, n_samples, 2) is above)."""
+    import os
+
+    from openmm import app
+
+    from openmm_forecast.walkers import WalkerSamples
+
+    pdb = app.PDBFile(os.path.join(os.path.dirname(__file__), "data", "ace-ala3-nme.pdb"))
+    frame = np.asarray(pdb.positions.value_in_unit(unit.nanometer))
+    rng = np.random.default_rng(4)
+    positions = frame + rng.normal(0.0, 0.01, size=(5, 2) + frame.shape)  # (n_samples, n_walkers, n_atoms, 3)
+    samples = WalkerSamples(positions, 0.1 * np.arange(1, 6), np.arange(1.0, 6.0), 0.1, np.full((5, 2), 300.0))
+    angles = samples.phi_psi(pdb.topology)
+    assert angles.shape == (2, 5, 3, 2)
+    np.testing.assert_allclose(angles[1], phi_psi_from_positions(positions[:, 1], pdb.topology), atol=1e-3)
+    assert np.ptp(angles[:, :, :, 0]) > 1.0  # the perturbed frames differ: a reshape that mixed them would show
