@@ -96,7 +96,7 @@ from .errors import DataFileError, SamplingInterrupted, UsageError
 from .shipped import resource_path
 from .systems import SETUPS
 from .units import whole_steps
-from .walkers import ForecastWalkers, PlainWalkers
+from .walkers import ForecastWalkers, PlainWalkers, PluginWalkers
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,11 @@ SHIPPED_REFERENCE_TEMPERATURE_K = 300.0
 SHIPPED_POPULATIONS = {"amber14-obc2": "reference/amber14-obc2-metad/summary.json"}
 """Converged basin populations shipped per :func:`reference_key` (OpenMM metadynamics, then sampling under the
 frozen bias, reweighted: ``scripts/make_metad_reference.py``; provenance in ``resources/reference/README.md``)."""
+
+ENGINES = ("python", "plugin")
+"""What drives a hybrid arm's jumps: the Python driver (:class:`~openmm_forecast.walkers.ForecastWalkers`, batched
+forecasts) or the C++ plugin (:class:`~openmm_forecast.walkers.PluginWalkers`: a ``ForecastIntegrator`` per walker
+under ``Simulation.step``)."""
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -805,6 +810,11 @@ class BenchmarkArm:
         Given (``{}`` for the defaults of :data:`METADYNAMICS`, or some of its keys): the arm is well-tempered
         metadynamics of the target itself, reweighted (:class:`MetadynamicsWalkers`), what a user would run
         instead of a sampler that needs no reweighting.
+    engine : str
+        A hybrid arm's driver (:data:`ENGINES`): ``'python'`` (default) or ``'plugin'`` (the C++
+        ``ForecastIntegrator``: the forecaster is what it takes as its proposal, a surrogate System or a TorchScript
+        model; its jump is ``stride_ps * max_frames`` of ``forecaster_options``, one frame, and its surrogate step
+        their ``timestep``).  A plugin arm whose library is not built is refused at creation (PluginError).
     """
 
     name: str
@@ -813,6 +823,7 @@ class BenchmarkArm:
     forecaster_options: dict = None
     accelerator_options: dict = dataclasses.field(default_factory=dict)
     metadynamics: dict = None
+    engine: str = "python"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _ARM_NAME.match(self.name):
@@ -828,6 +839,12 @@ class BenchmarkArm:
             if unknown:
                 raise ValueError(f"arm {self.name!r}: unknown metadynamics settings {sorted(unknown)}; known: "
                                  f"{sorted(METADYNAMICS)}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"arm {self.name!r}: engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "plugin":
+            if self.forecaster is None:
+                raise ValueError(f"arm {self.name!r}: only an arm with a proposal (a hybrid arm) runs on the plugin")
+            check_plugin(f"arm {self.name!r} (engine 'plugin')")
 
     @property
     def kind(self):
@@ -864,15 +881,20 @@ class BenchmarkArm:
         if self.forecaster is None:
             hmr = f", H {self.hydrogen_mass_amu:g} amu" if self.hydrogen_mass_amu is not None else ""
             return f"{self.name}: plain MD {self.timestep_fs:g} fs{hmr}"
-        what = forecaster.metadata.architecture if forecaster is not None else os.fspath(self.forecaster)
-        return f"{self.name}: {what} + {self.acceptance}"
+        if forecaster is not None:
+            what = forecaster.metadata.architecture
+        else:
+            what = os.fspath(self.forecaster) if isinstance(self.forecaster, (str, os.PathLike)) else "a System"
+        return f"{self.name}: {what} + {self.acceptance}" + (" (plugin)" if self.engine == "plugin" else "")
 
     def create_walkers(self, n_walkers, seed, platform, backend=None):
-        """The arm's walkers (PlainWalkers, MetadynamicsWalkers or ForecastWalkers) with seeds ``seed, seed + 1,
-        ...``; with a :class:`~openmm_forecast.distributed.RayBackend`, the same walkers in Ray actors."""
+        """The arm's walkers (PlainWalkers, MetadynamicsWalkers, ForecastWalkers or PluginWalkers) with seeds ``seed,
+        seed + 1, ...``; with a :class:`~openmm_forecast.distributed.RayBackend`, the same walkers in Ray actors."""
         if backend is not None:
             if self.kind == "metad":
                 raise UsageError(f"arm {self.name!r}: metadynamics walkers run only in-process (--backend local)")
+            if self.engine == "plugin":
+                raise UsageError(f"arm {self.name!r}: plugin walkers run only in-process (--backend local)")
             return backend.walkers(self.molecular_system, n_walkers, seed=seed, platform=platform,
                                    forecaster=self.forecaster, forecaster_options=self.forecaster_options,
                                    **self.accelerator_options)
@@ -881,8 +903,46 @@ class BenchmarkArm:
                                        **self.metadynamics)
         if self.forecaster is None:
             return PlainWalkers(self.molecular_system, n_walkers, seed=seed, platform=platform)
+        if self.engine == "plugin":
+            return PluginWalkers(self.molecular_system, self.forecaster, n_walkers, seed=seed, platform=platform,
+                                 **self._plugin_options())
         return ForecastWalkers(self.molecular_system, self.forecaster, n_walkers, seed=seed, platform=platform,
                                forecaster_options=self.forecaster_options, **self.accelerator_options)
+
+
+    def _plugin_options(self):
+        """ForecastIntegrator options of a plugin arm: the accelerator options, and the jump (``stride_ps *
+        max_frames``) and surrogate step (``timestep``) of the forecaster options."""
+        options = dict(self.accelerator_options)
+        forecaster = self.forecaster_options or {}
+        unknown = set(forecaster) - {"stride_ps", "max_frames", "timestep"}
+        if unknown:
+            raise ValueError(f"arm {self.name!r}: the plugin takes no forecaster options {sorted(unknown)} (its "
+                             "proposal is a surrogate System or a TorchScript model)")
+        if "stride_ps" in forecaster:
+            stride = forecaster["stride_ps"]
+            stride = stride if unit.is_quantity(stride) else stride * unit.picosecond
+            options["jump"] = stride * forecaster.get("max_frames", 1)
+        if "timestep" in forecaster:
+            options["surrogate_step"] = forecaster["timestep"]
+        return options
+
+
+def check_plugin(where):
+    """Refuse a plugin arm when the plugin library does not load, naming ``where`` (an arm or a flag).
+
+    Raises
+    ------
+    PluginError
+        The library is not built or the loader refused it; the message names ``where`` and how to build it.
+    """
+    from .errors import PluginError
+    from .plugin import load_plugin
+
+    try:
+        load_plugin()
+    except PluginError as error:
+        raise PluginError(f"{where} runs on the C++ plugin, which is not available: {error}") from error
 
 
 METADYNAMICS = {"bias_factor": 6.0, "height_kJ": 1.0, "width_deg": 20.0, "deposit_ps": 1.0, "grid": 72,
@@ -1268,23 +1328,34 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
                                "sample from the first deposit on",
                 "kish_ess_fraction": kish_ess(weights[arm.name]) / weights[arm.name].size}
         if arm.kind == "hybrid":
-            forecaster = arm_walkers.forecaster
             stats = arm_walkers.stats().as_dict()
-            meta = forecaster.metadata
             calls = arm_walkers.forecast_calls
-            extra.update(
-                acceptance=arm.acceptance, acceptance_rate=stats["acceptance_rate"],
-                jumped_fraction=stats["jumped_fraction"], forecast_calls=calls,
-                mean_batch_size=stats["jumps_attempted"] / calls if calls else None, stats=stats,
-                forecaster={"name": os.fspath(arm.forecaster) if isinstance(arm.forecaster, (str, os.PathLike)) else None,
-                            "architecture": meta.architecture, "fingerprint": forecaster_fingerprint(forecaster),
+            name = os.fspath(arm.forecaster) if isinstance(arm.forecaster, (str, os.PathLike)) else None
+            if arm.engine == "plugin":
+                settings = arm_walkers.settings
+                proposal = {"name": name, "file": settings["forecasterFile"], "architecture": "surrogate" if
+                            settings["forecasterFile"].endswith(".xml") else "torchscript",
+                            "file_sha256": file_sha256(settings["forecasterFile"]),
+                            "jump_ps": float(settings["jump"]) or None,
+                            "surrogate_step_ps": float(settings["surrogateStepSize"]) or float(settings["stepSize"]),
+                            "surrogate_platform": settings["surrogatePlatform"],
+                            "options": _plain_options(arm.forecaster_options or {})}
+            else:
+                forecaster = arm_walkers.forecaster
+                meta = forecaster.metadata
+                proposal = {"name": name, "architecture": meta.architecture,
+                            "fingerprint": forecaster_fingerprint(forecaster),
                             "file_sha256": _model_file_sha256(arm.forecaster), "stride_ps": meta.stride_ps,
                             "max_frames": meta.max_frames, "history": meta.history, "setup": meta.setup,
                             "options": _plain_options(arm.forecaster_options or {}),
                             "structure_preserving": forecaster.structure_preserving,
                             **{key: meta.extra[key] for key in ("surrogate", "surrogate_fingerprint")
-                               if key in meta.extra}},
-                accelerator_options=_plain_options(arm.accelerator_options),
+                               if key in meta.extra}}
+            extra.update(
+                engine=arm.engine, acceptance=arm.acceptance, acceptance_rate=stats["acceptance_rate"],
+                jumped_fraction=stats["jumped_fraction"], forecast_calls=calls,
+                mean_batch_size=stats["jumps_attempted"] / calls if calls else None, stats=stats,
+                forecaster=proposal, accelerator_options=_plain_options(arm.accelerator_options),
                 acceptance_rule=repr(arm_walkers.rule),
             )
         extra["label"] = arm.label(forecaster)

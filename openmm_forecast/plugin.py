@@ -324,6 +324,11 @@ class ForecastIntegrator(mm.Integrator):
         integrator = mm.XmlSerializer.deserialize(text)
         self.this = integrator.this  # the C++ ForecastIntegrator, owned by this Python object from now on
 
+    def getSettings(self):
+        """Every parameter of the integrator as its XML attribute (dict of str: ``acceptance``, ``jump`` in ps,
+        ``forecasterFile``, ``surrogatePlatform``, ...), read back from the C++ object."""
+        return dict(xml.etree.ElementTree.fromstring(mm.XmlSerializer.serialize(self)).attrib)
+
     def getStatistics(self):
         """What the integrator did so far (AcceleratorStats: jumps, rejections by reason, time covered, dH)."""
         state = self._statistics()

@@ -146,7 +146,9 @@ class _Walkers:
             raise ValueError(f"seeds must differ between walkers, got {list(seeds)}")
         return [int(s) for s in seeds]
 
-    def _create_simulations(self, molecular_system, n_walkers, seeds, seed, platform, minimize):
+    def _create_simulations(self, molecular_system, n_walkers, seeds, seed, platform, minimize, integrator=None):
+        """One Simulation per seed; ``integrator(seed)``, when given, makes each walker's integrator (default: the
+        setup's LangevinMiddleIntegrator with that seed)."""
         seeds = self.check_seeds(n_walkers, seeds, seed)
         if platform is None:
             from .platforms import fastest_platform
@@ -157,7 +159,9 @@ class _Walkers:
         self.timestep_ps = molecular_system.timestep.value_in_unit(unit.picosecond)
         self._masses_amu = molecular_system.masses
         self._dof = degrees_of_freedom(molecular_system.system)
-        return [molecular_system.create_simulation(platform=platform, seed=s, minimize=minimize) for s in self.seeds]
+        return [molecular_system.create_simulation(platform=platform, seed=s, minimize=minimize,
+                                                   integrator=None if integrator is None else integrator(s))
+                for s in self.seeds]
 
     @property
     def n_walkers(self):
@@ -470,3 +474,88 @@ class ForecastWalkers(_Walkers):
         total = AcceleratorStats.merge([walker.stats for walker in self.walkers])
         total.wall_s["forecast"] += self.forecast_wall_s
         return total
+
+
+class PluginWalkers(_Walkers):
+    """``n_walkers`` independent replicas advanced by the C++ plugin: each walker is a plain ``Simulation`` whose
+    integrator is a :class:`~openmm_forecast.plugin.ForecastIntegrator` (the proposal and the acceptance rule run
+    inside ``Integrator.step``).
+
+    The same replicas as :class:`ForecastWalkers` (same seeds, minimisation and initial velocities), with the
+    same interface, but nothing is batched: every walker's integrator calls its own proposal once per jump.  Each
+    walker is advanced by ``Simulation.step`` (OpenMM's loop of at most 10 steps per ``Integrator.step`` call; the
+    plugin carries a jump over the calls: docs/guide/plugin.md), as a user's script would.
+
+    Parameters
+    ----------
+    molecular_system : MolecularSystem
+        The target; its time step, temperature and friction are the integrator's ``stepSize``, ``temperature`` and
+        ``friction``.
+    proposal : str, os.PathLike or openmm.System
+        What :class:`~openmm_forecast.plugin.ForecastIntegrator` takes: a shipped surrogate's name
+        (``'fit-amber14-obc2'``), a model card naming one, a ``.xml`` System file, an ``openmm.System``, or a
+        TorchScript forecaster.
+    n_walkers : int, optional
+        Number of replicas (seeds ``seed, seed + 1, ...``); or give ``seeds``.
+    seeds : list of int, optional
+        Seed of each walker (>= 1, distinct): initial velocities, Langevin noise and the jumps' random stream.
+    seed : int
+        First seed when ``seeds`` is not given (default 1).
+    platform : str or openmm.Platform or PlatformConfiguration, optional
+        Platform of the walkers' (target) Contexts (default: :func:`~openmm_forecast.platforms.fastest_platform`);
+        the surrogate's private Context is on ``surrogate_platform`` (default Reference).
+    minimize : bool
+        Minimise each replica before drawing its velocities (default True).
+    **options
+        :class:`~openmm_forecast.plugin.ForecastIntegrator` options (``acceptance``, ``jump``, ``surrogate_step``,
+        ``energy_tolerance_kT``, ...), the same for every walker (the jumps' ``seed`` is each walker's own).
+
+    Raises
+    ------
+    PluginError
+        The plugin library is not built or does not load (before any Context is created).
+    """
+
+    engine = "plugin"
+
+    def __init__(self, molecular_system, proposal, n_walkers=None, *, seeds=None, seed=1, platform=None,
+                 minimize=True, **options):
+        from .plugin import ForecastIntegrator, load_plugin, resolve_proposal
+
+        load_plugin()
+        self.proposal_file, implied = resolve_proposal(proposal)  # one file for all walkers (a System: written once)
+        self.options = {**implied, **options}
+
+        def integrator(walker_seed):
+            return ForecastIntegrator(self.proposal_file, molecular_system.timestep, molecular_system.temperature,
+                                      molecular_system.friction, seed=walker_seed, **self.options)
+
+        self.simulations = self._create_simulations(molecular_system, n_walkers, seeds, seed, platform, minimize,
+                                                    integrator)
+        self.settings = self.simulations[0].integrator.getSettings()
+
+    @property
+    def rule(self):
+        """The walkers' acceptance rule's name ('tolerance', 'metropolis' or 'ghmc')."""
+        return self.settings["acceptance"]
+
+    @property
+    def forecast_calls(self):
+        """Proposals made, all walkers together: one per jump attempted (each walker calls its own)."""
+        return sum(simulation.integrator.getStatistics().jumps_attempted for simulation in self.simulations)
+
+    def step(self, n_steps):
+        """Advance every walker by exactly ``n_steps`` time steps (``Simulation.step``)."""
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
+            raise ValueError(f"n_steps must be an integer >= 0, got {n_steps!r}")
+        for simulation in self.simulations:
+            simulation.step(int(n_steps))
+
+    def stats(self):
+        """Statistics of all walkers together (each integrator's ``getStatistics()``, merged).
+
+        Returns
+        -------
+        AcceleratorStats
+        """
+        return AcceleratorStats.merge([simulation.integrator.getStatistics() for simulation in self.simulations])

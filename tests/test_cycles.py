@@ -302,7 +302,7 @@ def test_nan_proposals_are_rejected_and_the_chain_goes_on():
 
 def test_ghmc_is_an_acceptance_rule_by_name_for_accelerators_and_benchmark_arms():
     assert RULES["ghmc"] is GHMCCycle and isinstance(acceptance_rule("ghmc"), GHMCCycle)
-    assert parse_arm("surrogate:ghmc@498", "tolerance") == ("surrogate-ghmc-498fs", "surrogate", "ghmc", 498.0)
+    assert parse_arm("surrogate:ghmc@498", "tolerance") == ("surrogate-ghmc-498fs", "surrogate", "ghmc", 498.0, "python")
     with pytest.raises(ValueError, match="segment_steps"):
         toy_accelerator("ghmc", segment_steps=1)
 

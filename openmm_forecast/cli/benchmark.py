@@ -14,7 +14,7 @@ import math
 from ..acceptance import RULES
 from ..analysis import BASINS
 from ._backend import add_backend_argument, backend_from_args
-from ..benchmark import METADYNAMICS
+from ..benchmark import ENGINES, METADYNAMICS
 from .compare import torsion_argument
 from ._common import (
     MAX_STRIDE_FS,
@@ -114,33 +114,42 @@ def add_parser(subparsers):
     parser.add_argument("--model", default=None,
                         help="forecaster of the hybrid arm when no --arm is given: a shipped model, a model file, or "
                         "'surrogate' (velocity Verlet on --surrogate) or a baseline ('verlet', 'ballistic', 'constant')")
-    parser.add_argument("--arm", action="append", default=None, metavar="[NAME=]MODEL[:RULE][@STRIDE_FS]",
+    parser.add_argument("--arm", action="append", default=None, metavar="[NAME=]MODEL[:RULE][@STRIDE_FS][:plugin]",
                         help="an arm (repeatable; the first is the baseline the others are compared with): 'plain' "
                         "(MD at --timestep), 'hmr' (hydrogen mass repartitioning: --hmr-mass, --hmr-timestep), 'metad' "
                         "(well-tempered metadynamics of the target on the first residue's phi/psi, reweighted by c(t)), or a "
                         f"forecaster with an acceptance rule ({', '.join(ACCEPTANCE_RULES)}; default: --acceptance) and "
-                        "optionally its own stride in fs, e.g. --arm plain --arm hmr --arm surrogate:metropolis@248")
+                        "optionally its own stride in fs, e.g. --arm plain --arm hmr --arm surrogate:metropolis@248; "
+                        "a trailing ':plugin' runs the arm on the C++ ForecastIntegrator (one per walker, under "
+                        "Simulation.step; a fitted surrogate or a TorchScript model; jump = stride x --max-frames) "
+                        "instead of the Python driver, e.g. --arm fit-amber14-obc2:ghmc@500:plugin")
     add_benchmark_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def parse_arm(spec, default_rule):
-    """``[NAME=]MODEL[:RULE][@STRIDE_FS]`` -> (name, model, rule, stride_fs).
+    """``[NAME=]MODEL[:RULE][@STRIDE_FS][:ENGINE]`` -> (name, model, rule, stride_fs, engine).
 
     ``rule`` is None for 'plain', 'hmr' and 'metad'; ``stride_fs`` None unless given (then it replaces ``--stride`` for
-    this arm's baseline or surrogate proposal).
+    this arm's baseline or surrogate proposal); ``engine`` one of :data:`~openmm_forecast.benchmark.ENGINES`, the
+    last ``:`` field when it names one ('python' unless given; the default name of a plugin arm ends in
+    ``-plugin``).
 
     Raises
     ------
     UsageError
-        An empty model, an unknown rule, a rule or stride after 'plain', 'hmr' or 'metad', or a stride that is not a
-        number of fs in (0, :data:`~openmm_forecast.cli._common.MAX_STRIDE_FS`].
+        An empty model, an unknown rule, a rule or stride after 'plain', 'hmr' or 'metad', a stride that is not a
+        number of fs in (0, :data:`~openmm_forecast.cli._common.MAX_STRIDE_FS`], or the plugin engine for an arm
+        without a proposal or with a baseline the plugin does not have.
     """
     import os
 
     from ..errors import UsageError
 
     name, _, rest = spec.partition("=") if "=" in spec else ("", "", spec)
+    head, _, last = rest.rpartition(":")
+    engine = last if head and last in ENGINES else "python"
+    rest = head if head and last in ENGINES else rest
     rest, _, stride = rest.rpartition("@") if "@" in rest else (rest, "", "")
     model, _, rule = rest.partition(":") if rest.count(":") == 1 else (rest, "", "")
     if not model:
@@ -152,14 +161,25 @@ def parse_arm(spec, default_rule):
         except argparse.ArgumentTypeError as error:
             raise UsageError(f"--arm {spec!r}: the stride after '@' (fs) {error}") from None
     if model in (PLAIN_ARM, HMR_ARM, METAD_ARM):
-        if rule or stride:
-            raise UsageError(f"--arm {spec!r}: {model!r} integrates the target and takes no acceptance rule or stride")
-        return name or model, model, None, None
+        if rule or stride or engine != "python":
+            raise UsageError(f"--arm {spec!r}: {model!r} integrates the target and takes no acceptance rule, stride "
+                             "or engine")
+        return name or model, model, None, None, engine
     rule = rule or default_rule
     if rule not in ACCEPTANCE_RULES:
         raise UsageError(f"--arm {spec!r}: unknown acceptance rule {rule!r}; choose from {', '.join(ACCEPTANCE_RULES)}")
+    if engine == "plugin":
+        from ..forecasters.registry import BASELINES
+        from ..plugin import RULES as PLUGIN_RULES
+
+        if model == "surrogate" or model in BASELINES:
+            raise UsageError(f"--arm {spec!r}: the plugin's proposal is a fitted surrogate System (a shipped name, a "
+                             f"model card or a .xml file) or a TorchScript model, not {model!r}")
+        if rule not in PLUGIN_RULES:
+            raise UsageError(f"--arm {spec!r}: the plugin's rules are {', '.join(PLUGIN_RULES)}, not {rule!r}")
     stem = os.path.splitext(os.path.basename(model))[0]
-    return name or f"{stem}-{rule}" + (f"-{stride}fs" if stride else ""), model, rule, stride_fs
+    default = f"{stem}-{rule}" + (f"-{stride}fs" if stride else "") + ("-plugin" if engine == "plugin" else "")
+    return name or default, model, rule, stride_fs, engine
 
 
 def arms_from_args(args, specs=None):
@@ -176,8 +196,8 @@ def arms_from_args(args, specs=None):
     """
     from openmm import unit
 
-    from ..benchmark import BenchmarkArm
-    from ..errors import UsageError
+    from ..benchmark import BenchmarkArm, check_plugin
+    from ..errors import PluginError, UsageError
 
     default_rule = args.acceptance
     if specs is None:
@@ -185,9 +205,17 @@ def arms_from_args(args, specs=None):
     if not specs:
         raise UsageError("give --model (plain MD against it) or one --arm per arm")
     parsed = [parse_arm(spec, default_rule) for spec in specs]
+    for spec, (*_, engine) in zip(specs, parsed):
+        if engine == "plugin":
+            if getattr(args, "backend", "local") != "local":
+                raise UsageError(f"--arm {spec!r}: plugin arms run only in-process (--backend local)")
+            try:
+                check_plugin(f"--arm {spec!r}")
+            except PluginError as error:
+                raise UsageError(str(error)) from error
     molecular_system = setup_from_args(args)  # at --timestep: shared by the plain and hybrid arms
     arms = []
-    for spec, (name, model, rule, stride_fs) in zip(specs, parsed):
+    for spec, (name, model, rule, stride_fs, engine) in zip(specs, parsed):
         if model == PLAIN_ARM:
             arms.append(BenchmarkArm(name, molecular_system))
         elif model == METAD_ARM:
@@ -212,7 +240,7 @@ def arms_from_args(args, specs=None):
                 # a rule that never integrates the target (ghmc) has no segment: --segment-steps is not its option
                 if getattr(args, option) is not None and (option != "segment_steps" or RULES[rule].integrates):
                     accelerator[option] = getattr(args, option)
-            arms.append(BenchmarkArm(name, molecular_system, model, options, accelerator))
+            arms.append(BenchmarkArm(name, molecular_system, model, options, accelerator, engine=engine))
     return arms
 
 
