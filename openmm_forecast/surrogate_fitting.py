@@ -337,18 +337,29 @@ def constraint_projectors(positions, constraints, masses):
 
 
 FAMILIES = {
-    "amber": {"bond_powers": (1, 2), "angle_powers": (1, 2), "periodicities": (1, 2, 3, 4), "pair_powers": ()},
+    "amber": {"bond_powers": (1, 2), "angle_powers": (1, 2), "periodicities": (1, 2, 3, 4), "pair_powers": (),
+              "rbf": 0},
     "anharmonic": {"bond_powers": (1, 2, 3, 4), "angle_powers": (1, 2, 3, 4), "periodicities": (1, 2, 3, 4, 5, 6),
-                   "pair_powers": ()},
+                   "pair_powers": (), "rbf": 0},
     "coupled": {"bond_powers": (1, 2, 3, 4), "angle_powers": (1, 2, 3, 4), "periodicities": (1, 2, 3, 4, 5, 6),
-                "pair_powers": (1, 2, 3)},
+                "pair_powers": (1, 2, 3), "rbf": 0},
+    "rbf": {"bond_powers": (1, 2), "angle_powers": (1, 2), "periodicities": (1, 2, 3, 4, 5, 6), "pair_powers": (),
+            "rbf": 8},
 }
 """Surrogate families: powers of ``r - r0`` per bond and of ``theta - theta0`` per angle (``r0``, ``theta0`` the
-starting System's), the torsion periodicities (cosine and sine terms on every torsion quadruple), and powers of
+starting System's), the torsion periodicities (cosine and sine terms on every torsion quadruple), powers of
 ``r - r_mean`` for every 1-3 and 1-4 atom pair not bonded or constrained (``r_mean`` its mean over the training
-frames: Urey-Bradley-like terms that couple bonds, angles and torsions).  ``amber`` is written as amber's own
-forces (harmonic bonds and angles, periodic torsions); ``anharmonic`` (quartic bonds and angles) as a
-``CustomBondForce`` and a ``CustomAngleForce``; ``coupled`` adds the pair terms as a second ``CustomBondForce``."""
+frames: Urey-Bradley-like terms that couple bonds, angles and torsions), and the number of Gaussian radial basis
+functions per atom pair (``rbf``: every pair whose distance is not constrained, bonded ones included; see
+:meth:`_LinearTerms.rbf_features`).  ``amber`` is written as amber's own forces (harmonic bonds and angles, periodic
+torsions); ``anharmonic`` (quartic bonds and angles) as a ``CustomBondForce`` and a ``CustomAngleForce``;
+``coupled`` adds the pair terms as a second ``CustomBondForce``; ``rbf`` is ``amber`` with torsions to n = 6 plus
+a bounded pair correction in one ``CustomBondForce`` that vanishes outside the distances of the training frames."""
+
+RBF_TAIL = 4.0
+"""The Gaussian pair correction is cut off this many basis widths beyond the outermost centre (where a basis
+function is ``exp(-16)``, 1e-7, of its peak): outside ``[r_min - RBF_TAIL w, r_max + RBF_TAIL w]`` of the training
+frames it is exactly zero and the amber terms alone act."""
 
 RIDGE_GRID = tuple(10.0 ** np.arange(-9, 1))
 """Ridge strengths tried for the bonded and torsion coefficients (relative to the diagonal of the normal
@@ -397,6 +408,18 @@ class _LinearTerms:
         self.pair_r0 = torch.linalg.vector_norm(x[:, self.pair_atoms[:, 0]] - x[:, self.pair_atoms[:, 1]], dim=-1).mean(0)
         self.blocks["pair"] = (offset, offset + len(self.pair_atoms) * len(self.pair_powers))
         offset = self.blocks["pair"][1]
+        self.rbf_count = spec["rbf"]
+        constrained = {tuple(sorted(base_system.getConstraintParameters(c)[:2]))
+                       for c in range(base_system.getNumConstraints())}
+        every = [(i, j) for i in range(self.n_atoms) for j in range(i + 1, self.n_atoms) if (i, j) not in constrained]
+        self.rbf_atoms = torch.tensor(every if self.rbf_count else [], dtype=torch.long).reshape(-1, 2)
+        r = torch.linalg.vector_norm(x[:, self.rbf_atoms[:, 0]] - x[:, self.rbf_atoms[:, 1]], dim=-1)
+        # centres r_lo + k w, k = 0 .. K-1, spanning the training frames' range of each pair's distance
+        self.rbf_lo = r.min(0).values if len(r) else torch.zeros(0, dtype=torch.float64)
+        span = (r.max(0).values - self.rbf_lo) if len(r) else torch.zeros(0, dtype=torch.float64)
+        self.rbf_width = torch.clamp(span / max(self.rbf_count - 1, 1), min=1e-4)
+        self.blocks["rbf"] = (offset, offset + len(self.rbf_atoms) * self.rbf_count)
+        offset = self.blocks["rbf"][1]
         self.blocks["charge"] = (offset, offset + self.n_atoms)
         self.n_parameters = offset + self.n_atoms
         # The starting System's coefficients (its charges: 0, an offset from the charges of the round).
@@ -429,6 +452,19 @@ class _LinearTerms:
         features = torch.stack([values ** n for n in powers], -1)
         slopes = torch.stack([n * values ** (n - 1) for n in powers], -1)
         return features, slopes[..., None, None] * gradient[..., None, :, :]
+
+    def rbf_features(self, distance):
+        """The pair correction's basis at distances ``distance`` (B, T) nm: values (B, T, K) and d/dr (B, T, K) 1/nm.
+
+        Basis function k of pair t is ``exp(-(u - k)^2)`` with ``u = (r - r_lo) / w``: K Gaussians with centres
+        spread evenly over ``[r_lo, r_hi]`` (the pair's range in the training frames, ``w = (r_hi - r_lo) / (K - 1)``),
+        set to zero where ``u`` lies more than :data:`RBF_TAIL` outside ``[0, K - 1]``.
+        """
+        u = (distance - self.rbf_lo) / self.rbf_width
+        offset = u[..., None] - torch.arange(self.rbf_count, dtype=torch.float64)
+        inside = ((u > -RBF_TAIL) & (u < self.rbf_count - 1 + RBF_TAIL)).to(torch.float64)[..., None]
+        values = torch.exp(-offset ** 2) * inside
+        return values, -2.0 * offset / self.rbf_width[:, None] * values
 
     @staticmethod
     def _local(function, positions, atoms):
@@ -481,6 +517,11 @@ class _LinearTerms:
             r, dr = self._local(lambda x: torch.linalg.vector_norm(x[..., 0, :] - x[..., 1, :], dim=-1), positions,
                                 self.pair_atoms)
             scatter("pair", *self._powers(r - self.pair_r0, dr, self.pair_powers), self.pair_atoms)
+        if len(self.rbf_atoms):
+            r, dr = self._local(lambda x: torch.linalg.vector_norm(x[..., 0, :] - x[..., 1, :], dim=-1), positions,
+                                self.rbf_atoms)
+            values, slopes = self.rbf_features(r)
+            scatter("rbf", values, slopes[..., None, None] * dr[:, :, None], self.rbf_atoms)
 
         # Charges: dU/dq_k = C sum_j s_kj q_j / r_kj; its gradient in x_m is C s_km q_m (x_k - x_m) / r_km^3 for m != k.
         difference = positions[:, :, None, :] - positions[:, None, :, :]  # (B, k, j, 3): x_k - x_j
@@ -699,10 +740,9 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
                        int((~finite).sum()), len(finite))
         positions, energies, forces = positions[finite], energies[finite], forces[finite]
     check_same_particles_and_constraints(base_system, target.system)
-    terms = _LinearTerms(base_system, family, positions)
     kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
     with torch.no_grad():
-        base_energies = terms.amber(torch.as_tensor(positions)).numpy()
+        base_energies = AmberSurrogateEnergy(base_system, extra_periodicities=())(torch.as_tensor(positions)).numpy()
     # The starting System's energy flags geometries the target finds fine but a force field finds absurd (atoms
     # on top of each other: seen in a hole of an ML potential); it differs from the target's by design, so its
     # bar is ten times looser.
@@ -721,6 +761,7 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
     masses = particle_masses(target.system)
     split = len(positions) - n_validation
     sets = {"train": slice(0, split), "validation": slice(split, None)}
+    terms = _LinearTerms(base_system, family, positions[:split])  # pair ranges: training frames only
 
     def moments(charges, bar):
         result = {}
@@ -743,6 +784,8 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
     charge_block = slice(*terms.blocks["charge"])
     is_charge = np.zeros(terms.n_parameters, dtype=bool)
     is_charge[charge_block] = True
+    is_rbf = np.zeros(terms.n_parameters, dtype=bool)
+    is_rbf[slice(*terms.blocks["rbf"])] = True
     prior = terms.theta0.copy()
     history, before, best, previous = [], None, None, None
     bar = tqdm(total=(iterations + 1) * len(positions), desc="fit surrogate", unit="frame", disable=not progress)
@@ -767,22 +810,26 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
         a, b, c = m["train"].quadratic(kT, sigma_nm)
         prior[charge_block] = (terms.amber.charge0 - charges).numpy()  # the ridge pulls toward the base charges
         scale = np.maximum(np.diag(a), 1e-12 * np.diag(a).max())
-        def solve(ridge, charge_ridge):
-            penalty = scale * np.where(is_charge, charge_ridge, ridge)
+        def solve(ridge, charge_ridge, rbf_ridge):
+            penalty = scale * np.where(is_charge, charge_ridge, np.where(is_rbf, rbf_ridge, ridge))
             try:
                 # torch's solver: numpy's multithreaded BLAS was 5x slower on a loaded 2-core machine
                 theta = torch.linalg.solve(torch.as_tensor(a + np.diag(penalty)),
                                            torch.as_tensor(b + penalty * prior)).numpy()
             except RuntimeError:  # singular
                 return None
-            return float(theta @ av @ theta - 2 * bv @ theta + cv), ridge, charge_ridge, theta
+            return float(theta @ av @ theta - 2 * bv @ theta + cv), (ridge, charge_ridge, rbf_ridge), theta
 
-        # coordinate search: one ridge for all, then the charges' own
-        candidates = [c for c in (solve(r, r) for r in RIDGE_GRID) if c is not None]
-        ridge = min(candidates, key=lambda item: item[0])[1]
-        candidates += [c for c in (solve(ridge, q) for q in CHARGE_RIDGE_GRID) if c is not None]
-        loss, ridge, charge_ridge, theta = min(candidates, key=lambda item: item[0])
-        history.append({"round": round_index, "ridge": ridge, "charge_ridge": charge_ridge, "validation_loss": loss,
+        # coordinate search: one ridge for all, then the charges' own, then the pair correction's own
+        candidates = [c for c in (solve(r, r, r) for r in RIDGE_GRID) if c is not None]
+        ridge = min(candidates, key=lambda item: item[0])[1][0]
+        candidates += [c for c in (solve(ridge, q, ridge) for q in CHARGE_RIDGE_GRID) if c is not None]
+        _, (ridge, charge_ridge, _), _ = min(candidates, key=lambda item: item[0])
+        if is_rbf.any():
+            candidates += [c for c in (solve(ridge, charge_ridge, r) for r in RIDGE_GRID) if c is not None]
+        loss, (ridge, charge_ridge, rbf_ridge), theta = min(candidates, key=lambda item: item[0])
+        history.append({"round": round_index, "ridge": ridge, "charge_ridge": charge_ridge,
+                        **({"rbf_ridge": rbf_ridge} if is_rbf.any() else {}), "validation_loss": loss,
                         "train_loss": float(theta @ a @ theta - 2 * b @ theta + c),
                         **{f"validation_{k}": v for k, v in m["validation"].parts(theta).items()}})
         bar.set_postfix(dU_std=f"{history[-1]['validation_energy_std']:.2f}")
@@ -872,6 +919,8 @@ def _write_system(terms, theta, charges, base_system):
                 logger.warning("%d %ss have a leading coefficient <= 0: unbounded below far from the fitted range",
                                int((coefficients[:, -1] <= 0).sum()), kind)
         fitted.addForce(force)
+    if len(terms.rbf_atoms):
+        fitted.addForce(_rbf_force(terms, theta[slice(*terms.blocks["rbf"])].reshape(len(terms.rbf_atoms), -1)))
     torsions = mm.PeriodicTorsionForce()
     pairs = theta[slice(*terms.blocks["torsion"])].reshape(len(terms.quads), len(terms.periodicities), 2)
     for quad, row in zip(terms.quads.tolist(), pairs):
@@ -890,6 +939,23 @@ def _write_system(terms, theta, charges, base_system):
         nonbonded.setExceptionParameters(index, i, j, float(scale[index] * charges[i] * charges[j] + fixed[index]),
                                          sigma, epsilon)
     return fitted
+
+
+def _rbf_force(terms, coefficients):
+    """The fitted pair correction as a ``CustomBondForce`` (per-bond ``r_lo``, ``w`` and the K coefficients,
+    kJ/mol); pairs whose coefficients are all zero are left out."""
+    count = terms.rbf_count
+    basis = " + ".join(f"c{k}*exp(-(u - {k})^2)" for k in range(count))
+    force = mm.CustomBondForce(f"step(u + {RBF_TAIL:g}) * step({count - 1 + RBF_TAIL:g} - u) * ({basis}); "
+                               "u = (r - r_lo) / w")
+    for name in ["r_lo", "w"] + [f"c{k}" for k in range(count)]:
+        force.addPerBondParameter(name)
+    for (i, j), lo, width, row in zip(terms.rbf_atoms.tolist(), terms.rbf_lo.tolist(), terms.rbf_width.tolist(),
+                                      coefficients):
+        if np.any(row != 0.0):
+            force.addBond(i, j, [lo, width, *map(float, row)])
+    force.setName("PairCorrection")
+    return force
 
 
 def predict_acceptance(target, surrogate_system, positions, energies, jump, timestep=2.0 * unit.femtosecond,
@@ -927,56 +993,191 @@ def predict_acceptance(target, surrogate_system, positions, energies, jump, time
         (the surrogate's own integration error in its ``H``), ``jump_fs``.  A jump that fails (non-finite)
         counts as rejected.
     """
-    from .forecasters.surrogate import SurrogateForecaster
-    from .platforms import get_platform, platform_properties
-    from .systems import particle_masses, removes_com_motion, without_com_velocity
-
     from .units import positive
 
     jump_fs = positive(jump, unit.femtosecond, "jump")
-    positive(timestep, unit.femtosecond, "timestep")
     positions = np.asarray(positions, dtype=np.float64)
     energies = np.asarray(energies, dtype=np.float64)
-    kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
-    masses = particle_masses(target.system)
-    forecaster = SurrogateForecaster(target, jump_fs / 1000.0, surrogate=surrogate_system, timestep=timestep)
-    context = mm.Context(target.system, mm.VerletIntegrator(0.001), get_platform(platform), platform_properties(platform))
-    surrogate = mm.Context(surrogate_system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    jumper = _Jumper(target, surrogate_system, jump_fs, timestep, platform)
     rng = np.random.default_rng(seed)
-    speed = np.sqrt(kT / np.where(masses > 0, masses, np.inf))[:, None]
-    com = removes_com_motion(target.system)
-
-    def potential(ctx, x):
-        ctx.setPositions(x)
-        return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-
     dh, dh_surrogate = [], []
     for x, u in zip(positions, energies):
-        v = speed * rng.standard_normal(x.shape)
-        if com:
-            v = without_com_velocity(v, masses)
-        context.setPositions(x)
-        context.setVelocities(v)
-        context.applyVelocityConstraints(1e-8)
-        v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-        kinetic = 0.5 * float((masses[:, None] * v * v).sum())
-        try:
-            x1, v1 = (a[0, 0] for a in forecaster.forecast(x[None], v[None]))
-            kinetic1 = 0.5 * float((masses[:, None] * v1 * v1).sum())
-            change = potential(context, x1) - u + kinetic1 - kinetic
-            own = potential(surrogate, x1) - potential(surrogate, x) + kinetic1 - kinetic
-        except mm.OpenMMException:
-            change = own = np.nan
-        dh.append(change)
+        _, u1, _, kinetic_change, own = jumper.jump(x, rng)
+        dh.append(u1 - u + kinetic_change)
         dh_surrogate.append(own)
     dh = np.array(dh)
     ok = np.isfinite(dh)
-    accept = np.where(ok, np.exp(np.minimum(0.0, -np.where(ok, dh, 0.0) / kT)), 0.0)
+    accept = np.where(ok, np.exp(np.minimum(0.0, -np.where(ok, dh, 0.0) / jumper.kT)), 0.0)
     return {"jump_fs": float(jump_fs), "acceptance": float(accept.mean()),
             "stderr": float(accept.std(ddof=1) / np.sqrt(len(accept))) if len(accept) > 1 else float("nan"),
             "n_frames": int(len(accept)), "dH_mean_kJ": float(np.mean(dh[ok])) if ok.any() else float("nan"),
             "dH_std_kJ": float(np.std(dh[ok])) if ok.any() else float("nan"),
             "surrogate_dH_std_kJ": float(np.nanstd(dh_surrogate)) if ok.any() else float("nan")}
+
+
+class _Jumper:
+    """One exact ghmc / metropolis jump as the accelerator runs it: Maxwell-Boltzmann velocities (constrained;
+    centre-of-mass velocity removed when the target has a ``CMMotionRemover``), the surrogate's velocity Verlet
+    jump (:class:`~.forecasters.surrogate.SurrogateForecaster`), the target's energy and forces at its end."""
+
+    def __init__(self, target, surrogate_system, jump_fs, timestep, platform):
+        from .forecasters.surrogate import SurrogateForecaster
+        from .platforms import get_platform, platform_properties
+        from .systems import particle_masses, removes_com_motion
+        from .units import positive
+
+        positive(timestep, unit.femtosecond, "timestep")
+        self.kT = float((unit.MOLAR_GAS_CONSTANT_R * target.temperature).value_in_unit(unit.kilojoule_per_mole))
+        self.masses = particle_masses(target.system)
+        self.forecaster = SurrogateForecaster(target, jump_fs / 1000.0, surrogate=surrogate_system, timestep=timestep)
+        self.context = mm.Context(target.system, mm.VerletIntegrator(0.001), get_platform(platform),
+                                  platform_properties(platform))
+        self.surrogate = mm.Context(surrogate_system, mm.VerletIntegrator(0.001),
+                                    mm.Platform.getPlatformByName("Reference"))
+        self.speed = np.sqrt(self.kT / np.where(self.masses > 0, self.masses, np.inf))[:, None]
+        self.com = removes_com_motion(target.system)
+
+    def _potential(self, context, x, forces=False):
+        context.setPositions(x)
+        state = context.getState(getEnergy=True, getForces=forces)
+        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        if not forces:
+            return energy
+        return energy, state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+
+    def jump(self, x, rng, forces=False):
+        """From positions ``x`` (N, 3) nm: the end ``x'`` (N, 3) nm, the target's energy (kJ/mol) and, with
+        ``forces``, forces (N, 3) kJ/mol/nm there (else None), the kinetic energy change (kJ/mol) and the
+        surrogate's own ``H`` change (kJ/mol, its integration error); a failed jump (non-finite) gives NaN."""
+        from .systems import without_com_velocity
+
+        v = self.speed * rng.standard_normal(x.shape)
+        if self.com:
+            v = without_com_velocity(v, self.masses)
+        self.context.setPositions(x)
+        self.context.setVelocities(v)
+        self.context.applyVelocityConstraints(1e-8)
+        v = self.context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
+            unit.nanometer / unit.picosecond)
+        kinetic = 0.5 * float((self.masses[:, None] * v * v).sum())
+        try:
+            x1, v1 = (a[0, 0] for a in self.forecaster.forecast(x[None], v[None]))
+            kinetic_change = 0.5 * float((self.masses[:, None] * v1 * v1).sum()) - kinetic
+            u1, f1 = self._potential(self.context, x1, forces=True) if forces else (
+                self._potential(self.context, x1), None)
+            own = self._potential(self.surrogate, x1) - self._potential(self.surrogate, x) + kinetic_change
+        except mm.OpenMMException:
+            return x, np.nan, np.full(x.shape, np.nan), np.nan, np.nan
+        return x1, u1, f1, kinetic_change, own
+
+
+def self_learning_refinement(target, base_system, train, validation, jump, *, surrogate_system=None, family="rbf",
+                             rounds=2, jumps_per_round=400, n_chains=8, learn_from="proposals", seed=0,
+                             platform="Reference", progress=False, **fit_options):
+    """Self-learning warm-up (SLHMC, arXiv 1909.02255): the chain's own target evaluations refine the surrogate.
+
+    A ghmc chain pays one target evaluation (energy; forces come with it for openmm-torch) per jump.  During a
+    warm-up, ``n_chains`` chains (full momentum refresh, started at training frames) run ``jumps_per_round``
+    jumps in all with the current surrogate; the states they evaluated join the training frames and
+    :func:`fit_surrogate` refits from scratch (ridge on ``validation``); after ``rounds`` rounds the surrogate is
+    returned, to be used FROZEN: the warm-up's own states are not samples of the target (the proposal changed
+    between them), a chain that then runs the frozen surrogate is exact.
+
+    Parameters
+    ----------
+    target : MolecularSystem
+    base_system : openmm.System
+        As for :func:`fit_surrogate`.
+    train, validation : tuple of numpy.ndarray
+        ``(positions (n, N, 3) nm, energies (n,) kJ/mol, forces (n, N, 3) kJ/mol/nm)``: the target's thermal
+        states to fit on, and held-out ones (the ridge, the report's numbers and predictions).
+    jump : openmm.unit.Quantity
+        The chains' jump length (time units).
+    surrogate_system : openmm.System or None
+        The surrogate of round 0 (already fitted to ``train``); None fits it first.
+    family : str
+        A key of :data:`FAMILIES`.
+    rounds : int
+        Refits.
+    jumps_per_round : int
+        Jumps (target evaluations) of the chains per round, all chains together.
+    n_chains : int
+    learn_from : {"proposals", "accepted"}
+        Every evaluated jump end (where the surrogate goes: what its acceptance depends on), or only the accepted
+        ones (states of the target's distribution).
+    seed : int
+    platform : str or PlatformConfiguration
+        Platform of the target's Context.
+    progress : bool
+    **fit_options
+        Passed to :func:`fit_surrogate` (e.g. ``predict_jumps``, ``predict_frames``).
+
+    Returns
+    -------
+    system : openmm.System
+        The last round's surrogate.
+    report : dict
+        The last fit's report with ``self_learning``: per round ``round``, ``target_evaluations`` (warm-up
+        jumps so far), ``acceptance`` and ``stderr`` of that round's jumps (with the round's surrogate),
+        ``n_train``, ``validation`` (held-out ``energy_std`` kJ/mol, ``force_rmse`` kJ/mol/nm) and
+        ``predicted_acceptance`` of the surrogate the round ended with; the last entry (``frozen``) is the
+        acceptance of ``jumps_per_round`` further jumps with the final surrogate.
+    """
+    from .units import positive
+
+    if learn_from not in ("proposals", "accepted"):
+        raise ValueError(f"learn_from must be 'proposals' or 'accepted', not {learn_from!r}")
+    jump_fs = positive(jump, unit.femtosecond, "jump")
+    train = tuple(np.asarray(a, dtype=np.float64) for a in train)
+    validation = tuple(np.asarray(a, dtype=np.float64) for a in validation)
+    fraction = len(validation[0]) / (len(train[0]) + len(validation[0]))
+
+    def fit(data):
+        pooled = tuple(np.concatenate([a, b]) for a, b in zip(data, validation))
+        return fit_surrogate(target, *pooled, base_system, family=family, validation_fraction=fraction,
+                             seed=seed, platform=platform, progress=progress,
+                             **{"predict_jumps": (jump,), **fit_options})
+
+    report = None
+    if surrogate_system is None:
+        surrogate_system, report = fit(train)
+    rng = np.random.default_rng(seed)
+    chains = [(train[0][i], train[1][i]) for i in rng.choice(len(train[0]), n_chains, replace=False)]
+    data, history, evaluations = train, [], 0
+    for round_index in range(rounds + 1):
+        jumper = _Jumper(target, surrogate_system, jump_fs, 2.0 * unit.femtosecond, platform)
+        accepted, collected = [], []
+        for jump_index in range(jumps_per_round):
+            chain = jump_index % n_chains
+            x, u = chains[chain]
+            x1, u1, f1, kinetic_change, _ = jumper.jump(x, rng, forces=True)
+            evaluations += 1
+            dh = u1 - u + kinetic_change
+            accept = bool(np.isfinite(dh) and rng.random() < np.exp(min(0.0, -dh / jumper.kT)))
+            accepted.append(accept)
+            if accept:
+                chains[chain] = (x1, u1)
+            if np.isfinite(u1) and (accept or learn_from == "proposals"):
+                collected.append((x1, u1, f1))
+        rate = float(np.mean(accepted))
+        entry = {"round": round_index, "target_evaluations": evaluations, "acceptance": rate,
+                 "stderr": float(np.std(accepted, ddof=1) / np.sqrt(len(accepted))), "n_train": int(len(data[0]))}
+        if report is not None:
+            entry["validation"] = {k: report["after"]["validation"][k] for k in ("energy_std", "force_rmse")}
+            entry["predicted_acceptance"] = {k: v["acceptance"] for k, v in report.get("predicted_acceptance", {}).items()}
+        if round_index == rounds:
+            entry["frozen"] = True
+            history.append(entry)
+            break
+        history.append(entry)
+        logger.info("self-learning round %d: acceptance %.3f over %d jumps, %d states collected", round_index, rate,
+                    jumps_per_round, len(collected))
+        if collected:
+            data = tuple(np.concatenate([a, np.array(b)]) for a, b in zip(data, zip(*collected)))
+        surrogate_system, report = fit(data)
+    report["self_learning"] = {"jump_fs": float(jump_fs), "learn_from": learn_from, "n_chains": n_chains,
+                               "jumps_per_round": jumps_per_round, "rounds": history}
+    return surrogate_system, report
 
 
 def sample_target(target, n_frames, n_chains=2, frame_interval_ps=0.05, equilibration_ps=5.0, seed=1,

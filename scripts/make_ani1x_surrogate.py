@@ -36,6 +36,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from openmm_forecast import build_system  # noqa: E402
+from openmm_forecast.surrogate_fitting import FAMILIES  # noqa: E402
 
 RUN = "runs/ani1x-surrogate"
 
@@ -125,22 +126,59 @@ def step_cost_ms(system, positions, steps=500):
 def fit(args):
     from openmm import unit
 
-    from openmm_forecast._runtime import openmm as mm
     from openmm_forecast.surrogate_fitting import fit_surrogate
 
     (positions, energies, forces), n_validation = load_samples(augmented=not args.no_augment)
     target = build_system("ani1x")
     base = build_system("amber14-vacuum", constraints=target.constraints).system
     out = os.path.join(RUN, f"fit-{args.family}")
-    os.makedirs(out, exist_ok=True)
     system, report = fit_surrogate(target, positions, energies, forces, base, family=args.family,
                                    validation_fraction=n_validation / len(energies), predict_jumps=[jump * unit.femtosecond for jump in args.jumps],
                                    predict_frames=args.predict_frames, progress=True)
-    x0 = positions[0] * unit.nanometer
+    finish(args, out, system, report, target, base, positions[0])
+
+
+def refine(args):
+    """Self-learning warm-up from the fitted surrogate of ``--family``: chains of ANI-1x-tested jumps, refits."""
+    from openmm import unit
+
+    from openmm_forecast._runtime import openmm as mm
+    from openmm_forecast.surrogate_fitting import self_learning_refinement
+
+    (positions, energies, forces), n_validation = load_samples(augmented=False)
+    target = build_system("ani1x")
+    base = build_system("amber14-vacuum", constraints=target.constraints).system
+    start = os.path.join(RUN, f"fit-{args.family}")
+    surrogate = mm.XmlSerializer.deserialize(open(os.path.join(start, "surrogate.xml")).read())
+    with open(os.path.join(start, "report.json")) as handle:
+        start_report = json.load(handle)
+    split = len(energies) - n_validation
+    system, report = self_learning_refinement(
+        target, base, (positions[:split], energies[:split], forces[:split]),
+        (positions[split:], energies[split:], forces[split:]), args.jump * unit.femtosecond, surrogate_system=surrogate,
+        family=args.family, rounds=args.rounds, jumps_per_round=args.jumps_per_round, n_chains=args.chains,
+        learn_from=args.learn_from, predict_jumps=[jump * unit.femtosecond for jump in args.jumps],
+        predict_frames=args.predict_frames, progress=True)
+    first = report["self_learning"]["rounds"][0]
+    first["validation"] = {k: start_report["after"]["validation"][k] for k in ("energy_std", "force_rmse")}
+    first["predicted_acceptance"] = {k: v["acceptance"] for k, v in start_report["predicted_acceptance"].items()}
+    for entry in report["self_learning"]["rounds"]:
+        print(json.dumps(entry))
+    finish(args, os.path.join(RUN, f"fit-{args.family}-refined"), system, report, target, base, positions[0])
+
+
+def finish(args, out, system, report, target, base, x0):
+    """Cost per step, provenance; writes OUT/surrogate.xml and report.json; ``--ship`` copies them."""
+    from openmm import unit
+
+    from openmm_forecast._runtime import openmm as mm
+
+    x0 = x0 * unit.nanometer
     report["cost_ms_per_step"] = {"surrogate": step_cost_ms(system, x0), "amber14_vacuum": step_cost_ms(base, x0),
                                   "ani1x": step_cost_ms(target.system, x0, steps=50)}
     report["target"] = {"setup": "ani1x", "potential": target.potential, "fingerprint": target.fingerprint()}
     report["samples"] = {"chains": len(glob.glob(os.path.join(RUN, "chain*.npz"))), "frame_interval_ps": 0.05}
+    os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "surrogate.xml"), "w") as handle:
         handle.write(mm.XmlSerializer.serialize(system))
     with open(os.path.join(out, "report.json"), "w") as handle:
@@ -165,12 +203,23 @@ def main():
     s.add_argument("--frames-per-chain", type=int, default=400)
     s.set_defaults(func=sample)
     f = sub.add_parser("fit")
-    f.add_argument("--family", default="amber", choices=("amber", "anharmonic", "coupled"))
+    f.add_argument("--family", default="amber", choices=sorted(FAMILIES))
     f.add_argument("--no-augment", action="store_true", help="leave out the surrogate-sampled frames")
     f.add_argument("--jumps", type=float, nargs="*", default=[20.0, 100.0, 500.0])
     f.add_argument("--predict-frames", type=int, default=150)
     f.add_argument("--ship", action="store_true")
     f.set_defaults(func=fit)
+    r = sub.add_parser("refine", help="self-learning warm-up from fit-FAMILY (its surrogate.xml and report.json)")
+    r.add_argument("--family", default="rbf", choices=sorted(FAMILIES))
+    r.add_argument("--jump", type=float, default=500.0, help="fs per jump of the warm-up chains")
+    r.add_argument("--rounds", type=int, default=2)
+    r.add_argument("--jumps-per-round", type=int, default=400)
+    r.add_argument("--chains", type=int, default=8)
+    r.add_argument("--learn-from", default="proposals", choices=("proposals", "accepted"))
+    r.add_argument("--jumps", type=float, nargs="*", default=[100.0, 500.0, 1000.0])
+    r.add_argument("--predict-frames", type=int, default=150)
+    r.add_argument("--ship", action="store_true")
+    r.set_defaults(func=refine)
     g = sub.add_parser("augment")
     g.add_argument("--family", default="amber", help="the fit whose surrogate samples the configurations")
     g.add_argument("--frames", type=int, default=1600)

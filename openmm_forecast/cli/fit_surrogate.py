@@ -3,7 +3,7 @@
 Samples the target setup by its own Langevin MD (``--chains`` chains, ``--frames`` frames in all), labels
 every frame with the target's energy and forces, and fits a surrogate of amber14-vacuum's form (``--family
 amber``; ``anharmonic``: quartic bonds and angles, torsion periodicities 1-6; ``coupled``: also 1-3 and 1-4 pair
-terms) so that ``U_target - U_surrogate``
+terms; ``rbf``: a bounded Gaussian correction on every atom pair's distance) so that ``U_target - U_surrogate``
 is as constant as possible over those states (see :mod:`openmm_forecast.surrogate_fitting`): a few closed-form
 least-squares rounds, seconds to a minute for 20-60 atoms.  The report predicts the acceptance of ghmc or
 metropolis jumps of ``--predict-jumps`` fs, by running those jumps from held-out frames.  Writes
@@ -59,9 +59,11 @@ def add_parser(subparsers):
                         help="ps between frames (default %(default)s)")
     parser.add_argument("--equilibration", type=NON_NEGATIVE, default=5.0,
                         help="ps of equilibration per chain (default %(default)s)")
-    parser.add_argument("--family", default="amber", choices=("amber", "anharmonic", "coupled"),
+    parser.add_argument("--family", default="amber", choices=("amber", "anharmonic", "coupled", "rbf"),
                         help="surrogate terms: amber's form; anharmonic: quartic bonds and angles, torsion "
-                             "periodicities 1-6; coupled: anharmonic plus 1-3 and 1-4 pair terms (default %(default)s)")
+                             "periodicities 1-6; coupled: anharmonic plus 1-3 and 1-4 pair terms; rbf: amber's form, "
+                             "torsions to n = 6 and a bounded Gaussian correction on every atom pair's distance, zero "
+                             "outside the sampled distances (the ANI-1x fit; default %(default)s)")
     parser.add_argument("--iterations", type=integer(1), default=10,
                         help="most least-squares rounds (the charges are refitted about the last round's; the fit stops "
                              "when the held-out loss falls by less than 1 %%; default %(default)s)")
