@@ -1,35 +1,51 @@
-"""Per-jump overhead of the plugin's ghmc cycle and of the Python driver's, beyond the target energy and the surrogate steps.
+"""Per-jump overhead of the plugin's ghmc cycle and of the Python driver's, beyond one target energy and the
+surrogate's steps, with the target on Reference and on CPU; a JSON report.
 
-amber14-obc2 alanine dipeptide on Reference, the shipped fit-amber14-obc2 surrogate (Reference), 500 fs jumps of
-250 velocity Verlet steps of 2 fs, one target energy per jump.  Per jump, in the same run:
+amber14-obc2 alanine dipeptide as the target (on each ``--platforms`` entry; CPU with one thread), the shipped
+fit-amber14-obc2 surrogate in a private Reference Context (both drivers' default), 500 fs jumps of 250 velocity
+Verlet steps of 2 fs, ``ghmc``: one target energy per jump.  Per jump, in the same run and on the same platform:
 
-    overhead = (wall clock - target energy evaluations - surrogate integrator.step calls) / jumps
+    overhead = (wall clock - target energy evaluations - the surrogate's integrator.step calls) / jumps
 
-The plugin times its energy evaluations and its surrogate's steps itself (wall_s "energy", "proposal_steps"); the
-Python driver's surrogate steps are timed by wrapping its integrator, its energy evaluations are priced at the
-plugin's per-evaluation time of the same repeat (the same C++ computation; the Python driver's getState around it
-counts as its overhead).  Timing both in the same run keeps the machine's load out of the subtraction, except for
-the overhead itself, which scales with the load (say so with the numbers).
+The plugin times its energy evaluations and its surrogate's steps itself (``wall_s`` ``energy`` and
+``proposal_steps``); the Python driver's surrogate steps are timed by wrapping its integrator, and its energy
+evaluations are priced at the plugin's per-evaluation time of the same repeat and platform (the same C++
+computation; one per jump and one at the start: any further evaluation the Python driver makes counts as its
+overhead).  Three runs per repeat, interleaved so that all see the same load: the plugin under
+``integrator.step(n)`` (one call), the plugin under ``Simulation.step(n)`` (OpenMM's Python loop of 10-step
+calls, the plain usage) and the Python driver (``ForecastAccelerator.step``).  The overhead scales with the
+machine's load like everything else: the report records the load average before and after (``os.getloadavg``),
+medians and minima over the repeats, and the plugin's own split of its overhead (``plugin_split_us``).
 
-Usage: python plugin/tests/measure_overhead.py [--jumps 200] [--repeats 3]
+Usage: python scripts/time_plugin_overhead.py [--jumps 100] [--repeats 5] [--platforms Reference CPU]
+       [--out overhead.json]
 """
 
 import argparse
+import datetime
+import json
+import os
 import statistics
 import time
 
-import openmm
 from openmm import app, unit
 
 import openmm_forecast
 from openmm_forecast import ForecastAccelerator, ForecastIntegrator
+from openmm_forecast.benchmark import machine_info
 from openmm_forecast.cycles import GHMCCycle
 from openmm_forecast.forecasters.surrogate import SurrogateForecaster
+from openmm_forecast.platforms import PlatformConfiguration
 
 SURROGATE = "fit-amber14-obc2"
 STEP = 2.0 * unit.femtosecond
 JUMP_STEPS = 250
-REFERENCE = openmm.Platform.getPlatformByName("Reference")
+US = 1e6
+
+
+def configuration(name):
+    """The target's platform configuration: CPU with one thread (its force sums deterministic, one core's work)."""
+    return PlatformConfiguration.create(name, {"Threads": 1} if name == "CPU" else None)
 
 
 class TimedIntegrator:
@@ -44,11 +60,12 @@ class TimedIntegrator:
         self.seconds += time.perf_counter() - start
 
 
-def plugin_run(molecular_system, state, jumps, through_simulation):
-    """(overhead s/jump, energy s/evaluation, acceptance) of the plugin."""
+def plugin_run(molecular_system, state, jumps, platform, through_simulation):
+    """One plugin run: overhead (s/jump), energy (s/evaluation), acceptance and the plugin's split (s/jump)."""
     integrator = ForecastIntegrator(SURROGATE, STEP, 300 * unit.kelvin, 1 / unit.picosecond, acceptance="ghmc",
                                     jump=JUMP_STEPS * STEP, seed=1)
-    simulation = app.Simulation(molecular_system.topology, molecular_system.system, integrator, REFERENCE)
+    simulation = app.Simulation(molecular_system.topology, molecular_system.system, integrator, platform.platform(),
+                                platform.properties_dict)
     simulation.context.setPositions(state.getPositions())
     simulation.context.setVelocities(state.getVelocities())
     start = time.perf_counter()
@@ -58,14 +75,21 @@ def plugin_run(molecular_system, state, jumps, through_simulation):
         integrator.step(jumps * JUMP_STEPS)
     wall = time.perf_counter() - start
     stats = integrator.getStatistics()
-    evaluations = stats.jumps_attempted + 1  # one per jump, one at the start
-    overhead = (wall - stats.wall_s["energy"] - stats.wall_s["proposal_steps"]) / stats.jumps_attempted
-    return overhead, stats.wall_s["energy"] / evaluations, stats.jumps_accepted / stats.jumps_attempted
+    wall_s, n = stats.wall_s, stats.jumps_attempted
+    split = {  # what the plugin's timers see of its overhead (the guard's timer includes the energy evaluation)
+        "refresh_and_state_transfer": wall_s["transfer"] / n,
+        "surrogate_context_transfer": (wall_s["forecast"] - wall_s["proposal_steps"]) / n,
+        "guards_and_projection": (wall_s["guard"] - wall_s["energy"]) / n,
+    }
+    return {"overhead": (wall - wall_s["energy"] - wall_s["proposal_steps"]) / n,
+            "energy": wall_s["energy"] / (n + 1),  # one per jump, one at the start
+            "proposal_steps": wall_s["proposal_steps"] / n,
+            "acceptance": stats.jumps_accepted / n, "split": split}
 
 
-def python_run(molecular_system, state, jumps, energy_s):
-    """(overhead s/jump, acceptance) of the Python driver, its energy evaluations priced at energy_s each."""
-    simulation = molecular_system.create_simulation(platform="Reference", seed=1, minimize=False)
+def python_run(molecular_system, state, jumps, platform, energy_s):
+    """One Python driver run: overhead (s/jump), its energy evaluations priced at ``energy_s`` each, and acceptance."""
+    simulation = molecular_system.create_simulation(platform=platform, seed=1, minimize=False)
     simulation.context.setPositions(state.getPositions())
     simulation.context.setVelocities(state.getVelocities())
     proposal = SurrogateForecaster(molecular_system, stride_ps=JUMP_STEPS * STEP, max_frames=1, surrogate=SURROGATE,
@@ -75,38 +99,81 @@ def python_run(molecular_system, state, jumps, energy_s):
     start = time.perf_counter()
     accelerator.step(jumps * JUMP_STEPS)
     wall = time.perf_counter() - start
-    stats = accelerator.stats
-    evaluations = stats.jumps_attempted + 1
-    overhead = (wall - evaluations * energy_s - proposal._integrator.seconds) / stats.jumps_attempted
-    return overhead, stats.jumps_accepted / stats.jumps_attempted
+    n = accelerator.stats.jumps_attempted
+    return {"overhead": (wall - (n + 1) * energy_s - proposal._integrator.seconds) / n,
+            "proposal_steps": proposal._integrator.seconds / n,
+            "acceptance": accelerator.stats.jumps_accepted / n}
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "repeats": values}
+
+
+def measure(molecular_system, state, name, jumps, repeats):
+    platform = configuration(name)
+    rows = {"plugin": [], "plugin_simulation_step": [], "python_driver": [], "energy": [], "proposal_steps": []}
+    acceptance = {"plugin": [], "python_driver": []}
+    split = []
+    for _ in range(repeats):
+        plugin = plugin_run(molecular_system, state, jumps, platform, through_simulation=False)
+        simulation = plugin_run(molecular_system, state, jumps, platform, through_simulation=True)
+        python = python_run(molecular_system, state, jumps, platform, plugin["energy"])
+        rows["plugin"].append(plugin["overhead"] * US)
+        rows["plugin_simulation_step"].append(simulation["overhead"] * US)
+        rows["python_driver"].append(python["overhead"] * US)
+        rows["energy"].append(plugin["energy"] * US)
+        rows["proposal_steps"].append(plugin["proposal_steps"] * US)
+        acceptance["plugin"].append(plugin["acceptance"])
+        acceptance["python_driver"].append(python["acceptance"])
+        split.append({key: value * US for key, value in plugin["split"].items()})
+    return {
+        "target_platform": {"name": platform.name, "properties": platform.properties_dict},
+        "overhead_us_per_jump": {key: summary(rows[key]) for key in ("plugin", "plugin_simulation_step", "python_driver")},
+        "target_energy_us_per_evaluation": summary(rows["energy"]),
+        "surrogate_steps_us_per_jump": summary(rows["proposal_steps"]),
+        "acceptance": {key: statistics.median(values) for key, values in acceptance.items()},
+        "plugin_split_us": {key: statistics.median(row[key] for row in split) for key in split[0]},
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jumps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jumps", type=int, default=100, help="jumps per run (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the three runs (default %(default)s)")
+    parser.add_argument("--platforms", nargs="+", default=["Reference", "CPU"],
+                        help="the target's platforms (default %(default)s)")
+    parser.add_argument("--out", default=None, help="JSON report (default: print only)")
     args = parser.parse_args()
     molecular_system = openmm_forecast.build_system("amber14-obc2")
     state = molecular_system.create_simulation(platform="Reference", seed=3).context.getState(
         getPositions=True, getVelocities=True)
-    rows = {key: [] for key in ("energy", "plugin", "plugin_sim", "python", "acc_plugin", "acc_python")}
-    for _ in range(args.repeats):
-        overhead, energy, acceptance = plugin_run(molecular_system, state, args.jumps, through_simulation=False)
-        rows["plugin"].append(overhead)
-        rows["energy"].append(energy)
-        rows["acc_plugin"].append(acceptance)
-        rows["plugin_sim"].append(plugin_run(molecular_system, state, args.jumps, through_simulation=True)[0])
-        overhead, acceptance = python_run(molecular_system, state, args.jumps, energy)
-        rows["python"].append(overhead)
-        rows["acc_python"].append(acceptance)
-    median = {key: statistics.median(values) for key, values in rows.items()}
-    us = 1e6
-    print(f"{args.jumps} jumps of {JUMP_STEPS} x 2 fs, {args.repeats} repeats, medians; target energy "
-          f"{median['energy'] * us:.0f} us per evaluation")
-    print(f"overhead per jump: plugin (integrator.step) {median['plugin'] * us:.0f} us, plugin (Simulation.step) "
-          f"{median['plugin_sim'] * us:.0f} us, Python driver {median['python'] * us:.0f} us")
-    print(f"acceptance: plugin {median['acc_plugin']:.3f}, Python driver {median['acc_python']:.3f}")
-    print("each repeat (us):", {key: [round(v * us) for v in rows[key]] for key in ("plugin", "plugin_sim", "python")})
+    machine = machine_info()
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {key: machine[key] for key in ("cpu_model", "cpu_cores", "gpus", "versions")},
+        "load_average_before": os.getloadavg(),
+        "setup": {"target": "amber14-obc2", "surrogate": SURROGATE, "surrogate_platform": "Reference",
+                  "rule": "ghmc", "jump_fs": JUMP_STEPS * STEP.value_in_unit(unit.femtosecond),
+                  "surrogate_steps_per_jump": JUMP_STEPS, "jumps_per_run": args.jumps, "repeats": args.repeats},
+        "platforms": {},
+    }
+    for name in args.platforms:
+        report["platforms"][name] = measure(molecular_system, state, name, args.jumps, args.repeats)
+        row = report["platforms"][name]
+        overhead = row["overhead_us_per_jump"]
+        print(f"{name}: overhead per jump, median (min) of {args.repeats}: plugin {overhead['plugin']['median']:.0f} "
+              f"({overhead['plugin']['min']:.0f}) us, plugin under Simulation.step "
+              f"{overhead['plugin_simulation_step']['median']:.0f} ({overhead['plugin_simulation_step']['min']:.0f}) us, "
+              f"Python driver {overhead['python_driver']['median']:.0f} ({overhead['python_driver']['min']:.0f}) us; "
+              f"target energy {row['target_energy_us_per_evaluation']['median']:.0f} us, surrogate steps "
+              f"{row['surrogate_steps_us_per_jump']['median']:.0f} us per jump; acceptance {row['acceptance']}")
+        print(f"  plugin's split (us/jump): { {k: round(v, 1) for k, v in row['plugin_split_us'].items()} }")
+    report["load_average_after"] = os.getloadavg()
+    print(f"load average before {report['load_average_before']}, after {report['load_average_after']}")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(report, handle, indent=2)
+            handle.write("\n")
 
 
 if __name__ == "__main__":

@@ -156,6 +156,7 @@ void PortableIntegrateForecastStepKernel::initialize(ContextImpl& context, const
         dof -= 3;
     bonds.assign(pairs.begin(), pairs.end());
     referenceBondLengths.clear();
+    perAtomStepSize = perAtomKT = -1;  // the masses are new: halfKick and thermalSpeed too
     readIntegrator(integrator);
     int requestedMax = integrator.getMaxFrames();
     if (requestedMax > proposal->maxFrames)
@@ -202,13 +203,17 @@ void PortableIntegrateForecastStepKernel::readIntegrator(const ForecastIntegrato
     thermostatted = integrator.getThermostatted() < 0 ? (hasAndersen || friction > 0) : integrator.getThermostatted() != 0;
     constraintTolerance = integrator.getConstraintTolerance();
     groups = integrator.getIntegrationForceGroups();
-    int n = masses.size();
-    halfKick.assign(n, 0.0);
-    thermalSpeed.assign(n, 0.0);
-    for (int i = 0; i < n; i++) {
-        double inverseMass = masses[i] > 0 ? 1.0 / masses[i] : 0.0;
-        halfKick[i] = 0.5 * stepSize * inverseMass;       // ps/amu: dt/2 F/m in nm/ps
-        thermalSpeed[i] = std::sqrt(kT * inverseMass);   // sqrt(kT/m) in nm/ps
+    if (stepSize != perAtomStepSize || kT != perAtomKT) {  // read at every step() call: recomputed on a change only
+        int n = masses.size();
+        halfKick.assign(n, 0.0);
+        thermalSpeed.assign(n, 0.0);
+        for (int i = 0; i < n; i++) {
+            double inverseMass = masses[i] > 0 ? 1.0 / masses[i] : 0.0;
+            halfKick[i] = 0.5 * stepSize * inverseMass;       // ps/amu: dt/2 F/m in nm/ps
+            thermalSpeed[i] = std::sqrt(kT * inverseMass);   // sqrt(kT/m) in nm/ps
+        }
+        perAtomStepSize = stepSize;
+        perAtomKT = kT;
     }
     inner.setTemperature(temperature);
     inner.setFriction(friction);
@@ -303,7 +308,6 @@ void PortableIntegrateForecastStepKernel::remember(Left& state) const {
 bool PortableIntegrateForecastStepKernel::holdsLeft() const {
     if (left.stepCount < 0 || context->getStepCount() != left.stepCount || context->getTime() != left.time)
         return false;
-    Left now;
     remember(now);
     for (int k = 0; k < 3; k++)
         if (now.box[k] != left.box[k])
@@ -320,7 +324,12 @@ bool PortableIntegrateForecastStepKernel::jump(int nFrames) {
     stats.attemptedByFrames[nFrames]++;
     Snapshot before = current;
     int n = masses.size();
-    vector<double> x(3 * n), v(3 * n), newX, newV;
+    vector<double>& x = proposalX;
+    vector<double>& v = proposalV;
+    vector<double>& newX = forecastX;
+    vector<double>& newV = forecastV;
+    x.resize(3 * n);
+    v.resize(3 * n);
     for (int i = 0; i < n; i++)
         for (int k = 0; k < 3; k++) {
             x[3 * i + k] = before.positions[i][k];
@@ -346,7 +355,10 @@ bool PortableIntegrateForecastStepKernel::jump(int nFrames) {
         try {
             Timer timer(stats.wallSeconds["guard"]);
             size_t last = (size_t) (nFrames - 1) * 3 * n;
-            vector<Vec3> positions(n), velocities(n);
+            vector<Vec3>& positions = candidatePositions;
+            vector<Vec3>& velocities = candidateVelocities;
+            positions.resize(n);
+            velocities.resize(n);
             for (int i = 0; i < n; i++) {
                 positions[i] = Vec3(newX[last + 3 * i], newX[last + 3 * i + 1], newX[last + 3 * i + 2]);
                 velocities[i] = Vec3(newV[last + 3 * i], newV[last + 3 * i + 1], newV[last + 3 * i + 2]);
@@ -376,7 +388,7 @@ bool PortableIntegrateForecastStepKernel::jump(int nFrames) {
         reject(before, reason, nFrames);
         return false;
     }
-    current = after;
+    current = std::move(after);
     stats.driftKJ += dh;
     stats.jumpsAccepted++;
     stats.acceptedByFrames[nFrames]++;
@@ -469,8 +481,7 @@ void PortableIntegrateForecastStepKernel::thermalise(double spanPs) {
         for (auto& velocity : velocities)
             velocity -= momentum / totalMass;
     }
-    Snapshot same = current;
-    current = setVelocities(velocities, &same);
+    current = setVelocities(velocities, &current);  // reads current's energy and forces before it is replaced
 }
 
 // ---- state transfer ----------------------------------------------------------------------------------------------

@@ -83,6 +83,11 @@ private:
     bool stale = true;              // `current` does not describe the Context (it was integrated since)
     Snapshot current;
     Left left;
+    // buffers reused from jump to jump and call to call (no allocation per jump)
+    std::vector<double> proposalX, proposalV, forecastX, forecastV;
+    std::vector<OpenMM::Vec3> candidatePositions, candidateVelocities;
+    mutable Left now;  // holdsLeft()'s reading of the Context
+    double perAtomStepSize = -1, perAtomKT = -1;  // halfKick and thermalSpeed were computed for these
     ForecastStatistics stats;
     RandomStream random;
 };
