@@ -7,8 +7,9 @@ Protocol (:func:`run_benchmark`)
    repartitioning at 4 fs) or guarded jumps of one proposal with one acceptance rule
    (:class:`~openmm_forecast.walkers.ForecastWalkers`: a learned forecaster, the surrogate, the ``verlet``
    baseline; tolerance or Metropolis), or well-tempered metadynamics of the target on phi/psi, reweighted
-   (:class:`MetadynamicsWalkers`: what a user would run instead).  The first arm is the *baseline* the others are
-   compared with
+   (:class:`MetadynamicsWalkers`: what a user would run instead), or Langevin MD of a surrogate with every
+   sample reweighted to the target by one target energy (:class:`~openmm_forecast.reweighting.ReweightedWalkers`).
+   The first arm is the *baseline* the others are compared with
    (plain MD at the setup's time step, normally).  All arms simulate the same molecule under the same
    potential and temperature, with the same seeds, each on its fastest platform configuration, measured on
    its own System before the run (:func:`choose_platforms`: platform, ``Threads``, and whether the process
@@ -22,8 +23,8 @@ Protocol (:func:`run_benchmark`)
 3. *Sampling.*  phi/psi and the kinetic temperature of every walker every ``sample_interval`` of
    simulated time (1 ps by default: the frame interval of the shipped references).  phi/psi of every residue
    that has both (JS, the bar and the deciding observable use the first; every residue's populations and
-   efficiency are reported), and the user's torsions.  A reweighted (metad) arm's populations, JS and
-   efficiency are weighted.
+   efficiency are reported), and the user's torsions.  A reweighted arm's (metad, reweighted surrogate)
+   populations, JS and efficiency are weighted.
 4. *Accuracy.*  Jensen-Shannon divergence of the pooled phi/psi histogram (36 x 36 bins, natural log; see
    :mod:`openmm_forecast.analysis`) against a reference of the *same potential* (the shipped plain-MD runs
    of the setup by default: :func:`default_reference_path`), after every sampling round: the convergence
@@ -815,6 +816,10 @@ class BenchmarkArm:
         ``ForecastIntegrator``: the forecaster is what it takes as its proposal, a surrogate System or a TorchScript
         model; its jump is ``stride_ps * max_frames`` of ``forecaster_options``, one frame, and its surrogate step
         their ``timestep``).  A plugin arm whose library is not built is refused at creation (PluginError).
+    reweighted_surrogate : str or openmm.System, optional
+        Given (a shipped fitted surrogate, a ``.xml`` file, a System): the arm is Langevin MD of that surrogate
+        with every sample reweighted to the target by ``exp(-(U_t - U_s) / kT)``, one target energy per sample
+        (:class:`~openmm_forecast.reweighting.ReweightedWalkers`).
     """
 
     name: str
@@ -824,6 +829,7 @@ class BenchmarkArm:
     accelerator_options: dict = dataclasses.field(default_factory=dict)
     metadynamics: dict = None
     engine: str = "python"
+    reweighted_surrogate: object = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _ARM_NAME.match(self.name):
@@ -839,6 +845,10 @@ class BenchmarkArm:
             if unknown:
                 raise ValueError(f"arm {self.name!r}: unknown metadynamics settings {sorted(unknown)}; known: "
                                  f"{sorted(METADYNAMICS)}")
+        if self.reweighted_surrogate is not None and (self.forecaster is not None or self.metadynamics is not None
+                                                      or self.engine != "python"):
+            raise ValueError(f"arm {self.name!r}: a reweighted surrogate is an arm of its own (no forecaster, "
+                             "metadynamics or plugin)")
         if self.engine not in ENGINES:
             raise ValueError(f"arm {self.name!r}: engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.engine == "plugin":
@@ -848,9 +858,12 @@ class BenchmarkArm:
 
     @property
     def kind(self):
-        """'plain' (OpenMM alone), 'metad' (metadynamics of the target, reweighted) or 'hybrid' (forecast jumps)."""
+        """'plain' (OpenMM alone), 'metad' (metadynamics of the target, reweighted), 'reweighted' (a surrogate's
+        MD, reweighted) or 'hybrid' (forecast jumps)."""
         if self.metadynamics is not None:
             return "metad"
+        if self.reweighted_surrogate is not None:
+            return "reweighted"
         return "plain" if self.forecaster is None else "hybrid"
 
     @property
@@ -878,6 +891,10 @@ class BenchmarkArm:
             settings = {**METADYNAMICS, **self.metadynamics}
             return (f"{self.name}: well-tempered metadynamics {self.timestep_fs:g} fs (bias factor "
                     f"{settings['bias_factor']:g}), reweighted")
+        if self.kind == "reweighted":
+            what = self.reweighted_surrogate
+            what = os.fspath(what) if isinstance(what, (str, os.PathLike)) else "a System"
+            return f"{self.name}: MD of {what} {self.timestep_fs:g} fs, reweighted to the target"
         if self.forecaster is None:
             hmr = f", H {self.hydrogen_mass_amu:g} amu" if self.hydrogen_mass_amu is not None else ""
             return f"{self.name}: plain MD {self.timestep_fs:g} fs{hmr}"
@@ -888,11 +905,12 @@ class BenchmarkArm:
         return f"{self.name}: {what} + {self.acceptance}" + (" (plugin)" if self.engine == "plugin" else "")
 
     def create_walkers(self, n_walkers, seed, platform, backend=None):
-        """The arm's walkers (PlainWalkers, MetadynamicsWalkers, ForecastWalkers or PluginWalkers) with seeds ``seed,
+        """The arm's walkers (PlainWalkers, MetadynamicsWalkers, ReweightedWalkers, ForecastWalkers or PluginWalkers)
+        with seeds ``seed,
         seed + 1, ...``; with a :class:`~openmm_forecast.distributed.RayBackend`, the same walkers in Ray actors."""
         if backend is not None:
-            if self.kind == "metad":
-                raise UsageError(f"arm {self.name!r}: metadynamics walkers run only in-process (--backend local)")
+            if self.kind in ("metad", "reweighted"):
+                raise UsageError(f"arm {self.name!r}: {self.kind} walkers run only in-process (--backend local)")
             if self.engine == "plugin":
                 raise UsageError(f"arm {self.name!r}: plugin walkers run only in-process (--backend local)")
             return backend.walkers(self.molecular_system, n_walkers, seed=seed, platform=platform,
@@ -901,6 +919,11 @@ class BenchmarkArm:
         if self.kind == "metad":
             return MetadynamicsWalkers(self.molecular_system, n_walkers, seed=seed, platform=platform,
                                        **self.metadynamics)
+        if self.kind == "reweighted":
+            from .reweighting import ReweightedWalkers
+
+            return ReweightedWalkers(self.molecular_system, self.reweighted_surrogate, n_walkers, seed=seed,
+                                     platform=platform)
         if self.forecaster is None:
             return PlainWalkers(self.molecular_system, n_walkers, seed=seed, platform=platform)
         if self.engine == "plugin":
@@ -1326,6 +1349,16 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
                     **METADYNAMICS, **arm.metadynamics}["shared_bias"] else "one independent bias per walker",
                 "reweighting": "time-dependent bias, Tiwary-Parrinello c(t): weight exp((V(s,t) - c(t)) / kT), every "
                                "sample from the first deposit on",
+                "kish_ess_fraction": kish_ess(weights[arm.name]) / weights[arm.name].size}
+        if arm.kind == "reweighted":
+            weights[arm.name] = arm_walkers.weights(len(samples[arm.name].time_ps))
+            extra["reweighting"] = {
+                "surrogate": arm_walkers.surrogate_name,
+                "surrogate_sha256": _model_file_sha256(arm.reweighted_surrogate),
+                "surrogate_platform": arm_walkers.describe_platform(),
+                "weight": "exp(-(U_target - U_surrogate) / kT) of every sample, self-normalised",
+                "target_evaluations": arm_walkers.target_evaluations,
+                "infinite_target_energies": arm_walkers.infinite_target_energies,
                 "kish_ess_fraction": kish_ess(weights[arm.name]) / weights[arm.name].size}
         if arm.kind == "hybrid":
             stats = arm_walkers.stats().as_dict()

@@ -42,6 +42,8 @@ platform), and at a fixed wall clock more walkers only shorten each walker's tra
 HMR_ARM = "hmr"
 PLAIN_ARM = "plain"
 METAD_ARM = "metad"
+REWEIGHT = "reweight"
+"""The ``:RULE`` of an arm that runs Langevin MD of the surrogate MODEL and reweights every sample to the target."""
 
 
 def add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out=None):
@@ -122,7 +124,10 @@ def add_parser(subparsers):
                         "optionally its own stride in fs, e.g. --arm plain --arm hmr --arm surrogate:metropolis@248; "
                         "a trailing ':plugin' runs the arm on the C++ ForecastIntegrator (one per walker, under "
                         "Simulation.step; a fitted surrogate or a TorchScript model; jump = stride x --max-frames) "
-                        "instead of the Python driver, e.g. --arm fit-amber14-obc2:ghmc@500:plugin")
+                        "instead of the Python driver, e.g. --arm fit-amber14-obc2:ghmc@500:plugin; "
+                        f"MODEL:{REWEIGHT} runs Langevin MD of the surrogate MODEL (a shipped fitted surrogate or a .xml "
+                        "System) and weighs every sample by exp(-(U_target - U_surrogate)/kT), one target energy each, "
+                        "e.g. --arm fit-amber14-obc2-lowered:reweight")
     add_benchmark_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -166,8 +171,14 @@ def parse_arm(spec, default_rule):
                              "or engine")
         return name or model, model, None, None, engine
     rule = rule or default_rule
+    if rule == REWEIGHT:
+        if stride or engine != "python":
+            raise UsageError(f"--arm {spec!r}: a reweighted surrogate runs its own Langevin MD at --timestep: no stride "
+                             "or engine")
+        return name or f"{os.path.splitext(os.path.basename(model))[0]}-{REWEIGHT}", model, rule, None, engine
     if rule not in ACCEPTANCE_RULES:
-        raise UsageError(f"--arm {spec!r}: unknown acceptance rule {rule!r}; choose from {', '.join(ACCEPTANCE_RULES)}")
+        raise UsageError(f"--arm {spec!r}: unknown acceptance rule {rule!r}; choose from "
+                         f"{', '.join(ACCEPTANCE_RULES)} (or {REWEIGHT!r})")
     if engine == "plugin":
         from ..forecasters.registry import BASELINES
         from ..plugin import RULES as PLUGIN_RULES
@@ -226,6 +237,14 @@ def arms_from_args(args, specs=None):
             hmr = setup_from_args(args, timestep=args.hmr_timestep * unit.femtosecond,
                                   hydrogen_mass=args.hmr_mass * unit.dalton)
             arms.append(BenchmarkArm(name, hmr))
+        elif rule == REWEIGHT:
+            from ..forecasters.surrogate import resolve_surrogate
+
+            try:
+                resolve_surrogate(model, molecular_system)  # refused here, before any work, naming the flag
+            except ValueError as error:
+                raise UsageError(f"--arm {spec!r}: {error}") from None
+            arms.append(BenchmarkArm(name, molecular_system, reweighted_surrogate=model))
         else:
             options = baseline_options(args, model)
             if stride_fs is not None:
