@@ -1130,11 +1130,11 @@ def self_learning_refinement(target, base_system, train, validation, jump, *, su
     jump_fs = positive(jump, unit.femtosecond, "jump")
     train = tuple(np.asarray(a, dtype=np.float64) for a in train)
     validation = tuple(np.asarray(a, dtype=np.float64) for a in validation)
-    fraction = len(validation[0]) / (len(train[0]) + len(validation[0]))
 
     def fit(data):
         pooled = tuple(np.concatenate([a, b]) for a, b in zip(data, validation))
-        return fit_surrogate(target, *pooled, base_system, family=family, validation_fraction=fraction,
+        return fit_surrogate(target, *pooled, base_system, family=family,
+                             validation_fraction=len(validation[0]) / len(pooled[0]),
                              seed=seed, platform=platform, progress=progress,
                              **{"predict_jumps": (jump,), **fit_options})
 

@@ -4,6 +4,8 @@
     .venv/bin/python scripts/make_ani1x_surrogate.py fit --family amber --no-augment
     .venv/bin/python scripts/make_ani1x_surrogate.py augment --family amber
     .venv/bin/python scripts/make_ani1x_surrogate.py fit [--family ...] [--ship]
+    .venv/bin/python scripts/make_ani1x_surrogate.py refine --family rbf --learn-from accepted [--ship]
+    .venv/bin/python scripts/make_ani1x_surrogate.py check openmm_forecast/resources/surrogates/fit-ani1x.xml
 
 ``sample``: Langevin MD of the ``ani1x`` setup itself (2 fs, HBonds, 300 K, friction 1/ps; seeds 1, 2, ...,
 each minimised and equilibrated 5 ps), a frame every 50 fs labelled with ANI-1x's energy and forces; one file per
@@ -13,6 +15,14 @@ ANI-1x step on one core: a chain of 400 frames is ~6 minutes.
 ``augment``: configurations of a fitted surrogate's own Langevin MD (300 K, 100 fs apart, runs started from
 training frames of ANI-1x) labelled with ANI-1x energies and forces (one evaluation each, no ANI-1x MD): cheap
 coverage of the region the surrogate's jumps visit (runs/ani1x-surrogate/augment.npz).
+
+``refine``: the self-learning warm-up (:func:`openmm_forecast.surrogate_fitting.self_learning_refinement`) from
+``fit-<family>``: ghmc chains of 500 fs jumps at training frames, each jump one ANI-1x energy and forces; their
+states join the training frames and the surrogate is refitted, ``--rounds`` times (runs/ani1x-surrogate/
+fit-<family>-refined-<learn-from>).
+
+``check``: stability (100 ps of each surrogate's own Langevin MD from held-out frames: bonds kept, energy finite)
+and cost per 2 fs step on the Reference and CPU platforms of surrogate files.
 
 ``fit``: :func:`openmm_forecast.surrogate_fitting.fit_surrogate` on the pooled chains and augmented frames, the
 last chain (pure ANI-1x MD) held out, writing runs/ani1x-surrogate/fit-<family>/surrogate.xml and report.json;
@@ -103,15 +113,16 @@ def augment(args):
     np.savez(os.path.join(RUN, "augment.npz"), positions=frames, energies=energies, forces=forces)
 
 
-def step_cost_ms(system, positions, steps=500):
-    """CPU milliseconds per 2 fs velocity Verlet step of ``system`` on the Reference platform (median of 3)."""
+def step_cost_ms(system, positions, steps=500, platform="Reference"):
+    """CPU milliseconds per 2 fs velocity Verlet step of ``system`` on ``platform`` (CPU: one thread; median of 3)."""
     from openmm import unit
 
     from openmm_forecast._runtime import openmm as mm
     from openmm_forecast.integrators import velocity_verlet_integrator
 
     integrator = velocity_verlet_integrator(2 * unit.femtosecond)
-    context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
+    context = mm.Context(system, integrator, mm.Platform.getPlatformByName(platform),
+                         {"Threads": "1"} if platform == "CPU" else {})
     context.setPositions(positions)
     context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
     integrator.step(10)
@@ -164,7 +175,8 @@ def refine(args):
     first["predicted_acceptance"] = {k: v["acceptance"] for k, v in start_report["predicted_acceptance"].items()}
     for entry in report["self_learning"]["rounds"]:
         print(json.dumps(entry))
-    finish(args, os.path.join(RUN, f"fit-{args.family}-refined"), system, report, target, base, positions[0])
+    finish(args, os.path.join(RUN, f"fit-{args.family}-refined-{args.learn_from}"), system, report, target, base,
+           positions[0])
 
 
 def finish(args, out, system, report, target, base, x0):
@@ -195,6 +207,52 @@ def finish(args, out, system, report, target, base, x0):
         print(f"shipped as {target_dir}/fit-ani1x.xml")
 
 
+def check(args):
+    """Stability and cost of surrogate files: Langevin MD of each (300 K, 1/ps, 2 fs, Reference) for ``--ps`` from
+    held-out ANI-1x frames, every bond of the molecule kept within 0.05 nm of its start and no two atoms closer
+    than 0.07 nm, energy finite; ms per 2 fs Verlet step on Reference and CPU (one thread)."""
+    from openmm import unit
+
+    from openmm_forecast._runtime import openmm as mm
+
+    target = build_system("ani1x")
+    bonds = np.array([(a.index, b.index) for a, b in target.topology.bonds()])
+    starts = np.load(sorted(glob.glob(os.path.join(RUN, "chain*.npz")))[-1])["positions"]
+    for path in args.surrogates:
+        system = mm.XmlSerializer.deserialize(open(path).read())
+        costs = {platform: round(step_cost_ms(system, starts[0] * unit.nanometer, steps=2000, platform=platform), 4)
+                 for platform in ("Reference", "CPU")}
+        print(f"{path}: ms per 2 fs step {costs} (load average {os.getloadavg()[0]:.1f})", flush=True)
+        for seed in args.seeds:
+            integrator = mm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
+            integrator.setRandomNumberSeed(seed)
+            context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
+            x0 = starts[(seed * 97) % len(starts)]
+            context.setPositions(x0)
+            context.setVelocitiesToTemperature(300 * unit.kelvin, seed)
+            length0 = np.linalg.norm(x0[bonds[:, 0]] - x0[bonds[:, 1]], axis=1)
+            worst, closest, energies, verdict = 0.0, np.inf, [], "intact"
+            for picosecond in range(int(args.ps)):
+                try:
+                    integrator.step(500)
+                except mm.OpenMMException as error:
+                    verdict = f"failed at {picosecond} ps: {error}"
+                    break
+                state = context.getState(getPositions=True, getEnergy=True)
+                x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+                energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+                if not (np.isfinite(x).all() and np.isfinite(energies[-1])):
+                    verdict = f"non-finite at {picosecond} ps"
+                    break
+                worst = max(worst, float(np.abs(np.linalg.norm(x[bonds[:, 0]] - x[bonds[:, 1]], axis=1) - length0).max()))
+                closest = min(closest, float((np.linalg.norm(x[:, None] - x[None], axis=-1) + np.eye(len(x))).min()))
+                if worst > 0.05 or closest < 0.07:
+                    verdict = f"broken at {picosecond} ps"
+                    break
+            print(f"  seed {seed}: {verdict} after {len(energies)} ps; largest bond change {worst:.3f} nm, closest "
+                  f"atoms {closest:.3f} nm, energy {np.mean(energies):.0f} +- {np.std(energies):.0f} kJ/mol", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
@@ -220,6 +278,11 @@ def main():
     r.add_argument("--predict-frames", type=int, default=150)
     r.add_argument("--ship", action="store_true")
     r.set_defaults(func=refine)
+    c = sub.add_parser("check", help="stability (Langevin MD) and cost per step of surrogate files")
+    c.add_argument("surrogates", nargs="+")
+    c.add_argument("--ps", type=float, default=100.0)
+    c.add_argument("--seeds", type=int, nargs="*", default=[1, 2])
+    c.set_defaults(func=check)
     g = sub.add_parser("augment")
     g.add_argument("--family", default="amber", help="the fit whose surrogate samples the configurations")
     g.add_argument("--frames", type=int, default=1600)
