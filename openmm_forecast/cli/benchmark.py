@@ -158,7 +158,7 @@ def parse_arm(spec, default_rule):
     rest, _, stride = rest.rpartition("@") if "@" in rest else (rest, "", "")
     model, _, rule = rest.partition(":") if rest.count(":") == 1 else (rest, "", "")
     if not model:
-        raise UsageError(f"--arm {spec!r}: no model (expected [NAME=]MODEL[:RULE][@STRIDE_FS])")
+        raise UsageError(f"--arm {spec!r}: no model (expected [NAME=]MODEL[:RULE][@STRIDE_FS][:plugin])")
     stride_fs = None
     if stride:
         try:
