@@ -95,10 +95,44 @@ def tabulated_torsion_bias(table_kJ, torsions, force_group=None):
     return force
 
 
+def stereocentres(topology):
+    """Carbon atoms bonded to four atoms, at most one of them a hydrogen (alanine's CA, for instance).
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_centres, 4), int
+        Each row: the centre and three of its neighbours (by index), whose signed volume
+        :func:`chirality_signs` follows.  Empty when the Topology has no bonds or no such carbon.
+    """
+    neighbours = {atom.index: [] for atom in topology.atoms()}
+    for a, b in topology.bonds():
+        neighbours[a.index].append(b)
+        neighbours[b.index].append(a)
+    rows = []
+    for atom in topology.atoms():
+        bonded = sorted(neighbours[atom.index], key=lambda other: other.index)
+        if (atom.element is not None and atom.element.symbol == "C" and len(bonded) == 4
+                and sum(other.element is not None and other.element.symbol == "H" for other in bonded) <= 1):
+            rows.append([atom.index] + [other.index for other in bonded[:3]])
+    return np.array(rows, dtype=int).reshape(-1, 4)
+
+
+def chirality_signs(positions_nm, centres):
+    """Sign (+1 or -1) of the signed volume of each :func:`stereocentres` row in ``positions_nm`` (n_atoms, 3)."""
+    x = np.asarray(positions_nm, dtype=float)
+    c = x[centres[:, 0]]
+    volume = np.einsum("ij,ij->i", x[centres[:, 1]] - c, np.cross(x[centres[:, 2]] - c, x[centres[:, 3]] - c))
+    return np.sign(volume)
+
+
 def surrogate_free_energy(surrogate_system, positions, torsions, temperature=300.0 * unit.kelvin,
                           simulated_time=5.0 * unit.nanosecond, timestep=2.0 * unit.femtosecond, bias_factor=6.0,
                           height=1.0 * unit.kilojoule_per_mole, width_rad=0.35, grid=DEFAULT_GRID, seed=1,
-                          platform="Reference", progress=None):
+                          platform="Reference", progress=None, topology=None):
     """The surrogate's own free energy surface along two torsions, by well-tempered metadynamics on it.
 
     Parameters
@@ -122,11 +156,22 @@ def surrogate_free_energy(surrogate_system, positions, torsions, temperature=300
         Platform of the run (the surrogate is a small vacuum System: Reference by default).
     progress : bool, optional
         A tqdm bar (default: only on a terminal).
+    topology : openmm.app.Topology, optional
+        The molecule's bonds: given, its :func:`stereocentres` are checked every 10 ps of the run.
 
     Returns
     -------
     FreeEnergySurface
+
+    Raises
+    ------
+    BlowUpError
+        A stereocentre of ``topology`` was inverted (a soft surrogate pushed by the growing bias can turn L-alanine
+        into D-alanine; the surface would then be the mirror molecule's, and the lowered surrogate would propose
+        jumps the target never accepts).  The message names the atom and the time.
     """
+    from .errors import BlowUpError
+
     from openmm import app
     from tqdm.auto import tqdm
 
@@ -148,6 +193,13 @@ def surrogate_free_energy(surrogate_system, positions, torsions, temperature=300
     simulation.context.setVelocitiesToTemperature(temperature, int(seed))
     total_ps = simulated_time.value_in_unit(unit.picosecond)
     chunk_ps = 10.0
+    centres = stereocentres(topology) if topology is not None else np.zeros((0, 4), dtype=int)
+
+    def signs():
+        state = simulation.context.getState(getPositions=True)
+        return chirality_signs(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), centres)
+
+    start_signs = signs()
     with tqdm(total=total_ps / 1000.0, unit="ns", desc="surrogate metadynamics", disable=None if progress is None
               else not progress, bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} ns [{elapsed}<{remaining}]") as bar:
         done = 0.0
@@ -156,6 +208,15 @@ def surrogate_free_energy(surrogate_system, positions, torsions, temperature=300
             meta.step(simulation, int(round(span * steps_per_ps)))
             done += span
             bar.update(span / 1000.0)
+            flipped = np.flatnonzero(signs() != start_signs)
+            if flipped.size:
+                atoms = list(topology.atoms())
+                names = ", ".join(f"{atoms[i].residue.name}{atoms[i].residue.id} {atoms[i].name} (atom {i})"
+                                  for i in centres[flipped, 0])
+                raise BlowUpError(f"the surrogate's metadynamics inverted the stereocentre {names} within {done:g} ps: "
+                                  "its surface would be the mirror molecule's. The surrogate is too soft there: fit "
+                                  "one with stiffer angles, or lower the bias (--bias-factor, --height, --ns)",
+                                  int(round(done * steps_per_ps)))
     free_energy = meta.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)
     return FreeEnergySurface(tuple(tuple(int(a) for a in atoms) for atoms in torsions),
                              free_energy - free_energy.min(), total_ps / 1000.0)

@@ -172,3 +172,32 @@ def test_every_residue_of_a_tetrapeptide_gets_its_own_bias_and_torsion_pairs_rep
     assert surface.torsions == ((8, 10, 16, 18), (16, 18, 20, 26))
     assert main(common + ["--torsion", "8,10,16,18", "--out", str(tmp_path / "odd")]) != 0
     assert not (tmp_path / "odd").exists()
+
+
+def test_the_stereocentre_of_alanine_is_found_and_its_mirror_image_has_the_other_sign(vacuum_system):
+    from openmm_forecast.barriers import chirality_signs, stereocentres
+
+    centres = stereocentres(vacuum_system.topology)
+    assert centres[:, 0].tolist() == [8]  # CA; the methyl carbons (three hydrogens) are not stereocentres
+    x = np.array(vacuum_system.positions.value_in_unit(unit.nanometer))
+    np.testing.assert_array_equal(chirality_signs(x * [-1, 1, 1], centres), -chirality_signs(x, centres))
+
+
+def test_metadynamics_of_a_surrogate_that_inverts_alanine_is_stopped_naming_the_atom(vacuum_system):
+    """Without its angle terms (and with no other interaction around CA), the surrogate lets CA's substituents flop
+    through each other within picoseconds: the run stops at the first 10 ps check with a BlowUpError naming CA;
+    the same run of the whole System (the control) goes through."""
+    from openmm_forecast.errors import BlowUpError
+
+    floppy = mm.System()
+    for i in range(vacuum_system.system.getNumParticles()):
+        floppy.addParticle(vacuum_system.system.getParticleMass(i))
+    for i in range(vacuum_system.system.getNumConstraints()):
+        floppy.addConstraint(*vacuum_system.system.getConstraintParameters(i))
+    for force in vacuum_system.system.getForces():
+        if isinstance(force, mm.HarmonicBondForce):
+            floppy.addForce(mm.XmlSerializer.clone(force))
+    run = dict(simulated_time=0.05 * unit.nanosecond, topology=vacuum_system.topology, progress=False)
+    with pytest.raises(BlowUpError, match=r"stereocentre ALA2 CA \(atom 8\)"):
+        surrogate_free_energy(floppy, vacuum_system.positions, (PHI_ATOMS, PSI_ATOMS), **run)
+    surrogate_free_energy(vacuum_system.system, vacuum_system.positions, (PHI_ATOMS, PSI_ATOMS), **run)

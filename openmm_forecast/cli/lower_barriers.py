@@ -86,7 +86,8 @@ def run(args):
     surfaces = [surrogate_free_energy(surrogate, target.positions, torsions, target.temperature,
                                       args.ns * unit.nanosecond, bias_factor=args.bias_factor,
                                       height=args.height * unit.kilojoule_per_mole, seed=args.seed,
-                                      progress=not args.no_progress) for _, torsions in pairs]
+                                      progress=not args.no_progress, topology=target.topology)
+                for _, torsions in pairs]
     lowered = lower_barriers(surrogate, surfaces, args.strength)
     os.makedirs(args.out, exist_ok=True)
     with atomic_write_path(os.path.join(args.out, "surrogate.xml")) as partial:
