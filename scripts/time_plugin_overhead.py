@@ -17,8 +17,13 @@ calls, the plain usage) and the Python driver (``ForecastAccelerator.step``).  T
 machine's load like everything else: the report records the load average before and after (``os.getloadavg``),
 medians and minima over the repeats, and the plugin's own split of its overhead (``plugin_split_us``).
 
+Then the walkers of the benchmark's two engines (``walkers_ms_per_jump``): ``PluginWalkers`` and the Python
+driver's ``ForecastWalkers`` of the same surrogate, rule, jump and seeds (``--walkers``), in alternating blocks of
+``--block-jumps`` jumps per walker, wall clock per jump and the process's CPU time over its wall clock (a share
+below 1 is time the machine gave to other processes).
+
 Usage: python scripts/time_plugin_overhead.py [--jumps 100] [--repeats 5] [--platforms Reference CPU]
-       [--out overhead.json]
+       [--walkers 4] [--block-jumps 20] [--out overhead.json]
 """
 
 import argparse
@@ -36,6 +41,7 @@ from openmm_forecast.benchmark import machine_info
 from openmm_forecast.cycles import GHMCCycle
 from openmm_forecast.forecasters.surrogate import SurrogateForecaster
 from openmm_forecast.platforms import PlatformConfiguration
+from openmm_forecast.walkers import ForecastWalkers, PluginWalkers
 
 SURROGATE = "fit-amber14-obc2"
 STEP = 2.0 * unit.femtosecond
@@ -76,14 +82,14 @@ def plugin_run(molecular_system, state, jumps, platform, through_simulation):
     wall = time.perf_counter() - start
     stats = integrator.getStatistics()
     wall_s, n = stats.wall_s, stats.jumps_attempted
-    energy = wall_s["energy"] / (n + 1)  # one per jump (inside the guard's timer), one at the start (in transfer's)
-    split = {  # what the plugin's timers see of its overhead
-        "refresh_and_state_transfer": (wall_s["transfer"] - energy) / n,
+    # What the plugin's timers see of its overhead.  Every energy evaluation lies inside the timer of the transfer
+    # (the one at the start) or of the guard (one per jump), so their sum less all evaluations is exact.
+    split = {
+        "refresh_projection_guards_and_test": (wall_s["transfer"] + wall_s["guard"] - wall_s["energy"]) / n,
         "surrogate_context_transfer": (wall_s["forecast"] - wall_s["proposal_steps"]) / n,
-        "candidate_projection_guards_and_test": wall_s["guard"] / n - energy,
     }
     return {"overhead": (wall - wall_s["energy"] - wall_s["proposal_steps"]) / n,
-            "energy": energy,
+            "energy": wall_s["energy"] / (n + 1),  # one per jump, one at the start
             "proposal_steps": wall_s["proposal_steps"] / n,
             "acceptance": stats.jumps_accepted / n, "split": split}
 
@@ -137,12 +143,40 @@ def measure(molecular_system, state, name, jumps, repeats):
     }
 
 
+def measure_walkers(molecular_system, name, n_walkers, block_jumps, repeats):
+    """ms per jump and CPU share of PluginWalkers and ForecastWalkers, alternating blocks of ``block_jumps`` jumps."""
+    platform = configuration(name)
+    jump = JUMP_STEPS * STEP
+    engines = {
+        "plugin": PluginWalkers(molecular_system, SURROGATE, n_walkers, platform=platform, acceptance="ghmc", jump=jump),
+        "python_driver": ForecastWalkers(molecular_system, SURROGATE, n_walkers, platform=platform, acceptance="ghmc",
+                                         forecaster_options={"stride_ps": jump, "max_frames": 1, "timestep": STEP}),
+    }
+    per_jump = {key: [] for key in engines}
+    cpu_share = {key: [] for key in engines}
+    for _ in range(repeats):
+        for key, walkers in engines.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            walkers.step(block_jumps * JUMP_STEPS)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            per_jump[key].append(wall / (block_jumps * n_walkers) * 1e3)
+            cpu_share[key].append(cpu / wall)
+    return {"walkers": n_walkers, "jumps_per_walker_per_block": block_jumps,
+            "ms_per_jump": {key: summary(values) for key, values in per_jump.items()},
+            "cpu_share": {key: statistics.median(values) for key, values in cpu_share.items()},
+            "acceptance": {"plugin": engines["plugin"].stats().as_dict()["acceptance_rate"],
+                           "python_driver": engines["python_driver"].stats().as_dict()["acceptance_rate"]}}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jumps", type=int, default=100, help="jumps per run (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the three runs (default %(default)s)")
     parser.add_argument("--platforms", nargs="+", default=["Reference", "CPU"],
                         help="the target's platforms (default %(default)s)")
+    parser.add_argument("--walkers", type=int, default=4, help="walkers per engine (default %(default)s)")
+    parser.add_argument("--block-jumps", type=int, default=20,
+                        help="jumps per walker in each block of the walkers' comparison (default %(default)s)")
     parser.add_argument("--out", default=None, help="JSON report (default: print only)")
     args = parser.parse_args()
     molecular_system = openmm_forecast.build_system("amber14-obc2")
@@ -157,6 +191,7 @@ def main():
                   "rule": "ghmc", "jump_fs": JUMP_STEPS * STEP.value_in_unit(unit.femtosecond),
                   "surrogate_steps_per_jump": JUMP_STEPS, "jumps_per_run": args.jumps, "repeats": args.repeats},
         "platforms": {},
+        "walkers_ms_per_jump": {},
     }
     for name in args.platforms:
         report["platforms"][name] = measure(molecular_system, state, name, args.jumps, args.repeats)
@@ -169,6 +204,12 @@ def main():
               f"target energy {row['target_energy_us_per_evaluation']['median']:.0f} us, surrogate steps "
               f"{row['surrogate_steps_us_per_jump']['median']:.0f} us per jump; acceptance {row['acceptance']}")
         print(f"  plugin's split (us/jump): { {k: round(v, 1) for k, v in row['plugin_split_us'].items()} }")
+    for name in args.platforms:
+        row = report["walkers_ms_per_jump"][name] = measure_walkers(molecular_system, name, args.walkers,
+                                                                    args.block_jumps, args.repeats)
+        print(f"{name}, {args.walkers} walkers: ms per jump, median (min) of {args.repeats} blocks: " + ", ".join(
+            f"{key} {value['median']:.2f} ({value['min']:.2f}), CPU share {row['cpu_share'][key]:.2f}"
+            for key, value in row["ms_per_jump"].items()))
     report["load_average_after"] = os.getloadavg()
     print(f"load average before {report['load_average_before']}, after {report['load_average_after']}")
     if args.out:
