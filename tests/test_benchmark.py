@@ -383,7 +383,7 @@ def test_demo_arms_and_settings_per_setup():
     from openmm_forecast.cli.demo import demo_arms
 
     args = _demo_args([])
-    ghmc = ["learned=fit-amber14-obc2:ghmc@2000", "lowered=fit-amber14-obc2-lowered:ghmc@2000"]
+    ghmc = ["learned=fit-amber14-obc2:ghmc@2000", "flat=fit-amber14-obc2-lowered:reweight"]
     assert args.setup == "amber14-obc2" and demo_arms(args) == ["plain", "hmr", *ghmc]
     # The demo's settings fill what the command line leaves open, and only that.
     assert (args.max_frames, args.sample_interval, args.segment_steps) == (1, 2.0, None)
@@ -411,14 +411,15 @@ def test_default_demo_runs_obc2_arms_against_the_obc2_reference(tmp_path, capsys
     assert "amber14-obc2" in printed and "winner" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["setup"] == "amber14-obc2"
-    assert list(report["arms"]) == ["plain", "hmr", "learned", "lowered"]
+    assert list(report["arms"]) == ["plain", "hmr", "learned", "flat"]
     assert report["reference"]["path"] == resource_path(SHIPPED_REFERENCES["amber14-obc2"])
     assert report["sample_interval_ps"] == 2.0 and report["reference_populations"]["alpha_L"]["population"] < 0.05
-    for name, surrogate in (("learned", "fit-amber14-obc2"), ("lowered", "fit-amber14-obc2-lowered")):
-        arm = report["arms"][name]
-        assert arm["acceptance"] == "ghmc" and arm["forecaster"]["surrogate"] == surrogate
-        assert arm["forecaster"]["structure_preserving"] and len(arm["forecaster"]["surrogate_fingerprint"]) == 64
-        assert arm["forecaster"]["stride_ps"] == pytest.approx(2.0)
+    arm = report["arms"]["learned"]
+    assert arm["acceptance"] == "ghmc" and arm["forecaster"]["surrogate"] == "fit-amber14-obc2"
+    assert arm["forecaster"]["structure_preserving"] and len(arm["forecaster"]["surrogate_fingerprint"]) == 64
+    assert arm["forecaster"]["stride_ps"] == pytest.approx(2.0)
+    flat = report["arms"]["flat"]
+    assert flat["kind"] == "reweighted" and flat["reweighting"]["surrogate"] == "fit-amber14-obc2-lowered"
 
 
 def test_an_arm_that_blows_up_stops_and_the_others_go_on(vacuum_system, caplog):

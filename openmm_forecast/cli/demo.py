@@ -2,9 +2,10 @@
 
 Default (``--setup amber14-obc2``, where a step is expensive): alanine dipeptide in OBC2 implicit solvent,
 plain MD at 2 fs and hydrogen mass repartitioning at 4 fs (each on its fastest platform configuration,
-measured first), and the exact ``ghmc`` cycle (one OBC2 energy per 2 ps jump) driven by the surrogate learned
-from OBC2's own energies and forces (``fit-amber14-obc2``, see ``fit-surrogate``) and by the same surrogate with
-its phi/psi barriers lowered (``fit-amber14-obc2-lowered``, see ``lower-barriers``), interleaved in one process.
+measured first), the exact ``ghmc`` cycle (one OBC2 energy per 2 ps jump) driven by the surrogate learned
+from OBC2's own energies and forces (``fit-amber14-obc2``, see ``fit-surrogate``), and Langevin MD of the same
+surrogate with its phi/psi barriers lowered (``fit-amber14-obc2-lowered``, see ``lower-barriers``) with every 2 ps
+sample weighted to OBC2 by one OBC2 energy (``:reweight``), interleaved in one process.
 Reports effective samples per second of the beta basin with intervals (the winner only outside them), every
 basin's population against the converged metadynamics reference (alpha_L included), and the first arm to the
 JS bar.  ``--setup amber14-vacuum``: the shipped learned forecaster against plain MD in vacuum, where a step is
@@ -22,17 +23,17 @@ LOWERED_OBC2 = "fit-amber14-obc2-lowered"
 """``fit-amber14-obc2`` minus 0.8 of its own phi/psi free energy surface (``scripts/make_fitted_surrogates.sh``)."""
 
 JUMP_FS = 2000
-"""Jump length of the demo's ghmc arms, fs: long enough for the lowered surrogate to cross a barrier inside one jump;
-the learned surrogate keeps ~0.85 acceptance at every length from 0.1 to 10 ps."""
+"""Jump length of the demo's ghmc arm, fs (one jump per 2 ps sample): the learned surrogate keeps ~0.85 acceptance at
+every length from 0.1 to 10 ps."""
 
 DEMOS = {
     "amber14-obc2": {
         "arms": ["plain", HMR_ARM, f"learned={FITTED_OBC2}:ghmc@{JUMP_FS}",
-                 f"lowered={LOWERED_OBC2}:ghmc@{JUMP_FS}"],
+                 f"flat={LOWERED_OBC2}:reweight"],
         # One jump per 2 ps sample (ghmc never integrates the target: jumps of JUMP_FS tile the samples exactly).
         "settings": {"max_frames": 1, "sample_interval": 2.0},
-        "what": "plain MD (2 fs), HMR (4 fs), and the exact ghmc cycle on the surrogate learned from OBC2 and on the "
-                "same surrogate with its phi/psi barriers lowered",
+        "what": "plain MD (2 fs), HMR (4 fs), the exact ghmc cycle on the surrogate learned from OBC2, and the same "
+                "surrogate with its phi/psi barriers lowered, its samples reweighted to OBC2",
     },
     "amber14-vacuum": {
         "arms": ["plain", "ala2-amber14-vacuum:tolerance"],
@@ -49,8 +50,8 @@ DEMO_MODEL = "ala2-amber14-vacuum"
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "demo",
-        help="a few minutes: plain MD vs HMR vs the exact ghmc cycle on a learned and on a barrier-lowered surrogate, "
-        "alanine dipeptide in implicit solvent (or --setup amber14-vacuum: the shipped forecaster), report and plots",
+        help="a few minutes: plain MD vs HMR vs the exact ghmc cycle on a learned surrogate vs a barrier-lowered "
+        "surrogate's samples reweighted, alanine dipeptide in implicit solvent (or --setup amber14-vacuum: the shipped forecaster), report and plots",
         description=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--setup", default="amber14-obc2", choices=sorted(DEMOS),
