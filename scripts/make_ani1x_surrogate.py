@@ -208,21 +208,37 @@ def finish(args, out, system, report, target, base, x0):
 
 
 def check(args):
-    """Stability and cost of surrogate files: Langevin MD of each (300 K, 1/ps, 2 fs, Reference) for ``--ps`` from
+    """Stability and cost of surrogate files: ``--ps`` of velocity Verlet (2 fs, the jumps' integrator, no
+    thermostat) from a held-out ANI-1x frame; Langevin MD of each (300 K, 1/ps, 2 fs, Reference) for ``--ps`` from
     held-out ANI-1x frames, every bond of the molecule kept within 0.05 nm of its start and no two atoms closer
     than 0.07 nm, energy finite; ms per 2 fs Verlet step on Reference and CPU (one thread)."""
     from openmm import unit
 
     from openmm_forecast._runtime import openmm as mm
+    from openmm_forecast.integrators import velocity_verlet_integrator
 
     target = build_system("ani1x")
     bonds = np.array([(a.index, b.index) for a, b in target.topology.bonds()])
     starts = np.load(sorted(glob.glob(os.path.join(RUN, "chain*.npz")))[-1])["positions"]
     for path in args.surrogates:
         system = mm.XmlSerializer.deserialize(open(path).read())
-        costs = {platform: round(step_cost_ms(system, starts[0] * unit.nanometer, steps=2000, platform=platform), 4)
+        costs = {platform: round(step_cost_ms(system, starts[0] * unit.nanometer, platform=platform), 4)
                  for platform in ("Reference", "CPU")}
         print(f"{path}: ms per 2 fs step {costs} (load average {os.getloadavg()[0]:.1f})", flush=True)
+        integrator = velocity_verlet_integrator(2 * unit.femtosecond)  # what a jump integrates, here for 100 ps
+        context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
+        context.setPositions(starts[0])
+        context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+        for picosecond in range(int(args.ps)):
+            try:
+                integrator.step(500)
+            except mm.OpenMMException:
+                break
+        kinetic = context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        dof = 3 * system.getNumParticles() - system.getNumConstraints()
+        print(f"  velocity Verlet from held-out frame 0: {picosecond + 1} ps, temperature at the end "
+              f"{2 * kinetic / (dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)):.0f} K",
+              flush=True)
         for seed in args.seeds:
             integrator = mm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
             integrator.setRandomNumberSeed(seed)
