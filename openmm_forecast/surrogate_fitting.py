@@ -13,8 +13,10 @@ coordinates) and small differences of forces (what matters for short jumps: ``D(
 This module learns exactly that from samples of the target, while keeping the surrogate's cost: the amber
 functional form in vacuum (:data:`FAMILIES`: bond and angle polynomials, torsion Fourier terms on every torsion
 quadruple that can absorb conformation-dependent energy such as implicit solvation, charges; Lennard-Jones
-kept), written as an ordinary OpenMM System (same particles, masses and constraints as the target), saved as
-XML, at vacuum cost (~20 us per 2 fs step for alanine dipeptide on the Reference platform).
+kept; the ``rbf`` family adds a bounded Gaussian correction on every atom pair's distance that is zero outside
+the sampled distances), written as an ordinary OpenMM System (same particles, masses and constraints as the
+target), saved as XML, at vacuum cost (~20 us per 2 fs step for alanine dipeptide on the Reference platform;
+~50 us with the ``rbf`` correction).
 
 Loss (dimensionless, per frame)::
 
@@ -26,7 +28,8 @@ so both terms are energy variances in kT^2.  The energy is linear in every coeff
 :func:`fit_surrogate` minimises this loss by ridge least squares in closed form (ridge toward the starting
 System, strength chosen on held-out frames) and Gauss-Newton rounds for the charges (total charge kept).
 :func:`predict_acceptance` runs the exact jump from held-out frames: the acceptance a ghmc or metropolis chain
-then sees.  :class:`AmberSurrogateEnergy` is the same amber-form energy as a torch module.
+then sees.  :func:`self_learning_refinement` refits it from a warm-up chain's own target evaluations (then
+frozen).  :class:`AmberSurrogateEnergy` is the same amber-form energy as a torch module.
 
 Units: nm, rad, kJ/mol, elementary charge; energies kJ/mol, forces kJ/mol/nm.
 """

@@ -17,9 +17,9 @@ training frames of ANI-1x) labelled with ANI-1x energies and forces (one evaluat
 coverage of the region the surrogate's jumps visit (runs/ani1x-surrogate/augment.npz).
 
 ``refine``: the self-learning warm-up (:func:`openmm_forecast.surrogate_fitting.self_learning_refinement`) from
-``fit-<family>``: ghmc chains of 500 fs jumps at training frames, each jump one ANI-1x energy and forces; their
-states join the training frames and the surrogate is refitted, ``--rounds`` times (runs/ani1x-surrogate/
-fit-<family>-refined-<learn-from>).
+``fit-<family>``: chains of 500 fs jumps (full momentum refresh) from training frames, each jump one ANI-1x
+energy and forces; the states they evaluated (``--learn-from proposals``) or accepted join the training frames and
+the surrogate is refitted, ``--rounds`` times (runs/ani1x-surrogate/fit-<family>-refined-<learn-from>).
 
 ``check``: stability (100 ps of each surrogate's own Langevin MD from held-out frames: bonds kept, energy finite)
 and cost per 2 fs step on the Reference and CPU platforms of surrogate files.
