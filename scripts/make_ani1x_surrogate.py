@@ -71,17 +71,33 @@ def sample(args):
         print(f"{path}: {len(positions)} frames in {time.time() - start:.0f} s", flush=True)
 
 
-def load_samples(augmented=True):
-    """Pooled (positions, energies, forces): the chains, then the surrogate-sampled frames (if any), then the
-    last chain (held out: pure ANI-1x MD), and the number of held-out frames."""
+SPREAD_HELD_OUT_STARTS = 8
+"""Starts of ``spread.npz`` (scripts/make_ani1x_spread.py) held out with the last chain when ``--spread`` is given."""
+
+
+def load_samples(augmented=True, spread=False):
+    """Pooled (positions, energies, forces): the chains, then the surrogate-sampled frames (if any), then with
+    ``spread`` the ANI-1x frames of every basin (scripts/make_ani1x_spread.py) but their last
+    :data:`SPREAD_HELD_OUT_STARTS` starts, then the held-out frames (those starts, and the last chain: pure ANI-1x
+    MD), and the number of held-out frames."""
     paths = sorted(glob.glob(os.path.join(RUN, "chain*.npz")))
     if len(paths) < 2:
         sys.exit(f"need at least two chains in {RUN}: run the 'sample' step first")
     extra = os.path.join(RUN, "augment.npz")
-    train = paths[:-1] + ([extra] if augmented and os.path.exists(extra) else [])
-    data = [np.load(p) for p in train + paths[-1:]]
+    train = [np.load(p) for p in paths[:-1] + ([extra] if augmented and os.path.exists(extra) else [])]
+    held = [np.load(paths[-1])]
+    if spread:
+        path = os.path.join(RUN, "spread.npz")
+        if not os.path.exists(path):
+            sys.exit(f"--spread: no {path}; run scripts/make_ani1x_spread.py first")
+        frames = np.load(path)
+        out = frames["start"] > frames["start"].max() - SPREAD_HELD_OUT_STARTS
+        keys = ("positions", "energies", "forces")
+        train.append({key: frames[key][~out] for key in keys})
+        held.insert(0, {key: frames[key][out] for key in keys})
+    data = train + held
     arrays = tuple(np.concatenate([d[key] for d in data]) for key in ("positions", "energies", "forces"))
-    return arrays, len(data[-1]["energies"])
+    return arrays, sum(len(d["energies"]) for d in held)
 
 
 def augment(args):
@@ -139,10 +155,10 @@ def fit(args):
 
     from openmm_forecast.surrogate_fitting import fit_surrogate
 
-    (positions, energies, forces), n_validation = load_samples(augmented=not args.no_augment)
+    (positions, energies, forces), n_validation = load_samples(augmented=not args.no_augment, spread=args.spread)
     target = build_system("ani1x")
     base = build_system("amber14-vacuum", constraints=target.constraints).system
-    out = os.path.join(RUN, f"fit-{args.family}")
+    out = os.path.join(RUN, f"fit-{args.family}" + ("-spread" if args.spread else ""))
     system, report = fit_surrogate(target, positions, energies, forces, base, family=args.family,
                                    validation_fraction=n_validation / len(energies), predict_jumps=[jump * unit.femtosecond for jump in args.jumps],
                                    predict_frames=args.predict_frames, progress=True)
@@ -156,10 +172,11 @@ def refine(args):
     from openmm_forecast._runtime import openmm as mm
     from openmm_forecast.surrogate_fitting import self_learning_refinement
 
-    (positions, energies, forces), n_validation = load_samples(augmented=False)
+    (positions, energies, forces), n_validation = load_samples(augmented=False, spread=args.spread)
     target = build_system("ani1x")
     base = build_system("amber14-vacuum", constraints=target.constraints).system
-    start = os.path.join(RUN, f"fit-{args.family}")
+    fitted = f"fit-{args.family}" + ("-spread" if args.spread else "")
+    start = os.path.join(RUN, fitted)
     surrogate = mm.XmlSerializer.deserialize(open(os.path.join(start, "surrogate.xml")).read())
     with open(os.path.join(start, "report.json")) as handle:
         start_report = json.load(handle)
@@ -175,7 +192,7 @@ def refine(args):
     first["predicted_acceptance"] = {k: v["acceptance"] for k, v in start_report["predicted_acceptance"].items()}
     for entry in report["self_learning"]["rounds"]:
         print(json.dumps(entry))
-    finish(args, os.path.join(RUN, f"fit-{args.family}-refined-{args.learn_from}"), system, report, target, base,
+    finish(args, os.path.join(RUN, f"{fitted}-refined-{args.learn_from}"), system, report, target, base,
            positions[0])
 
 
@@ -189,7 +206,9 @@ def finish(args, out, system, report, target, base, x0):
     report["cost_ms_per_step"] = {"surrogate": step_cost_ms(system, x0), "amber14_vacuum": step_cost_ms(base, x0),
                                   "ani1x": step_cost_ms(target.system, x0, steps=50)}
     report["target"] = {"setup": "ani1x", "potential": target.potential, "fingerprint": target.fingerprint()}
-    report["samples"] = {"chains": len(glob.glob(os.path.join(RUN, "chain*.npz"))), "frame_interval_ps": 0.05}
+    report["samples"] = {"chains": len(glob.glob(os.path.join(RUN, "chain*.npz"))), "frame_interval_ps": 0.05,
+                         "spread": bool(getattr(args, "spread", False)),
+                         "spread_held_out_starts": SPREAD_HELD_OUT_STARTS if getattr(args, "spread", False) else 0}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "surrogate.xml"), "w") as handle:
         handle.write(mm.XmlSerializer.serialize(system))
@@ -279,6 +298,8 @@ def main():
     f = sub.add_parser("fit")
     f.add_argument("--family", default="amber", choices=sorted(FAMILIES))
     f.add_argument("--no-augment", action="store_true", help="leave out the surrogate-sampled frames")
+    f.add_argument("--spread", action="store_true", help="add the ANI-1x frames of every basin of spread.npz "
+                   "(scripts/make_ani1x_spread.py), its last starts held out with the last chain")
     f.add_argument("--jumps", type=float, nargs="*", default=[20.0, 100.0, 500.0])
     f.add_argument("--predict-frames", type=int, default=150)
     f.add_argument("--ship", action="store_true")
@@ -290,6 +311,7 @@ def main():
     r.add_argument("--jumps-per-round", type=int, default=400)
     r.add_argument("--chains", type=int, default=8)
     r.add_argument("--learn-from", default="proposals", choices=("proposals", "accepted"))
+    r.add_argument("--spread", action="store_true", help="start from fit-FAMILY-spread, with spread.npz's frames")
     r.add_argument("--jumps", type=float, nargs="*", default=[100.0, 500.0, 1000.0])
     r.add_argument("--predict-frames", type=int, default=150)
     r.add_argument("--ship", action="store_true")
