@@ -110,3 +110,22 @@ def test_cli_reweight_arm_parses_and_bad_ones_are_refused_before_any_work(refere
     assert main(common + ["--arm", "flat=fit-amber14-obc2:reweight", "--sample-interval", "0.2",
                           "--reference-interval", "0.1", "--out", str(out)]) == 0
     assert json.loads((out / "report.json").read_text())["arms"]["flat"]["kind"] == "reweighted"
+
+
+def test_a_reweighted_arm_whose_weights_rest_on_few_samples_is_warned_about(tmp_path, caplog):
+    """amber14 + OBC2 reweighted from itself without its implicit solvent (the CustomGBForce removed, nothing in its
+    place): the solvation energy left out varies by many kT between samples, so the Kish fraction falls below
+    MIN_KISH_FRACTION and the run says so (the fitted surrogates of the demo keep about 0.2)."""
+    from openmm_forecast import build_system
+    from openmm_forecast.benchmark import MIN_KISH_FRACTION
+
+    obc2 = build_system("amber14-obc2")
+    no_solvent = mm.XmlSerializer.clone(obc2.system)
+    for index in reversed(range(no_solvent.getNumForces())):
+        if isinstance(no_solvent.getForce(index), mm.CustomGBForce):
+            no_solvent.removeForce(index)
+    arms = [BenchmarkArm("plain", obc2), BenchmarkArm("rw", obc2, reweighted_surrogate=no_solvent)]
+    report = run_benchmark(arms, str(tmp_path / "bench"), n_walkers=2, wall_seconds=3.0, progress=False,
+                           platform="Reference", slice_seconds=1.5, sample_interval=0.5 * unit.picosecond)
+    assert report["arms"]["rw"]["reweighting"]["kish_ess_fraction"] < MIN_KISH_FRACTION  # measured 0.002-0.02
+    assert any("effective fraction" in record.getMessage() and "'rw'" in record.getMessage() for record in caplog.records)
