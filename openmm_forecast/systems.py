@@ -506,9 +506,9 @@ def repartition_hydrogen_mass(system, topology, hydrogen_mass):
 def system_fingerprint(system):
     """SHA-256 hex digest of ``XmlSerializer.serialize(system)``.
 
-    Two Systems with the same fingerprint have identical forces, parameters, masses and constraints.  An
-    openmm-torch ``TorchForce`` serializes its TorchScript archive under a random top-level directory name, so
-    each embedded archive is replaced by a digest of its members' names (without that directory) and contents.
+    Two Systems with the same fingerprint have identical forces, parameters, masses and constraints, in any
+    process.  An openmm-torch ``TorchForce`` serializes its TorchScript archive with parts that change from one
+    save to the next for the same model, so each embedded archive is replaced by :func:`_archive_digest`.
     """
     xml = mm.XmlSerializer.serialize(system)
     xml = re.sub(r'encodedFileContents="([0-9a-fA-F]*)"', lambda m: f'archive="{_archive_digest(m.group(1))}"', xml)
@@ -516,12 +516,25 @@ def system_fingerprint(system):
 
 
 def _archive_digest(hex_contents):
-    """Digest of a hex-encoded zip archive that ignores its top-level directory name (and zip metadata)."""
+    """Digest of a hex-encoded TorchScript (zip) archive that is the same for every save of the same model.
+
+    What varies between saves is left out or put in a canonical form: the random top-level directory name, zip
+    metadata, the random ``.data/serialization_id``, and the order of lines in the generated code files
+    (``code/**.py``: TorchScript writes a class's ``Final`` constants in the iteration order of a set of names,
+    which depends on Python's per-process hash seed; measured with the ANI-1x module: two processes, two orders).
+    Parameters and every other member are hashed byte for byte.
+    """
     digest = hashlib.sha256()
     try:
         with zipfile.ZipFile(io.BytesIO(bytes.fromhex(hex_contents))) as archive:
             for name in sorted(archive.namelist(), key=lambda n: n.split("/", 1)[-1]):
-                digest.update(name.split("/", 1)[-1].encode() + b"\0" + hashlib.sha256(archive.read(name)).digest())
+                member = name.split("/", 1)[-1]
+                if member == ".data/serialization_id":
+                    continue
+                contents = archive.read(name)
+                if member.startswith("code/") and member.endswith(".py"):
+                    contents = b"\n".join(sorted(contents.splitlines()))
+                digest.update(member.encode() + b"\0" + hashlib.sha256(contents).digest())
     except (ValueError, zipfile.BadZipFile):  # not a zip archive: hash it as it is
         digest.update(hex_contents.encode())
     return digest.hexdigest()

@@ -178,6 +178,33 @@ def test_fingerprint_of_ml_systems_follows_the_model_not_its_serialization(tmp_p
     assert first.fingerprint() != other.fingerprint()
 
 
+def _torchscript_like_archive(directory, serialization_id, code, data):
+    """Hex of a zip laid out as TorchScript saves one (a top-level directory, code, data, a serialization id)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{directory}/.data/serialization_id", serialization_id)
+        archive.writestr(f"{directory}/code/__torch__/model.py", code)
+        archive.writestr(f"{directory}/data/0", data)
+    return buffer.getvalue().hex()
+
+
+def test_archive_digest_ignores_what_changes_between_saves_of_one_model():
+    """Measured with ANI-1x: two processes saved the same module with different serialization ids and with its
+    ``Final`` constants in different orders (Python's per-process hash seed), so resuming a checkpoint of an
+    ani1x run in a new process was refused as "a different System".  Weights and code must still count."""
+    from openmm_forecast.systems import _archive_digest
+
+    code = "class Model(Module):\n  out_dim : Final[int] = 384\n  radial_len : Final[int] = 64\n"
+    reordered = "class Model(Module):\n  radial_len : Final[int] = 64\n  out_dim : Final[int] = 384\n"
+    first = _archive_digest(_torchscript_like_archive("fileAb", "0717", code, b"weights"))
+    assert _archive_digest(_torchscript_like_archive("fileCd", "9912", reordered, b"weights")) == first
+    assert _archive_digest(_torchscript_like_archive("fileAb", "0717", code, b"other weights")) != first
+    assert _archive_digest(_torchscript_like_archive("fileAb", "0717", code.replace("384", "385"), b"weights")) != first
+
+
 def test_com_velocity_removal_zeroes_momentum_and_keeps_relative_motion(rng):
     masses = rng.uniform(1.0, 16.0, 22)
     velocities = rng.normal(size=(22, 3)) + np.array([0.3, -1.0, 2.0])  # drifting as a whole
