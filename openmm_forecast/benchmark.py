@@ -112,15 +112,20 @@ REQUIRED_ARM_KEYS = ("kind", "simulated_ns", "wall_seconds", "ns_per_day", "js_t
                      "transitions", "mean_temperature_K", "time_to_bar")
 """Keys every arm of a report (``report['arms'][name]``) has."""
 
-SHIPPED_REFERENCES = {"amber14-vacuum": "reference", "amber14-obc2": "reference/amber14-obc2"}
+SHIPPED_REFERENCES = {"amber14-vacuum": "reference", "amber14-obc2": "reference/amber14-obc2",
+                      "ani1x": "reference/ani1x-chain"}
 """Reference of each setup shipped in ``openmm_forecast/resources`` (key: :func:`reference_key`; provenance in
-``resources/reference/README.md``).  All are plain MD at 300 K, LangevinMiddleIntegrator, 2 fs, HBonds."""
+``resources/reference/README.md``), all at 300 K.  amber14: plain MD, LangevinMiddleIntegrator, 2 fs, HBonds;
+ani1x: exact generalised-HMC chains (``scripts/make_chain_reference.py``), because plain ANI-1x MD reaches
+nanoseconds only in hours."""
 
 SHIPPED_REFERENCE_TEMPERATURE_K = 300.0
 
-SHIPPED_POPULATIONS = {"amber14-obc2": "reference/amber14-obc2-metad/summary.json"}
-"""Converged basin populations shipped per :func:`reference_key` (OpenMM metadynamics, then sampling under the
-frozen bias, reweighted: ``scripts/make_metad_reference.py``; provenance in ``resources/reference/README.md``)."""
+SHIPPED_POPULATIONS = {"amber14-obc2": "reference/amber14-obc2-metad/summary.json",
+                       "ani1x": "reference/ani1x-chain/summary.json"}
+"""Converged basin populations shipped per :func:`reference_key` (amber14-obc2: OpenMM metadynamics, then
+sampling under the frozen bias, reweighted: ``scripts/make_metad_reference.py``; ani1x: exact generalised-HMC
+chains, ``scripts/make_chain_reference.py``; provenance in ``resources/reference/README.md``)."""
 
 ENGINES = ("python", "plugin")
 """What drives a hybrid arm's jumps: the Python driver (:class:`~openmm_forecast.walkers.ForecastWalkers`, batched
@@ -239,7 +244,9 @@ def reference_populations(molecular_system):
     -------
     dict or None
         ``{basin: {"population", "standard_error", "interval"}}`` (the mean of the independent seeds; its standard
-        error from their 95 % block-bootstrap intervals, combined; the interval spanning theirs) and ``"source"``.
+        error from their 95 % block-bootstrap intervals, combined; the interval spanning theirs) of every basin
+        some seed visited (a basin none visited is left out: its population is unknown), ``"source"`` and
+        ``"method"`` (how it was sampled, for plots).
     """
     key = reference_key(molecular_system)
     temperature_K = molecular_system.temperature.value_in_unit(unit.kelvin)
@@ -253,8 +260,11 @@ def reference_populations(molecular_system):
     with open(path) as handle:
         summary = json.load(handle)
     seeds = list(summary["per_seed"].values())
-    result = {"source": os.path.relpath(path, resource_path(""))}
+    result = {"source": os.path.relpath(path, resource_path("")),
+              "method": summary.get("label", "metadynamics, reweighted")}
     for basin, population in summary["pooled_mean_of_seeds"].items():
+        if all(seed[basin]["population"] == 0 for seed in seeds):  # never visited: unknown, not zero
+            continue
         intervals = np.array([seed[basin]["interval_95"] for seed in seeds])
         error = float(np.sqrt(np.sum(((intervals[:, 1] - intervals[:, 0]) / 3.92) ** 2)) / len(seeds))
         result[basin] = {"population": population, "standard_error": error,
@@ -286,7 +296,7 @@ def _populations_against(summary, populations):
     standard error from its effective samples, combined with the reference's)."""
     result = {}
     for name, reference in populations.items():
-        if name == "source" or name not in summary["basins"] or summary["efficiency"] is None:
+        if name in ("source", "method") or name not in summary["basins"] or summary["efficiency"] is None:
             continue
         if name not in summary["efficiency"]:
             continue
@@ -1457,7 +1467,9 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     panels = {} if pooled_reference is None else {
         f"reference ({len(pooled_reference) * reference_interval_ps / 1000:g} ns)": pooled_reference}
     if populations is not None:
-        panels["converged reference (metadynamics, reweighted)"] = reference_frames(populations["source"])
+        directory = os.path.dirname(resource_path(populations["source"]))
+        if runs is None or directory != os.path.abspath(reference_path):  # ani1x: one set of frames serves both
+            panels[f"converged reference ({populations['method']})"] = reference_frames(populations["source"])
     residues = [pair.label for pair in backbone_torsion_pairs(topology)]
     for name, summary in summaries.items():
         for r, residue in enumerate(residues):

@@ -158,7 +158,7 @@ def summarize(directory, block_ps, n_boot=1000):
         stacked = np.concatenate(group)
         return np.histogram2d(stacked[:, 0], stacked[:, 1], bins=[edges, edges])[0]
 
-    summary = {"method": __doc__.split("\n\n")[0], "settings": json.load(open(os.path.join(directory,
+    summary = {"method": __doc__.split("\n\n")[0], "label": "exact ghmc chains", "settings": json.load(open(os.path.join(directory,
                                                                                           "progress.json"))),
                "block_ps": block_ps, "statistical_inefficiency_ps": correlation,
                "per_seed": per_seed, "pooled_mean_of_seeds": pooled,

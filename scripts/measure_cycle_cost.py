@@ -1,10 +1,11 @@
 """Cost of one ghmc cycle against the existing Metropolis cycle and against its limit (issue 17, item 1).
 
-Target: ``amber14-obc2`` alanine dipeptide on the CPU platform (``Threads=1``, the process pinned to one core
+Target (default; ``--setup``, ``--surrogate`` and ``--jump-fs`` choose others, e.g. ``--setup ani1x --surrogate
+fit-ani1x --jump-fs 500 --no-torch`` for the ML regime): ``amber14-obc2`` alanine dipeptide on the CPU platform (``Threads=1``, the process pinned to one core
 before any Context exists) and on the Reference platform; proposal: the shipped learned surrogate
 ``fit-amber14-obc2`` (velocity Verlet at 2 fs on the Reference platform), jumps of 498 fs (249 steps).
 Both cycles run in the same process, interleaved, and are driven as the benchmark drives them
-(``step(500)`` per 1 ps sample): ghmc (``acceptance='ghmc'``) and Metropolis with one Langevin step of
+(``step`` of 1 ps per sample): ghmc (``acceptance='ghmc'``) and Metropolis with one Langevin step of
 the target per cycle (``segment_steps=1, jumps_per_cycle=1``).
 
 The limit is one target energy plus the jump's surrogate steps, both timed inside the runs: every
@@ -35,6 +36,9 @@ def parse_args():
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each arm (default 2)")
     parser.add_argument("--platforms", nargs="+", default=["CPU", "Reference"])
     parser.add_argument("--no-torch", action="store_true", help="skip the TorchForce energy-only comparison")
+    parser.add_argument("--setup", default="amber14-obc2", help="the target (default amber14-obc2)")
+    parser.add_argument("--surrogate", default="fit-amber14-obc2", help="the proposal's surrogate (default fit-amber14-obc2)")
+    parser.add_argument("--jump-fs", type=float, default=498.0, help="jump length in fs (default 498)")
     return parser.parse_args()
 
 
@@ -83,7 +87,7 @@ class TimedContext:
         return getattr(self.context, name)
 
 
-def run_arm(accelerator, picoseconds):
+def run_arm(accelerator, picoseconds, steps_per_ps):
     """Wall seconds, jumps, acceptance, the accelerator's time split and the target's evaluations (count, s)."""
     from openmm_forecast.accelerator import AcceleratorStats
 
@@ -92,7 +96,7 @@ def run_arm(accelerator, picoseconds):
     start = time.perf_counter()
     try:
         for _ in range(picoseconds):
-            accelerator.step(500)
+            accelerator.step(steps_per_ps)
     finally:
         wall = time.perf_counter() - start
         accelerator.simulation.context = timed.context
@@ -108,10 +112,13 @@ def main():
     import openmm_forecast  # noqa: F401  (torch before openmm)
     from openmm_forecast import ForecastAccelerator, SurrogateForecaster, build_system
 
-    system = build_system("amber14-obc2")
-    surrogate = SurrogateForecaster(system, stride_ps=0.498, max_frames=1, surrogate="fit-amber14-obc2")
-    print(f"pinned to core {args.core}; OPENMM_CPU_THREADS={os.environ['OPENMM_CPU_THREADS']}; "
-          f"surrogate {surrogate.steps_per_stride} steps of 2 fs per jump on Reference")
+    from openmm import unit
+
+    system = build_system(args.setup)
+    steps_per_ps = int(round(1.0 / system.timestep.value_in_unit(unit.picosecond)))
+    surrogate = SurrogateForecaster(system, stride_ps=args.jump_fs / 1000.0, max_frames=1, surrogate=args.surrogate)
+    print(f"{args.setup}, surrogate {args.surrogate}; pinned to core {args.core}; "
+          f"OPENMM_CPU_THREADS={os.environ['OPENMM_CPU_THREADS']}; {surrogate.steps_per_stride} surrogate steps per jump")
     rows = []
     for platform in args.platforms:
         arms = {}
@@ -120,7 +127,7 @@ def main():
             simulation = system.create_simulation(platform=platform, seed=7)
             accelerator = ForecastAccelerator(simulation, surrogate, molecular_system=system, seed=7, progress=False,
                                               **options)
-            accelerator.step(500 * 10)  # warm-up
+            accelerator.step(steps_per_ps * 10)  # warm-up
             arms[name] = accelerator
         context = arms["ghmc"].simulation.context
         threads = context.getPlatform().getPropertyValue(context, "Threads") if platform == "CPU" else "-"
@@ -130,7 +137,7 @@ def main():
         results = {name: [] for name in arms}
         for _ in range(args.repeats):
             for name, accelerator in arms.items():
-                results[name].append(run_arm(accelerator, args.picoseconds))
+                results[name].append(run_arm(accelerator, args.picoseconds, steps_per_ps))
         for name, runs in results.items():
             for wall, jumps, acceptance, split, evaluations, evaluation_s in runs:
                 per_jump = 1e3 * wall / jumps

@@ -514,6 +514,45 @@ def test_a_measured_benchmark_names_platform_threads_pinning_and_the_baseline_sp
         assert os.sched_getaffinity(0) == before
 
 
+def test_ani1x_reference_is_shipped_chains_with_populations_and_frames_for_js():
+    """ANI-1x's reference (exact ghmc chains, scripts/make_chain_reference.py): independent chains of equal length
+    whose angles are both the JS reference and the populations' frames (unweighted), and whose summary's
+    populations are those of the frames."""
+    from openmm_forecast.analysis import BASINS, assign_basins
+    from openmm_forecast.benchmark import reference_frames, reference_populations
+
+    system = build_system("ani1x")
+    populations = reference_populations(system)
+    assert populations["method"] == "exact ghmc chains"
+    runs, _ = load_reference_runs(default_reference_path(system))
+    assert len(runs) >= 2 and len({len(run) for run in runs}) == 1
+    phi_psi, weights = reference_frames(populations["source"])
+    assert np.allclose(weights, weights[0]) and len(phi_psi) == sum(len(run) for run in runs)
+    labels = assign_basins(phi_psi)
+    for index, basin in enumerate(BASINS):
+        if not np.any(labels == index):  # a basin no chain visited has no population (unknown, not zero)
+            assert basin.name not in populations
+            continue
+        assert np.mean(labels == index) == pytest.approx(populations[basin.name]["population"], abs=1e-6)
+        assert populations[basin.name]["standard_error"] > 0
+    assert populations["beta"]["population"] > 0.5  # C5/C7eq: ANI-1x's own chains start and mostly stay there
+
+
+def test_a_basin_no_reference_seed_visited_has_no_reference_population(tmp_path, monkeypatch):
+    """Zero frames in a basin in every seed means its population is unknown, not zero with no error (which would
+    make every arm that finds the basin 'off the reference')."""
+    import openmm_forecast.benchmark as benchmark
+
+    seed = {"beta": {"population": 0.9, "interval_95": [0.85, 0.95]},
+            "alpha_L": {"population": 0.0, "interval_95": [0.0, 0.0]}}
+    summary = {"per_seed": {"seed1": seed, "seed2": seed}, "pooled_mean_of_seeds": {"beta": 0.9, "alpha_L": 0.0}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setitem(benchmark.SHIPPED_POPULATIONS, "amber14-vacuum", str(tmp_path / "summary.json"))
+    populations = benchmark.reference_populations(build_system("amber14-vacuum"))
+    assert "alpha_L" not in populations and populations["beta"]["population"] == 0.9
+    assert populations["beta"]["standard_error"] > 0
+
+
 def test_obc2_has_converged_reference_populations_and_arms_get_z_scores():
     """The shipped metadynamics reference: two seeds, populations summing to 1, alpha_L a few percent; an arm's
     z-score is its difference from the reference over the combined standard error."""
@@ -522,7 +561,8 @@ def test_obc2_has_converged_reference_populations_and_arms_get_z_scores():
 
     populations = reference_populations(build_system("amber14-obc2"))
     assert populations["source"].endswith("summary.json")
-    basins = {name: value for name, value in populations.items() if name != "source"}
+    assert populations["method"] == "metadynamics, reweighted"
+    basins = {name: value for name, value in populations.items() if name not in ("source", "method")}
     assert sum(value["population"] for value in basins.values()) == pytest.approx(1.0)
     assert 0.005 < basins["alpha_L"]["population"] < 0.05 and basins["alpha_L"]["standard_error"] > 0
     # the reweighted frames behind the plot give the same populations (each seed weighs the same)
