@@ -121,6 +121,10 @@ nanoseconds only in hours."""
 
 SHIPPED_REFERENCE_TEMPERATURE_K = 300.0
 
+CHAIN_REFERENCES = ("ani1x",)
+"""Keys of :data:`SHIPPED_REFERENCES` whose runs are Markov chains, not plain MD: their frames give the distribution
+(JS, populations) but not plain MD's time course, so no plain-MD time or noise is estimated from them."""
+
 SHIPPED_POPULATIONS = {"amber14-obc2": "reference/amber14-obc2-metad/summary.json",
                        "ani1x": "reference/ani1x-chain/summary.json"}
 """Converged basin populations shipped per :func:`reference_key` (amber14-obc2: OpenMM metadynamics, then
@@ -309,25 +313,37 @@ def _populations_against(summary, populations):
     return result
 
 
+def _shipped_key(reference_path):
+    """The :data:`SHIPPED_REFERENCES` key of a reference path, or None for a user's own reference."""
+    path = os.path.abspath(reference_path)
+    keys = [key for key in SHIPPED_REFERENCES if os.path.abspath(resource_path(SHIPPED_REFERENCES[key])) == path]
+    return keys[0] if keys else None
+
+
+def reference_is_plain_md(reference_path):
+    """True unless ``reference_path`` is a shipped reference made of chains (:data:`CHAIN_REFERENCES`); a user's
+    own reference is plain MD, as ``--reference`` documents."""
+    return _shipped_key(reference_path) not in CHAIN_REFERENCES
+
+
 def _reference_mismatch(molecular_system, reference_path):
     """A note when a shipped reference was sampled under other conditions than ``molecular_system`` (else None).
 
     Only the shipped references have known conditions (:data:`SHIPPED_REFERENCES`: potential and 300 K); of a
     user's own reference nothing is known, so nothing is compared.
     """
-    path = os.path.abspath(reference_path)
-    keys = [key for key in SHIPPED_REFERENCES if os.path.abspath(resource_path(SHIPPED_REFERENCES[key])) == path]
-    if not keys:
+    key = _shipped_key(reference_path)
+    if key is None:
         return None
     differences = []
-    if reference_key(molecular_system) != keys[0]:
-        differences.append(f"potential (setup {molecular_system.setup!r}, reference {keys[0]!r})")
+    if reference_key(molecular_system) != key:
+        differences.append(f"potential (setup {molecular_system.setup!r}, reference {key!r})")
     temperature_K = molecular_system.temperature.value_in_unit(unit.kelvin)
     if abs(temperature_K - SHIPPED_REFERENCE_TEMPERATURE_K) > 1e-6:
         differences.append(f"temperature {temperature_K:g} K")
     if not differences:
         return None
-    return (f"this run differs from the shipped reference ({keys[0]}, {SHIPPED_REFERENCE_TEMPERATURE_K:g} K) in "
+    return (f"this run differs from the shipped reference ({key}, {SHIPPED_REFERENCE_TEMPERATURE_K:g} K) in "
             f"{', '.join(differences)}: its JS also measures that difference, and the times to JS compare the arms "
             "against another ensemble's distribution")
 
@@ -1415,7 +1431,8 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
         if weights[arm.name] is not None:  # the phi/psi of a reweighted arm are its biased samples
             np.save(os.path.join(out, f"{arm.name}_weights.npy"), weights[arm.name])
 
-    bar = _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps)
+    plain_md = runs is not None and reference_is_plain_md(reference_path)
+    bar = _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps, plain_md)
     populations = reference_populations(system)
     if populations is not None:
         for summary in summaries.values():
@@ -1428,6 +1445,7 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
             "path": os.path.abspath(reference_path), "files": files, "frames": int(len(pooled_reference)),
             "frame_interval_ps": reference_interval_ps, "js_between_runs": noise,
             "window_js_curve": {"frames": frame_curve[0].tolist(), "mean_js": frame_curve[1].tolist()},
+            "plain_md": plain_md,
         }
         note = _reference_mismatch(system, reference_path)
         if note:
@@ -1486,8 +1504,11 @@ def run_benchmark(arms, out, *, n_walkers=8, wall_seconds=60.0, reference=None, 
     return report
 
 
-def _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps):
-    """Add time to the bar, speed-ups and plain-MD noise to every arm's summary; return the bar's description."""
+def _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, reference_interval_ps, plain_md=True):
+    """Add time to the bar, speed-ups and plain-MD noise to every arm's summary; return the bar's description.
+
+    ``plain_md`` False (a chain reference, :data:`CHAIN_REFERENCES`): the reference runs say nothing of plain MD's
+    time course, so no time is estimated from them and no plain-MD noise is given."""
     baseline = summaries[arms[0].name]
     for summary in summaries.values():
         summary["speedup_ns_per_day"] = summary["ns_per_day"] / baseline["ns_per_day"]
@@ -1500,7 +1521,7 @@ def _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, r
                "description": f"the JS the baseline arm {arms[0].name!r} reaches at the end of its budget"}
     else:
         bar = {"value": float(js_bar), "rule": "fixed", "description": f"fixed JS {js_bar:g}"}
-    frame_curve = reference_window_curve(runs)
+    frame_curve = reference_window_curve(runs) if plain_md else None
     base_name = arms[0].name
     base_wall = samples[base_name].wall_s
     baseline["time_to_bar"] = time_to_js(bar["value"], curves[base_name], base_wall, baseline["ns_per_day"],
@@ -1520,7 +1541,8 @@ def _compare_arms(arms, summaries, curves, samples, runs, js_bar, interval_ps, r
         summary["speedup_time_to_bar"] = base_time / arm_time if base_time is not None and arm_time else None
         if arm_time is None and base_time is not None:
             summary["speedup_time_to_bar_at_most"] = base_time / summary["wall_seconds"]
-        noise = plain_noise_js(runs, summary["walkers"], summary["samples_per_walker"]) if same_interval else None
+        noise = (plain_noise_js(runs, summary["walkers"], summary["samples_per_walker"])
+                 if same_interval and plain_md else None)
         summary["plain_noise_same_length"] = noise
         if noise is not None:
             summary["js_within_plain_noise"] = bool(summary["js_to_reference"] <= noise["held_out"]["p95"])

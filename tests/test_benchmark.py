@@ -161,6 +161,7 @@ def test_tiny_benchmark_of_three_arms_writes_a_complete_consistent_report(vacuum
         assert arm["platform"].startswith("Reference") and arm["platform_choice"]["by"] == "given"
         assert arm["platform_configuration"]["name"] == "Reference"
     assert len(on_disk["reference"]["files"]) == 2 and on_disk["reference"]["frames"] == 8000
+    assert on_disk["reference"]["plain_md"] is True  # a user's reference is plain MD (--reference says so)
     # The saved phi/psi reproduce the reported JS.
     hybrid_phi_psi = np.load(out / "verlet-tolerance_phipsi.npy")
     assert hybrid_phi_psi.shape == (2, hybrid["samples_per_walker"], 2)
@@ -170,6 +171,27 @@ def test_tiny_benchmark_of_three_arms_writes_a_complete_consistent_report(vacuum
     assert hybrid["plain_noise_same_length"]["frames_per_walker"] == hybrid["samples_per_walker"]
     summary = format_summary(report)
     assert "winner:" in summary and "hmr: plain MD 4 fs, H 1.5 amu" in summary
+
+
+def test_a_chain_reference_gives_js_but_no_plain_md_times_or_noise(vacuum_system, reference_dir, tmp_path,
+                                                                    monkeypatch):
+    """ANI-1x's reference is exact chains: their frames say nothing of how fast plain MD converges, so no arm's time
+    to a JS is estimated from them and no plain-MD noise is quoted (both are for plain-MD references)."""
+    import openmm_forecast.benchmark as benchmark
+
+    monkeypatch.setitem(benchmark.SHIPPED_REFERENCES, "amber14-vacuum", str(reference_dir))
+    monkeypatch.setattr(benchmark, "CHAIN_REFERENCES", ("amber14-vacuum",))
+    assert not benchmark.reference_is_plain_md(str(reference_dir))
+    arms = [BenchmarkArm("plain", vacuum_system),
+            BenchmarkArm("verlet", vacuum_system, "verlet", {"stride_ps": 0.01, "max_frames": 4})]
+    report = run_benchmark(arms, str(tmp_path / "bench"), n_walkers=1, wall_seconds=0.5, reference=str(reference_dir),
+                           progress=False, platform="Reference", sample_interval=0.1 * unit.picosecond,
+                           reference_interval=0.1 * unit.picosecond)
+    assert report["reference"]["plain_md"] is False
+    for arm in report["arms"].values():
+        assert np.isfinite(arm["js_to_reference"]) and arm["plain_noise_same_length"] is None
+        assert not arm["time_to_bar"]["estimated"]
+    assert not report["arms"]["verlet"]["time_to_js"]["estimated"]
 
 
 def test_a_benchmark_without_reference_measures_speed_only(vacuum_system, tmp_path):
