@@ -107,12 +107,10 @@ def run(args):
 
 
 def _populations(phi_psi):
-    from openmm_forecast.analysis import BASINS, assign_basins
+    """Every basin's population, and ``other`` (:func:`openmm_forecast.analysis.basin_populations`)."""
+    from openmm_forecast.analysis import basin_populations
 
-    labels = assign_basins(phi_psi)
-    result = {basin.name: float(np.mean(labels == i)) for i, basin in enumerate(BASINS)}
-    result["other"] = float(np.mean(labels < 0))
-    return result
+    return {name: value["population"] for name, value in basin_populations(phi_psi).items()}
 
 
 def summarize(directory, block_ps, n_boot=1000):
@@ -158,8 +156,9 @@ def summarize(directory, block_ps, n_boot=1000):
         stacked = np.concatenate(group)
         return np.histogram2d(stacked[:, 0], stacked[:, 1], bins=[edges, edges])[0]
 
-    summary = {"method": __doc__.split("\n\n")[0], "label": "exact ghmc chains", "settings": json.load(open(os.path.join(directory,
-                                                                                          "progress.json"))),
+    with open(os.path.join(directory, "progress.json")) as handle:
+        settings = json.load(handle)
+    summary = {"method": __doc__.split("\n\n")[0], "label": "exact ghmc chains", "settings": settings,
                "block_ps": block_ps, "statistical_inefficiency_ps": correlation,
                "per_seed": per_seed, "pooled_mean_of_seeds": pooled,
                "spread_between_seeds": {b: float(np.std([per_seed[s][b]["population"] for s in seeds], ddof=1))

@@ -127,13 +127,10 @@ def run_seed(args, seed):
 
 
 def weighted_populations(phi_psi, weights):
-    from openmm_forecast.analysis import BASINS, assign_basins
+    """Every basin's weighted population, and ``other`` (:func:`openmm_forecast.analysis.basin_populations`)."""
+    from openmm_forecast.analysis import basin_populations
 
-    labels = assign_basins(phi_psi)
-    total = weights.sum()
-    result = {basin.name: float(weights[labels == i].sum() / total) for i, basin in enumerate(BASINS)}
-    result["other"] = float(weights[labels < 0].sum() / total)
-    return result
+    return {name: value["population"] for name, value in basin_populations(phi_psi, weights=weights).items()}
 
 
 def summarize(directory, block_ps=100.0, n_boot=1000):
