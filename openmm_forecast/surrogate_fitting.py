@@ -368,6 +368,13 @@ RIDGE_GRID = tuple(10.0 ** np.arange(-9, 1))
 """Ridge strengths tried for the bonded and torsion coefficients (relative to the diagonal of the normal
 matrix); the held-out loss picks one, with one of :data:`CHARGE_RIDGE_GRID` for the charges."""
 
+TORSION_RIDGE_TOLERANCE = 0.01
+"""The torsions' own ridge is the strongest of :data:`RIDGE_GRID` whose held-out loss is within this fraction of
+the least: Fourier terms on the torsions that share a bond are nearly collinear over thermal states, and the
+least-squares optimum can pair huge amplitudes that cancel there and not a few degrees away (``fit-ani1x`` before
+this rule: 174 terms summing to ~25,000 kJ/mol, whose Verlet dynamics diverged within 16 fs from some states).
+A 1 % loss is about 0.5 % of the energy spread, no measurable acceptance."""
+
 CHARGE_RIDGE_GRID = tuple(10.0 ** np.arange(-6, 3, 2))
 """Ridge strengths tried for the charges: a strong one keeps amber's charges where moving them does not pay
 on held-out frames (charges that absorb a many-body energy can pull atoms together outside the sampled range)."""
@@ -652,7 +659,8 @@ class _Moments:
 
 def fit_surrogate(target, positions, energies, forces, base_system, *, family="amber", iterations=10,
                   sigma_nm=0.01, validation_fraction=0.2, max_excess_kT=100.0, chunk_frames=64,
-                  predict_jumps=(), predict_frames=200, seed=0, platform="Reference", progress=False):
+                  predict_jumps=(), predict_frames=200, seed=0, platform="Reference", progress=False,
+                  torsion_ridge_tolerance=TORSION_RIDGE_TOLERANCE):
     """Fit a surrogate System to a target's energies and forces (see the module docstring).
 
     The surrogate's energy is linear in its coefficients except for the charges, so each round is a
@@ -705,6 +713,10 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
         go to the Context).
     progress : bool
         Show a progress bar (rounds and chunks).
+    torsion_ridge_tolerance : float
+        The torsions' own ridge is the strongest whose held-out loss exceeds the least found by the search of
+        the other ridges by at most this fraction (see :data:`TORSION_RIDGE_TOLERANCE`); with 0, the strongest
+        that does not raise it.
 
     Returns
     -------
@@ -713,7 +725,7 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
     report : dict
         Settings; before/after ``energy_std`` (kJ/mol), ``force_rmse`` (kJ/mol/nm, projected) and
         ``long_jump_acceptance`` on the training and validation frames; ``history`` (per round: ridge
-        strength, losses); ``predicted_acceptance`` (per jump length in fs, see :func:`predict_acceptance`);
+        strengths, ``least_validation_loss`` of the search before the torsions' ridge, losses); ``predicted_acceptance`` (per jump length in fs, see :func:`predict_acceptance`);
         ``fit_seconds``.
 
     Raises
@@ -789,6 +801,8 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
     is_charge[charge_block] = True
     is_rbf = np.zeros(terms.n_parameters, dtype=bool)
     is_rbf[slice(*terms.blocks["rbf"])] = True
+    is_torsion = np.zeros(terms.n_parameters, dtype=bool)
+    is_torsion[slice(*terms.blocks["torsion"])] = True
     prior = terms.theta0.copy()
     history, before, best, previous = [], None, None, None
     bar = tqdm(total=(iterations + 1) * len(positions), desc="fit surrogate", unit="frame", disable=not progress)
@@ -813,26 +827,38 @@ def fit_surrogate(target, positions, energies, forces, base_system, *, family="a
         a, b, c = m["train"].quadratic(kT, sigma_nm)
         prior[charge_block] = (terms.amber.charge0 - charges).numpy()  # the ridge pulls toward the base charges
         scale = np.maximum(np.diag(a), 1e-12 * np.diag(a).max())
-        def solve(ridge, charge_ridge, rbf_ridge):
-            penalty = scale * np.where(is_charge, charge_ridge, np.where(is_rbf, rbf_ridge, ridge))
+        def solve(ridge, charge_ridge, rbf_ridge, torsion_ridge=None):
+            strength = np.where(is_charge, charge_ridge, np.where(is_rbf, rbf_ridge, ridge))
+            if torsion_ridge is not None:
+                strength = np.where(is_torsion, torsion_ridge, strength)
+            penalty = scale * strength
             try:
                 # torch's solver: numpy's multithreaded BLAS was 5x slower on a loaded 2-core machine
                 theta = torch.linalg.solve(torch.as_tensor(a + np.diag(penalty)),
                                            torch.as_tensor(b + penalty * prior)).numpy()
             except RuntimeError:  # singular
                 return None
-            return float(theta @ av @ theta - 2 * bv @ theta + cv), (ridge, charge_ridge, rbf_ridge), theta
+            return (float(theta @ av @ theta - 2 * bv @ theta + cv),
+                    (ridge, charge_ridge, rbf_ridge, ridge if torsion_ridge is None else torsion_ridge), theta)
 
-        # coordinate search: one ridge for all, then the charges' own, then the pair correction's own
+        # coordinate search: one ridge for all, then the charges' own, then the pair correction's own (least
+        # held-out loss), then the torsions' own (the strongest within torsion_ridge_tolerance of that loss)
         candidates = [c for c in (solve(r, r, r) for r in RIDGE_GRID) if c is not None]
         ridge = min(candidates, key=lambda item: item[0])[1][0]
         candidates += [c for c in (solve(ridge, q, ridge) for q in CHARGE_RIDGE_GRID) if c is not None]
-        _, (ridge, charge_ridge, _), _ = min(candidates, key=lambda item: item[0])
+        _, (ridge, charge_ridge, _, _), _ = min(candidates, key=lambda item: item[0])
         if is_rbf.any():
             candidates += [c for c in (solve(ridge, charge_ridge, r) for r in RIDGE_GRID) if c is not None]
-        loss, (ridge, charge_ridge, rbf_ridge), theta = min(candidates, key=lambda item: item[0])
+        best_candidate = min(candidates, key=lambda item: item[0])
+        ridge, charge_ridge, rbf_ridge, _ = best_candidate[1]
+        bar_loss = best_candidate[0] + torsion_ridge_tolerance * abs(best_candidate[0])
+        within = [c for c in (solve(ridge, charge_ridge, rbf_ridge, t) for t in RIDGE_GRID if t >= ridge)
+                  if c is not None and c[0] <= bar_loss]
+        loss, (ridge, charge_ridge, rbf_ridge, torsion_ridge), theta = max(
+            within, key=lambda item: item[1][3]) if within else best_candidate
         history.append({"round": round_index, "ridge": ridge, "charge_ridge": charge_ridge,
-                        **({"rbf_ridge": rbf_ridge} if is_rbf.any() else {}), "validation_loss": loss,
+                        **({"rbf_ridge": rbf_ridge} if is_rbf.any() else {}), "torsion_ridge": torsion_ridge,
+                        "least_validation_loss": best_candidate[0], "validation_loss": loss,
                         "train_loss": float(theta @ a @ theta - 2 * b @ theta + c),
                         **{f"validation_{k}": v for k, v in m["validation"].parts(theta).items()}})
         bar.set_postfix(dU_std=f"{history[-1]['validation_energy_std']:.2f}")

@@ -165,11 +165,42 @@ def _perturbed_target(vacuum_system):
 
 
 @pytest.fixture(scope="module")
-def fitted(vacuum_system):
+def perturbed_samples(vacuum_system):
     target = _perturbed_target(vacuum_system)
-    positions, energies, forces = sample_target(target, 240, n_chains=2, frame_interval_ps=0.02, equilibration_ps=1.0)
+    return target, sample_target(target, 240, n_chains=2, frame_interval_ps=0.02, equilibration_ps=1.0)
+
+
+@pytest.fixture(scope="module")
+def fitted(perturbed_samples, vacuum_system):
+    target, (positions, energies, forces) = perturbed_samples
     system, report = fit_surrogate(target, positions, energies, forces, vacuum_system.system, validation_fraction=0.25)
     return target, system, report
+
+
+def _torsion_amplitudes(system):
+    """Sum of |k| (kJ/mol) over the PeriodicTorsionForce terms of a System."""
+    return sum(abs(force.getTorsionParameters(t)[6].value_in_unit(unit.kilojoule_per_mole))
+               for force in system.getForces() if isinstance(force, mm.PeriodicTorsionForce)
+               for t in range(force.getNumTorsions()))
+
+
+def test_torsion_ridge_is_the_strongest_within_its_tolerance_of_the_least_held_out_loss(perturbed_samples,
+                                                                                        vacuum_system):
+    """Tolerance 0 picks the strongest torsion ridge that does not raise the held-out loss of the other ridges'
+    search; a tolerance picks one at least as strong, whose held-out loss is within it of that least (one round
+    from the same frames: the same search), and the torsion amplitudes it writes are no larger (a ridge toward
+    amber's torsions shrinks them)."""
+    target, (positions, energies, forces) = perturbed_samples
+    runs = {tolerance: fit_surrogate(target, positions, energies, forces, vacuum_system.system, iterations=1,
+                                     validation_fraction=0.25, torsion_ridge_tolerance=tolerance)
+            for tolerance in (0.0, 0.05)}
+    least, loose = runs[0.0][1]["history"][0], runs[0.05][1]["history"][0]
+    assert (loose["ridge"], loose["charge_ridge"]) == (least["ridge"], least["charge_ridge"])
+    assert loose["least_validation_loss"] == least["least_validation_loss"]
+    assert least["torsion_ridge"] >= least["ridge"] and least["validation_loss"] <= least["least_validation_loss"]
+    assert loose["torsion_ridge"] >= least["torsion_ridge"]
+    assert least["validation_loss"] <= loose["validation_loss"] <= 1.05 * loose["least_validation_loss"]
+    assert _torsion_amplitudes(runs[0.05][0]) <= _torsion_amplitudes(runs[0.0][0]) * (1 + 1e-9)
 
 
 def test_fit_to_a_perturbed_amber_recovers_what_the_guard_needs(fitted):
