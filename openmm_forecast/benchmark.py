@@ -1578,7 +1578,7 @@ def _compare_efficiency(arms, summaries, observable):
         "per": "wall-clock second of the arm (all its walkers); per CPU second in each arm's efficiency",
         "confidence": next(iter(per_arm.values())).confidence if per_arm else None,
         "ess_per_second": {name: {"value": e.ess_per_second, "interval": e.interval and list(e.interval),
-                                  "population_z": z[name], "off_reference": name in off}
+                                  "at_bound": e.at_bound, "population_z": z[name], "off_reference": name in off}
                            for name, e in per_arm.items()},
         "against": {name: {other: compare(e, per_arm[other]) for other in plain if other != name}
                     for name, e in per_arm.items()},
@@ -1710,6 +1710,8 @@ def format_efficiency(report):
     for name, value in section["ess_per_second"].items():
         interval = value["interval"]
         line = f"  {name}: {value['value']:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+        if value.get("at_bound"):
+            line += " (at most: every sample counted independent, no spread across walkers)"
         if value.get("off_reference"):
             line += f" (OFF the converged population, z {value['population_z']:+.1f}: not a candidate)"
         for other, ratio in section["against"][name].items():

@@ -151,13 +151,24 @@ class Efficiency:
         return self.ess / self.seconds
 
     @property
+    def at_bound(self):
+        """True when ``g`` (unweighted, observable changed, several walkers) sits at its floor 1: every sample
+        counted independent, as for an indicator whose few changes were isolated blips.  The ESS, all the
+        samples, is then an upper bound (``g >= 1``), and the jackknife sees no spread (every subset sits at the
+        floor too): its interval would have zero width."""
+        return bool(self.varied and not self.weighted and len(self.jackknife_ess) >= 2
+                    and self.inefficiency <= 1.0 + 1e-12)
+
+    @property
     def interval(self):
-        """(low, high) of the ESS per second; None with one walker or an observable that never changed.  The low
-        end is clipped at 0."""
+        """(low, high) of the ESS per second; None with one walker or an observable that never changed; ``(0,
+        ESS per second)`` when :attr:`at_bound` (an upper bound).  The low end is clipped at 0."""
         values = np.asarray(self.jackknife_ess, dtype=float)
         n = len(values)
         if n < 2 or not self.varied:
             return None
+        if self.at_bound:
+            return (0.0, self.ess_per_second)
         error = np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2))
         half = _t_quantile(self.confidence, n - 1) * error
         return (max(0.0, (self.ess - half) / self.seconds), (self.ess + half) / self.seconds)
@@ -180,7 +191,7 @@ class Efficiency:
         return {"observable": self.observable, "mean": self.mean, "standard_error": self.standard_error,
                 "samples": self.samples, "statistical_inefficiency": self.inefficiency, "ess": self.ess,
                 "ess_per_second": self.ess_per_second, "interval": None if interval is None else list(interval),
-                "confidence": self.confidence, "seconds": self.seconds, "varied": self.varied,
+                "confidence": self.confidence, "seconds": self.seconds, "varied": self.varied, "at_bound": self.at_bound,
                 "weighted": self.weighted, "jackknife_ess": [float(e) for e in self.jackknife_ess]}
 
 

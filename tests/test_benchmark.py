@@ -411,6 +411,9 @@ def test_demo_arms_and_settings_per_setup():
     assert (args.max_frames, args.sample_interval, args.segment_steps) == (1, 2.0, None)
     args = _demo_args(["--no-hmr", "--sample-interval", "4"])
     assert demo_arms(args) == ["plain", *ghmc] and args.sample_interval == 4.0
+    args = _demo_args(["--setup", "ani1x"])
+    assert demo_arms(args) == ["plain", "hmr", "fitted=fit-ani1x:ghmc@500"]
+    assert (args.max_frames, args.sample_interval) == (1, 0.5)  # one 500 fs jump per sample
     args = _demo_args(["--setup", "amber14-vacuum"])
     assert demo_arms(args) == ["plain", "ala2-amber14-vacuum:tolerance"] and args.segment_steps is None
     assert args.sample_interval == 1.0

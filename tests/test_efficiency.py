@@ -79,6 +79,28 @@ def test_walkers_stuck_in_their_basins_are_a_few_samples_not_hundreds(rng):
     assert winner({"a": constant, "b": efficiency(np.zeros((3, 50)), seconds=2.0)}) is None
 
 
+def test_isolated_blips_give_an_upper_bound_not_a_zero_width_interval(rng):
+    """An ANI-1x benchmark's HMR arm (8 walkers of 40 samples, three isolated frames outside beta in three
+    walkers): g sat at its floor 1 for every leave-one-out subset, so the jackknife interval had zero width.  At
+    g's floor the ESS is an upper bound: the interval is (0, ESS/s].  Controls: such an arm still loses to
+    one whose whole interval lies above its ESS, never wins, and a fast two-state chain keeps a two-sided
+    interval."""
+    blips = np.ones((8, 40))
+    blips[0, 10] = blips[3, 30] = blips[5, 5] = 0.0
+    floor = efficiency(blips, seconds=10.0)
+    assert floor.inefficiency == 1.0 and floor.at_bound
+    assert floor.interval == (0.0, floor.ess_per_second)
+    stretch = np.ones((8, 40))
+    stretch[2, 5:] = 0.0  # one walker leaves for good: correlated, a two-sided interval
+    assert not efficiency(stretch, seconds=10.0).at_bound
+    fast = efficiency(two_state(rng, 0.2, n_walkers=8, n_samples=1_000), seconds=10.0)
+    assert not fast.at_bound and fast.interval[0] > 0.0
+    assert compare(fast, floor)["distinct"] and compare(fast, floor)["ratio_interval"][1] is None
+    assert winner({"fast": fast, "floor": floor}) == "fast"
+    twice = efficiency(blips, seconds=5.0)  # twice the ESS per second, still only an upper bound
+    assert not compare(twice, floor)["distinct"] and winner({"twice": twice, "floor": floor}) is None
+
+
 def test_a_winner_only_outside_the_intervals(rng):
     fast = efficiency(ar1(rng, 0.5, 8, 5_000), seconds=1.0, observable="x")
     slow = efficiency(ar1(rng, 0.95, 8, 5_000), seconds=1.0, observable="x")

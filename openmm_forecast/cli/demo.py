@@ -8,8 +8,11 @@ surrogate with its phi/psi barriers lowered (``fit-amber14-obc2-lowered``, see `
 sample weighted to OBC2 by one OBC2 energy (``:reweight``), interleaved in one process.
 Reports effective samples per second of the beta basin with intervals (the winner only outside them), every
 basin's population against the converged metadynamics reference (alpha_L included), and the first arm to the
-JS bar.  ``--setup amber14-vacuum``: the shipped learned forecaster against plain MD in vacuum, where a step is
-too cheap for any jump to pay.  Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default
+JS bar.  ``--setup ani1x`` (the ML regime: ANI-1x through openmm-torch, 11 ms per step on one core): plain MD,
+HMR and the exact ``ghmc`` cycle on ``fit-ani1x`` at 500 fs, against ANI-1x's own chain reference; with
+``--wall-seconds 300`` the fitted chain won outside the intervals (17x HMR,
+docs/results/2026-12-07-ani1x-torsion-ridge).  ``--setup amber14-vacuum``: the shipped learned forecaster against
+plain MD in vacuum, where a step is too cheap for any jump to pay.  Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default
 runs/demo).
 """
 
@@ -26,6 +29,12 @@ JUMP_FS = 2000
 """Jump length of the demo's ghmc arm, fs (one jump per 2 ps sample): the learned surrogate keeps ~0.85 acceptance at
 every length from 0.1 to 10 ps."""
 
+FITTED_ANI1X = "fit-ani1x"
+"""The shipped surrogate learned from ANI-1x (``scripts/make_ani1x_surrogate.py``)."""
+
+ANI1X_JUMP_FS = 500
+"""Jump length of the ANI-1x demo's ghmc arm, fs: one ANI-1x energy per 250 surrogate steps, about equal costs."""
+
 DEMOS = {
     "amber14-obc2": {
         "arms": ["plain", HMR_ARM, f"learned={FITTED_OBC2}:ghmc@{JUMP_FS}",
@@ -34,6 +43,13 @@ DEMOS = {
         "settings": {"max_frames": 1, "sample_interval": 2.0},
         "what": "plain MD (2 fs), HMR (4 fs), the exact ghmc cycle on the surrogate learned from OBC2, and the same "
                 "surrogate with its phi/psi barriers lowered, its samples reweighted to OBC2",
+    },
+    "ani1x": {
+        "arms": ["plain", HMR_ARM, f"fitted={FITTED_ANI1X}:ghmc@{ANI1X_JUMP_FS}"],
+        # One 500 fs jump per 0.5 ps sample.
+        "settings": {"max_frames": 1, "sample_interval": 0.5},
+        "what": "plain MD (2 fs), HMR (4 fs) and the exact ghmc cycle on the surrogate learned from ANI-1x (500 fs "
+                "jumps, one ANI-1x energy each); give it --wall-seconds 300 (about 16 minutes) for intervals",
     },
     "amber14-vacuum": {
         "arms": ["plain", "ala2-amber14-vacuum:tolerance"],
@@ -55,9 +71,9 @@ def add_parser(subparsers):
         description=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--setup", default="amber14-obc2", choices=sorted(DEMOS),
-                        help="amber14-obc2 (default: where a step is expensive) or amber14-vacuum (the learned forecaster "
-                        "loses to plain MD)")
-    parser.add_argument("--no-hmr", action="store_true", help="amber14-obc2: leave out the HMR arm")
+                        help="amber14-obc2 (default: where a step is expensive), ani1x (an ML potential; pass "
+                        "--wall-seconds 300) or amber14-vacuum (the learned forecaster loses to plain MD)")
+    parser.add_argument("--no-hmr", action="store_true", help="amber14-obc2, ani1x: leave out the HMR arm")
     add_benchmark_arguments(parser, walkers=8, wall_seconds=60.0, out="runs/demo")
     add_threads_argument(parser)
     parser.set_defaults(func=run, platform=None, stride=None, max_frames=None, sample_interval=None,
