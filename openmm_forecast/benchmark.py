@@ -1711,7 +1711,7 @@ def format_efficiency(report):
         interval = value["interval"]
         line = f"  {name}: {value['value']:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
         if value.get("at_bound"):
-            line += " (at most: every sample counted independent, no spread across walkers)"
+            line += " (g at its floor: interval from the walkers' means)"
         if value.get("off_reference"):
             line += f" (OFF the converged population, z {value['population_z']:+.1f}: not a candidate)"
         for other, ratio in section["against"][name].items():

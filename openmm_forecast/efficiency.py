@@ -129,6 +129,9 @@ class Efficiency:
     weighted : bool
         True when the samples carried weights (:func:`weighted_inefficiency`); :attr:`mean` is then the weighted
         mean and :attr:`inefficiency` includes the weights' cost.
+    walker_means : list of float or None
+        The observable's mean in each walker (unweighted arms): the batch-means interval of :attr:`interval` when
+        ``g`` sits at its floor.
     """
 
     observable: str
@@ -140,6 +143,7 @@ class Efficiency:
     confidence: float = DEFAULT_CONFIDENCE
     varied: bool = True
     weighted: bool = False
+    walker_means: list = None
 
     @property
     def ess(self):
@@ -152,23 +156,37 @@ class Efficiency:
 
     @property
     def at_bound(self):
-        """True when ``g`` (unweighted, observable changed, several walkers) sits at its floor 1: every sample
-        counted independent, as for an indicator whose few changes were isolated blips.  The ESS, all the
-        samples, is then an upper bound (``g >= 1``), and the jackknife sees no spread (every subset sits at the
-        floor too): its interval would have zero width."""
+        """True when ``g`` (unweighted, observable changed, several walkers) sits at its floor 1: pymbar's sum
+        stopped at lag 1, so the correlation was not resolved (independent samples, or an indicator whose few
+        changes were isolated frames), and the leave-one-walker-out jackknife, whose subsets mostly sit at the
+        floor too, can have no spread at all (an ANI-1x HMR arm: [0.665, 0.665])."""
         return bool(self.varied and not self.weighted and len(self.jackknife_ess) >= 2
                     and self.inefficiency <= 1.0 + 1e-12)
 
     @property
     def interval(self):
-        """(low, high) of the ESS per second; None with one walker or an observable that never changed; ``(0,
-        ESS per second)`` when :attr:`at_bound` (an upper bound).  The low end is clipped at 0."""
+        """(low, high) of the ESS per second; None with one walker or an observable that never changed.  The low
+        end is clipped at 0.
+
+        The jackknife across walkers; when :attr:`at_bound`, batch means with one batch per walker instead:
+        independent walkers of ``m`` samples each have ``Var(walker mean) = p (1 - p) g / m``, so ``ESS = n p (1
+        - p) / s^2`` (``s^2`` the variance of the walkers' means, ``n - 1`` degrees of freedom), its interval
+        from the chi-square distribution of ``s^2``; no ESS exceeds the samples (``g >= 1``), and the low end
+        scales the point estimate capped at the samples (walkers with equal means give no zero-width interval)."""
         values = np.asarray(self.jackknife_ess, dtype=float)
         n = len(values)
         if n < 2 or not self.varied:
             return None
-        if self.at_bound:
-            return (0.0, self.ess_per_second)
+        if self.at_bound and self.walker_means is not None:
+            from scipy.stats import chi2
+
+            p = self.mean
+            spread = float(np.var(np.asarray(self.walker_means, dtype=float), ddof=1))
+            point = n * p * (1.0 - p) / spread if spread > 0 else np.inf
+            tail = (1.0 - self.confidence) / 2.0
+            low = min(point, self.samples) * chi2.ppf(tail, n - 1) / (n - 1)
+            high = min(point * chi2.ppf(1.0 - tail, n - 1) / (n - 1), self.samples)
+            return (min(low, high) / self.seconds, high / self.seconds)
         error = np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2))
         half = _t_quantile(self.confidence, n - 1) * error
         return (max(0.0, (self.ess - half) / self.seconds), (self.ess + half) / self.seconds)
@@ -184,7 +202,7 @@ class Efficiency:
         """The inverse of :meth:`as_dict`."""
         return cls(data["observable"], data["mean"], data["samples"], data["statistical_inefficiency"],
                    data["jackknife_ess"], data["seconds"], data["confidence"], data["varied"],
-                   data.get("weighted", False))
+                   data.get("weighted", False), data.get("walker_means"))
 
     def as_dict(self):
         interval = self.interval
@@ -192,7 +210,8 @@ class Efficiency:
                 "samples": self.samples, "statistical_inefficiency": self.inefficiency, "ess": self.ess,
                 "ess_per_second": self.ess_per_second, "interval": None if interval is None else list(interval),
                 "confidence": self.confidence, "seconds": self.seconds, "varied": self.varied, "at_bound": self.at_bound,
-                "weighted": self.weighted, "jackknife_ess": [float(e) for e in self.jackknife_ess]}
+                "weighted": self.weighted, "jackknife_ess": [float(e) for e in self.jackknife_ess],
+                "walker_means": None if self.walker_means is None else [float(m) for m in self.walker_means]}
 
 
 def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONFIDENCE, weights=None):
@@ -230,7 +249,7 @@ def efficiency(series, seconds, observable="observable", confidence=DEFAULT_CONF
     jackknife = [] if n < 2 else [
         x[1:].size / inefficiency(np.arange(n) != i) * n / (n - 1) for i in range(n)]
     return Efficiency(observable, mean, int(x.size), g, jackknife, float(seconds), confidence,
-                      bool(np.ptp(x) > 0), weights is not None)
+                      bool(np.ptp(x) > 0), weights is not None, None if w is not None else x.mean(axis=1).tolist())
 
 
 def compare(a, b):
