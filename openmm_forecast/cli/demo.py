@@ -49,7 +49,7 @@ DEMOS = {
         # One 500 fs jump per 0.5 ps sample.
         "settings": {"max_frames": 1, "sample_interval": 0.5},
         "what": "plain MD (2 fs), HMR (4 fs) and the exact ghmc cycle on the surrogate learned from ANI-1x (500 fs "
-                "jumps, one ANI-1x energy each); give it --wall-seconds 300 (about 16 minutes) for intervals",
+                "jumps, one ANI-1x energy each); give it --wall-seconds 300 (about 17 minutes) for intervals",
     },
     "amber14-vacuum": {
         "arms": ["plain", "ala2-amber14-vacuum:tolerance"],
