@@ -186,7 +186,7 @@ class Efficiency:
             tail = (1.0 - self.confidence) / 2.0
             low = min(point, self.samples) * chi2.ppf(tail, n - 1) / (n - 1)
             high = min(point * chi2.ppf(1.0 - tail, n - 1) / (n - 1), self.samples)
-            return (min(low, high) / self.seconds, high / self.seconds)
+            return (low / self.seconds, high / self.seconds)  # low < high: chi2 quantiles over n - 1 straddle 1
         error = np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2))
         half = _t_quantile(self.confidence, n - 1) * error
         return (max(0.0, (self.ess - half) / self.seconds), (self.ess + half) / self.seconds)

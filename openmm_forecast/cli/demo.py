@@ -10,10 +10,10 @@ Reports effective samples per second of the beta basin with intervals (the winne
 basin's population against the converged metadynamics reference (alpha_L included), and the first arm to the
 JS bar.  ``--setup ani1x`` (the ML regime: ANI-1x through openmm-torch, 11 ms per step on one core): plain MD,
 HMR and the exact ``ghmc`` cycle on ``fit-ani1x`` at 500 fs, against ANI-1x's own chain reference; with
-``--wall-seconds 300`` these arms (with a fourth, in a benchmark) gave the fitted chain 17x HMR outside the intervals
-(docs/results/2026-12-07-ani1x-torsion-ridge).  ``--setup amber14-vacuum``: the shipped learned forecaster against
-plain MD in vacuum, where a step is too cheap for any jump to pay.  Writes OUT/report.json, OUT/ramachandran.png and OUT/convergence.png (default
-runs/demo).
+``--wall-seconds 300`` (about 17 minutes) the fitted chain was 16.8x HMR outside the intervals
+(docs/results/2026-12-07-ani1x-torsion-ridge/demo-ani1x).  ``--setup amber14-vacuum``: the shipped learned
+forecaster against plain MD in vacuum, where a step is too cheap for any jump to pay.  Writes OUT/report.json,
+OUT/ramachandran.png and OUT/convergence.png (default runs/demo).
 """
 
 from ._common import add_threads_argument
